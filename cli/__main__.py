@@ -1,0 +1,3 @@
+from edgeaigc.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,53 @@
+"""``edgeaigc``: one command with subcommands; each subcommand lives in the module it runs.
+
+Exit codes: 0 success, 1 a target or check failed, 2 bad usage or input (argparse's own
+convention), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+#: subcommand -> (module with ``add_arguments(parser)`` and ``run(args) -> int``, help line)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "benchmark": ("edgeaigc.policy.benchmark", "evaluate every policy on a scenario and write tables, plots, results.json"),
+    "train": ("edgeaigc.policy.train", "train a TD3 (or DDPG) placement policy on a scenario"),
+    "export": ("edgeaigc.policy.export", "export a trained actor checkpoint to ONNX"),
+    "simulate": ("edgeaigc.policy.simulate", "run one policy on a scenario and print per-slot figures"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgeaigc",
+        description="Model placement for edge AI: simulator, policies and tools of edgeaigc.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(_module=module_name)
+        # Arguments are added lazily below so that `edgeaigc --help` does not import torch.
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # Resolve the subcommand first, then let its module add its own arguments.
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command in SUBCOMMANDS:
+        module = importlib.import_module(SUBCOMMANDS[command][0])
+        subparsers_action = next(
+            a for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+        )
+        module.add_arguments(subparsers_action.choices[command])
+    args = parser.parse_args(argv)
+    module = importlib.import_module(args._module)
+    try:
+        return int(module.run(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
