@@ -18,7 +18,7 @@ from edgeaigc.policy.observation import (
     encode,
     feature_bounds,
 )
-from edgeaigc.policy.plan import action_size, plan_for
+from edgeaigc.policy.plan import action_size, is_feasible, plan_for
 from edgeaigc.policy.scenario import Scenario, load_scenario
 from edgeaigc.policy.system_model import Plan, SlotOutcome, evaluate_slot
 
@@ -113,7 +113,18 @@ class EdgePlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         if self.trace is None or self.observation is None:
             raise RuntimeError("call reset() before step()")
-        plan = plan_for(self.scenario, self.observation, action, self.churn_limit)
+        return self.step_plan(plan_for(self.scenario, self.observation, action, self.churn_limit))
+
+    def step_plan(self, plan: Plan) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        """Serve the next slot under an explicit plan (must be feasible; see :func:`is_feasible`).
+
+        For policies that compute plans themselves, such as the clairvoyant oracle, whose
+        shares are optimal for demand no online policy can measure yet.
+        """
+        if self.trace is None or self.observation is None:
+            raise RuntimeError("call reset() before step_plan()")
+        if not is_feasible(self.scenario, plan):
+            raise ValueError("plan violates storage or share constraints")
         outcome = evaluate_slot(
             self.scenario,
             plan,
@@ -138,7 +149,6 @@ class EdgePlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             "downloads": outcome.downloads,
             "response_time_histogram": outcome.response_time_histogram,
         }
-        assert self.observation is not None
         return encode(self.scenario, self.observation), outcome.reward, False, truncated, info
 
     def render(self) -> str | None:
