@@ -5,7 +5,8 @@ The action of every policy, learned or not, is the same vector in ``[-1, 1]``:
 
 - Caching: on each node, models with a positive score are taken in order of score while they
   fit the node's storage (and, with a churn limit, while few enough of them are new).
-- Shares: the optimal shares for the *measured* load (water-filling, see
+- Shares: the optimal shares for the *measured* load (the larger of the last slot's and the
+  recent mean rate) (water-filling, see
   :func:`~edgeaigc.policy.system_model.optimal_shares`) tilted by ``exp(TILT * action)`` and
   mixed with a small uniform floor so a cached model or camera whose demand was zero last slot
   is not starved. An action of 0 therefore means "optimal for what was measured".
@@ -104,13 +105,16 @@ def plan_for(
     """Project an action onto a feasible :class:`Plan` using the measured demand."""
     cache_score, compute_tilt, bandwidth_tilt = split_action(scenario, action)
     cache = select_cache(scenario, cache_score, observation.cache, churn_limit)
-    node_rates = node_rates_of(scenario, observation.camera_rates)
+    # Plan for the larger of the last slot and the recent mean: one quiet slot (Poisson noise
+    # at low rates) must not starve a cached model of compute or a camera of bandwidth.
+    planning_rates = np.maximum(observation.camera_rates, observation.camera_rates_recent_mean)
+    node_rates = node_rates_of(scenario, planning_rates)
     E, M = cache.shape
     base_compute = optimal_compute_shares(scenario, cache, node_rates)
     compute = _tilt(
         base_compute.ravel(), compute_tilt.ravel(), cache.ravel() > 0, np.repeat(np.arange(E), M), E
     ).reshape(E, M)
-    base_bandwidth = optimal_bandwidth_shares(scenario, observation.camera_rates, observation.link_quality)
+    base_bandwidth = optimal_bandwidth_shares(scenario, planning_rates, observation.link_quality)
     cameras = np.ones(scenario.num_cameras, dtype=bool)
     bandwidth = _tilt(base_bandwidth, bandwidth_tilt, cameras, scenario.camera_node, E)
     return Plan(cache=cache, compute_share=compute, bandwidth_share=bandwidth)
