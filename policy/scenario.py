@@ -174,17 +174,23 @@ def _number(value: Any, where: str, *, minimum: float | None = None, positive: b
     return number
 
 
-def _draw(value: Any, where: str, rng: np.random.Generator, *, positive: bool = True) -> float:
+#: Fields that may be zero (a free resource, a model returning next to nothing); others must be > 0.
+_MAY_BE_ZERO = {"energy_price_per_core_second", "input_kb", "output_kb"}
+
+
+def _draw(value: Any, where: str, rng: np.random.Generator) -> float:
     """A number, or ``[low, high]`` drawn uniformly (the scenario's layout is seeded)."""
+    field = where.rsplit(".", 1)[-1]
+    limits: dict[str, Any] = {"minimum": 0.0} if field in _MAY_BE_ZERO else {"positive": True}
     if isinstance(value, list):
         if len(value) != 2:
             raise ScenarioError(f"{where} must be a number or [low, high], got {value!r}")
-        low = _number(value[0], f"{where}[0]", positive=positive)
-        high = _number(value[1], f"{where}[1]", positive=positive)
+        low = _number(value[0], f"{where}[0]", **limits)
+        high = _number(value[1], f"{where}[1]", **limits)
         if high < low:
             raise ScenarioError(f"{where}: high {high} is below low {low}")
         return float(rng.uniform(low, high))
-    return _number(value, where, positive=positive)
+    return _number(value, where, **limits)
 
 
 def _expand(groups: Any, where: str) -> list[tuple[str, dict[str, Any]]]:

@@ -127,10 +127,14 @@ def optimal_shares(needed: np.ndarray, group: np.ndarray, num_groups: int, rho_m
     has_load = group_max > 0
     sqrt_sum = np.bincount(group, weights=np.sqrt(needed * loaded), minlength=num_groups)
     need_sum = np.bincount(group, weights=needed * loaded, minlength=num_groups)
-    # Square-root rule (every loaded queue active) as the low end of the bracket.
+    # Low end of the bracket, where the shares add up to at least 1: below every threshold all
+    # loaded queues are active (sum >= sum of a, enough when overloaded), and at the square-root
+    # rule's nu they add up to exactly 1 when not overloaded.
+    group_min = np.full(num_groups, np.inf)
+    np.minimum.at(group_min, group, np.where(loaded, threshold, np.inf))
     with np.errstate(divide="ignore", invalid="ignore"):
-        closed = (sqrt_sum / np.maximum(1 - need_sum, 1e-12)) ** 2
-    low = np.log(np.maximum(np.minimum(closed, group_max) * 1e-6, 1e-300))
+        closed = np.where(need_sum < 1, (sqrt_sum / np.maximum(1 - need_sum, 1e-300)) ** 2, np.inf)
+    low = np.log(np.maximum(np.minimum(closed, group_min) * 0.5, 1e-300))
     high = np.log(np.maximum(group_max, 1e-300)) + 1e-9
 
     def shares_at(log_nu: np.ndarray) -> np.ndarray:

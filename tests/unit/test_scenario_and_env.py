@@ -1,0 +1,124 @@
+"""Scenario files, trace-driven demand and the Gymnasium contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import yaml
+from gymnasium.utils.env_checker import check_env
+
+import edgeaigc.policy  # noqa: F401  (registers the environment)
+from edgeaigc.policy.demand import DemandGenerator, read_count_trace, resample_counts
+from edgeaigc.policy.env import EdgePlacementEnv
+from edgeaigc.policy.scenario import BUNDLED_SCENARIOS, ScenarioError, load_scenario, scenario_from_dict
+from tests.conftest import one_node_document
+
+
+@pytest.mark.parametrize("name", BUNDLED_SCENARIOS)
+def test_bundled_scenarios_load(name: str) -> None:
+    scenario = load_scenario(name)
+    assert scenario.num_nodes >= 1 and scenario.num_cameras >= 1
+    assert np.all(scenario.model_size_mb > 0)
+
+
+def test_issue_sizes_of_traffic_city_and_large() -> None:
+    city, large = load_scenario("traffic-city"), load_scenario("large")
+    assert city.num_cameras == 40 and city.num_models == 12
+    assert large.num_nodes >= 100 and large.num_cameras >= 1000 and large.num_models >= 50
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"cloud": {"core_speed": 1}}, r"cloud\.price_per_core_second is required"),
+        ({"slot_seconds": -5}, r"slot_seconds must be > 0"),
+        ({"rho_max": 1.5}, r"rho_max must be < 1"),
+    ],
+)
+def test_bad_scenarios_name_the_field(change: dict, message: str) -> None:
+    with pytest.raises(ScenarioError, match=message):
+        scenario_from_dict(one_node_document(**change))
+
+
+def test_bad_model_stage_names_the_model() -> None:
+    document = one_node_document()
+    document["models"][0]["stage"] = "segmentation"
+    with pytest.raises(ScenarioError, match=r"models\[det\]\.stage must be one of"):
+        scenario_from_dict(document)
+
+
+def test_unknown_scenario_lists_the_bundled_ones() -> None:
+    with pytest.raises(ScenarioError, match="traffic-city"):
+        load_scenario("no-such-scenario")
+
+
+def test_custom_scenario_file_with_a_csv_trace(tmp_path: Path) -> None:
+    # Two counters, 30 s apart for an hour: the second is twice as busy as the first.
+    rows = ["timestamp,north,south"] + [f"{1_700_000_000 + 30 * i},{i % 4},{2 * (i % 4)}" for i in range(120)]
+    (tmp_path / "counts.csv").write_text("\n".join(rows) + "\n")
+    document = one_node_document(demand={"trace": {"path": "counts.csv"}})
+    document["cameras"]["count"] = 2
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(document))
+    scenario = load_scenario(tmp_path / "mine.yaml")
+    trace = DemandGenerator(scenario).episode(np.random.default_rng(0), num_slots=10)
+    assert trace.rates.shape == (11, 2, 3)
+    # Activity is each column over its own mean, so both cameras get the same profile here.
+    np.testing.assert_allclose(trace.rates[:, 0].sum(axis=1), trace.rates[:, 1].sum(axis=1))
+
+
+def test_resample_sums_counts_into_slots() -> None:
+    times = np.array([0.0, 10, 20, 60, 70, 130])
+    counts = np.array([[1.0], [2], [3], [4], [0], [6]])
+    starts, activity = resample_counts(times, counts, 60)
+    np.testing.assert_allclose(starts, [0, 60, 120])
+    np.testing.assert_allclose(activity[:, 0], np.array([6, 4, 6]) / (16 / 3))
+
+
+def test_trace_errors_name_row_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text("timestamp,count\n2024-01-01T00:00:00,3\nyesterday,4\n")
+    with pytest.raises(ScenarioError, match="row 3: timestamp 'yesterday'"):
+        read_count_trace(path, "timestamp", ())
+    path.write_text("time,count\n1,2\n3,4\n")
+    with pytest.raises(ScenarioError, match="no column 'timestamp'"):
+        read_count_trace(path, "timestamp", ())
+
+
+def test_env_passes_the_gymnasium_checker() -> None:
+    check_env(gym.make("edgeaigc/EdgePlacement-v0", scenario="tiny").unwrapped, skip_render_check=True)
+
+
+def test_same_seed_same_episode() -> None:
+    first, second = EdgePlacementEnv("tiny"), EdgePlacementEnv("tiny")
+    first.reset(seed=42)
+    second.reset(seed=42)
+    assert first.trace is not None and second.trace is not None
+    np.testing.assert_array_equal(first.trace.counts, second.trace.counts)
+    action = np.zeros(first.action_space.shape, np.float32)
+    assert first.step(action)[1] == second.step(action)[1]
+
+
+def test_info_reports_the_figures_any_agent_is_scored_on() -> None:
+    env = gym.make("edgeaigc/EdgePlacement-v0", scenario="tiny")
+    env.reset(seed=0)
+    steps, truncated = 0, False
+    while not truncated:
+        _, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        steps += 1
+        assert not terminated
+        assert 0.0 <= info["hit_rate"] <= 1.0 and info["mean_response_time_s"] > 0 and info["cost"] >= 0
+        assert reward < 0
+    assert steps == load_scenario("tiny").episode_slots
+
+
+def test_demand_drifts_and_follows_the_day() -> None:
+    """Popularity is not frozen: the models in use change over an episode."""
+    scenario = load_scenario("traffic-city")
+    trace = DemandGenerator(scenario).episode(np.random.default_rng(5))
+    in_use_first = trace.rates[1] > 0
+    in_use_last = trace.rates[-1] > 0
+    assert (in_use_first != in_use_last).any()
+    assert trace.rates.sum(axis=(1, 2)).std() > 0
