@@ -13,7 +13,10 @@ from collections.abc import Sequence
 
 #: subcommand -> (module with ``add_arguments(parser)`` and ``run(args) -> int``, help line)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "benchmark": ("edgeaigc.policy.benchmark", "evaluate every policy on a scenario and write tables, plots, results.json"),
+    "benchmark": (
+        "edgeaigc.policy.benchmark",
+        "evaluate every policy on a scenario and write tables, plots, results.json",
+    ),
     "train": ("edgeaigc.policy.train", "train a TD3 (or DDPG) placement policy on a scenario"),
     "export": ("edgeaigc.policy.export", "export a trained actor checkpoint to ONNX"),
     "simulate": ("edgeaigc.policy.simulate", "run one policy on a scenario and print per-slot figures"),
@@ -40,9 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     if command in SUBCOMMANDS:
         module = importlib.import_module(SUBCOMMANDS[command][0])
-        subparsers_action = next(
-            a for a in parser._actions if isinstance(a, argparse._SubParsersAction)
-        )
+        subparsers_action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         module.add_arguments(subparsers_action.choices[command])
     args = parser.parse_args(argv)
     module = importlib.import_module(args._module)

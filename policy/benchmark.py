@@ -30,13 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
-from tqdm import tqdm
-
 from edgeaigc.policy.base import PlacementPolicy
 from edgeaigc.policy.env import EdgePlacementEnv
 from edgeaigc.policy.scenario import Scenario, ScenarioError, load_scenario
 from edgeaigc.policy.system_model import RESPONSE_TIME_BINS, histogram_quantile
+from scipy import stats
+from tqdm import tqdm
 
 POLICY_NAMES: tuple[str, ...] = ("random", "lru", "lfu", "static_topk", "myopic", "ddpg", "td3", "oracle")
 METRICS: tuple[str, ...] = (
@@ -330,8 +329,12 @@ def run_benchmark(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--scenario", default="traffic-city", help="bundled name (paper, traffic-city, large, tiny) or YAML path")
-    parser.add_argument("--output", type=Path, default=Path("bench-out"), help="directory for results (default: bench-out)")
+    parser.add_argument(
+        "--scenario", default="traffic-city", help="bundled name (paper, traffic-city, large, tiny) or YAML path"
+    )
+    parser.add_argument(
+        "--output", type=Path, default=Path("bench-out"), help="directory for results (default: bench-out)"
+    )
     parser.add_argument("--seeds", type=int, default=5, help="number of evaluation seeds (default: 5)")
     parser.add_argument("--seed-base", type=int, default=DEFAULT_SEED_BASE, help="first seed (held out from training)")
     parser.add_argument(

@@ -23,7 +23,6 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-
 from edgeaigc.policy.scenario import DAYPARTS, STAGES, Scenario, ScenarioError
 
 
@@ -49,7 +48,9 @@ class EpisodeTrace:
         return self.counts[slot]
 
 
-def read_count_trace(path: Path, timestamp_column: str, count_columns: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+def read_count_trace(
+    path: Path, timestamp_column: str, count_columns: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray]:
     """Read ``(unix_seconds[N], counts[N, C])`` from a CSV of counts, sorted by time."""
     try:
         with path.open(newline="") as handle:
@@ -83,7 +84,9 @@ def read_count_trace(path: Path, timestamp_column: str, count_columns: tuple[str
             try:
                 counts[i, j] = float(row[column])
             except (TypeError, ValueError) as error:
-                raise ScenarioError(f"demand.trace: {path} row {i + 2}: {column}={row[column]!r} is not a number") from error
+                raise ScenarioError(
+                    f"demand.trace: {path} row {i + 2}: {column}={row[column]!r} is not a number"
+                ) from error
     if np.any(counts < 0):
         raise ScenarioError(f"demand.trace: {path} has negative counts")
     order = np.argsort(times)
@@ -121,14 +124,13 @@ class DemandGenerator:
     def episode(self, rng: np.random.Generator, num_slots: int | None = None) -> EpisodeTrace:
         scenario = self.scenario
         T = (num_slots or scenario.episode_slots) + 1
-        U, M = scenario.num_cameras, scenario.num_models
         hours, activity = self._activity(rng, T)
         variant_weight = self._variant_weights(rng, hours)  # [T, U, M]
         active = self._active_variants(rng, variant_weight)  # [T, U, M] one-hot per stage
         per_frame = scenario.stage_requests_per_frame[scenario.model_stage]  # [M]
         rates = activity[:, :, None] * scenario.camera_fps[None, :, None] * per_frame[None, None, :] * active
         counts = rng.poisson(rates * scenario.slot_seconds) / scenario.slot_seconds
-        link = self._link_quality(rng, T, U)
+        link = self._link_quality(rng, T, scenario.num_cameras)
         return EpisodeTrace(
             rates=rates.astype(np.float64),
             counts=counts.astype(np.float64),
@@ -145,7 +147,10 @@ class DemandGenerator:
             offset = int(rng.integers(0, len(starts)))
             index = (offset + np.arange(T)) % len(starts)
             hours = np.array(
-                [datetime.fromtimestamp(float(starts[i])).hour + datetime.fromtimestamp(float(starts[i])).minute / 60 for i in index]
+                [
+                    datetime.fromtimestamp(float(starts[i])).hour + datetime.fromtimestamp(float(starts[i])).minute / 60
+                    for i in index
+                ]
             )
             columns = np.arange(U) % trace_activity.shape[1]
             return hours, trace_activity[index][:, columns]
@@ -204,7 +209,11 @@ class DemandGenerator:
         active = np.zeros((T, U, M))
         current = np.zeros((U, len(STAGES)), dtype=np.int64)
         for t in range(T):
-            redraw = np.ones((U, len(STAGES)), dtype=bool) if t == 0 else rng.random((U, len(STAGES))) < config.variant_switch_probability
+            redraw = (
+                np.ones((U, len(STAGES)), dtype=bool)
+                if t == 0
+                else rng.random((U, len(STAGES))) < config.variant_switch_probability
+            )
             for s in range(len(STAGES)):
                 members = np.flatnonzero(scenario.model_stage == s)
                 rows = np.flatnonzero(redraw[:, s])

@@ -7,8 +7,6 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
-
 from edgeaigc.policy.demand import DemandGenerator, EpisodeTrace
 from edgeaigc.policy.observation import (
     CAMERA_FEATURES,
@@ -21,6 +19,7 @@ from edgeaigc.policy.observation import (
 from edgeaigc.policy.plan import action_size, is_feasible, plan_for
 from edgeaigc.policy.scenario import Scenario, load_scenario
 from edgeaigc.policy.system_model import Plan, SlotOutcome, evaluate_slot
+from gymnasium import spaces
 
 
 class EdgePlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
@@ -51,7 +50,7 @@ class EdgePlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     scored like ours.
     """
 
-    metadata = {"render_modes": ["ansi"]}
+    metadata = {"render_modes": ["ansi"]}  # noqa: RUF012  (Gymnasium declares it a plain dict)
 
     def __init__(
         self,
@@ -69,7 +68,7 @@ class EdgePlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.demand = DemandGenerator(self.scenario)
         E, M, U = self.scenario.num_nodes, self.scenario.num_models, self.scenario.num_cameras
         bound = feature_bounds()
-        self.observation_space = spaces.Dict(
+        self.observation_space = spaces.Dict(  # type: ignore[assignment]
             {
                 "pair": spaces.Box(-bound, bound, (E, M, len(PAIR_FEATURES)), np.float32),
                 "camera": spaces.Box(-bound, bound, (U, len(CAMERA_FEATURES)), np.float32),
@@ -152,8 +151,10 @@ class EdgePlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         return encode(self.scenario, self.observation), outcome.reward, False, truncated, info
 
     def render(self) -> str | None:
-        if self.render_mode != "ansi" or self.last_outcome is None:
+        if self.render_mode != "ansi":
             return None
+        if self.last_outcome is None:
+            return f"slot {self.slot}: no decision yet"
         o = self.last_outcome
         return (
             f"slot {self.slot - 1}: hit rate {o.hit_rate:.1%}, mean rt {o.mean_response_time_s * 1000:.0f} ms, "

@@ -18,7 +18,6 @@ infeasible plan never leaves the policy.
 from __future__ import annotations
 
 import numpy as np
-
 from edgeaigc.policy.observation import Observation
 from edgeaigc.policy.scenario import Scenario
 from edgeaigc.policy.system_model import (
@@ -40,7 +39,7 @@ def action_size(scenario: Scenario) -> int:
 
 def split_action(scenario: Scenario, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(cache_score[E, M], compute_tilt[E, M], bandwidth_tilt[U])`` from a flat action."""
-    E, M, U = scenario.num_nodes, scenario.num_models, scenario.num_cameras
+    E, M = scenario.num_nodes, scenario.num_models
     action = np.clip(np.nan_to_num(np.asarray(action, float).reshape(-1), nan=0.0), -1.0, 1.0)
     if action.size != action_size(scenario):
         raise ValueError(f"action has {action.size} values, expected 2*E*M+U = {action_size(scenario)}")

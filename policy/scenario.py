@@ -270,9 +270,7 @@ def scenario_from_dict(document: dict[str, Any], base_dir: Path | None = None) -
         alpha=_number(reward_doc.get("alpha", 1.0), "reward.alpha", minimum=0),
         beta=_number(reward_doc.get("beta", 1.0), "reward.beta", minimum=0),
         t_ref_s=_number(reward_doc.get("t_ref_s", 0.2), "reward.t_ref_s", positive=True),
-        c_ref_per_request=_number(
-            reward_doc.get("c_ref_per_request", 1e-5), "reward.c_ref_per_request", positive=True
-        ),
+        c_ref_per_request=_number(reward_doc.get("c_ref_per_request", 1e-5), "reward.c_ref_per_request", positive=True),
     )
     cloud = _require(document, "cloud", "scenario")
 
@@ -291,13 +289,13 @@ def scenario_from_dict(document: dict[str, Any], base_dir: Path | None = None) -
     }
     for node_name, group in nodes:
         for key, values in node_fields.items():
-            values.append(_draw(_require(group, key, f"edge_nodes[{node_name}]"), f"edge_nodes[{node_name}].{key}", rng))
+            values.append(
+                _draw(_require(group, key, f"edge_nodes[{node_name}]"), f"edge_nodes[{node_name}].{key}", rng)
+            )
 
     models = _expand(_require(document, "models", "scenario"), "models")
     stage_index, daypart_index = [], []
-    model_fields: dict[str, list[float]] = {
-        key: [] for key in ("size_mb", "work_ms", "input_kb", "output_kb")
-    }
+    model_fields: dict[str, list[float]] = {key: [] for key in ("size_mb", "work_ms", "input_kb", "output_kb")}
     for model_name, group in models:
         where = f"models[{model_name}]"
         stage = str(_require(group, "stage", where))
@@ -330,7 +328,9 @@ def scenario_from_dict(document: dict[str, Any], base_dir: Path | None = None) -
         camera_node = rng.integers(0, len(nodes), size=camera_count)
     else:
         raise ScenarioError(f"{where}.attach must be 'round-robin' or 'random', got {attach!r}")
-    camera_fps = np.array([_draw(_require(cameras_doc, "fps", where), f"{where}.fps", rng) for _ in range(camera_count)])
+    camera_fps = np.array(
+        [_draw(_require(cameras_doc, "fps", where), f"{where}.fps", rng) for _ in range(camera_count)]
+    )
     link = cameras_doc.get("link", {}) or {}
     link_states = np.array([float(v) for v in link.get("spectral_efficiency_states", [0.5, 1.0, 2.0, 4.0])])
     if link_states.size == 0 or np.any(link_states <= 0):

@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-
 from edgeaigc.policy.scenario import Scenario
 
 #: Response-time histogram edges (seconds) for p95 over many slots without storing requests.
@@ -302,7 +301,9 @@ def evaluate_slot(
     transfer = float((misses * (scenario.model_input_mbit + scenario.model_output_mbit)).sum()) / 8000.0
     transfer *= scenario.price_per_gb_transfer
     energy = float(
-        (hits_rate * work / scenario.node_core_speed[:, None] * scenario.node_energy_price_per_core_second[:, None]).sum()
+        (
+            hits_rate * work / scenario.node_core_speed[:, None] * scenario.node_energy_price_per_core_second[:, None]
+        ).sum()
     )
     cost = serving_cost + downloads_cost
     if requests > 0:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from edgeaigc.policy.env import EdgePlacementEnv
+from edgeaigc.policy.plan import action_for_cache, action_size, is_feasible, plan_for, select_cache
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-
-from edgeaigc.policy.env import EdgePlacementEnv
-from edgeaigc.policy.plan import action_for_cache, action_size, is_feasible, plan_for, select_cache
 
 ENV = EdgePlacementEnv("tiny")
 ENV.reset(seed=3)
@@ -18,7 +17,9 @@ SIZE = action_size(ENV.scenario)
 
 @settings(max_examples=80, deadline=None)
 @given(
-    action=arrays(np.float64, SIZE, elements=st.one_of(st.floats(-5, 5), st.just(np.nan), st.just(np.inf), st.just(-np.inf))),
+    action=arrays(
+        np.float64, SIZE, elements=st.one_of(st.floats(-5, 5), st.just(np.nan), st.just(np.inf), st.just(-np.inf))
+    ),
     churn=st.one_of(st.none(), st.integers(0, 3)),
 )
 def test_any_action_projects_to_a_feasible_plan(action: np.ndarray, churn: int | None) -> None:

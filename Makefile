@@ -1,0 +1,20 @@
+# Developer shortcuts. `make test` is the README's test command and what CI runs.
+PYTHON ?= python3
+
+.PHONY: install test lint unit benchmark
+
+install:
+	$(PYTHON) -m pip install -e ".[train,dev]"
+
+lint:
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m mypy policy cli
+
+unit:
+	$(PYTHON) -m pytest -q
+
+test: lint unit
+
+benchmark:
+	edgeaigc benchmark --scenario traffic-city --output bench-out
