@@ -147,20 +147,20 @@ def optimal_shares(needed: np.ndarray, group: np.ndarray, num_groups: int, rho_m
         low = np.where(too_much, middle, low)
         high = np.where(too_much, high, middle)
     share = shares_at(high)
-    # The queue whose threshold lies just below nu sits in its linear region: it takes the rest.
+    # Queues left at zero sit in their linear region, where the marginal gain is constant (their
+    # threshold): the rest of each group goes to them as a fractional knapsack, highest
+    # threshold first, each up to its knee.
     remainder = np.maximum(1 - np.bincount(group, weights=share, minlength=num_groups), 0.0)
-    candidate = loaded & (share == 0)
-    if candidate.any():
-        score = np.where(candidate, threshold, -np.inf)
-        best = np.full(num_groups, -np.inf)
-        np.maximum.at(best, group, score)
-        is_best = candidate & (score == best[group]) & np.isfinite(best[group])
-        # One item per group takes the remainder (ties broken by position).
-        first = np.zeros(num_groups, dtype=bool)
-        for i in np.flatnonzero(is_best):
-            if not first[group[i]]:
-                first[group[i]] = True
-                share[i] = min(remainder[group[i]], needed[i] / rho_max)
+    candidates = np.flatnonzero(loaded & (share == 0))
+    if candidates.size:
+        order = candidates[np.lexsort((-threshold[candidates], group[candidates]))]
+        knee = needed[order] / rho_max
+        cumulative = np.cumsum(knee)
+        groups_in_order = group[order]
+        first_of_group = np.r_[True, groups_in_order[1:] != groups_in_order[:-1]]
+        group_start = np.maximum.accumulate(np.where(first_of_group, np.arange(order.size), 0))
+        before = cumulative - knee - np.where(group_start > 0, cumulative[group_start - 1], 0.0)
+        share[order] = np.clip(remainder[groups_in_order] - before, 0.0, knee)
     share[~has_load[group]] = 0.0
     return share
 

@@ -33,7 +33,7 @@ def test_queues_without_load_get_no_share() -> None:
     np.testing.assert_allclose(shares, [0.0, 1.0, 0.0])
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     needed=st.lists(st.floats(0.0, 1.5), min_size=1, max_size=5),
     other=st.lists(st.floats(0.0, 1.0), min_size=5, max_size=5),
