@@ -122,6 +122,8 @@ class EdgePlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         """
         if self.trace is None or self.observation is None:
             raise RuntimeError("call reset() before step_plan()")
+        if self.slot > self.trace.num_slots:
+            raise RuntimeError("the episode is over (truncated); call reset()")
         if not is_feasible(self.scenario, plan):
             raise ValueError("plan violates storage or share constraints")
         outcome = evaluate_slot(

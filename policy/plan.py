@@ -67,19 +67,19 @@ def select_cache(
     E, M = cache_score.shape
     cache = np.zeros((E, M))
     order = np.argsort(-cache_score, axis=1, kind="stable")
-    for e in range(E):
-        free = scenario.node_storage_mb[e]
-        added = 0
-        for m in order[e]:
-            if cache_score[e, m] <= 0:
-                break
-            size = scenario.model_size_mb[m]
-            is_new = previous_cache[e, m] <= 0
-            if size > free or (is_new and churn_limit is not None and added >= churn_limit):
-                continue
-            cache[e, m] = 1.0
-            free -= size
-            added += int(is_new)
+    free = scenario.node_storage_mb.astype(float).copy()
+    added = np.zeros(E, dtype=np.int64)
+    nodes = np.arange(E)
+    limit = np.iinfo(np.int64).max if churn_limit is None else churn_limit
+    # All nodes at once, one rank position at a time (the greedy is sequential within a node).
+    for rank in range(M):
+        model = order[:, rank]
+        size = scenario.model_size_mb[model]
+        is_new = previous_cache[nodes, model] <= 0
+        take = (cache_score[nodes, model] > 0) & (size <= free) & ~(is_new & (added >= limit))
+        cache[nodes[take], model[take]] = 1.0
+        free -= np.where(take, size, 0.0)
+        added += take & is_new
     return cache
 
 

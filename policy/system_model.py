@@ -131,7 +131,7 @@ def optimal_shares(needed: np.ndarray, group: np.ndarray, num_groups: int, rho_m
     # rule's nu they add up to exactly 1 when not overloaded.
     group_min = np.full(num_groups, np.inf)
     np.minimum.at(group_min, group, np.where(loaded, threshold, np.inf))
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         closed = np.where(need_sum < 1, (sqrt_sum / np.maximum(1 - need_sum, 1e-300)) ** 2, np.inf)
     low = np.log(np.maximum(np.minimum(closed, group_min) * 0.5, 1e-300))
     high = np.log(np.maximum(group_max, 1e-300)) + 1e-9
@@ -265,9 +265,19 @@ def node_cache_objective(
 
 def node_rates_of(scenario: Scenario, camera_rates: np.ndarray) -> np.ndarray:
     """Aggregate camera request rates ``[..., U, M]`` into node rates ``[..., E, M]``."""
-    onehot = np.zeros((scenario.num_nodes, scenario.num_cameras))
-    onehot[scenario.camera_node, np.arange(scenario.num_cameras)] = 1.0
-    return np.einsum("eu,...um->...em", onehot, camera_rates)
+    by_camera = np.moveaxis(np.asarray(camera_rates, float), -2, 0)  # [U, ..., M]
+    by_node = np.zeros((scenario.num_nodes, *by_camera.shape[1:]))
+    np.add.at(by_node, scenario.camera_node, by_camera)
+    return np.moveaxis(by_node, 0, -2)
+
+
+def response_time_histogram(seconds: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weights per :data:`RESPONSE_TIME_BINS` bin (log-spaced, so the bin is computed directly)."""
+    low, high = RESPONSE_TIME_BINS[0], RESPONSE_TIME_BINS[-1]
+    bins = len(RESPONSE_TIME_BINS) - 1
+    position = np.log(np.clip(seconds, low, high) / low) / np.log(high / low) * bins
+    index = np.minimum(position.astype(np.int64), bins - 1)
+    return np.bincount(index.ravel(), weights=np.asarray(weights, float).ravel(), minlength=bins)
 
 
 def evaluate_slot(
@@ -313,9 +323,7 @@ def evaluate_slot(
         mean_rt, cost_per_request = 0.0, cost
     w = scenario.reward
     reward = -(w.alpha * mean_rt / w.t_ref_s + w.beta * cost_per_request / w.c_ref_per_request)
-    histogram, _ = np.histogram(
-        np.clip(response, RESPONSE_TIME_BINS[0], RESPONSE_TIME_BINS[-1]), bins=RESPONSE_TIME_BINS, weights=counts
-    )
+    histogram = response_time_histogram(response, counts)
     return SlotOutcome(
         requests=requests,
         hits=float((counts * cached).sum()),
