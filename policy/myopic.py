@@ -3,19 +3,19 @@
 It assumes the next slot looks like the last one and minimises that one slot's objective —
 serving with optimal compute shares (:func:`~edgeaigc.policy.system_model.node_cache_objective`)
 plus the download cost of newly cached models — ignoring what later slots will want. Edge
-nodes are independent given the demand, so each node is optimised on its own.
+nodes are independent given the demand, so each node is optimised on its own, on a scenario
+cut down to that node and the models that can matter there (:func:`single_node_scenario`),
+which keeps the work proportional to the node's candidates rather than to the fleet.
 
-The subset enumeration (:func:`feasible_subsets`) and the padded per-node evaluation
-(:func:`stack_subsets`, :func:`cost_weight`) are shared with the clairvoyant oracle
-(:mod:`.oracle`).
+The subset enumeration (:func:`feasible_subsets`), the cut-down scenario and the cost weight
+(:func:`cost_weight`) are shared with the clairvoyant oracle (:mod:`.oracle`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
 
 import numpy as np
-
 from edgeaigc.policy.observation import Observation
 from edgeaigc.policy.plan import action_for_cache
 from edgeaigc.policy.scenario import Scenario
@@ -73,22 +73,37 @@ def feasible_subsets(
     return subsets
 
 
-def stack_subsets(subsets: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-node subset lists as one batch of fleet caches, ``(cache[S, E, M], valid[S, E])``.
+def single_node_scenario(scenario: Scenario, node: int, models: np.ndarray) -> Scenario:
+    """``scenario`` cut down to edge node ``node``, its cameras and the models ``models``.
 
-    Node ``e``'s row of batch entry ``s`` is its subset ``s``; nodes with fewer subsets are
-    padded with empty caches marked invalid. Nodes being independent, one call to
-    :func:`~edgeaigc.policy.system_model.node_cache_objective` then scores every node's subsets.
+    Nodes are independent given the demand, and a model that is neither requested nor cached
+    at a node adds nothing to its objective, so the node's objective for caches and rates over
+    ``models`` is the same on this scenario (as node 0) as on the full one.
     """
-    num_nodes = len(subsets)
-    num_models = subsets[0].shape[1]
-    depth = max(len(rows) for rows in subsets)
-    cache = np.zeros((depth, num_nodes, num_models))
-    valid = np.zeros((depth, num_nodes), dtype=bool)
-    for node, rows in enumerate(subsets):
-        cache[: len(rows), node] = rows
-        valid[: len(rows), node] = True
-    return cache, valid
+    models = np.asarray(models, dtype=np.int64)
+    cameras = np.flatnonzero(scenario.camera_node == node)
+    one = [node]
+    return dataclasses.replace(
+        scenario,
+        node_names=(scenario.node_names[node],),
+        node_storage_mb=scenario.node_storage_mb[one],
+        node_cores=scenario.node_cores[one],
+        node_core_speed=scenario.node_core_speed[one],
+        node_bandwidth_mhz=scenario.node_bandwidth_mhz[one],
+        node_backhaul_mbps=scenario.node_backhaul_mbps[one],
+        node_rtt_s=scenario.node_rtt_s[one],
+        node_energy_price_per_core_second=scenario.node_energy_price_per_core_second[one],
+        camera_names=tuple(scenario.camera_names[camera] for camera in cameras),
+        camera_node=np.zeros(cameras.size, dtype=np.int64),
+        camera_fps=scenario.camera_fps[cameras],
+        model_names=tuple(scenario.model_names[model] for model in models),
+        model_stage=scenario.model_stage[models],
+        model_daypart=scenario.model_daypart[models],
+        model_size_mb=scenario.model_size_mb[models],
+        model_work_s=scenario.model_work_s[models],
+        model_input_mbit=scenario.model_input_mbit[models],
+        model_output_mbit=scenario.model_output_mbit[models],
+    )
 
 
 def cost_weight(scenario: Scenario, total_rate: float) -> float:
@@ -102,6 +117,37 @@ def cost_weight(scenario: Scenario, total_rate: float) -> float:
     return scenario.reward.beta / scenario.reward.c_ref_per_request
 
 
+@dataclasses.dataclass(frozen=True)
+class NodeSlot:
+    """One node's one-slot caching problem over its candidate models."""
+
+    scenario: Scenario
+    """The node alone with its candidate models (:func:`single_node_scenario`)."""
+    node_rates: np.ndarray
+    """Requests per second of each candidate at the node, ``[K]``."""
+    previous_cache: np.ndarray
+    """Which candidates are cached now, ``bool[K]`` (adding the others costs a download)."""
+    total_rate: float
+    """Requests per second over the whole fleet: the objective is per request of the fleet."""
+
+    def objective(self, rows: np.ndarray) -> np.ndarray:
+        """One-slot objective of each candidate cache ``rows[B, K]``, downloads included, ``[B]``."""
+        caches = rows[:, None, :].astype(float)
+        serving = node_cache_objective(self.scenario, caches, self.node_rates[None], self.total_rate)[:, 0]
+        downloads = download_cost(self.scenario, caches, self.previous_cache[None])[:, 0]
+        return serving + cost_weight(self.scenario, self.total_rate) * downloads
+
+    def fits(self, rows: np.ndarray) -> np.ndarray:
+        """Which rows ``[B, K]`` fit the node's storage (the arithmetic of ``select_cache``)."""
+        free = np.full(len(rows), float(self.scenario.node_storage_mb[0]))
+        ok = np.ones(len(rows), dtype=bool)
+        for model, size in enumerate(self.scenario.model_size_mb):
+            taken = rows[:, model]
+            ok &= ~taken | (size <= free)
+            free = np.where(taken, free - size, free)
+        return ok
+
+
 def myopic_cache(
     scenario: Scenario,
     camera_rates: np.ndarray,
@@ -113,115 +159,80 @@ def myopic_cache(
     On each node the candidates are the models with demand there plus those already cached (a
     model with neither can only cost a download). Exact — every feasible subset of the
     candidates is scored — when a node has at most ``max_subsets`` of them; otherwise greedy
-    by marginal gain followed by 1-swap local search (not guaranteed optimal). Among equally
-    good caches the one keeping the most cached storage wins, so models without demand this
-    slot stay until space is needed.
+    by marginal gain from the current cache followed by 1-swap local search (a local optimum,
+    not guaranteed optimal). Among equally good caches the one keeping the most cached storage
+    wins, so models without demand this slot stay until their space is worth more.
     """
     node_rates = node_rates_of(scenario, camera_rates)
     total_rate = float(node_rates.sum())
-    weight = cost_weight(scenario, total_rate)
     current = current_cache > 0
-    E = scenario.num_nodes
-    subsets: list[np.ndarray] = []
-    searched: list[int] = []
-    for node in range(E):
-        candidates = (node_rates[node] > 0) | current[node]
+    cache = np.zeros((scenario.num_nodes, scenario.num_models))
+    for node in range(scenario.num_nodes):
+        models = np.flatnonzero((node_rates[node] > 0) | current[node])
+        if models.size == 0:
+            continue
+        problem = NodeSlot(
+            scenario=single_node_scenario(scenario, node, models),
+            node_rates=node_rates[node, models],
+            previous_cache=current[node, models],
+            total_rate=total_rate,
+        )
         try:
-            subsets.append(
-                feasible_subsets(scenario.model_size_mb, scenario.node_storage_mb[node], candidates, max_subsets)
+            rows = feasible_subsets(
+                problem.scenario.model_size_mb,
+                problem.scenario.node_storage_mb[0],
+                np.ones(models.size, dtype=bool),
+                max_subsets,
             )
         except TooManySubsets:
-            searched.append(node)
-            subsets.append(np.zeros((1, scenario.num_models), dtype=bool))
-    caches, valid = stack_subsets(subsets)
-    objective = node_cache_objective(scenario, caches, node_rates, total_rate)
-    objective = objective + weight * download_cost(scenario, caches, current_cache)
-    objective = np.where(valid, objective, np.inf)
-    kept = np.where(valid, ((caches > 0) & current) @ scenario.model_size_mb, -np.inf)
-    best = objective.min(axis=0)
-    tied = objective <= best + _TIE_TOLERANCE * np.abs(best)
-    choice = np.argmax(np.where(tied, kept, -np.inf), axis=0)
-    cache = caches[choice, np.arange(E)]
-    if searched:
-        found = _search_nodes(scenario, searched, node_rates, total_rate, weight, current_cache)
-        cache[searched] = found[searched]
+            cache[node, models] = local_search(problem, max_moves=_MAX_LOCAL_SEARCH_MOVES)
+            continue
+        values = problem.objective(rows)
+        kept = rows @ (problem.previous_cache * problem.scenario.model_size_mb)
+        best = values.min()
+        tied = values <= best + _TIE_TOLERANCE * abs(best)
+        cache[node, models] = rows[int(np.argmax(np.where(tied, kept, -np.inf)))]
     return cache
 
 
-def _fits(scenario: Scenario, node: int, rows: np.ndarray) -> np.ndarray:
-    """Which cache rows ``[B, M]`` fit the node's storage (same arithmetic as ``select_cache``)."""
-    free = np.full(len(rows), float(scenario.node_storage_mb[node]))
-    ok = np.ones(len(rows), dtype=bool)
-    for model in range(rows.shape[1]):
-        size = scenario.model_size_mb[model]
-        taken = rows[:, model]
-        ok &= ~taken | (size <= free)
-        free = np.where(taken, free - size, free)
-    return ok
+def local_search(problem: NodeSlot, max_moves: int = _MAX_LOCAL_SEARCH_MOVES) -> np.ndarray:
+    """Greedy by marginal gain from the current cache, then 1-swap local search (heuristic).
+
+    Starting from the current cache (demand drifts slowly, so few moves are needed, and cached
+    models without demand stay unless their space is worth more), the greedy phase adds the
+    model with the best gain while one improves the objective; the local search then also
+    tries dropping a model or swapping a cached one for one that is not, taking the best
+    improving move until none is left. Returns a local optimum ``bool[K]``.
+    """
+    cache = problem.previous_cache.copy()
+    value = float(problem.objective(cache[None])[0])
+    for swaps in (False, True):
+        for _ in range(max_moves):
+            rows = _neighbours(cache, swaps)
+            rows = rows[problem.fits(rows)]
+            if len(rows) == 0:
+                break
+            values = problem.objective(rows)
+            best = int(np.argmin(values))
+            if not values[best] < value - _TIE_TOLERANCE * abs(value):
+                break
+            cache, value = rows[best], float(values[best])
+    return cache
 
 
-def _neighbours(cache: np.ndarray, candidates: np.ndarray, swaps: bool) -> np.ndarray:
-    """Caches one move away: add a candidate, drop a cached model, or (with swaps) both."""
-    inside, outside = np.flatnonzero(cache), np.flatnonzero(candidates & ~cache)
-    moves = [np.eye(cache.size, dtype=bool)[outside]]
+def _neighbours(cache: np.ndarray, swaps: bool) -> np.ndarray:
+    """Caches one move away: add a model, or (with ``swaps``) also drop one or swap two."""
+    size = cache.size
+    inside, outside = np.flatnonzero(cache), np.flatnonzero(~cache)
+    moves = [np.eye(size, dtype=bool)[outside]]
     if swaps:
-        moves.append(np.eye(cache.size, dtype=bool)[inside])
+        moves.append(np.eye(size, dtype=bool)[inside])
         drop, add = np.meshgrid(inside, outside, indexing="ij")
-        swap = np.zeros((drop.size, cache.size), dtype=bool)
+        swap = np.zeros((drop.size, size), dtype=bool)
         swap[np.arange(drop.size), drop.ravel()] = True
         swap[np.arange(drop.size), add.ravel()] = True
         moves.append(swap)
     return cache[None, :] ^ np.concatenate(moves)
-
-
-def _search_nodes(
-    scenario: Scenario,
-    nodes: Sequence[int],
-    node_rates: np.ndarray,
-    total_rate: float,
-    weight: float,
-    current_cache: np.ndarray,
-) -> np.ndarray:
-    """Greedy by marginal gain from the empty cache, then 1-swap local search (heuristic).
-
-    The given nodes are searched in lockstep, so each move costs one batched evaluation for all
-    of them. Returns the caches of every node, ``bool[E, M]``; rows of other nodes are empty.
-    """
-    E, M = scenario.num_nodes, scenario.num_models
-    current = current_cache > 0
-    candidates = node_rates > 0
-    cache = np.zeros((E, M), dtype=bool)
-    value = node_cache_objective(scenario, cache, node_rates, total_rate)
-    value = value + weight * download_cost(scenario, cache, current_cache)
-    # The greedy phase only adds; the local search that follows may also drop and swap.
-    for swaps in (False, True):
-        active = set(nodes)
-        for _ in range(_MAX_LOCAL_SEARCH_MOVES):
-            moves = [np.zeros((0, M), dtype=bool)] * E
-            for node in active:
-                rows = _neighbours(cache[node], candidates[node], swaps)
-                moves[node] = rows[_fits(scenario, node, rows)]
-            active = {node for node in active if len(moves[node]) > 0}
-            if not active:
-                break
-            batch, valid = stack_subsets(moves)
-            objective = node_cache_objective(scenario, batch, node_rates, total_rate)
-            objective = objective + weight * download_cost(scenario, batch, current_cache)
-            objective = np.where(valid, objective, np.inf)
-            for node in list(active):
-                best = int(np.argmin(objective[:, node]))
-                if objective[best, node] < value[node] - _TIE_TOLERANCE * abs(value[node]):
-                    cache[node], value[node] = moves[node][best], objective[best, node]
-                else:
-                    active.discard(node)
-    # Cached models without demand change nothing this slot: keep those that still fit.
-    for node in nodes:
-        for model in np.flatnonzero(current[node] & ~candidates[node]):
-            grown = cache[node].copy()
-            grown[model] = True
-            if _fits(scenario, node, grown[None])[0]:
-                cache[node] = grown
-    return cache
 
 
 class MyopicPolicy:

@@ -24,9 +24,8 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-
 from edgeaigc.policy.demand import EpisodeTrace
-from edgeaigc.policy.myopic import TooManySubsets, cost_weight, feasible_subsets, stack_subsets
+from edgeaigc.policy.myopic import TooManySubsets, cost_weight, feasible_subsets, single_node_scenario
 from edgeaigc.policy.scenario import Scenario
 from edgeaigc.policy.system_model import (
     Plan,
@@ -79,19 +78,26 @@ def uplink_objective(scenario: Scenario, camera_rates: np.ndarray, link_quality:
 
 
 def _stage_costs(
-    scenario: Scenario, subsets: list[np.ndarray], node_rates: np.ndarray, total_rates: np.ndarray
-) -> list[np.ndarray]:
-    """Serving objective of every node's every feasible cache in every slot, ``[T, S_e]`` per node."""
-    caches, valid = stack_subsets(subsets)
+    node_scenario: Scenario, rows: np.ndarray, node_rates: np.ndarray, total_rates: np.ndarray
+) -> np.ndarray:
+    """Serving objective of each cache ``rows[S, K]`` in each slot, ``[T, S]``.
+
+    Args:
+        node_scenario: one node and its candidate models (:func:`single_node_scenario`).
+        rows: the node's feasible caches over the candidates.
+        node_rates: realised requests per second of each candidate at the node, ``[T, K]``.
+        total_rates: realised requests per second over the fleet, ``[T]``.
+    """
+    caches = rows[None, :, None, :].astype(float)
     T = len(node_rates)
-    chunk = max(1, _BATCH_ELEMENTS // caches.size)
-    costs = np.empty((T, *valid.shape))
+    chunk = max(1, _BATCH_ELEMENTS // rows.size)
+    costs = np.empty((T, len(rows)))
     for start in range(0, T, chunk):
-        stop = min(start + chunk, T)
-        costs[start:stop] = node_cache_objective(
-            scenario, caches[None], node_rates[start:stop, None], total_rates[start:stop, None]
-        )
-    return [costs[:, : len(rows), node] for node, rows in enumerate(subsets)]
+        slots = slice(start, start + chunk)
+        costs[slots] = node_cache_objective(
+            node_scenario, caches, node_rates[slots, None, None, :], total_rates[slots, None]
+        )[..., 0]
+    return costs
 
 
 def _shortest_path(stage: np.ndarray, transition: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -129,38 +135,40 @@ def solve_oracle(scenario: Scenario, trace: EpisodeTrace, max_subsets: int = MAX
     total_rates = node_rates.sum(axis=(1, 2))
     T, E, M = node_rates.shape
     weights = np.array([cost_weight(scenario, float(rate)) for rate in total_rates])
-    subsets: list[np.ndarray] = []
+    slot_objectives = np.array([uplink_objective(scenario, camera_rates[t], links[t]) for t in range(T)])
+    bound = float(slot_objectives.sum())
+    # Enumerate every node's caches before solving any, so a scenario too large fails at once.
+    problems: list[tuple[np.ndarray, Scenario, np.ndarray]] = []
     for node in range(E):
-        requested = (node_rates[:, node] > 0).any(axis=0)
+        models = np.flatnonzero((node_rates[:, node] > 0).any(axis=0))
+        node_scenario = single_node_scenario(scenario, node, models)
+        sizes, storage = node_scenario.model_size_mb, float(node_scenario.node_storage_mb[0])
         try:
-            subsets.append(
-                feasible_subsets(scenario.model_size_mb, scenario.node_storage_mb[node], requested, max_subsets)
-            )
+            rows = feasible_subsets(sizes, storage, np.ones(models.size, dtype=bool), max_subsets)
         except TooManySubsets as error:
             raise OracleTooLarge(
                 f"scenario {scenario.name!r}, node {scenario.node_names[node]}: {error}; "
                 f"the exact oracle stops at {max_subsets} per node"
             ) from error
-    stage_costs = _stage_costs(scenario, subsets, node_rates, total_rates)
-    # Transition i -> j downloads the models of j not in i: (j & ~i) @ size, in $.
-    price = scenario.download_price_per_gb / 1000.0
+        problems.append((models, node_scenario, rows))
     caches = np.zeros((T, E, M))
-    slot_objectives = np.array([uplink_objective(scenario, camera_rates[t], links[t]) for t in range(T)])
-    bound = float(slot_objectives.sum())
-    for node, rows in enumerate(subsets):
-        sized = rows * scenario.model_size_mb
-        transition = (sized.sum(axis=1)[None, :] - rows.astype(float) @ sized.T) * price
-        path = _shortest_path(stage_costs[node], transition, weights)
-        previous = np.concatenate([[0], path[:-1]])
-        node_slot = stage_costs[node][np.arange(T), path] + weights * transition[previous, path]
+    for node, (models, node_scenario, rows) in enumerate(problems):
+        stage = _stage_costs(node_scenario, rows, node_rates[:, node, models], total_rates)
+        # Moving from cache i to cache j downloads the models of j not in i: (j & ~i) @ size.
+        sized = rows * node_scenario.model_size_mb
+        added_mb = np.maximum(sized.sum(axis=1)[None, :] - rows.astype(float) @ sized.T, 0.0)
+        transition = added_mb / 1000.0 * scenario.download_price_per_gb
+        path = _shortest_path(stage, transition, weights)
+        previous = np.concatenate([[0], path[:-1]])  # row 0 is the empty cache before slot 1
+        node_slot = stage[np.arange(T), path] + weights * transition[previous, path]
         slot_objectives += node_slot
         bound += float(node_slot.sum())
-        caches[:, node] = rows[path]
+        caches[:, node, models] = rows[path]
     return OracleSolution(
         caches=caches,
         objective_bound=bound,
         slot_objectives=slot_objectives,
-        subsets_per_node=np.array([len(rows) for rows in subsets]),
+        subsets_per_node=np.array([len(rows) for _, _, rows in problems]),
     )
 
 
