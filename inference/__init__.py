@@ -1,0 +1,1 @@
+"""Inference: the ONNX Runtime model server (Open Inference Protocol), pipeline and gateway."""
