@@ -80,41 +80,12 @@ def single_node_scenario(scenario: Scenario, node: int, models: np.ndarray) -> S
     at a node adds nothing to its objective, so the node's objective for caches and rates over
     ``models`` is the same on this scenario (as node 0) as on the full one.
     """
-    models = np.asarray(models, dtype=np.int64)
-    cameras = np.flatnonzero(scenario.camera_node == node)
-    one = [node]
-    return dataclasses.replace(
-        scenario,
-        node_names=(scenario.node_names[node],),
-        node_storage_mb=scenario.node_storage_mb[one],
-        node_cores=scenario.node_cores[one],
-        node_core_speed=scenario.node_core_speed[one],
-        node_bandwidth_mhz=scenario.node_bandwidth_mhz[one],
-        node_backhaul_mbps=scenario.node_backhaul_mbps[one],
-        node_rtt_s=scenario.node_rtt_s[one],
-        node_energy_price_per_core_second=scenario.node_energy_price_per_core_second[one],
-        camera_names=tuple(scenario.camera_names[camera] for camera in cameras),
-        camera_node=np.zeros(cameras.size, dtype=np.int64),
-        camera_fps=scenario.camera_fps[cameras],
-        model_names=tuple(scenario.model_names[model] for model in models),
-        model_stage=scenario.model_stage[models],
-        model_daypart=scenario.model_daypart[models],
-        model_size_mb=scenario.model_size_mb[models],
-        model_work_s=scenario.model_work_s[models],
-        model_input_mbit=scenario.model_input_mbit[models],
-        model_output_mbit=scenario.model_output_mbit[models],
-    )
+    return scenario.for_node(node, models)
 
 
 def cost_weight(scenario: Scenario, total_rate: float) -> float:
-    """Weight of a cost in $ per slot in the slot objective (``-reward``), as the env counts it.
-
-    A slot without requests charges its cost per request as the cost itself (see
-    :func:`~edgeaigc.policy.system_model.evaluate_slot`), hence the separate branch.
-    """
-    if total_rate > 0:
-        return float(objective_weights(scenario, total_rate)[1])
-    return scenario.reward.beta / scenario.reward.c_ref_per_request
+    """Weight of a cost in $ per slot in the slot objective (``-reward``), as the env counts it."""
+    return float(objective_weights(scenario, total_rate)[1])
 
 
 @dataclasses.dataclass(frozen=True)

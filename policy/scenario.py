@@ -132,6 +132,27 @@ class Scenario:
     def with_overrides(self, **changes: Any) -> Scenario:
         return dataclasses.replace(self, **changes)
 
+    def for_node(self, node: int, models: np.ndarray) -> Scenario:
+        """This scenario cut down to edge node ``node`` (as node 0), its cameras and ``models``.
+
+        Fields are selected by their prefix (``node_``, ``camera_``, ``model_``), so a field
+        added later is cut down too. Nodes are independent given the demand, so a node's
+        objective is the same here as in the full scenario.
+        """
+        models = np.asarray(models, dtype=np.int64)
+        cameras = np.flatnonzero(self.camera_node == node)
+        index = {"node_": np.array([node]), "camera_": cameras, "model_": models}
+        changes: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            prefix = next((p for p in index if field.name.startswith(p)), None)
+            if prefix is None:
+                continue
+            value = getattr(self, field.name)
+            picked = index[prefix]
+            changes[field.name] = tuple(value[i] for i in picked) if isinstance(value, tuple) else value[picked]
+        changes["camera_node"] = np.zeros(cameras.size, dtype=np.int64)
+        return dataclasses.replace(self, **changes)
+
 
 def bundled_scenario_path(name: str) -> Path:
     resource = resources.files("edgeaigc.policy").joinpath("scenarios", f"{name}.yaml")

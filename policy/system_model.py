@@ -240,9 +240,15 @@ def objective_weights(scenario: Scenario, total_rate: float | np.ndarray) -> tup
     ``objective = w_time * response_time_sum + w_cost * cost_in_slot`` equals
     ``alpha * mean_rt / t_ref + beta * cost_per_request / c_ref``.
     """
-    rate = np.maximum(np.asarray(total_rate, float), 1e-12)
+    rate = np.asarray(total_rate, float)
     w = scenario.reward
-    return w.alpha / w.t_ref_s / rate, w.beta / w.c_ref_per_request / (rate * scenario.slot_seconds)
+    # A slot without requests has no response time, and its cost counts whole (as in evaluate_slot).
+    with np.errstate(divide="ignore"):
+        w_time = np.where(rate > 0, w.alpha / w.t_ref_s / rate, 0.0)
+        w_cost = np.where(
+            rate > 0, w.beta / w.c_ref_per_request / (rate * scenario.slot_seconds), w.beta / w.c_ref_per_request
+        )
+    return w_time, w_cost
 
 
 def node_cache_objective(
