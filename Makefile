@@ -9,7 +9,7 @@ install:
 lint:
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
-	$(PYTHON) -m mypy policy cli
+	$(PYTHON) -m mypy policy cli cluster inference
 
 unit:
 	$(PYTHON) -m pytest -q

@@ -1,0 +1,60 @@
+"""``edgeaigc cluster up|down|kubeconfig|status|build``: the local control plane."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from edgeaigc.cluster.components import BuildError, binaries, ensure_binaries
+from edgeaigc.cluster.local import DEFAULT_NAME, ClusterError, ClusterState, _alive, cluster_dir, down, up
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", default=DEFAULT_NAME, help=f"cluster name (default: {DEFAULT_NAME})")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    start = actions.add_parser("up", help="build the pinned binaries once, start the cluster, create fake nodes")
+    start.add_argument(
+        "--nodes", type=Path, default=None, help="nodes file (default: 3 Pi-like edge nodes + 1 cloud node)"
+    )
+    start.add_argument("--timeout", type=float, default=60.0, help="seconds each component may take to become ready")
+    actions.add_parser("down", help="stop the cluster and delete its state")
+    actions.add_parser("kubeconfig", help="print the path of the cluster's kubeconfig")
+    actions.add_parser("status", help="say which components are running")
+    actions.add_parser("build", help="only build (or find cached) binaries and print their paths")
+
+
+def run(args: argparse.Namespace) -> int:
+    def progress(message: str) -> None:
+        print(f"[cluster] {message}", file=sys.stderr, flush=True)
+
+    try:
+        if args.action == "up":
+            state = up(args.name, args.nodes, progress=progress, timeout_s=args.timeout)
+            print(state.kubeconfig)
+            return 0
+        if args.action == "down":
+            return 0 if down(args.name, progress=progress) else 1
+        if args.action == "build":
+            paths = ensure_binaries(progress)
+            for field, path in vars(paths).items():
+                print(f"{field}: {path}")
+            return 0
+        state = ClusterState.load(cluster_dir(args.name))
+        if state is None:
+            print(f"no cluster {args.name!r}; start one with `edgeaigc cluster up`", file=sys.stderr)
+            return 1
+        if args.action == "kubeconfig":
+            print(state.kubeconfig)
+            return 0
+        running = {component: _alive(pid) for component, pid in state.pids.items()}
+        for component, alive in running.items():
+            print(f"{component:20s} {'running' if alive else 'STOPPED'} (pid {state.pids[component]})")
+        print(f"server: {state.server}\nkubeconfig: {state.kubeconfig}")
+        return 0 if all(running.values()) else 1
+    except (BuildError, ClusterError) as error:
+        print(f"edgeaigc cluster: {error}", file=sys.stderr)
+        return 1
+
+
+__all__ = ["add_arguments", "binaries", "run"]

@@ -1,0 +1,366 @@
+"""Start and stop the local control plane: processes, ports, readiness, kubeconfig, fake nodes.
+
+State lives in one directory (default ``$EDGEAIGC_CACHE/clusters/<name>``): ``pki/``,
+``etcd/``, ``logs/<component>.log``, ``state.json`` (ports and process ids) and
+``kubeconfig``. ``down`` stops every process recorded there and removes the directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from edgeaigc.cluster.components import Binaries, cache_dir, ensure_binaries
+from edgeaigc.cluster.pki import write_pki
+
+DEFAULT_NAME = "edgeaigc"
+#: Label kwok selects the nodes it plays by, and the tier label the operator schedules by.
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+
+
+class ClusterError(RuntimeError):
+    """The local cluster could not start or be reached; the message says which component and why."""
+
+
+def cluster_dir(name: str = DEFAULT_NAME) -> Path:
+    return Path(os.environ.get("EDGEAIGC_CLUSTER_DIR", cache_dir() / "clusters" / name))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclasses.dataclass
+class ClusterState:
+    """What ``up`` started, as written to ``state.json``."""
+
+    directory: Path
+    ports: dict[str, int] = dataclasses.field(default_factory=dict)
+    pids: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.directory / "kubeconfig"
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.ports['apiserver']}"
+
+    def save(self) -> None:
+        document = {"ports": self.ports, "pids": self.pids}
+        (self.directory / "state.json").write_text(json.dumps(document, indent=2))
+
+    @classmethod
+    def load(cls, directory: Path) -> ClusterState | None:
+        path = directory / "state.json"
+        if not path.exists():
+            return None
+        document = json.loads(path.read_text())
+        return cls(directory, ports=document["ports"], pids=document["pids"])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _start(state: ClusterState, component: str, command: list[str]) -> None:
+    logs = state.directory / "logs"
+    logs.mkdir(exist_ok=True)
+    with (logs / f"{component}.log").open("ab") as log:
+        # A new session so that `down` (and Ctrl-C in the caller) stop the whole component.
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    state.pids[component] = process.pid
+    state.save()
+
+
+def _log_tail(state: ClusterState, component: str, lines: int = 12) -> str:
+    path = state.directory / "logs" / f"{component}.log"
+    if not path.exists():
+        return "(no log)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _wait(state: ClusterState, component: str, ready: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not _alive(state.pids[component]):
+            raise ClusterError(f"{component} exited during start-up:\n{_log_tail(state, component)}")
+        with contextlib.suppress(OSError, urllib.error.URLError, ssl.SSLError):
+            if ready():
+                return
+        time.sleep(0.2)
+    raise ClusterError(f"{component} not ready after {timeout_s:.0f} s:\n{_log_tail(state, component)}")
+
+
+def _https_ok(state: ClusterState, url: str) -> bool:
+    pki = state.directory / "pki"
+    context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+    with urllib.request.urlopen(url, context=context, timeout=2) as response:
+        return bool(response.status == 200)
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as response:
+        return bool(response.status == 200)
+
+
+def _self_signed_ok(url: str) -> bool:
+    """Health of controller-manager and scheduler: loopback, with their own self-signed certs."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with urllib.request.urlopen(url, context=context, timeout=2) as response:
+        return bool(response.status == 200)
+
+
+def write_kubeconfig(state: ClusterState) -> None:
+    pki = state.directory / "pki"
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": "edgeaigc", "cluster": {"server": state.server, "certificate-authority": str(pki / "ca.crt")}}
+        ],
+        "users": [
+            {
+                "name": "edgeaigc-admin",
+                "user": {"client-certificate": str(pki / "admin.crt"), "client-key": str(pki / "admin.key")},
+            }
+        ],
+        "contexts": [{"name": "edgeaigc", "context": {"cluster": "edgeaigc", "user": "edgeaigc-admin"}}],
+        "current-context": "edgeaigc",
+    }
+    state.kubeconfig.write_text(yaml.safe_dump(config, sort_keys=False))
+    state.kubeconfig.chmod(0o600)
+
+
+def default_nodes_file() -> Path:
+    return Path(str(resources.files("edgeaigc.cluster").joinpath("nodes.yaml")))
+
+
+def node_manifests(nodes_file: Path) -> list[dict[str, Any]]:
+    """Node objects (kwok-managed) from a nodes file; groups expand with ``count`` and ``{i}``."""
+    document = yaml.safe_load(nodes_file.read_text())
+    if not isinstance(document, dict) or not isinstance(document.get("nodes"), list):
+        raise ClusterError(f"{nodes_file}: expected a mapping with a 'nodes' list")
+    manifests = []
+    for index, group in enumerate(document["nodes"]):
+        if not isinstance(group, dict) or "name" not in group or "capacity" not in group:
+            raise ClusterError(f"{nodes_file}: nodes[{index}] needs 'name' and 'capacity'")
+        count = int(group.get("count", 1))
+        for i in range(count):
+            capacity = {key: str(value) for key, value in group["capacity"].items()}
+            manifests.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Node",
+                    "metadata": {
+                        "name": str(group["name"]).replace("{i}", str(i)),
+                        "labels": {str(k): str(v) for k, v in (group.get("labels") or {}).items()},
+                        "annotations": {KWOK_NODE_ANNOTATION: "fake"},
+                    },
+                    "spec": {"taints": group.get("taints", [])},
+                    "status": {
+                        "capacity": capacity,
+                        "allocatable": capacity,
+                        # kwok keeps what is set here; kubectl shows it (-o wide).
+                        "nodeInfo": {
+                            "architecture": str((group.get("labels") or {}).get("kubernetes.io/arch", "amd64")),
+                            "operatingSystem": "linux",
+                        },
+                    },
+                }
+            )
+    return manifests
+
+
+def up(
+    name: str = DEFAULT_NAME,
+    nodes_file: Path | None = None,
+    progress: Callable[[str], None] = print,
+    timeout_s: float = 60.0,
+) -> ClusterState:
+    """Build (once) and start the control plane, create the fake nodes; return its state."""
+    paths: Binaries = ensure_binaries(progress)
+    directory = cluster_dir(name)
+    existing = ClusterState.load(directory)
+    if existing and all(_alive(pid) for pid in existing.pids.values()):
+        progress(f"cluster {name!r} is already running ({existing.server})")
+        return existing
+    if existing:
+        down(name, progress=lambda _: None)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_pki(directory / "pki")
+    pki = directory / "pki"
+    state = ClusterState(directory)
+    for component in ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok"):
+        state.ports[component] = free_port()
+    state.save()
+    started = time.monotonic()
+
+    progress("starting etcd")
+    etcd_url = f"http://127.0.0.1:{state.ports['etcd']}"
+    peer_url = f"http://127.0.0.1:{state.ports['etcd_peer']}"
+    _start(
+        state,
+        "etcd",
+        [
+            str(paths.etcd),
+            "--name=edgeaigc",
+            f"--data-dir={directory / 'etcd'}",
+            f"--listen-client-urls={etcd_url}",
+            f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls={peer_url}",
+            f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=edgeaigc={peer_url}",
+            "--unsafe-no-fsync=true",
+            "--log-level=warn",
+        ],
+    )
+    _wait(state, "etcd", lambda: _http_ok(f"{etcd_url}/health"), timeout_s)
+
+    progress("starting kube-apiserver")
+    _start(
+        state,
+        "apiserver",
+        [
+            str(paths.kube_apiserver),
+            f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={state.ports['apiserver']}",
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            "--authorization-mode=Node,RBAC",
+            "--allow-privileged=true",
+            "--profiling=false",
+        ],
+    )
+    _wait(state, "apiserver", lambda: _https_ok(state, f"{state.server}/readyz"), timeout_s)
+    write_kubeconfig(state)
+
+    progress("starting kube-controller-manager and kube-scheduler")
+    _start(
+        state,
+        "controller_manager",
+        [
+            str(paths.kube_controller_manager),
+            f"--kubeconfig={state.kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={state.ports['controller_manager']}",
+            "--leader-elect=false",
+            f"--root-ca-file={pki / 'ca.crt'}",
+            f"--service-account-private-key-file={pki / 'sa.key'}",
+            f"--cluster-signing-cert-file={pki / 'ca.crt'}",
+            f"--cluster-signing-key-file={pki / 'ca.key'}",
+            "--profiling=false",
+        ],
+    )
+    _start(
+        state,
+        "scheduler",
+        [
+            str(paths.kube_scheduler),
+            f"--kubeconfig={state.kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={state.ports['scheduler']}",
+            "--leader-elect=false",
+            "--profiling=false",
+        ],
+    )
+    progress("starting kwok (the fake kubelets)")
+    _start(
+        state,
+        "kwok",
+        [
+            str(paths.kwok),
+            f"--kubeconfig={state.kubeconfig}",
+            "--manage-all-nodes=false",
+            f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+            f"--config={paths.kwok_stages}",
+            f"--server-address=127.0.0.1:{state.ports['kwok']}",
+        ],
+    )
+    _wait(
+        state,
+        "controller_manager",
+        lambda: _self_signed_ok(f"https://127.0.0.1:{state.ports['controller_manager']}/healthz"),
+        timeout_s,
+    )
+    _wait(
+        state, "scheduler", lambda: _self_signed_ok(f"https://127.0.0.1:{state.ports['scheduler']}/healthz"), timeout_s
+    )
+    _wait(state, "kwok", lambda: _http_ok(f"http://127.0.0.1:{state.ports['kwok']}/healthz"), timeout_s)
+
+    manifests = node_manifests(nodes_file or default_nodes_file())
+    progress(f"creating {len(manifests)} fake nodes")
+    kubectl(state, paths, ["apply", "--server-side", "-f", "-"], yaml.safe_dump_all(manifests))
+    progress(f"cluster {name!r} up in {time.monotonic() - started:.1f} s; KUBECONFIG={state.kubeconfig}")
+    return state
+
+
+def kubectl(state: ClusterState, paths: Binaries, arguments: list[str], stdin: str | None = None) -> str:
+    result = subprocess.run(
+        [str(paths.kubectl), f"--kubeconfig={state.kubeconfig}", *arguments],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if result.returncode != 0:
+        raise ClusterError(f"kubectl {' '.join(arguments)} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def down(name: str = DEFAULT_NAME, progress: Callable[[str], None] = print, keep_files: bool = False) -> bool:
+    """Stop every process of the cluster and remove its directory; False if nothing was running."""
+    directory = cluster_dir(name)
+    state = ClusterState.load(directory)
+    if state is None:
+        progress(f"no cluster {name!r} at {directory}")
+        return False
+    # Reverse start order: the kubelets and controllers first, etcd last.
+    for component in reversed(list(state.pids)):
+        pid = state.pids[component]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(pid) for pid in state.pids.values()):
+        time.sleep(0.1)
+    for pid in state.pids.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    if not keep_files:
+        import shutil
+
+        shutil.rmtree(directory, ignore_errors=True)
+    progress(f"cluster {name!r} stopped")
+    return True
