@@ -1,0 +1,240 @@
+"""Pure manifest builders: a plan in, the Kubernetes objects that realise it out.
+
+For a PlacementPolicy and its plan: one Deployment + Service per cached (model, edge node),
+pinned to the node, with CPU requests/limits from the compute share and memory from the model
+size; one cloud Deployment + Service per model (the relay target on a miss); and the routing
+table ConfigMap the gateways read. Every object carries the operator's labels and an owner
+reference to the policy, so deleting the policy removes what it caused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from edgeaigc.inference.routing_table import EdgeNodeRoutes, Endpoint, LocalModel, RoutingTable
+from edgeaigc.operator import constants as c
+from edgeaigc.policy.scenario import Scenario
+from edgeaigc.policy.system_model import Plan
+
+#: Smallest CPU a model pod is given, so a tiny share still leaves a schedulable, usable pod.
+MIN_CPU_MILLICORES = 50
+#: Memory of a model pod: the runtime plus a multiple of the model file (weights, arenas).
+BASE_MEMORY_MIB = 96
+MEMORY_PER_MODEL_MIB = 3.0
+
+
+def object_name(*parts: str) -> str:
+    """``edgeaigc-<parts>``, a valid DNS label of at most 63 characters (hash-suffixed if cut)."""
+    name = "-".join(["edgeaigc", *parts]).lower()
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[:54].rstrip('-')}-{digest}"
+
+
+def owner_reference(policy: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{c.GROUP}/{c.VERSION}",
+        "kind": "PlacementPolicy",
+        "name": policy["metadata"]["name"],
+        "uid": policy["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _labels(policy_name: str, component: str, **extra: str) -> dict[str, str]:
+    return {c.LABEL_MANAGED_BY: c.MANAGED_BY, c.LABEL_POLICY: policy_name, c.LABEL_COMPONENT: component, **extra}
+
+
+def cpu_millicores(compute_share: float, node_cores: float) -> int:
+    return max(MIN_CPU_MILLICORES, round(compute_share * node_cores * 1000))
+
+
+def memory_mebibytes(model_size_mib: float) -> int:
+    return int(np.ceil(BASE_MEMORY_MIB + MEMORY_PER_MODEL_MIB * model_size_mib))
+
+
+def _inference_container(model: str, image: str, cpu_m: int, memory_mi: int) -> dict[str, Any]:
+    resources = {"cpu": f"{cpu_m}m", "memory": f"{memory_mi}Mi"}
+    return {
+        "name": "inference",
+        "image": image,
+        "args": ["serve", "--model-repository", "/models", "--port", str(c.INFERENCE_PORT), "--model", model],
+        "ports": [{"name": "http", "containerPort": c.INFERENCE_PORT}],
+        "resources": {"requests": resources, "limits": resources},
+        # CPU can follow the plan without a restart where the cluster supports in-place resize.
+        "resizePolicy": [
+            {"resourceName": "cpu", "restartPolicy": "NotRequired"},
+            {"resourceName": "memory", "restartPolicy": "RestartContainer"},
+        ],
+        "readinessProbe": {"httpGet": {"path": f"/v2/models/{model}/ready", "port": "http"}, "periodSeconds": 5},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+
+
+def build_edge_deployment(
+    policy: Mapping[str, Any], model: str, edge_node: str, node_name: str, cpu_m: int, memory_mi: int, image: str
+) -> dict[str, Any]:
+    """A model replica of ``model`` on EdgeNode ``edge_node``, pinned to Kubernetes node ``node_name``."""
+    policy_name = policy["metadata"]["name"]
+    labels = _labels(policy_name, c.COMPONENT_EDGE_INFERENCE, **{c.LABEL_MODEL: model, c.LABEL_EDGE_NODE: edge_node})
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": object_name(model, edge_node),
+            "namespace": policy["metadata"]["namespace"],
+            "labels": labels,
+            "ownerReferences": [owner_reference(policy)],
+        },
+        "spec": {
+            "replicas": 1,
+            "selector": {
+                "matchLabels": {c.LABEL_POLICY: policy_name, c.LABEL_MODEL: model, c.LABEL_EDGE_NODE: edge_node}
+            },
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "nodeSelector": {"kubernetes.io/hostname": node_name},
+                    "automountServiceAccountToken": False,
+                    "containers": [_inference_container(model, image, cpu_m, memory_mi)],
+                },
+            },
+        },
+    }
+
+
+def build_cloud_deployment(policy: Mapping[str, Any], model: str, image: str) -> dict[str, Any]:
+    """The cloud replica of a model: where misses are relayed (scheduled on cloud-tier nodes)."""
+    policy_name = policy["metadata"]["name"]
+    labels = _labels(policy_name, c.COMPONENT_CLOUD_INFERENCE, **{c.LABEL_MODEL: model})
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": object_name("cloud", model),
+            "namespace": policy["metadata"]["namespace"],
+            "labels": labels,
+            "ownerReferences": [owner_reference(policy)],
+        },
+        "spec": {
+            "replicas": 1,
+            "selector": {
+                "matchLabels": {
+                    c.LABEL_POLICY: policy_name,
+                    c.LABEL_COMPONENT: c.COMPONENT_CLOUD_INFERENCE,
+                    c.LABEL_MODEL: model,
+                }
+            },
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "nodeSelector": {c.LABEL_TIER: "cloud"},
+                    "automountServiceAccountToken": False,
+                    "containers": [_inference_container(model, image, 1000, 1024)],
+                },
+            },
+        },
+    }
+
+
+def build_service(deployment: Mapping[str, Any]) -> dict[str, Any]:
+    """A ClusterIP Service in front of a Deployment built above (same name and owner)."""
+    metadata = deployment["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": metadata["name"],
+            "namespace": metadata["namespace"],
+            "labels": metadata["labels"],
+            "ownerReferences": metadata["ownerReferences"],
+        },
+        "spec": {
+            "selector": deployment["spec"]["selector"]["matchLabels"],
+            "ports": [{"name": "http", "port": c.INFERENCE_PORT, "targetPort": "http"}],
+        },
+    }
+
+
+def service_url(name: str, namespace: str) -> str:
+    return f"http://{name}.{namespace}.svc:{c.INFERENCE_PORT}"
+
+
+def build_routing_table(policy: Mapping[str, Any], scenario: Scenario, plan: Plan, generation: int) -> RoutingTable:
+    namespace = policy["metadata"]["namespace"]
+    edge_nodes = {}
+    for e, node in enumerate(scenario.node_names):
+        models = {
+            scenario.model_names[m]: LocalModel(
+                endpoints=(Endpoint(service_url(object_name(scenario.model_names[m], node), namespace)),),
+                compute_share=round(float(plan.compute_share[e, m]), 4),
+            )
+            for m in np.flatnonzero(plan.cache[e] > 0)
+        }
+        cameras = {
+            scenario.camera_names[u]: round(float(plan.bandwidth_share[u]), 4)
+            for u in np.flatnonzero(scenario.camera_node == e)
+        }
+        edge_nodes[node] = EdgeNodeRoutes(models, cameras)
+    cloud = {model: service_url(object_name("cloud", model), namespace) for model in scenario.model_names}
+    return RoutingTable(generation, edge_nodes, cloud)
+
+
+def build_routing_configmap(policy: Mapping[str, Any], table: RoutingTable) -> dict[str, Any]:
+    policy_name = policy["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": object_name(policy_name, "routing"),
+            "namespace": policy["metadata"]["namespace"],
+            "labels": _labels(policy_name, c.COMPONENT_ROUTING),
+            "ownerReferences": [owner_reference(policy)],
+        },
+        "data": {c.ROUTING_TABLE_KEY: table.to_json()},
+    }
+
+
+def desired_objects(
+    policy: Mapping[str, Any],
+    scenario: Scenario,
+    plan: Plan,
+    node_names: Mapping[str, str],
+    generation: int,
+    image: str = c.DEFAULT_INFERENCE_IMAGE,
+) -> list[dict[str, Any]]:
+    """Every object the plan needs, in apply order (cloud first, then edge, then routing).
+
+    Args:
+        node_names: EdgeNode name -> Kubernetes Node name (``spec.nodeName``).
+    """
+    objects: list[dict[str, Any]] = []
+    for model in scenario.model_names:
+        deployment = build_cloud_deployment(policy, model, image)
+        objects += [deployment, build_service(deployment)]
+    for e, edge_node in enumerate(scenario.node_names):
+        for m in np.flatnonzero(plan.cache[e] > 0):
+            deployment = build_edge_deployment(
+                policy,
+                scenario.model_names[m],
+                edge_node,
+                node_names[edge_node],
+                cpu_millicores(float(plan.compute_share[e, m]), float(scenario.node_cores[e])),
+                memory_mebibytes(float(scenario.model_size_mb[m])),
+                image,
+            )
+            objects += [deployment, build_service(deployment)]
+    objects.append(build_routing_configmap(policy, build_routing_table(policy, scenario, plan, generation)))
+    return objects

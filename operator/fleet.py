@@ -1,0 +1,118 @@
+"""The fleet as the simulator knows it, built from the custom resources.
+
+The operator decides with exactly the system model the policies were trained and benchmarked
+on: :func:`scenario_from_resources` turns a PlacementPolicy and the namespace's EdgeNodes,
+InferenceModels and Cameras into a :class:`~edgeaigc.policy.scenario.Scenario` (through the
+same validation as a scenario file), so encoder, plan projection and actors are reused as is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from kubernetes.utils import parse_quantity
+
+from edgeaigc.policy.scenario import Scenario, ScenarioError, scenario_from_dict
+
+Resource = Mapping[str, Any]
+
+
+class InvalidFleet(ValueError):
+    """The resources do not describe a usable fleet; the message names the object and field."""
+
+
+def _megabytes(quantity: Any, where: str) -> float:
+    """A quantity in MiB, the unit of the scenario files' ``*_mb`` fields (``24Mi`` -> 24)."""
+    try:
+        return float(parse_quantity(str(quantity))) / 2**20
+    except ValueError as error:
+        raise InvalidFleet(f"{where}: {quantity!r} is not a Kubernetes quantity") from error
+
+
+def _name(resource: Resource) -> str:
+    return str(resource["metadata"]["name"])
+
+
+def scenario_from_resources(
+    policy: Resource,
+    edge_nodes: Sequence[Resource],
+    models: Sequence[Resource],
+    cameras: Sequence[Resource],
+) -> Scenario:
+    """A :class:`Scenario` for ``policy`` over the given resources (sorted by name).
+
+    Cameras whose ``spec.edgeNode`` names no EdgeNode are left out (reported by the caller);
+    an empty fleet is an :class:`InvalidFleet`.
+    """
+    nodes = sorted(edge_nodes, key=_name)
+    node_names = [_name(n) for n in nodes]
+    attached = sorted((c for c in cameras if c["spec"].get("edgeNode") in node_names), key=_name)
+    if not nodes or not models or not attached:
+        raise InvalidFleet(
+            f"need at least one EdgeNode, InferenceModel and Camera attached to an EdgeNode "
+            f"(have {len(nodes)}, {len(models)}, {len(attached)})"
+        )
+    spec = policy.get("spec", {})
+    reward, cloud = spec.get("reward", {}), spec.get("cloud", {})
+    document: dict[str, Any] = {
+        "name": _name(policy),
+        "slot_seconds": spec.get("intervalSeconds", 30),
+        "episode_slots": 1,
+        "slo_s": spec.get("sloSeconds", 0.5),
+        "reward": {
+            "alpha": reward.get("alpha", 1.0),
+            "beta": reward.get("beta", 1.0),
+            "t_ref_s": reward.get("tRefSeconds", 0.1),
+            "c_ref_per_request": reward.get("cRefPerRequest", 5e-6),
+        },
+        "cloud": {
+            "core_speed": cloud.get("coreSpeed", 1.5),
+            "price_per_core_second": cloud.get("pricePerCoreSecond", 1.1e-5),
+            "price_per_gb_transfer": cloud.get("pricePerGBTransfer", 0.09),
+            "download_price_per_gb": cloud.get("downloadPricePerGB", 2.0),
+        },
+        "edge_nodes": [
+            {
+                "name": _name(n),
+                "storage_mb": _megabytes(n["spec"]["modelStorage"], f"EdgeNode {_name(n)} spec.modelStorage"),
+                "cores": n["spec"]["cores"],
+                "core_speed": n["spec"].get("coreSpeed", 0.3),
+                "bandwidth_mhz": n["spec"].get("bandwidthMHz", 40),
+                "backhaul_mbps": n["spec"].get("backhaulMbps", 20),
+                "rtt_ms": n["spec"].get("rttMs", 80),
+                "energy_price_per_core_second": n["spec"].get("energyPricePerCoreSecond", 1.25e-7),
+            }
+            for n in nodes
+        ],
+        "models": [
+            {
+                "name": _name(m),
+                "stage": m["spec"]["stage"],
+                "daypart": m["spec"].get("daypart", "any"),
+                "size_mb": _megabytes(m["spec"]["size"], f"InferenceModel {_name(m)} spec.size"),
+                "work_ms": m["spec"]["workMs"],
+                "input_kb": m["spec"].get("inputKB", 60),
+                "output_kb": m["spec"].get("outputKB", 1),
+            }
+            for m in sorted(models, key=_name)
+        ],
+        # Camera attachments and frame rates come from the Camera objects (set below).
+        "cameras": {"count": len(attached), "fps": 1.0},
+    }
+    try:
+        scenario = scenario_from_dict(document)
+    except ScenarioError as error:
+        raise InvalidFleet(str(error)) from error
+    return scenario.with_overrides(
+        camera_names=tuple(_name(c) for c in attached),
+        camera_node=np.array([node_names.index(c["spec"]["edgeNode"]) for c in attached], dtype=np.int64),
+        camera_fps=np.array([float(c["spec"]["fps"]) for c in attached]),
+    )
+
+
+def unattached_cameras(edge_nodes: Sequence[Resource], cameras: Sequence[Resource]) -> list[str]:
+    """Cameras whose EdgeNode does not exist (they are left out of decisions)."""
+    names = {_name(n) for n in edge_nodes}
+    return sorted(_name(c) for c in cameras if c["spec"].get("edgeNode") not in names)
