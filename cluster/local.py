@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from edgeaigc.cluster.components import Binaries, cache_dir, ensure_binaries
 from edgeaigc.cluster.pki import write_pki
 

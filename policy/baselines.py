@@ -13,6 +13,7 @@ inserted in order of their request rate, the best proxy for which came last and 
 from __future__ import annotations
 
 import numpy as np
+
 from edgeaigc.policy.observation import Observation
 from edgeaigc.policy.plan import action_for_cache, action_size
 from edgeaigc.policy.scenario import Scenario

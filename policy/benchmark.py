@@ -30,12 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import stats
+from tqdm import tqdm
+
 from edgeaigc.policy.base import PlacementPolicy
 from edgeaigc.policy.env import EdgePlacementEnv
 from edgeaigc.policy.scenario import Scenario, ScenarioError, load_scenario
 from edgeaigc.policy.system_model import RESPONSE_TIME_BINS, histogram_quantile
-from scipy import stats
-from tqdm import tqdm
 
 POLICY_NAMES: tuple[str, ...] = ("random", "lru", "lfu", "static_topk", "myopic", "ddpg", "td3", "oracle")
 METRICS: tuple[str, ...] = (

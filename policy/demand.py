@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+
 from edgeaigc.policy.scenario import DAYPARTS, STAGES, Scenario, ScenarioError
 
 

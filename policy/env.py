@@ -7,6 +7,8 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium import spaces
+
 from edgeaigc.policy.demand import DemandGenerator, EpisodeTrace
 from edgeaigc.policy.observation import (
     CAMERA_FEATURES,
@@ -19,7 +21,6 @@ from edgeaigc.policy.observation import (
 from edgeaigc.policy.plan import action_size, is_feasible, plan_for
 from edgeaigc.policy.scenario import Scenario, load_scenario
 from edgeaigc.policy.system_model import Plan, SlotOutcome, evaluate_slot
-from gymnasium import spaces
 
 
 class EdgePlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):

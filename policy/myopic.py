@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+
 from edgeaigc.policy.observation import Observation
 from edgeaigc.policy.plan import action_for_cache
 from edgeaigc.policy.scenario import Scenario

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+
 from edgeaigc.policy.scenario import STAGES, Scenario
 from edgeaigc.policy.system_model import node_rates_of, upload_needed
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+
 from edgeaigc.policy.demand import EpisodeTrace
 from edgeaigc.policy.myopic import TooManySubsets, cost_weight, feasible_subsets, single_node_scenario
 from edgeaigc.policy.scenario import Scenario

@@ -18,6 +18,7 @@ infeasible plan never leaves the policy.
 from __future__ import annotations
 
 import numpy as np
+
 from edgeaigc.policy.observation import Observation
 from edgeaigc.policy.scenario import Scenario
 from edgeaigc.policy.system_model import (

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+
 from edgeaigc.policy.scenario import Scenario
 
 #: Response-time histogram edges (seconds) for p95 over many slots without storing requests.

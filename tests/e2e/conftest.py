@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from edgeaigc.cluster.components import binaries
 from edgeaigc.cluster.local import ClusterState, down, up
 

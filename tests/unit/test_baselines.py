@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
+
 from edgeaigc.policy.base import PlacementPolicy
 from edgeaigc.policy.baselines import LFUPolicy, LRUPolicy, RandomPolicy, StaticTopKPolicy
 from edgeaigc.policy.env import EdgePlacementEnv
@@ -23,7 +24,6 @@ from edgeaigc.policy.observation import Observation
 from edgeaigc.policy.plan import action_size, is_feasible, plan_for
 from edgeaigc.policy.scenario import Scenario, scenario_from_dict
 from edgeaigc.policy.system_model import download_cost, node_cache_objective, node_rates_of
-
 from tests.conftest import one_node_document
 
 ONLINE = (RandomPolicy, LRUPolicy, LFUPolicy, StaticTopKPolicy, MyopicPolicy)

@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
+
 from edgeaigc.policy.baselines import LFUPolicy, LRUPolicy, RandomPolicy, StaticTopKPolicy
 from edgeaigc.policy.demand import EpisodeTrace
 from edgeaigc.policy.env import EdgePlacementEnv
@@ -26,7 +27,6 @@ from edgeaigc.policy.system_model import (
     optimal_bandwidth_shares,
     optimal_compute_shares,
 )
-
 from tests.conftest import one_node_document
 
 TINY_SEED = 11

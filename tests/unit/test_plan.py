@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from edgeaigc.policy.env import EdgePlacementEnv
-from edgeaigc.policy.plan import action_for_cache, action_size, is_feasible, plan_for, select_cache
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+
+from edgeaigc.policy.env import EdgePlacementEnv
+from edgeaigc.policy.plan import action_for_cache, action_size, is_feasible, plan_for, select_cache
 
 ENV = EdgePlacementEnv("tiny")
 ENV.reset(seed=3)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import edgeaigc.policy  # noqa: F401  (registers the environment)
 import gymnasium as gym
 import numpy as np
 import pytest
 import yaml
+from gymnasium.utils.env_checker import check_env
+
+import edgeaigc.policy  # noqa: F401  (registers the environment)
 from edgeaigc.policy.demand import DemandGenerator, read_count_trace, resample_counts
 from edgeaigc.policy.env import EdgePlacementEnv
 from edgeaigc.policy.scenario import BUNDLED_SCENARIOS, ScenarioError, load_scenario, scenario_from_dict
-from gymnasium.utils.env_checker import check_env
-
 from tests.conftest import one_node_document
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from edgeaigc.policy import system_model as sm
-from edgeaigc.policy.scenario import Scenario
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from edgeaigc.policy import system_model as sm
+from edgeaigc.policy.scenario import Scenario
 
 TWO_REQUESTS_PER_SECOND = np.array([[2.0, 0.0, 0.0]])  # camera 0 asks the detector twice a second
 
