@@ -51,8 +51,17 @@ def _labels(policy_name: str, component: str, **extra: str) -> dict[str, str]:
     return {c.LABEL_MANAGED_BY: c.MANAGED_BY, c.LABEL_POLICY: policy_name, c.LABEL_COMPONENT: component, **extra}
 
 
-def cpu_millicores(compute_share: float, node_cores: float) -> int:
-    return max(MIN_CPU_MILLICORES, round(compute_share * node_cores * 1000))
+def cpu_millicores(compute_shares: np.ndarray, node_cores: float) -> np.ndarray:
+    """CPU of each cached model's pod on a node: a floor for each, the rest split by share.
+
+    The total never exceeds the node's inference cores, so a plan whose shares sum to at most 1
+    always fits the CPU the EdgeNode declares.
+    """
+    shares = np.asarray(compute_shares, float)
+    total = int(node_cores * 1000)
+    floor = min(MIN_CPU_MILLICORES, total // max(shares.size, 1))
+    rest = total - floor * shares.size
+    return (floor + np.floor(shares * rest)).astype(np.int64)
 
 
 def memory_mebibytes(model_size_mib: float) -> int:
@@ -225,13 +234,15 @@ def desired_objects(
         deployment = build_cloud_deployment(policy, model, image)
         objects += [deployment, build_service(deployment)]
     for e, edge_node in enumerate(scenario.node_names):
-        for m in np.flatnonzero(plan.cache[e] > 0):
+        cached = np.flatnonzero(plan.cache[e] > 0)
+        cpu = cpu_millicores(plan.compute_share[e, cached], float(scenario.node_cores[e]))
+        for m, cpu_m in zip(cached, cpu, strict=True):
             deployment = build_edge_deployment(
                 policy,
                 scenario.model_names[m],
                 edge_node,
                 node_names[edge_node],
-                cpu_millicores(float(plan.compute_share[e, m]), float(scenario.node_cores[e])),
+                int(cpu_m),
                 memory_mebibytes(float(scenario.model_size_mb[m])),
                 image,
             )

@@ -79,8 +79,8 @@ def test_desired_objects_for_a_plan() -> None:
     assert edge["metadata"]["name"] == "edgeaigc-det-yolox-nano-day-pi-0"
     assert edge["spec"]["template"]["spec"]["nodeSelector"] == {"kubernetes.io/hostname": "pi-0"}
     container = edge["spec"]["template"]["spec"]["containers"][0]
-    # Half of a 4-core Pi; memory = 96 Mi + 3 x 3.7 Mi.
-    assert container["resources"]["limits"] == {"cpu": "2000m", "memory": "108Mi"}
+    # Half of a 4-core Pi (after the 50m floor); memory = 96 Mi + 3 x 3.7 Mi.
+    assert container["resources"]["limits"] == {"cpu": f"{50 + 3950 // 2}m", "memory": "108Mi"}
     assert all(o["metadata"]["ownerReferences"][0]["uid"] == "u-1" for o in objects)
     table = parse_routing_table(objects[-1]["data"][c.ROUTING_TABLE_KEY])
     assert table.generation == 3
@@ -91,8 +91,12 @@ def test_desired_objects_for_a_plan() -> None:
     assert table.edge_nodes["pi-0"].camera_bandwidth_share["camera-0"] == 0.125
 
 
-def test_tiny_shares_still_get_a_usable_pod() -> None:
-    assert builders.cpu_millicores(0.0001, 4) == builders.MIN_CPU_MILLICORES
+def test_cpu_split_has_a_floor_and_never_exceeds_the_node() -> None:
+    cpu = builders.cpu_millicores(np.array([0.0001, 0.3, 0.6999]), 4)
+    assert cpu.min() >= builders.MIN_CPU_MILLICORES
+    assert cpu.sum() <= 4000
+    # More models than the floor allows: the floor shrinks instead of overflowing the node.
+    assert builders.cpu_millicores(np.full(100, 0.01), 1).sum() <= 1000
 
 
 def test_long_names_are_valid_dns_labels() -> None:

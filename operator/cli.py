@@ -1,0 +1,37 @@
+"""``edgeaigc operator``: run the operator against the current kubeconfig (or in-cluster)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument("--namespace", "-n", action="append", default=[], help="watch this namespace (repeatable)")
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
+    parser.add_argument("--metrics-port", type=int, default=8000, help="port of the operator's /metrics (0: off)")
+    parser.add_argument("--liveness-port", type=int, default=8080, help="port of /healthz (0: off)")
+    parser.add_argument("--peering", default="", help="kopf peering name (needed when running several replicas)")
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.namespace and not args.all_namespaces:
+        print("edgeaigc operator: give --namespace NS (repeatable) or --all-namespaces", file=sys.stderr)
+        return 2
+    import kopf
+
+    import edgeaigc.operator.handlers  # noqa: F401  (registers the handlers)
+
+    os.environ["EDGEAIGC_METRICS_PORT"] = str(args.metrics_port)
+    os.environ["EDGEAIGC_PEERING"] = args.peering
+    kopf.configure(verbose=args.verbose)
+    kopf.run(
+        standalone=not args.peering,
+        namespaces=args.namespace,
+        clusterwide=args.all_namespaces,
+        liveness_endpoint=f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None,
+    )
+    return 0

@@ -1,0 +1,127 @@
+"""kopf handlers: thin wiring of the decision loop, status, events and metrics.
+
+One daemon per PlacementPolicy runs :class:`~edgeaigc.operator.loop.DecisionLoop` every
+``spec.intervalSeconds``; everything it decides is written to the policy's status, its
+EdgeNodes' and InferenceModels' status, and as events. Deleting a policy needs no handler:
+owner references let the garbage collector remove what it created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import os
+from typing import Any
+
+import kopf
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from edgeaigc.operator import constants as c
+from edgeaigc.operator import metrics
+from edgeaigc.operator.loop import Decision, DecisionLoop
+from edgeaigc.operator.status import edge_node_status, model_status, policy_status
+
+log = logging.getLogger(__name__)
+_MERGE = "application/merge-patch+json"
+
+
+def api_client() -> client.ApiClient:
+    """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG)."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
+    return client.ApiClient()
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.posting.level = logging.INFO
+    settings.persistence.finalizer = f"{c.GROUP}/finalizer"
+    # Two replicas never both act: with a peering object the others pause (see the Helm chart).
+    peering = os.environ.get("EDGEAIGC_PEERING", "")
+    if peering:
+        settings.peering.name, settings.peering.mandatory = peering, True
+    else:
+        settings.peering.standalone = True
+    memo["api_client"] = api_client()
+    port = int(os.environ.get("EDGEAIGC_METRICS_PORT", "0"))
+    if port:
+        from prometheus_client import start_http_server
+
+        start_http_server(port)
+
+
+def _patch_status(api: client.CustomObjectsApi, namespace: str, plural: str, name: str, status: dict[str, Any]) -> None:
+    try:
+        api.patch_namespaced_custom_object_status(
+            c.GROUP, c.VERSION, namespace, plural, name, {"status": status}, _content_type=_MERGE
+        )
+    except ApiException as error:
+        if error.status != 404:  # the object went away meanwhile: nothing to report on
+            raise
+
+
+def write_results(api_client_: client.ApiClient, policy: dict[str, Any], decision: Decision) -> None:
+    api = client.CustomObjectsApi(api_client_)
+    namespace, name = policy["metadata"]["namespace"], policy["metadata"]["name"]
+    now = datetime.datetime.now(datetime.UTC)
+    _patch_status(api, namespace, c.PLURAL_POLICIES, name, policy_status(decision, policy.get("status") or {}, now))
+    if decision.degraded_reason or decision.dry_run:
+        return
+    for node, models in decision.placement.items():
+        _patch_status(api, namespace, c.PLURAL_EDGE_NODES, node, edge_node_status(models))
+    cached_on: dict[str, list[str]] = {}
+    for node, models in decision.placement.items():
+        for model in models:
+            cached_on.setdefault(model, []).append(node)
+    listing: dict[str, Any] = api.list_namespaced_custom_object(c.GROUP, c.VERSION, namespace, c.PLURAL_MODELS)  # type: ignore[assignment]
+    for model in listing["items"]:
+        model_name = model["metadata"]["name"]
+        _patch_status(api, namespace, c.PLURAL_MODELS, model_name, model_status(cached_on.get(model_name, [])))
+
+
+def record(body: kopf.Body, decision: Decision) -> None:
+    """Metrics and Kubernetes events for one decision (events are attached to the policy)."""
+    name = body["metadata"]["name"]
+    metrics.DECISION_SECONDS.labels(name).observe(decision.decision_seconds)
+    metrics.DECISIONS.labels(name, decision.degraded_reason or "Decided").inc()
+    metrics.DEGRADED.labels(name).set(1 if decision.degraded_reason else 0)
+    if decision.reconcile_seconds:
+        metrics.RECONCILE_SECONDS.labels(name).observe(decision.reconcile_seconds)
+    metrics.API_WRITES.labels(name, "apply").inc(decision.writes)
+    metrics.API_WRITES.labels(name, "delete").inc(decision.deletes)
+    if decision.degraded_reason:
+        kopf.warn(body, reason=decision.degraded_reason, message=decision.message)
+        return
+    verb = "would cache" if decision.dry_run else "cached"
+    for node, model in decision.newly_cached:
+        kopf.info(body, reason="ModelCached", message=f"{model} {verb} on {node}")
+    for node, model in decision.evicted:
+        kopf.info(
+            body, reason="ModelEvicted", message=f"{model} {'would leave' if decision.dry_run else 'left'} {node}"
+        )
+    for warning in decision.warnings:
+        kopf.warn(body, reason="CameraUnattached", message=warning)
+
+
+@kopf.daemon(c.GROUP, c.VERSION, c.PLURAL_POLICIES, cancellation_timeout=5.0)
+async def decision_loop(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """Decide, apply, report; then wait ``spec.intervalSeconds`` (read afresh every time)."""
+    api: client.ApiClient = memo["api_client"]
+    loop = DecisionLoop(api)
+    while True:
+        policy = {
+            "metadata": dict(body["metadata"]),
+            "spec": dict(body["spec"]),
+            "status": dict(body.get("status") or {}),
+        }
+        decision = await asyncio.to_thread(loop.run_once, policy)
+        try:
+            await asyncio.to_thread(write_results, api, policy, decision)
+        except ApiException as error:
+            logger.warning(f"could not write status: {error.status} {error.reason}")
+        record(body, decision)
+        await asyncio.sleep(float(body["spec"].get("intervalSeconds", 30)))

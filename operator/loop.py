@@ -1,0 +1,232 @@
+"""One decision of a PlacementPolicy: observe -> decide -> plan -> check -> reconcile -> report.
+
+:meth:`DecisionLoop.run_once` never raises for a failure of the outside world: Prometheus
+down, no metrics yet, an invalid fleet, an unreadable actor, a plan that does not fit its nodes
+or an API error become a :class:`Decision` with ``degraded_reason`` set, and nothing is
+applied or deleted — the last good placement keeps serving. The kopf handlers stay thin: they
+call this and write the result to status and events.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import logging
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
+from kubernetes.client.exceptions import ApiException
+
+from edgeaigc.inference.routing_table import InvalidRoutingTable, parse_routing_table
+from edgeaigc.operator import constants as c
+from edgeaigc.operator.builders import build_routing_table, desired_objects, object_name
+from edgeaigc.operator.fleet import InvalidFleet, scenario_from_resources, unattached_cameras
+from edgeaigc.operator.observe import ObservationError, PrometheusObserver
+from edgeaigc.operator.placement import current_cache, plan_fits_nodes
+from edgeaigc.operator.reconcile import Reconciler, changes
+from edgeaigc.policy.base import PlacementPolicy
+from edgeaigc.policy.observation import Observation
+from edgeaigc.policy.plan import plan_for
+from edgeaigc.policy.scenario import Scenario
+from edgeaigc.policy.system_model import Plan, evaluate_slot
+
+log = logging.getLogger(__name__)
+
+
+class PolicyUnavailable(RuntimeError):
+    """The decision algorithm cannot be set up (actor ConfigMap missing, corrupt ONNX, ...)."""
+
+
+@dataclasses.dataclass
+class Decision:
+    """What one run decided and did (or why it did nothing)."""
+
+    placement: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    """EdgeNode -> models cached after this decision (the kept placement when degraded)."""
+    degraded_reason: str | None = None
+    message: str = ""
+    writes: int = 0
+    deletes: int = 0
+    newly_cached: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    evicted: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    predicted: dict[str, float] = dataclasses.field(default_factory=dict)
+    observed_hit_rate: float | None = None
+    decision_seconds: float = 0.0
+    reconcile_seconds: float = 0.0
+    dry_run: bool = False
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+
+def placement_of(scenario: Scenario, cache: np.ndarray) -> dict[str, list[str]]:
+    return {
+        node: [scenario.model_names[m] for m in np.flatnonzero(cache[e] > 0)]
+        for e, node in enumerate(scenario.node_names)
+    }
+
+
+def make_policy(algorithm: str, actor_bytes: bytes | None) -> PlacementPolicy:
+    """The decision algorithm of ``spec.algorithm`` (numpy and onnxruntime only)."""
+    from edgeaigc.policy import baselines, myopic
+
+    simple = {
+        "random": baselines.RandomPolicy,
+        "lru": baselines.LRUPolicy,
+        "lfu": baselines.LFUPolicy,
+        "static_topk": baselines.StaticTopKPolicy,
+        "myopic": myopic.MyopicPolicy,
+    }
+    if algorithm in simple:
+        policy: PlacementPolicy = simple[algorithm]()
+        return policy
+    from edgeaigc.policy.actor_runner import OnnxActorPolicy
+
+    if actor_bytes is None:
+        raise ValueError(f"spec.algorithm {algorithm} needs spec.actor")
+    # onnxruntime loads from a path; the ConfigMap's bytes are written to a private temp file.
+    with tempfile.NamedTemporaryFile(suffix=".onnx", delete=False) as handle:
+        handle.write(actor_bytes)
+    return OnnxActorPolicy(Path(handle.name), name=algorithm)
+
+
+class DecisionLoop:
+    """Decides for one PlacementPolicy; keeps its policy object between runs (LRU state etc.)."""
+
+    def __init__(self, api_client: ApiClient, observer_factory: Any = PrometheusObserver) -> None:
+        self.api_client = api_client
+        self.custom = CustomObjectsApi(api_client)
+        self.core = CoreV1Api(api_client)
+        self.reconciler = Reconciler(api_client)
+        self.observer_factory = observer_factory
+        self._policy: PlacementPolicy | None = None
+        self._policy_key: tuple[Any, ...] | None = None
+
+    def _list(self, namespace: str, plural: str) -> list[dict[str, Any]]:
+        result: dict[str, Any] = self.custom.list_namespaced_custom_object(c.GROUP, c.VERSION, namespace, plural)  # type: ignore[assignment]
+        return list(result["items"])
+
+    def _actor_bytes(self, namespace: str, spec: Mapping[str, Any]) -> bytes | None:
+        actor = spec.get("actor")
+        if not actor:
+            return None
+        config_map = self.core.read_namespaced_config_map(actor["configMapName"], namespace)
+        key = actor.get("key", "actor.onnx")
+        data = (config_map.binary_data or {}).get(key)
+        if data is None:
+            raise ValueError(f"ConfigMap {actor['configMapName']} has no binaryData key {key!r}")
+        return base64.b64decode(data)
+
+    def _policy_for(self, policy: Mapping[str, Any], scenario: Scenario) -> PlacementPolicy:
+        spec, namespace = policy["spec"], policy["metadata"]["namespace"]
+        key = (
+            spec["algorithm"],
+            repr(spec.get("actor")),
+            scenario.node_names,
+            scenario.model_names,
+            scenario.camera_names,
+        )
+        if self._policy is None or self._policy_key != key:
+            from edgeaigc.policy.actor_runner import ActorLoadError
+
+            try:
+                self._policy = make_policy(spec["algorithm"], self._actor_bytes(namespace, spec))
+            except (ApiException, ValueError, ActorLoadError) as error:
+                detail = f"{error.status} {error.reason}" if isinstance(error, ApiException) else str(error)
+                raise PolicyUnavailable(f"cannot load the {spec['algorithm']} policy: {detail}") from error
+            self._policy.reset(scenario, seed=0)
+            self._policy_key = key
+        return self._policy
+
+    def _generation(
+        self, namespace: str, policy_name: str, scenario: Scenario, plan: Plan, policy: Mapping[str, Any]
+    ) -> int:
+        """The routing table's generation: the old one, plus one if the content changes."""
+        try:
+            config_map = self.core.read_namespaced_config_map(object_name(policy_name, "routing"), namespace)
+            old = parse_routing_table((config_map.data or {})[c.ROUTING_TABLE_KEY])
+        except (ApiException, KeyError, InvalidRoutingTable):
+            return 1
+        new = build_routing_table(policy, scenario, plan, old.generation)
+        return old.generation if new.to_json() == old.to_json() else old.generation + 1
+
+    def run_once(self, policy: Mapping[str, Any]) -> Decision:
+        started = time.perf_counter()
+        decision = Decision()
+        spec, namespace, name = policy["spec"], policy["metadata"]["namespace"], policy["metadata"]["name"]
+        decision.dry_run = spec.get("mode", "apply") == "dry-run"
+        try:
+            edge_nodes = self._list(namespace, c.PLURAL_EDGE_NODES)
+            cameras = self._list(namespace, c.PLURAL_CAMERAS)
+            scenario = scenario_from_resources(policy, edge_nodes, self._list(namespace, c.PLURAL_MODELS), cameras)
+            decision.warnings += [f"Camera {u} names no EdgeNode" for u in unattached_cameras(edge_nodes, cameras)]
+            existing = self.reconciler.existing(namespace, name)
+            cache = current_cache(scenario, [o for o in existing if o["kind"] == "Deployment"])
+            decision.placement = placement_of(scenario, cache)
+            observer = self.observer_factory(spec.get("prometheusURL", "http://prometheus:9090"))
+            interval = int(spec.get("intervalSeconds", 30))
+            observation: Observation = observer.observe(scenario, cache, interval)
+            decision.observed_hit_rate = observer.hit_rate(interval)
+            action = self._policy_for(policy, scenario).act(observation)
+            plan = plan_for(scenario, observation, action, spec.get("churnLimit"))
+            node_names = {n["metadata"]["name"]: n["spec"]["nodeName"] for n in edge_nodes}
+            allocatable = {
+                node.metadata.name: dict(node.status.allocatable or {})
+                for node in self.core.list_node().items
+                if node.metadata is not None and node.status is not None
+            }
+            problems = plan_fits_nodes(scenario, plan, node_names, allocatable)
+            if problems:
+                return self._degraded(decision, started, "PlanDoesNotFit", "; ".join(problems))
+            outcome = evaluate_slot(scenario, plan, observation.camera_rates, observation.link_quality, cache)
+            decision.predicted = {
+                "hitRate": outcome.hit_rate,
+                "meanResponseTimeSeconds": outcome.mean_response_time_s,
+                "costPerHour": outcome.cost * 3600 / scenario.slot_seconds,
+            }
+            new_placement = placement_of(scenario, plan.cache)
+            decision.newly_cached = [
+                (node, model)
+                for node, models in new_placement.items()
+                for model in models
+                if model not in decision.placement[node]
+            ]
+            decision.evicted = [
+                (node, model)
+                for node, models in decision.placement.items()
+                for model in models
+                if model not in new_placement[node]
+            ]
+            decision.decision_seconds = time.perf_counter() - started
+            if decision.dry_run:
+                decision.message = "dry-run: placement computed, nothing applied"
+                decision.placement = new_placement
+                return decision
+            generation = self._generation(namespace, name, scenario, plan, policy)
+            reconcile_started = time.perf_counter()
+            desired = desired_objects(policy, scenario, plan, node_names, generation)
+            decision.writes, decision.deletes = self.reconciler.apply(namespace, changes(desired, existing))
+            decision.reconcile_seconds = time.perf_counter() - reconcile_started
+            decision.placement = new_placement
+            decision.message = f"{decision.writes} objects applied, {decision.deletes} deleted"
+            return decision
+        except ObservationError as error:
+            return self._degraded(decision, started, error.reason, str(error))
+        except PolicyUnavailable as error:
+            return self._degraded(decision, started, "PolicyUnavailable", str(error))
+        except InvalidFleet as error:
+            return self._degraded(decision, started, "InvalidFleet", str(error))
+        except ApiException as error:
+            return self._degraded(decision, started, "ApiError", f"Kubernetes API: {error.status} {error.reason}")
+        except Exception as error:  # an actor that fails at run time, a bug: report, never crash the loop
+            log.exception("decision for %s/%s failed", namespace, name)
+            return self._degraded(decision, started, "DecisionFailed", f"{type(error).__name__}: {error}")
+
+    @staticmethod
+    def _degraded(decision: Decision, started: float, reason: str, message: str) -> Decision:
+        decision.degraded_reason, decision.message = reason, message
+        decision.decision_seconds = time.perf_counter() - started
+        return decision

@@ -1,0 +1,21 @@
+"""The operator's own Prometheus metrics (served on ``--metrics-port``)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+DECISION_SECONDS = Histogram(
+    "edgeaigc_operator_decision_duration_seconds",
+    "Observe + decide + plan time of one decision.",
+    ["policy"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+RECONCILE_SECONDS = Histogram(
+    "edgeaigc_operator_reconcile_duration_seconds",
+    "Time to apply one decision to the cluster.",
+    ["policy"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+API_WRITES = Counter("edgeaigc_operator_api_writes_total", "Objects applied or deleted.", ["policy", "verb"])
+DECISIONS = Counter("edgeaigc_operator_decisions_total", "Decisions by outcome reason.", ["policy", "reason"])
+DEGRADED = Gauge("edgeaigc_operator_degraded", "1 while the policy's last decision was degraded.", ["policy"])

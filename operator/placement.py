@@ -1,0 +1,62 @@
+"""The placement as it stands in the cluster, and whether a plan fits the nodes (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from kubernetes.utils import parse_quantity
+
+from edgeaigc.operator import constants as c
+from edgeaigc.operator.builders import cpu_millicores, memory_mebibytes
+from edgeaigc.policy.scenario import Scenario
+from edgeaigc.policy.system_model import Plan
+
+
+def current_cache(scenario: Scenario, deployments: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """x[e, m] from the policy's edge Deployments (whatever their readiness: they are placed)."""
+    nodes = {name: e for e, name in enumerate(scenario.node_names)}
+    models = {name: m for m, name in enumerate(scenario.model_names)}
+    cache = np.zeros((scenario.num_nodes, scenario.num_models))
+    for deployment in deployments:
+        labels = deployment["metadata"].get("labels", {})
+        if labels.get(c.LABEL_COMPONENT) != c.COMPONENT_EDGE_INFERENCE:
+            continue
+        e, m = nodes.get(labels.get(c.LABEL_EDGE_NODE, "")), models.get(labels.get(c.LABEL_MODEL, ""))
+        if e is not None and m is not None:
+            cache[e, m] = 1.0
+    return cache
+
+
+def plan_fits_nodes(
+    scenario: Scenario,
+    plan: Plan,
+    node_names: Mapping[str, str],
+    allocatable: Mapping[str, Mapping[str, str]],
+) -> list[str]:
+    """Why the plan's pods would not fit their Kubernetes nodes (empty list: it fits).
+
+    Args:
+        node_names: EdgeNode name -> Kubernetes Node name.
+        allocatable: Kubernetes Node name -> ``status.allocatable`` (missing node: it is gone).
+    """
+    problems = []
+    for e, edge_node in enumerate(scenario.node_names):
+        node = node_names[edge_node]
+        cached = np.flatnonzero(plan.cache[e] > 0)
+        if node not in allocatable:
+            if cached.size:
+                problems.append(f"EdgeNode {edge_node}: Kubernetes node {node!r} does not exist")
+            continue
+        cpu_m = int(cpu_millicores(plan.compute_share[e, cached], float(scenario.node_cores[e])).sum())
+        memory_mi = sum(memory_mebibytes(float(scenario.model_size_mb[m])) for m in cached)
+        cpu_available = float(parse_quantity(allocatable[node].get("cpu", "0"))) * 1000
+        memory_available = float(parse_quantity(allocatable[node].get("memory", "0"))) / 2**20
+        if cpu_m > cpu_available:
+            problems.append(f"EdgeNode {edge_node}: {cpu_m}m CPU planned, node {node} has {cpu_available:.0f}m")
+        if memory_mi > memory_available:
+            problems.append(
+                f"EdgeNode {edge_node}: {memory_mi}Mi memory planned, node {node} has {memory_available:.0f}Mi"
+            )
+    return problems

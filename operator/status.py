@@ -1,0 +1,79 @@
+"""Status of the custom resources from a Decision (pure; the handlers write it)."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from edgeaigc.operator.loop import Decision
+
+
+def _condition(
+    kind: str, status: str, reason: str, message: str, now: str, previous: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """A condition; ``lastTransitionTime`` moves only when the status changes."""
+    old = next((c for c in previous if c.get("type") == kind), None)
+    changed = old is None or old.get("status") != status
+    return {
+        "type": kind,
+        "status": status,
+        "reason": reason,
+        "message": message[:1024],
+        "lastTransitionTime": now if changed else old.get("lastTransitionTime", now),  # type: ignore[union-attr]
+    }
+
+
+def _percent(value: float | None) -> str | None:
+    return None if value is None else f"{value:.1%}"
+
+
+def policy_status(decision: Decision, previous: Mapping[str, Any], now: datetime.datetime) -> dict[str, Any]:
+    """The PlacementPolicy's ``status``: conditions, placement, observed vs predicted figures.
+
+    When degraded, Ready keeps its previous value (the last good placement is still serving)
+    and Degraded says why.
+    """
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    conditions = list(previous.get("conditions") or [])
+    if decision.degraded_reason:
+        ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+        new = [
+            _condition(
+                "Ready",
+                ready["status"] if ready else "Unknown",
+                ready.get("reason", "Pending") if ready else "Pending",
+                "last good placement kept" if ready else "no placement decided yet",
+                stamp,
+                conditions,
+            ),
+            _condition("Degraded", "True", decision.degraded_reason, decision.message, stamp, conditions),
+        ]
+    else:
+        reason = "DryRun" if decision.dry_run else "Reconciled"
+        new = [
+            _condition("Ready", "True", reason, decision.message, stamp, conditions),
+            _condition("Degraded", "False", "AsExpected", "", stamp, conditions),
+        ]
+    status: dict[str, Any] = {
+        "conditions": new,
+        "placement": [{"edgeNode": node, "models": models} for node, models in sorted(decision.placement.items())],
+    }
+    if not decision.degraded_reason:
+        status["lastDecisionTime"] = stamp
+        status["predicted"] = {
+            "hitRate": _percent(decision.predicted.get("hitRate")),
+            "meanResponseTimeSeconds": f"{decision.predicted.get('meanResponseTimeSeconds', 0.0):.3f}",
+            "costPerHour": f"{decision.predicted.get('costPerHour', 0.0):.4f}",
+        }
+    if decision.observed_hit_rate is not None:
+        status["observed"] = {"hitRate": _percent(decision.observed_hit_rate)}
+    return status
+
+
+def edge_node_status(models: Sequence[str]) -> dict[str, Any]:
+    return {"cachedModels": sorted(models), "cachedModelsSummary": ", ".join(sorted(models)) or "-"}
+
+
+def model_status(edge_nodes: Sequence[str]) -> dict[str, Any]:
+    return {"cachedOn": sorted(edge_nodes), "cachedOnCount": len(edge_nodes)}
