@@ -4,7 +4,7 @@ PYTHON ?= python3
 .PHONY: install test lint unit benchmark
 
 install:
-	$(PYTHON) -m pip install -e ".[train,dev]"
+	$(PYTHON) -m pip install -e ".[all]"
 
 lint:
 	$(PYTHON) -m ruff check .

@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("edgeaigc.policy.train", "train a TD3 (or DDPG) placement policy on a scenario"),
     "export": ("edgeaigc.policy.export", "export a trained actor checkpoint to ONNX"),
     "simulate": ("edgeaigc.policy.simulate", "run one policy on a scenario and print per-slot figures"),
+    "serve": ("edgeaigc.inference.serve", "serve ONNX models over the Open Inference Protocol (KServe v2 REST)"),
     "operator": ("edgeaigc.operator.cli", "run the edgeaigc operator (kopf) against the current cluster"),
     "cluster": ("edgeaigc.cluster.cli", "a local Kubernetes control plane (etcd, apiserver, scheduler, kwok) without Docker"),
 }

@@ -1,0 +1,141 @@
+"""``edgeaigc serve``: the ONNX Runtime model server (Open Inference Protocol, KServe v2 REST).
+
+Serves every ``DIR/<model-name>/model.onnx`` of ``--model-repository DIR`` (optional
+``config.yaml`` beside it: see :mod:`edgeaigc.inference.repository`). Also runnable as
+``python -m edgeaigc.inference.serve``.
+
+Exit codes: 0 after a graceful shutdown on SIGTERM, 1 if the server could not start (e.g. the
+port is taken), 2 for bad usage (missing repository directory, bad size), 130 on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from edgeaigc.inference.metrics import SERVED_BY_VALUES
+
+DEFAULT_PORT = 8080
+DEFAULT_MEMORY_BUDGET = "512Mi"
+DEFAULT_MAX_REQUEST_BYTES = "16Mi"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model-repository",
+        required=True,
+        metavar="DIR",
+        help="directory with one sub-directory per model holding model.onnx (and optionally config.yaml)",
+    )
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"HTTP port (default: {DEFAULT_PORT})")
+    parser.add_argument(
+        "--memory-budget",
+        default=DEFAULT_MEMORY_BUDGET,
+        metavar="SIZE",
+        help="memory the loaded models may take together, e.g. 512Mi, 2Gi, or 'unlimited'; loading past it "
+        f"evicts the least recently used idle model (default: {DEFAULT_MEMORY_BUDGET})",
+    )
+    parser.add_argument(
+        "--max-request-bytes",
+        default=DEFAULT_MAX_REQUEST_BYTES,
+        metavar="SIZE",
+        help=f"larger request bodies get 413 (default: {DEFAULT_MAX_REQUEST_BYTES})",
+    )
+    parser.add_argument(
+        "--served-by",
+        choices=SERVED_BY_VALUES,
+        default="edge",
+        help="served_by label of the request metrics: where this server runs (default: edge)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="threads running onnxruntime, shared by all models (default: number of CPUs)",
+    )
+    parser.add_argument(
+        "--no-preload",
+        action="store_true",
+        help="start with no model loaded (load them with POST /v2/repository/models/NAME/load)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=("critical", "error", "warning", "info", "debug"),
+        help="log level (default: info)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    # Imported here so that `edgeaigc --help` stays fast and needs none of the serving packages.
+    import uvicorn
+
+    from edgeaigc.inference.repository import ModelRepository, parse_byte_size
+    from edgeaigc.inference.server import create_app
+
+    repository_dir = Path(args.model_repository)
+    if not repository_dir.is_dir():
+        print(f"edgeaigc serve: model repository {repository_dir} is not a directory", file=sys.stderr)
+        return 2
+    try:
+        budget = (
+            None if str(args.memory_budget).lower() in ("unlimited", "none") else parse_byte_size(args.memory_budget)
+        )
+        max_request_bytes = parse_byte_size(args.max_request_bytes)
+    except ValueError as error:
+        print(f"edgeaigc serve: {error}", file=sys.stderr)
+        return 2
+    if args.workers is not None and args.workers < 1:
+        print("edgeaigc serve: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if not 0 <= args.port <= 65535:
+        print(f"edgeaigc serve: --port {args.port} is not a TCP port", file=sys.stderr)
+        return 2
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    repository = ModelRepository(repository_dir, memory_budget_bytes=budget, workers=args.workers)
+    app = create_app(
+        repository, max_request_bytes=max_request_bytes, served_by=args.served_by, preload=not args.no_preload
+    )
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    server = uvicorn.Server(config)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    # uvicorn shuts down gracefully on SIGTERM and then raises the signal again under the handler
+    # it found; with this one, that graceful stop (how Kubernetes ends a pod) exits 0, not -15.
+    previous = signal.signal(signal.SIGTERM, _after_graceful_shutdown) if in_main_thread else None
+    try:
+        server.run()
+    except SystemExit:  # uvicorn exits when it cannot start (port taken, start-up failure)
+        return 1
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    return 0 if server.started else 1
+
+
+def _after_graceful_shutdown(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM after uvicorn's graceful shutdown: nothing left to do."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="edgeaigc serve", description="ONNX Runtime model server speaking the Open Inference Protocol."
+    )
+    add_arguments(parser)
+    try:
+        return run(parser.parse_args(argv))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""The HTTP app: Open Inference Protocol (KServe v2 REST) routes, thin, over the data plane.
+
+:func:`create_app` wires a :class:`~edgeaigc.inference.repository.ModelRepository` into a
+FastAPI app: routes decode with :mod:`~edgeaigc.inference.protocol`, call the
+:class:`~edgeaigc.inference.dataplane.DataPlane`, encode the result; errors are domain
+exceptions mapped in :func:`~edgeaigc.inference.errors.register_error_handlers`; request
+metrics are taken by an ASGI middleware so that every status code (413 included) is counted.
+
+Endpoints (``/versions/{version}`` may follow ``/v2/models/{name}`` where the protocol has it):
+
+- ``GET /v2/health/live``, ``GET /v2/health/ready``, ``GET /v2``
+- ``GET /v2/models/{name}``, ``GET /v2/models/{name}/ready``, ``POST /v2/models/{name}/infer``
+- ``POST /v2/repository/index``, ``POST /v2/repository/models/{name}/load`` and ``.../unload``
+- ``GET /metrics`` (Prometheus)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from edgeaigc.inference import protocol
+from edgeaigc.inference.dataplane import DataPlane
+from edgeaigc.inference.errors import InvalidInput, PayloadTooLarge, register_error_handlers
+from edgeaigc.inference.metrics import UNKNOWN_MODEL, ModelFigures, RepositoryFigures, ServerMetrics
+from edgeaigc.inference.repository import ModelRepository, ModelState
+
+#: Default largest request body: a few uncompressed 1080p frames as FP32 would not fit, a JPEG does.
+DEFAULT_MAX_REQUEST_BYTES = 16 * 2**20
+#: JSON bodies and outputs larger than this are decoded/encoded in a thread, off the event loop.
+_OFFLOAD_JSON_BYTES = 1 << 20
+_OFFLOAD_JSON_ELEMENTS = 100_000
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_INFER_PATH = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/[^/]+)?/infer$")
+
+
+def repository_figures(repository: ModelRepository) -> RepositoryFigures:
+    """What the metrics collector reads from the repository at scrape time."""
+    return RepositoryFigures(
+        models=[
+            ModelFigures(
+                name=record.name,
+                ready=record.state is ModelState.READY,
+                memory_bytes=record.memory_bytes,
+                loads=record.loads,
+                load_failures=record.load_failures,
+                evictions=record.evictions,
+            )
+            for record in repository.records()
+        ],
+        memory_budget_bytes=repository.memory_budget_bytes,
+    )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class RequestMetricsMiddleware:
+    """Counts every ``POST .../infer`` with its status code, latency and bytes (pure ASGI)."""
+
+    def __init__(self, app: ASGIApp, metrics: ServerMetrics, is_known_model: Callable[[str], bool]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.is_known_model = is_known_model
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match = _INFER_PATH.match(scope.get("path", "")) if scope["type"] == "http" else None
+        if match is None or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client gets if the app fails before answering
+        received = sent = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+            return message
+
+        async def counting_send(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        gauge = self.metrics.in_flight.labels(self.metrics.served_by)
+        gauge.inc()
+        try:
+            await self.app(scope, counting_receive, counting_send)
+        finally:
+            gauge.dec()
+            name = match.group("name")
+            model = name if self.is_known_model(name) else UNKNOWN_MODEL
+            self.metrics.observe_request(model, status, time.perf_counter() - started, received, sent)
+
+
+def build_router(dataplane: DataPlane, max_request_bytes: int, metrics: ServerMetrics) -> APIRouter:
+    """The protocol's routes; each decodes, calls the data plane once, encodes."""
+    router = APIRouter()
+
+    @router.get("/v2/health/live")
+    async def live() -> dict[str, bool]:
+        return dataplane.live()
+
+    @router.get("/v2/health/ready")
+    async def ready() -> dict[str, bool]:
+        return dataplane.ready()
+
+    @router.get("/v2")
+    async def server_metadata() -> dict[str, Any]:
+        return dataplane.server_metadata()
+
+    async def model_metadata(name: str, version: str | None = None) -> dict[str, Any]:
+        return dataplane.model_metadata(name, version)
+
+    async def model_ready(name: str, version: str | None = None) -> dict[str, Any]:
+        return dataplane.model_ready(name, version)
+
+    async def infer(request: Request, name: str, version: str | None = None) -> Response:
+        dataplane.check_model(name, version)  # 404 / 503 before reading the body
+        body = await read_body(request, max_request_bytes)
+        header_length = request.headers.get(protocol.HEADER_CONTENT_LENGTH)
+        if header_length is None and len(body) > _OFFLOAD_JSON_BYTES:
+            infer_request = await asyncio.to_thread(protocol.parse_infer_request, body, header_length)
+        else:
+            infer_request = protocol.parse_infer_request(body, header_length)
+        result = await dataplane.infer(name, version, infer_request.inputs, infer_request.output_names)
+        json_elements = sum(
+            math.prod(array.shape) for output, array in result.outputs.items() if not infer_request.wants_binary(output)
+        )
+        encode_args = (result.model_name, result.model_version, result.outputs, infer_request)
+        if json_elements > _OFFLOAD_JSON_ELEMENTS:
+            encoded = await asyncio.to_thread(protocol.encode_infer_response, *encode_args)
+        else:
+            encoded = protocol.encode_infer_response(*encode_args)
+        return Response(encoded.body, media_type=encoded.content_type, headers=encoded.headers)
+
+    for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+        router.add_api_route(prefix, model_metadata, methods=["GET"])
+        router.add_api_route(f"{prefix}/ready", model_ready, methods=["GET"])
+        router.add_api_route(f"{prefix}/infer", infer, methods=["POST"])
+
+    @router.post("/v2/repository/index")
+    async def repository_index(request: Request) -> list[dict[str, str]]:
+        body = await read_body(request, max_request_bytes)
+        ready_only = False
+        if body.strip():
+            try:
+                document = json.loads(body)
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:
+                raise InvalidInput(f"malformed JSON: {error}") from None
+            if not isinstance(document, dict) or not isinstance(document.get("ready", False), bool):
+                raise InvalidInput("the index request must be a JSON object with an optional boolean 'ready'")
+            ready_only = document.get("ready", False)
+        return dataplane.repository_index(ready_only)
+
+    @router.post("/v2/repository/models/{name}/load")
+    async def load(name: str) -> dict[str, Any]:
+        return await dataplane.load(name)
+
+    @router.post("/v2/repository/models/{name}/unload")
+    async def unload(name: str) -> dict[str, Any]:
+        return await dataplane.unload(name)
+
+    @router.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def create_app(
+    repository: ModelRepository,
+    *,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    served_by: str = "edge",
+    preload: bool = True,
+    metrics: ServerMetrics | None = None,
+) -> FastAPI:
+    """The model server app for ``repository``.
+
+    Start-up loading runs in the background once the app starts, so ``/v2/health/live``
+    answers at once and ``/v2/health/ready`` turns 200 when loading is done.
+
+    Args:
+        repository: the models to serve; closed when the app shuts down.
+        max_request_bytes: larger request bodies get 413.
+        served_by: ``edge`` or ``cloud``, the ``served_by`` label of request metrics.
+        preload: load every model of the repository at start-up.
+        metrics: metrics to export (default: fresh ones in their own registry).
+    """
+    metrics = metrics or ServerMetrics(served_by, lambda: repository_figures(repository))
+    repository.observer = metrics
+    dataplane = DataPlane(repository)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        startup = asyncio.create_task(repository.start(preload))
+        try:
+            yield
+        finally:
+            startup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await startup
+            repository.close()
+
+    app = FastAPI(
+        title="edgeaigc model server",
+        description="ONNX Runtime behind the Open Inference Protocol (KServe v2 REST).",
+        version=dataplane.server_version,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    register_error_handlers(app)
+    app.include_router(build_router(dataplane, max_request_bytes, metrics))
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics, is_known_model=repository.is_known)
+    app.state.dataplane = dataplane
+    app.state.metrics = metrics
+    return app

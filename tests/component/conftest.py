@@ -1,0 +1,110 @@
+"""Real uvicorn servers on 127.0.0.1 (a thread each, a socket bound to a free port) and httpx clients."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
+
+from edgeaigc.inference.metrics import ServerMetrics
+from edgeaigc.inference.repository import ModelRepository
+from edgeaigc.inference.server import create_app
+from tests.component.builders import standard_repository
+
+#: Where the project's shared data would be, beside the repository (never inside it).
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+@dataclass
+class RunningServer:
+    url: str
+    client: httpx.Client
+    repository: ModelRepository
+    app: FastAPI
+
+    def metrics_text(self) -> str:
+        response = self.client.get("/metrics")
+        assert response.status_code == 200
+        return response.text
+
+    def sample(self, name: str, **labels: str) -> float | None:
+        """The value of one sample of a fresh scrape (None when absent)."""
+        return sample_value(self.metrics_text(), name, **labels)
+
+
+def sample_value(text: str, name: str, **labels: str) -> float | None:
+    """The value of the sample ``name{labels}`` in an exposition text (None when absent)."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return None
+
+
+@contextlib.contextmanager
+def running_server(
+    root: Path,
+    *,
+    memory_budget_bytes: int | None = None,
+    max_request_bytes: int = 1 << 20,
+    served_by: str = "edge",
+    preload: bool = True,
+    metrics: ServerMetrics | None = None,
+    repository: ModelRepository | None = None,
+    wait_for: str = "/v2/health/ready",
+) -> Iterator[RunningServer]:
+    """Serve ``root`` with a real uvicorn server in a thread until the block ends.
+
+    The block starts once ``wait_for`` answers 200 (the server is ready, by default).
+    """
+    repository = repository or ModelRepository(root, memory_budget_bytes=memory_budget_bytes, workers=2)
+    app = create_app(
+        repository, max_request_bytes=max_request_bytes, served_by=served_by, preload=preload, metrics=metrics
+    )
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    client = httpx.Client(base_url=url, timeout=20.0)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if server.started:
+                with contextlib.suppress(httpx.TransportError):
+                    if client.get(wait_for).status_code == 200:
+                        break
+            time.sleep(0.02)
+        else:
+            raise RuntimeError("the test server did not become ready within 20 s")
+        yield RunningServer(url, client, repository, app)
+    finally:
+        client.close()
+        server.should_exit = True
+        thread.join(timeout=20)
+        listener.close()
+
+
+@pytest.fixture(scope="session")
+def standard_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return standard_repository(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="module")
+def standard_server(standard_root: Path) -> Iterator[RunningServer]:
+    """One server over the standard repository for tests that do not change it."""
+    with running_server(standard_root, max_request_bytes=64 * 1024) as server:
+        yield server
