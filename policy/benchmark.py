@@ -36,7 +36,7 @@ from tqdm import tqdm
 from edgeaigc.policy.base import PlacementPolicy
 from edgeaigc.policy.env import EdgePlacementEnv
 from edgeaigc.policy.scenario import Scenario, ScenarioError, load_scenario
-from edgeaigc.policy.system_model import RESPONSE_TIME_BINS, histogram_quantile
+from edgeaigc.policy.system_model import RESPONSE_TIME_BINS, histogram_quantile, node_rates_of
 
 POLICY_NAMES: tuple[str, ...] = ("random", "lru", "lfu", "static_topk", "myopic", "ddpg", "td3", "oracle")
 METRICS: tuple[str, ...] = (
@@ -169,6 +169,29 @@ def run_oracle_episode(env: EdgePlacementEnv, seed: int) -> EpisodeResult:
         return reward, {**info, "truncated": truncated}
 
     return _accumulate(env, step)
+
+
+def hit_rate_ceiling(scenario: Scenario, counts: np.ndarray, limit: int = 4096) -> float | None:
+    """The best hit rate any cache could have on this demand: per node and slot, the storage
+    knapsack of the models requested there, with the realised demand known in advance and
+    latency, cost and downloads ignored. None when a node has too many feasible caches.
+
+    Args:
+        counts: realised request rates ``[T, U, M]`` of the decided slots.
+    """
+    from edgeaigc.policy.myopic import TooManySubsets, feasible_subsets
+
+    node_rates = node_rates_of(scenario, counts)  # [T, E, M]
+    served = 0.0
+    for e in range(scenario.num_nodes):
+        requested = node_rates[:, e, :].sum(axis=0) > 0
+        try:
+            subsets = feasible_subsets(scenario.model_size_mb, float(scenario.node_storage_mb[e]), requested, limit)
+        except TooManySubsets:
+            return None
+        served += float((node_rates[:, e, :] @ subsets.T.astype(float)).max(axis=1).sum())
+    total = float(node_rates.sum())
+    return served / total if total > 0 else None
 
 
 def summarise(values: Sequence[float]) -> dict[str, float]:
@@ -322,6 +345,13 @@ def run_benchmark(
         per_policy[name] = results
     bar.close()
     document = results_document(scenario, seeds, per_policy, notes)
+    ceilings = []
+    for seed in seeds:
+        env.reset(seed=seed)
+        assert env.trace is not None
+        ceilings.append(hit_rate_ceiling(scenario, env.trace.counts[1:]))
+    if all(ceiling is not None for ceiling in ceilings):
+        document["hit_rate_ceiling"] = summarise([float(ceiling) for ceiling in ceilings if ceiling is not None])
     document["decision_ms_per_slot"] = {
         name: 1000 * float(np.mean([r.decision_seconds for r in results])) / scenario.episode_slots
         for name, results in per_policy.items()
@@ -370,6 +400,12 @@ def run(args: argparse.Namespace) -> int:
     table = markdown_table(document)
     checks = target_checks(document)
     lines = [f"# Benchmark: {scenario.name}", "", f"Seeds {seeds}; mean ± 95 % CI.", "", table, ""]
+    if "hit_rate_ceiling" in document:
+        ceiling = document["hit_rate_ceiling"]
+        lines.append(
+            f"- storage-limited hit-rate ceiling (perfect knowledge, latency/cost/downloads ignored): "
+            f"{ceiling['mean']:.1%} ± {ceiling['ci95']:.1%}"
+        )
     for name, note in document["notes"].items():
         lines.append(f"- {name}: {note}")
     if checks:
