@@ -21,6 +21,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("edgeaigc.policy.export", "export a trained actor checkpoint to ONNX"),
     "simulate": ("edgeaigc.policy.simulate", "run one policy on a scenario and print per-slot figures"),
     "serve": ("edgeaigc.inference.serve", "serve ONNX models over the Open Inference Protocol (KServe v2 REST)"),
+    "gateway": ("edgeaigc.inference.gateway_cli", "edge gateway: local replica on a hit, cloud relay on a miss"),
+    "camera": ("edgeaigc.inference.camera", "play a video or generated scene against a gateway and report latency"),
+    "bench-serving": ("edgeaigc.inference.bench", "server overhead vs onnxruntime and KServe; per-model work per request"),
     "operator": ("edgeaigc.operator.cli", "run the edgeaigc operator (kopf) against the current cluster"),
     "cluster": ("edgeaigc.cluster.cli", "a local Kubernetes control plane (etcd, apiserver, scheduler, kwok) without Docker"),
 }

@@ -158,7 +158,7 @@ def parse_header_length(value: str | None, body_length: int) -> int | None:
     return length
 
 
-def parse_infer_request(body: bytes, header_length: str | None = None) -> InferRequest:
+def parse_infer_request(body: bytes | memoryview, header_length: str | None = None) -> InferRequest:
     """Decode an inference request body (JSON, or JSON header plus binary tensor data).
 
     Args:

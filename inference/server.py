@@ -25,6 +25,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -67,11 +68,30 @@ def repository_figures(repository: ModelRepository) -> RepositoryFigures:
     )
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+async def read_body(request: Request, limit: int, align_at: int = 0) -> bytes | memoryview:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes.
+
+    With a Content-Length the body is read into one buffer of that size (no joining of chunks);
+    ``align_at`` bytes into the body then start at a 64-byte boundary, so that the binary
+    tensor data after a JSON header of that length reaches onnxruntime aligned, without a copy.
+    """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes")
+    if declared is not None and declared.isdigit():
+        size = int(declared)
+        storage = bytearray(size + 64)
+        start = -(np.frombuffer(storage, dtype=np.uint8).ctypes.data + align_at) % 64
+        view = memoryview(storage)[start : start + size]
+        received = 0
+        async for chunk in request.stream():
+            if received + len(chunk) > size:
+                raise InvalidInput(f"the body is longer than its Content-Length of {size} bytes")
+            view[received : received + len(chunk)] = chunk
+            received += len(chunk)
+        if received != size:
+            raise InvalidInput(f"the body has {received} bytes but its Content-Length is {size}")
+        return view
     chunks: list[bytes] = []
     received = 0
     async for chunk in request.stream():
@@ -149,8 +169,9 @@ def build_router(dataplane: DataPlane, max_request_bytes: int, metrics: ServerMe
 
     async def infer(request: Request, name: str, version: str | None = None) -> Response:
         dataplane.check_model(name, version)  # 404 / 503 before reading the body
-        body = await read_body(request, max_request_bytes)
         header_length = request.headers.get(protocol.HEADER_CONTENT_LENGTH)
+        align_at = int(header_length) if header_length and header_length.isdigit() else 0
+        body = await read_body(request, max_request_bytes, align_at)
         if header_length is None and len(body) > _OFFLOAD_JSON_BYTES:
             infer_request = await asyncio.to_thread(protocol.parse_infer_request, body, header_length)
         else:
@@ -173,7 +194,7 @@ def build_router(dataplane: DataPlane, max_request_bytes: int, metrics: ServerMe
 
     @router.post("/v2/repository/index")
     async def repository_index(request: Request) -> list[dict[str, str]]:
-        body = await read_body(request, max_request_bytes)
+        body = bytes(await read_body(request, max_request_bytes))
         ready_only = False
         if body.strip():
             try:

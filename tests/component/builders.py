@@ -137,3 +137,40 @@ def split_binary_response(body: bytes, header_length: int) -> tuple[dict[str, An
             offset += size
     assert offset == len(body), "binary response has bytes that no output accounts for"
     return document, blobs
+
+
+def constant_detector_model(path: Path, rows: np.ndarray, size: int = 64) -> Path:
+    """A "detector" in the yolov5 layout whose output is always ``rows`` ``[N, 5 + C]`` (input ignored).
+
+    The input still flows through the graph (``output = rows + 0 * mean(images)``), so a wrong
+    input shape or datatype is refused as for any model.
+    """
+    constant = rows.astype(np.float32)[None]
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["images"], ["mean"], keepdims=0),
+            helper.make_node("Mul", ["mean", "zero"], ["nothing"]),
+            helper.make_node("Add", ["rows", "nothing"], ["output"]),
+        ],
+        "constant_detector",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, list(constant.shape))],
+        [numpy_helper.from_array(constant, "rows"), numpy_helper.from_array(np.zeros((), np.float32), "zero")],
+    )
+    return _save(graph, path)
+
+
+def colour_classifier_model(path: Path) -> Path:
+    """``logits[n] = (mean red, mean blue)`` of an RGB crop ``[n, 3, 8, 8]``: a classifier whose answer is known."""
+    weights = np.array([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]], dtype=np.float32) * 4.0
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["input"], ["means"], axes=[2, 3], keepdims=0),
+            helper.make_node("MatMul", ["means", "w"], ["logits"]),
+        ],
+        "colour_classifier",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 2])],
+        [numpy_helper.from_array(weights, "w")],
+    )
+    return _save(graph, path)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +19,7 @@ import uvicorn
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
+from edgeaigc.inference.gateway import Gateway, GatewaySettings, create_gateway_app
 from edgeaigc.inference.metrics import ServerMetrics
 from edgeaigc.inference.repository import ModelRepository
 from edgeaigc.inference.server import create_app
@@ -108,3 +112,123 @@ def standard_server(standard_root: Path) -> Iterator[RunningServer]:
     """One server over the standard repository for tests that do not change it."""
     with running_server(standard_root, max_request_bytes=64 * 1024) as server:
         yield server
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    """An ``edgeaigc serve`` process on 127.0.0.1."""
+
+    url: str
+    process: subprocess.Popen[str]
+
+    def scrape(self) -> str:
+        return httpx.get(f"{self.url}/metrics", timeout=10).text
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+
+def wait_until_ready(url: str, process: subprocess.Popen[str] | None = None, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(timeout=5) as client:
+        while True:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"process exited with {process.returncode}: {process.communicate()}")
+            with contextlib.suppress(httpx.TransportError):
+                if client.get(f"{url}/v2/health/ready").status_code == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} not ready within {timeout_s} s")
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def server_process(root: Path, served_by: str, *extra: str, port: int | None = None) -> Iterator[ServerProcess]:
+    """``python -m edgeaigc.inference.serve`` over ``root`` (one worker thread), stopped at the end."""
+    port = port or free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "edgeaigc.inference.serve",
+        "--model-repository",
+        str(root),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--served-by",
+        served_by,
+        "--workers",
+        "1",
+        "--log-level",
+        "warning",
+        *extra,
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(url, process)
+        yield ServerProcess(url, process)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+
+@dataclass
+class RunningGateway:
+    url: str
+    client: httpx.Client
+    gateway: Gateway
+
+    def scrape(self) -> str:
+        response = self.client.get("/metrics")
+        assert response.status_code == 200
+        return response.text
+
+    def sample(self, name: str, **labels: str) -> float | None:
+        return sample_value(self.scrape(), name, **labels)
+
+
+@contextlib.contextmanager
+def running_gateway(settings: GatewaySettings, wait_for_table: bool = True) -> Iterator[RunningGateway]:
+    """A gateway app served by uvicorn in a thread on 127.0.0.1 until the block ends."""
+    gateway = Gateway(settings)
+    app = create_gateway_app(settings, gateway)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    client = httpx.Client(base_url=url, timeout=30.0)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            if server.started:
+                with contextlib.suppress(httpx.TransportError):
+                    status = client.get("/v2/health/ready").status_code
+                    if status == 200 or (status == 503 and not wait_for_table):
+                        break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the test gateway did not start within 20 s")
+            time.sleep(0.02)
+        yield RunningGateway(url, client, gateway)
+    finally:
+        client.close()
+        server.should_exit = True
+        thread.join(timeout=20)
+        listener.close()

@@ -1,0 +1,152 @@
+"""``edgeaigc gateway``: the edge gateway of one edge node (local replica on a hit, cloud on a miss).
+
+Also runnable as ``python -m edgeaigc.inference.gateway_cli``. Exit codes: 0 after a graceful
+shutdown on SIGTERM, 1 if the server could not start (e.g. the port is taken), 2 for bad usage,
+130 on Ctrl-C. A routing table that is missing or invalid at start-up is not fatal: the gateway
+answers 503 until a valid one appears (a ConfigMap may be mounted after the pod starts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+DEFAULT_PORT = 8000
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--edge-node", required=True, help="the edge node this gateway serves (as in the routing table)"
+    )
+    parser.add_argument(
+        "--routing-table",
+        required=True,
+        metavar="PATH",
+        help="routing table file (routing.json of the operator's ConfigMap); re-read when it changes",
+    )
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"HTTP port (default: {DEFAULT_PORT})")
+    parser.add_argument(
+        "--timeout", type=float, default=10.0, metavar="S", help="upstream answer timeout in seconds (default: 10)"
+    )
+    parser.add_argument(
+        "--connect-timeout", type=float, default=1.0, metavar="S", help="upstream connect timeout (default: 1)"
+    )
+    parser.add_argument(
+        "--max-local-attempts",
+        type=int,
+        default=2,
+        metavar="N",
+        help="local replicas tried per request before the cloud (default: 2)",
+    )
+    parser.add_argument(
+        "--breaker-failures",
+        type=int,
+        default=3,
+        metavar="N",
+        help="consecutive failures that open a local endpoint's circuit breaker (default: 3)",
+    )
+    parser.add_argument(
+        "--breaker-open-seconds",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds an open breaker sends traffic to the cloud before probing again (default: 10)",
+    )
+    parser.add_argument(
+        "--poll-interval", type=float, default=1.0, metavar="S", help="routing table poll interval (default: 1)"
+    )
+    parser.add_argument(
+        "--max-request-bytes", default="16Mi", metavar="SIZE", help="larger request bodies get 413 (default: 16Mi)"
+    )
+    parser.add_argument(
+        "--max-cameras",
+        type=int,
+        default=256,
+        metavar="N",
+        help="distinct camera labels in the metrics; further cameras are counted as _other (default: 256)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=("critical", "error", "warning", "info", "debug"),
+        help="log level (default: info)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from edgeaigc.inference.gateway import GatewaySettings, create_gateway_app
+    from edgeaigc.inference.repository import parse_byte_size
+
+    def usage(message: str) -> int:
+        print(f"edgeaigc gateway: {message}", file=sys.stderr)
+        return 2
+
+    try:
+        max_request_bytes = parse_byte_size(args.max_request_bytes)
+    except ValueError as error:
+        return usage(str(error))
+    if not 0 <= args.port <= 65535:
+        return usage(f"--port {args.port} is not a TCP port")
+    if args.timeout <= 0 or args.connect_timeout <= 0 or args.poll_interval <= 0:
+        return usage("--timeout, --connect-timeout and --poll-interval must be positive")
+    if args.max_local_attempts < 0 or args.breaker_failures < 1 or args.breaker_open_seconds < 0:
+        return usage("--max-local-attempts >= 0, --breaker-failures >= 1, --breaker-open-seconds >= 0")
+    if args.max_cameras < 0:
+        return usage("--max-cameras must be >= 0")
+    if not args.edge_node:
+        return usage("--edge-node must not be empty")
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = GatewaySettings(
+        edge_node=args.edge_node,
+        routing_table=Path(args.routing_table),
+        poll_interval_s=args.poll_interval,
+        connect_timeout_s=args.connect_timeout,
+        timeout_s=args.timeout,
+        max_local_attempts=args.max_local_attempts,
+        breaker_failures=args.breaker_failures,
+        breaker_open_s=args.breaker_open_seconds,
+        max_request_bytes=max_request_bytes,
+        max_cameras=args.max_cameras,
+    )
+    app = create_gateway_app(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    )
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _after_graceful_shutdown) if in_main_thread else None
+    try:
+        server.run()
+    except SystemExit:
+        return 1
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    return 0 if server.started else 1
+
+
+def _after_graceful_shutdown(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM after uvicorn's graceful shutdown: nothing left to do."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="edgeaigc gateway", description="The edgeaigc edge gateway.")
+    add_arguments(parser)
+    try:
+        return run(parser.parse_args(argv))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""``edgeaigc camera`` and ``edgeaigc gateway`` as a user runs them: camera -> gateway -> model server processes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from edgeaigc.inference import camera, gateway_cli
+from tests.component.builders import constant_detector_model
+from tests.component.conftest import (
+    SHARED_DATA,
+    ServerProcess,
+    free_port,
+    sample_value,
+    server_process,
+    wait_until_ready,
+)
+from tests.component.tables import EDGE_NODE, routing_table
+
+ROWS = np.array([[16, 16, 16, 16, 0.9, 0.9]], dtype=np.float32)
+YOLOX = SHARED_DATA / "yolox_nano.onnx"
+CLIP = SHARED_DATA / "highway_cctv_video02.avi"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("camera-models")
+    constant_detector_model(root / "detector" / "model.onnx", ROWS)
+    if YOLOX.is_file():
+        (root / "yolox_nano").mkdir()
+        (root / "yolox_nano" / "model.onnx").symlink_to(YOLOX)  # linked, never copied
+    return root
+
+
+@pytest.fixture(scope="module")
+def edge(models: Path) -> Iterator[ServerProcess]:
+    with server_process(models, "edge") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, edge: ServerProcess) -> Iterator[ServerProcess]:
+    """``python -m edgeaigc.inference.gateway_cli`` routing both models to the edge server; stopped with SIGTERM."""
+    table = tmp_path_factory.mktemp("camera-routing") / "routing.json"
+    local = {"detector": [edge.url], "yolox_nano": [edge.url]}
+    table.write_text(routing_table(1, local, {}).to_json())
+    port = free_port()
+    command = [sys.executable, "-m", "edgeaigc.inference.gateway_cli", "--edge-node", EDGE_NODE]
+    command += ["--routing-table", str(table), "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(url, process)
+        yield ServerProcess(url, process)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    assert process.returncode == 0, stderr  # a graceful stop on SIGTERM
+
+
+@pytest.fixture(scope="module")
+def pipeline_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("camera-config") / "pipeline.yaml"
+    document = {
+        "detector": {
+            "model": "detector",
+            "input_size": [64, 64],
+            "letterbox": "stretch",
+            "output_layout": "yolov5",
+            "classes": {0: "car"},
+        },
+        "flow": {"fps": 20},
+    }
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def run_camera(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "edgeaigc.inference.camera", "--no-progress", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_generated_scene_through_gateway_and_server(gateway: ServerProcess, pipeline_config: Path) -> None:
+    result = run_camera(
+        "--generated", "--frames", "6", "--fps", "20", "--gateway", gateway.url, "--camera-id", "cam-7",
+        "--pipeline-config", str(pipeline_config), "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["frames"], summary["errors"], summary["camera"]) == (6, 0, "cam-7")
+    assert summary["detections_per_frame"] == 1.0
+    latency = summary["latency_ms"]
+    assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"] < 5000
+    assert 0 < summary["achieved_fps"] <= 25
+    scrape = gateway.scrape()
+    labels = {"model": "detector", "code": "200", "served_by": "edge", "edge_node": EDGE_NODE, "camera": "cam-7"}
+    assert sample_value(scrape, "edgeaigc_requests_total", **labels) == 6
+
+
+def test_failed_frames_exit_1_and_are_reported(gateway: ServerProcess, pipeline_config: Path) -> None:
+    result = run_camera(
+        "--generated", "--frames", "3", "--fps", "50", "--gateway", gateway.url, "--detector-model", "unrouted",
+        "--pipeline-config", str(pipeline_config),
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "3 frames, 3 errors" in result.stdout
+    assert "error: frame 0: inference of 'unrouted' failed (HTTP 404): model 'unrouted' is not routed" in result.stdout
+
+
+@pytest.mark.skipif(not (YOLOX.is_file() and CLIP.is_file()), reason=f"{SHARED_DATA} absent: no real clip to play")
+def test_real_clip_with_yolox_nano(gateway: ServerProcess) -> None:
+    result = run_camera("--video", str(CLIP), "--frames", "5", "--fps", "25", "--gateway", gateway.url, "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["frames"] == 5 and summary["errors"] == 0
+    assert summary["detections_per_frame"] >= 4  # a busy motorway: about 8 vehicles in view
+
+
+def test_camera_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert camera.main(["--video", str(tmp_path / "none.avi"), "--gateway", "http://127.0.0.1:9"]) == 2
+    assert f"cannot open video {tmp_path / 'none.avi'}" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("detector: {colour: red}")
+    assert camera.main(["--generated", "--gateway", "http://x", "--pipeline-config", str(bad)]) == 2
+    assert "unknown keys ['colour']" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        camera.main(["--gateway", "http://x"])  # neither --video nor --generated
+    assert exit_info.value.code == 2
+
+
+def test_gateway_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    table = str(tmp_path / "routing.json")
+    assert gateway_cli.main(["--edge-node", "pi-0", "--routing-table", table, "--max-request-bytes", "lots"]) == 2
+    assert "not a size: 'lots'" in capsys.readouterr().err
+    assert gateway_cli.main(["--edge-node", "pi-0", "--routing-table", table, "--breaker-failures", "0"]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        gateway_cli.main(["--routing-table", table])  # --edge-node is required
+    assert exit_info.value.code == 2
