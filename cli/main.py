@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "camera": ("edgeaigc.inference.camera", "play a video or generated scene against a gateway and report latency"),
     "bench-serving": ("edgeaigc.inference.bench", "server overhead vs onnxruntime and KServe; per-model work per request"),
     "operator": ("edgeaigc.operator.cli", "run the edgeaigc operator (kopf) against the current cluster"),
+    "twin": ("edgeaigc.cluster.twin", "play the edge gateways of a fleet (traffic twin) and export their metrics for Prometheus"),
     "cluster": ("edgeaigc.cluster.cli", "a local Kubernetes control plane (etcd, apiserver, scheduler, kwok) without Docker"),
 }
 

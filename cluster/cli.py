@@ -1,4 +1,4 @@
-"""``edgeaigc cluster up|down|kubeconfig|status|build``: the local control plane."""
+"""``edgeaigc cluster up|down|kubeconfig|prometheus-url|status|build``: the local control plane."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 from edgeaigc.cluster.components import BuildError, binaries, ensure_binaries
 from edgeaigc.cluster.local import DEFAULT_NAME, ClusterError, ClusterState, _alive, cluster_dir, down, up
+from edgeaigc.cluster.prometheus import DEFAULT_SCRAPE_INTERVAL_S
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,8 +19,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--nodes", type=Path, default=None, help="nodes file (default: 3 Pi-like edge nodes + 1 cloud node)"
     )
     start.add_argument("--timeout", type=float, default=60.0, help="seconds each component may take to become ready")
+    start.add_argument(
+        "--prometheus",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run Prometheus too (default: when its binary is installed; Debian: apt-get install prometheus)",
+    )
+    start.add_argument(
+        "--scrape-interval",
+        type=float,
+        default=DEFAULT_SCRAPE_INTERVAL_S,
+        metavar="SECONDS",
+        help=f"Prometheus scrape interval (default: {DEFAULT_SCRAPE_INTERVAL_S:g})",
+    )
     actions.add_parser("down", help="stop the cluster and delete its state")
     actions.add_parser("kubeconfig", help="print the path of the cluster's kubeconfig")
+    actions.add_parser("prometheus-url", help="print the URL of the cluster's Prometheus")
     actions.add_parser("status", help="say which components are running")
     actions.add_parser("build", help="only build (or find cached) binaries and print their paths")
 
@@ -30,7 +45,14 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         if args.action == "up":
-            state = up(args.name, args.nodes, progress=progress, timeout_s=args.timeout)
+            state = up(
+                args.name,
+                args.nodes,
+                progress=progress,
+                timeout_s=args.timeout,
+                prometheus=args.prometheus,
+                scrape_interval_s=args.scrape_interval,
+            )
             print(state.kubeconfig)
             return 0
         if args.action == "down":
@@ -47,10 +69,18 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "kubeconfig":
             print(state.kubeconfig)
             return 0
+        if args.action == "prometheus-url":
+            pid = state.pids.get("prometheus")
+            if state.prometheus_url is None or pid is None or not _alive(pid):
+                print(f"cluster {args.name!r} runs no Prometheus (see `edgeaigc cluster up --help`)", file=sys.stderr)
+                return 1
+            print(state.prometheus_url)
+            return 0
         running = {component: _alive(pid) for component, pid in state.pids.items()}
         for component, alive in running.items():
             print(f"{component:20s} {'running' if alive else 'STOPPED'} (pid {state.pids[component]})")
         print(f"server: {state.server}\nkubeconfig: {state.kubeconfig}")
+        print(f"prometheus: {state.prometheus_url or '(not running)'}")
         return 0 if all(running.values()) else 1
     except (BuildError, ClusterError) as error:
         print(f"edgeaigc cluster: {error}", file=sys.stderr)

@@ -1,8 +1,9 @@
 """Start and stop the local control plane: processes, ports, readiness, kubeconfig, fake nodes.
 
 State lives in one directory (default ``$EDGEAIGC_CACHE/clusters/<name>``): ``pki/``,
-``etcd/``, ``logs/<component>.log``, ``state.json`` (ports and process ids) and
-``kubeconfig``. ``down`` stops every process recorded there and removes the directory.
+``etcd/``, ``prometheus/`` (see :mod:`.prometheus`), ``logs/<component>.log``, ``state.json``
+(ports and process ids) and ``kubeconfig``. ``down`` stops every process recorded there and
+removes the directory.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from edgeaigc.cluster import prometheus as prom
 from edgeaigc.cluster.components import Binaries, cache_dir, ensure_binaries
 from edgeaigc.cluster.pki import write_pki
 
@@ -62,6 +64,12 @@ class ClusterState:
     @property
     def server(self) -> str:
         return f"https://127.0.0.1:{self.ports['apiserver']}"
+
+    @property
+    def prometheus_url(self) -> str | None:
+        """Base URL of the cluster's Prometheus (None if it was started without)."""
+        port = self.ports.get("prometheus")
+        return f"http://127.0.0.1:{port}" if port else None
 
     def save(self) -> None:
         document = {"ports": self.ports, "pids": self.pids}
@@ -174,13 +182,17 @@ def node_manifests(nodes_file: Path) -> list[dict[str, Any]]:
         count = int(group.get("count", 1))
         for i in range(count):
             capacity = {key: str(value) for key, value in group["capacity"].items()}
+            node_name = str(group["name"]).replace("{i}", str(i))
+            # A kubelet labels its node with its hostname; kwok does not, and pods pin to nodes by it.
+            labels = {"kubernetes.io/hostname": node_name}
+            labels.update({str(k): str(v) for k, v in (group.get("labels") or {}).items()})
             manifests.append(
                 {
                     "apiVersion": "v1",
                     "kind": "Node",
                     "metadata": {
-                        "name": str(group["name"]).replace("{i}", str(i)),
-                        "labels": {str(k): str(v) for k, v in (group.get("labels") or {}).items()},
+                        "name": node_name,
+                        "labels": labels,
                         "annotations": {KWOK_NODE_ANNOTATION: "fake"},
                     },
                     "spec": {"taints": group.get("taints", [])},
@@ -203,8 +215,22 @@ def up(
     nodes_file: Path | None = None,
     progress: Callable[[str], None] = print,
     timeout_s: float = 60.0,
+    prometheus: bool | None = None,
+    scrape_interval_s: float = prom.DEFAULT_SCRAPE_INTERVAL_S,
 ) -> ClusterState:
-    """Build (once) and start the control plane, create the fake nodes; return its state."""
+    """Build (once) and start the control plane, create the fake nodes; return its state.
+
+    Args:
+        prometheus: also run Prometheus (:mod:`.prometheus`); None runs it when its binary is
+            installed and says so when it is not, True fails without it.
+        scrape_interval_s: Prometheus's scrape interval.
+    """
+    if prometheus is None:
+        prometheus = prom.binary() is not None
+        if not prometheus:
+            progress(f"no prometheus binary: starting without Prometheus ({prom.INSTALL_HINT})")
+    elif prometheus and prom.binary() is None:
+        raise ClusterError(f"Prometheus was asked for but no binary was found: {prom.INSTALL_HINT}")
     paths: Binaries = ensure_binaries(progress)
     directory = cluster_dir(name)
     existing = ClusterState.load(directory)
@@ -217,7 +243,8 @@ def up(
     write_pki(directory / "pki")
     pki = directory / "pki"
     state = ClusterState(directory)
-    for component in ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok"):
+    components = ["etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok"]
+    for component in components + (["prometheus"] if prometheus else []):
         state.ports[component] = free_port()
     state.save()
     started = time.monotonic()
@@ -324,6 +351,15 @@ def up(
     manifests = node_manifests(nodes_file or default_nodes_file())
     progress(f"creating {len(manifests)} fake nodes")
     kubectl(state, paths, ["apply", "--server-side", "-f", "-"], yaml.safe_dump_all(manifests))
+    if prometheus:
+        progress(f"starting Prometheus (scrape interval {prom.duration(scrape_interval_s)})")
+        try:
+            command = prom.prepare(directory, state.ports["prometheus"], scrape_interval_s)
+        except prom.PrometheusError as error:
+            raise ClusterError(str(error)) from error
+        _start(state, "prometheus", command)
+        _wait(state, "prometheus", lambda: _http_ok(f"{state.prometheus_url}/-/ready"), timeout_s)
+        progress(f"Prometheus at {state.prometheus_url}")
     progress(f"cluster {name!r} up in {time.monotonic() - started:.1f} s; KUBECONFIG={state.kubeconfig}")
     return state
 

@@ -1,5 +1,5 @@
 """A real local control plane for the whole test session (etcd, apiserver, scheduler,
-controller-manager, kwok), started once and torn down at the end."""
+controller-manager, kwok, and Prometheus when installed), started once and torn down at the end."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterState]:
         pytest.skip("the local control plane needs Go to build its pinned binaries (none cached)")
     name = f"test-{os.getpid()}"
     os.environ["EDGEAIGC_CLUSTER_DIR"] = str(tmp_path_factory.mktemp("cluster"))
-    state = up(name, progress=lambda message: print(f"[cluster] {message}"), timeout_s=90)
+    # Prometheus scrapes every second so that tests reading rates need not wait long.
+    state = up(name, progress=lambda message: print(f"[cluster] {message}"), timeout_s=90, scrape_interval_s=1.0)
     try:
         yield state
     finally:
