@@ -23,10 +23,20 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("edgeaigc.inference.serve", "serve ONNX models over the Open Inference Protocol (KServe v2 REST)"),
     "gateway": ("edgeaigc.inference.gateway_cli", "edge gateway: local replica on a hit, cloud relay on a miss"),
     "camera": ("edgeaigc.inference.camera", "play a video or generated scene against a gateway and report latency"),
-    "bench-serving": ("edgeaigc.inference.bench", "server overhead vs onnxruntime and KServe; per-model work per request"),
+    "bench-serving": (
+        "edgeaigc.inference.bench",
+        "server overhead vs onnxruntime and KServe; per-model work per request",
+    ),
     "operator": ("edgeaigc.operator.cli", "run the edgeaigc operator (kopf) against the current cluster"),
-    "twin": ("edgeaigc.cluster.twin", "play the edge gateways of a fleet (traffic twin) and export their metrics for Prometheus"),
-    "cluster": ("edgeaigc.cluster.cli", "a local Kubernetes control plane (etcd, apiserver, scheduler, kwok) without Docker"),
+    "demo": ("edgeaigc.cluster.demo", "the whole loop locally: cluster, Prometheus, twin, operator; TD3 vs a baseline"),
+    "twin": (
+        "edgeaigc.cluster.twin",
+        "play the edge gateways of a fleet (traffic twin) and export their metrics for Prometheus",
+    ),
+    "cluster": (
+        "edgeaigc.cluster.cli",
+        "a local Kubernetes control plane (etcd, apiserver, scheduler, kwok) without Docker",
+    ),
 }
 
 

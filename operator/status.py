@@ -43,7 +43,7 @@ def policy_status(decision: Decision, previous: Mapping[str, Any], now: datetime
                 "Ready",
                 ready["status"] if ready else "Unknown",
                 ready.get("reason", "Pending") if ready else "Pending",
-                "last good placement kept" if ready else "no placement decided yet",
+                "last good placement kept" if ready and ready.get("status") == "True" else "no placement decided yet",
                 stamp,
                 conditions,
             ),

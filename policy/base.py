@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+
 from edgeaigc.policy.observation import Observation
 from edgeaigc.policy.scenario import Scenario
 

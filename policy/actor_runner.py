@@ -1,0 +1,132 @@
+"""Run an exported actor with onnxruntime as a :class:`~edgeaigc.policy.base.PlacementPolicy`.
+
+No torch here: the operator imports this module. The ONNX file comes from
+:func:`edgeaigc.policy.export.export_actor` (inputs ``pair [E, M, P]`` and ``camera [U, C]``
+for one observation, output the flat action). The feature names it was trained on are embedded
+in the model (and repeated in the metadata JSON beside it, when there is one); they must match
+this encoder's, so an actor trained on other features is refused at load time instead of
+acting on misread inputs.
+
+Example::
+
+    policy = OnnxActorPolicy("policy/actors/traffic-city-td3.onnx", name="td3")
+    policy.reset(scenario, seed=0)
+    action = policy.act(observation)  # -> plan.plan_for(scenario, observation, action)
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from edgeaigc.policy.observation import CAMERA_FEATURES, PAIR_FEATURES, Observation, encode
+from edgeaigc.policy.scenario import Scenario
+
+
+class ActorLoadError(RuntimeError):
+    """An ONNX actor cannot be used: missing, corrupt, or trained on other features."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+
+
+def shipped_actor_path(scenario_name: str, algorithm: str = "td3") -> Path:
+    """Path of an actor shipped in the package, ``policy/actors/<scenario>-<algorithm>.onnx``."""
+    return Path(str(resources.files("edgeaigc.policy").joinpath("actors", f"{scenario_name}-{algorithm}.onnx")))
+
+
+def read_actor_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata JSON beside an ONNX actor (``actor.onnx`` -> ``actor.json``)."""
+    metadata_file = Path(path).with_suffix(".json")
+    if not metadata_file.exists():
+        raise ActorLoadError(path, f"metadata {metadata_file.name} is missing beside it")
+    try:
+        document = json.loads(metadata_file.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ActorLoadError(path, f"metadata {metadata_file.name} is not valid JSON: {error}") from error
+    if not isinstance(document, dict):
+        raise ActorLoadError(path, f"metadata {metadata_file.name} is not a JSON object")
+    return document
+
+
+def embedded_metadata(path: str | Path, session: ort.InferenceSession) -> dict[str, Any]:
+    """The metadata stored in the ONNX model itself (see :func:`edgeaigc.policy.export.embed_metadata`)."""
+    document: dict[str, Any] = {}
+    for key, value in session.get_modelmeta().custom_metadata_map.items():
+        try:
+            document[key] = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ActorLoadError(path, f"embedded metadata {key!r} is not JSON: {error}") from error
+    return document
+
+
+class OnnxActorPolicy:
+    """A trained actor (TD3 or DDPG) as a placement policy, on onnxruntime with one thread.
+
+    Args:
+        path: the ``.onnx`` file (embedded metadata; a ``.json`` beside it is checked too).
+        name: the policy's name in reports (``td3``, ``ddpg``).
+
+    Raises:
+        ActorLoadError: the file is missing or not a loadable ONNX model, it carries no metadata,
+            or the feature names it was trained on differ from this encoder's.
+    """
+
+    def __init__(self, path: str | Path, name: str = "td3") -> None:
+        self.path = Path(path)
+        self.name = name
+        if not self.path.is_file():
+            raise ActorLoadError(self.path, "no such file")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            raise ActorLoadError(self.path, f"not a loadable ONNX model: {error}") from error
+        # Feature names: embedded in the model (always checked), and in the JSON beside it if any.
+        embedded = embedded_metadata(self.path, self.session)
+        beside = read_actor_metadata(self.path) if self.path.with_suffix(".json").exists() else {}
+        if not embedded and not beside:
+            raise ActorLoadError(self.path, "no metadata: neither embedded feature names nor a .json beside it")
+        for source, document in (("embedded metadata", embedded), (self.path.with_suffix(".json").name, beside)):
+            for key, expected in (("pair_features", PAIR_FEATURES), ("camera_features", CAMERA_FEATURES)):
+                if document and document.get(key) != list(expected):
+                    raise ActorLoadError(
+                        self.path,
+                        f"{source}: trained on {key} {document.get(key)}, but this encoder produces "
+                        f"{list(expected)}; retrain or re-export",
+                    )
+        self.metadata = {**beside, **embedded}
+        inputs = {i.name for i in self.session.get_inputs()}
+        if inputs != {"pair", "camera"}:
+            raise ActorLoadError(self.path, f"expected inputs 'pair' and 'camera', found {sorted(inputs)}")
+        self.scenario: Scenario | None = None
+
+    def reset(self, scenario: Scenario, seed: int) -> None:
+        """Remember the fleet (the actor itself is stateless and deterministic)."""
+        self.scenario = scenario
+
+    def act_encoded(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        """The action for already-encoded features ``{"pair": [E, M, P], "camera": [U, C]}``."""
+        (action,) = self.session.run(
+            ["action"],
+            {
+                "pair": np.ascontiguousarray(features["pair"], dtype=np.float32),
+                "camera": np.ascontiguousarray(features["camera"], dtype=np.float32),
+            },
+        )
+        return np.clip(np.asarray(action, dtype=np.float32).reshape(-1), -1.0, 1.0)
+
+    def act(self, observation: Observation) -> np.ndarray:
+        """``[cache score E*M | compute tilt E*M | bandwidth tilt U]`` in ``[-1, 1]``."""
+        if self.scenario is None:
+            raise RuntimeError("call reset(scenario, seed) before act()")
+        return self.act_encoded(encode(self.scenario, observation))

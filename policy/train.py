@@ -1,0 +1,524 @@
+"""``edgeaigc train``: TD3 (or DDPG) on a scenario, CleanRL style, with ONNX export at the end.
+
+Read top to bottom: arguments, setup (or resume), then the loop — act, step, store, learn,
+evaluate — then the export of the best actor. Everything lands in ``--output`` (default
+``runs/<scenario>-<algorithm>``): ``checkpoint.pt`` (resume point), ``best.pt`` (best actor by
+evaluation reward), ``log.csv``, ``learning_curve.png`` and ``actor.onnx`` + ``actor.json``.
+
+Training tricks used (all on by default, each with its flag):
+
+- **Teacher warm-up** (``--demo-steps``): the first episodes are played by the amortised
+  myopic teacher of :mod:`.demonstrator` (its cache as ``+-0.5`` scores, zero tilts) plus
+  Gaussian noise, instead of random actions, so the buffer holds sensible placements.
+- **Behaviour-cloning pre-training** (``--bc-pretrain-steps``) of the actor on those
+  demonstrations, then a **behaviour-cloning term** in the actor loss (``--bc-weight``, as in
+  TD3+BC) that keeps the actor near the teacher where the critic knows no better. The teacher
+  also labels a share of the states the actor itself reaches (``--teacher-labels``, as in
+  DAgger), so the imitation holds off the teacher's own path; optionally a share of later
+  episodes is played by the teacher (``--demo-fraction``).
+- **Gaussian exploration noise** (``--exploration-noise``) on the actor's action.
+- **Reward scaling** (``--reward-scale``); observation features are already scale-free.
+- **Discount 0.95**: a download pays back over tens of slots, not hundreds.
+- **Best-actor selection**: evaluation on held-out seeds (deterministic actor) decides which
+  actor is exported.
+
+Episodes are truncated at ``scenario.episode_slots`` and never terminate, so the TD target
+always bootstraps. Training episodes use seeds drawn from ``[10_000, 2**31)``; evaluation
+uses ``EVAL_SEED_BASE + i`` (500, 501, ...), disjoint from both training and the benchmark's
+seeds (1000, 1001, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from edgeaigc.policy.demonstrator import DEFAULT_HORIZON_SLOTS, demonstration_action
+from edgeaigc.policy.env import EdgePlacementEnv
+from edgeaigc.policy.export import export_actor
+from edgeaigc.policy.networks import Actor
+from edgeaigc.policy.observation import CAMERA_FEATURES, PAIR_FEATURES
+from edgeaigc.policy.scenario import BUNDLED_SCENARIOS, ScenarioError, load_scenario
+from edgeaigc.policy.td3 import ALGORITHMS, Agent, AgentConfig, ReplayBuffer
+
+#: Upper bound on the replay buffer's memory (its capacity shrinks for very large fleets).
+MAX_REPLAY_BYTES = 4 * 2**30
+#: First evaluation seed (held out from training episodes and from the benchmark's seeds).
+EVAL_SEED_BASE = 500
+LOG_COLUMNS = (
+    "step",
+    "episodes",
+    "wall_seconds",
+    "eval_reward",
+    "eval_hit_rate",
+    "eval_response_time_s",
+    "train_episode_reward",
+    "critic_loss",
+    "actor_loss",
+    "bc_loss",
+    "q",
+)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything ``edgeaigc train`` accepts (one field per flag)."""
+
+    scenario: str = "traffic-city"
+    """Bundled scenario name or path to a scenario YAML."""
+    algorithm: str = "td3"
+    """td3 or ddpg."""
+    total_steps: int = 60_000
+    """Environment steps (slots) in total, warm-up included."""
+    max_minutes: float | None = None
+    """Stop (evaluate, checkpoint, export) after this many wall-clock minutes of this invocation."""
+    seed: int = 1
+    """Seed of networks, noise, replay sampling and training episodes."""
+    output: Path | None = None
+    """Run directory (default runs/<scenario>-<algorithm>)."""
+    eval_every: int = 2_000
+    """Evaluate every this many steps."""
+    eval_episodes: int = 3
+    """Held-out episodes per evaluation."""
+    resume: bool = False
+    """Continue from <output>/checkpoint.pt."""
+    demo_steps: int = 2_400
+    """Warm-up steps played by the teacher before learning starts."""
+    demo_fraction: float = 0.0
+    """Share of later episodes played by the teacher."""
+    teacher_labels: float = 0.25
+    """Share of the actor's own steps that the teacher labels with its action (DAgger-style)."""
+    demo_horizon: float = DEFAULT_HORIZON_SLOTS
+    """Slots the teacher amortises a download over."""
+    bc_pretrain_steps: int = 3_000
+    """Supervised actor steps on the warm-up demonstrations."""
+    bc_weight: float = 5.0
+    """Weight of the behaviour-cloning term in the actor loss (0: plain TD3/DDPG)."""
+    exploration_noise: float = 0.1
+    """Std of the Gaussian noise added to actions while collecting."""
+    batch_size: int = 64
+    """Replay batch size."""
+    buffer_size: int = 100_000
+    """Replay capacity."""
+    update_every: int = 1
+    """Environment steps per gradient update."""
+    hidden: int = 64
+    """Hidden width of actor and critics."""
+    gamma: float = 0.95
+    """Discount factor."""
+    reward_scale: float = 1.0
+    """Rewards are multiplied by this for learning."""
+    actor_lr: float = 3e-4
+    """Actor learning rate."""
+    critic_lr: float = 1e-3
+    """Critic learning rate."""
+    save_replay: bool = False
+    """Also save the replay buffer in checkpoints (large; lets --resume keep it)."""
+    threads: int = 1
+    """torch intra-op threads."""
+    progress: bool = True
+    """Show a tqdm progress bar."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """Deterministic actor on held-out seeds."""
+
+    reward: float
+    """Mean reward per slot (mean over episodes)."""
+    hit_rate: float
+    response_time_s: float
+
+
+def evaluate(policy: Any, env: EdgePlacementEnv, episodes: int, seed_base: int = EVAL_SEED_BASE) -> Evaluation:
+    """Run ``policy(observation) -> action`` on ``episodes`` held-out seeds (request-weighted figures)."""
+    rewards, hits, requests, response = [], 0.0, 0.0, 0.0
+    for episode in range(episodes):
+        observation, _ = env.reset(seed=seed_base + episode)
+        total, slots, done = 0.0, 0, False
+        while not done:
+            observation, reward, terminated, truncated, info = env.step(policy(observation))
+            total, slots, done = total + reward, slots + 1, terminated or truncated
+            hits += info["hits"]
+            requests += info["requests"]
+            response += info["mean_response_time_s"] * info["requests"]
+        rewards.append(total / slots)
+    requests = max(requests, 1e-12)
+    return Evaluation(float(np.mean(rewards)), hits / requests, response / requests)
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
+def actor_checkpoint(actor: Actor, metadata: dict[str, Any]) -> dict[str, Any]:
+    """What ``best.pt`` holds: enough to rebuild and export the actor without the agent."""
+    return {
+        "actor": actor.state_dict(),
+        "actor_spec": {
+            "pair_features": actor.pair_features,
+            "camera_features": actor.camera_features,
+            "hidden": actor.hidden,
+        },
+        "metadata": metadata,
+    }
+
+
+def write_learning_curve(log_path: Path, image_path: Path, title: str) -> None:
+    """Plot evaluation reward (and training episode reward) against steps from ``log.csv``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with log_path.open() as handle:
+        rows = list(csv.DictReader(handle))
+
+    def column(name: str) -> tuple[list[float], list[float]]:
+        points = [(float(r["step"]), float(r[name])) for r in rows if r[name] not in ("", "nan")]
+        return [p[0] for p in points], [p[1] for p in points]
+
+    figure, axis = plt.subplots(figsize=(7, 4))
+    axis.plot(*column("eval_reward"), marker="o", label="evaluation (held-out seeds)")
+    axis.plot(*column("train_episode_reward"), alpha=0.6, label="training episodes (with noise)")
+    axis.set_xlabel("environment steps")
+    axis.set_ylabel("mean reward per slot")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(image_path, dpi=100)
+    plt.close(figure)
+
+
+def train(config: TrainConfig) -> Path:
+    """Train, writing everything to the run directory; returns the exported ONNX path.
+
+    Raises:
+        ScenarioError: the scenario cannot be loaded.
+        ValueError: bad settings or a checkpoint that does not match.
+    """
+    if config.algorithm not in ALGORITHMS:
+        raise ValueError(f"--algorithm must be one of {ALGORITHMS}, got {config.algorithm!r}")
+    scenario = load_scenario(config.scenario)
+    output = config.output or Path("runs") / f"{scenario.name}-{config.algorithm}"
+    output.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(max(1, config.threads))
+    # ``started`` dates the whole run (resumed parts included) for the log; the --max-minutes
+    # budget counts from this invocation's start.
+    started = invocation_started = time.monotonic()
+
+    # Seeding: one numpy generator drives noise and episode seeds, torch's drives the networks.
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+
+    env = EdgePlacementEnv(scenario)
+    eval_env = EdgePlacementEnv(scenario)
+    agent_config = AgentConfig.for_algorithm(
+        config.algorithm,
+        hidden=config.hidden,
+        gamma=config.gamma,
+        actor_lr=config.actor_lr,
+        critic_lr=config.critic_lr,
+        bc_weight=config.bc_weight,
+        reward_scale=config.reward_scale,
+    )
+    agent = Agent(len(PAIR_FEATURES), len(CAMERA_FEATURES), agent_config)
+    observation_space = env.observation_space
+    # Keep the buffer within MAX_REPLAY_BYTES however large the fleet (two observations a row).
+    row_bytes = 4 * (
+        2 * (np.prod(observation_space["pair"].shape) + np.prod(observation_space["camera"].shape))
+        + 2 * np.prod(env.action_space.shape)
+        + 3
+    )
+    capacity = int(min(config.buffer_size, MAX_REPLAY_BYTES // row_bytes))
+    buffer = ReplayBuffer(
+        capacity,
+        observation_space["pair"].shape,
+        observation_space["camera"].shape,
+        int(np.prod(env.action_space.shape)),
+        seed=config.seed,
+    )
+    metadata = {
+        "scenario": scenario.name,
+        "scenario_path": config.scenario if config.scenario not in BUNDLED_SCENARIOS else None,
+        "algorithm": config.algorithm,
+        "pair_features": list(PAIR_FEATURES),
+        "camera_features": list(CAMERA_FEATURES),
+        "seed": config.seed,
+    }
+
+    # Resume: networks, optimisers, counters, random generators (and the buffer if saved).
+    step, episodes, best_reward, bc_done = 0, 0, -math.inf, False
+    checkpoint_path = output / "checkpoint.pt"
+    log_path = output / "log.csv"
+    if config.resume:
+        if not checkpoint_path.exists():
+            raise ValueError(f"--resume: {checkpoint_path} does not exist")
+        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        if state["metadata"]["algorithm"] != config.algorithm or state["metadata"]["scenario"] != scenario.name:
+            raise ValueError(
+                f"--resume: {checkpoint_path} is {state['metadata']['algorithm']} on "
+                f"{state['metadata']['scenario']}, not {config.algorithm} on {scenario.name}"
+            )
+        try:
+            agent.load_state_dict(state["agent"])
+        except RuntimeError as error:  # e.g. another --hidden than the checkpoint's
+            raise ValueError(f"--resume: {checkpoint_path} does not fit these settings: {error}") from error
+        step, episodes = int(state["step"]), int(state["episodes"])
+        best_reward, bc_done = float(state["best_reward"]), bool(state["bc_done"])
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        if "replay" in state:
+            buffer.load_state_dict(state["replay"])
+        started -= float(state["wall_seconds"])
+    else:
+        with log_path.open("w", newline="") as handle:
+            csv.writer(handle).writerow(LOG_COLUMNS)
+
+    def save_checkpoint() -> None:
+        state = {
+            "agent": agent.state_dict(),
+            "actor_spec": {
+                "pair_features": len(PAIR_FEATURES),
+                "camera_features": len(CAMERA_FEATURES),
+                "hidden": config.hidden,
+            },
+            "actor": agent.actor.state_dict(),
+            "metadata": {**metadata, "steps": step},
+            "step": step,
+            "episodes": episodes,
+            "best_reward": best_reward,
+            "bc_done": bc_done,
+            "numpy_rng": rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "wall_seconds": time.monotonic() - started,
+            "config": {k: str(v) for k, v in dataclasses.asdict(config).items()},
+        }
+        if config.save_replay:
+            state["replay"] = buffer.state_dict()
+        torch.save(state, checkpoint_path)
+
+    def new_episode() -> tuple[dict[str, np.ndarray], bool]:
+        """Reset on a fresh training seed; decide whether the teacher plays this episode."""
+        observation, _ = env.reset(seed=int(rng.integers(10_000, 2**31 - 1)))
+        teacher = step < config.demo_steps or rng.random() < config.demo_fraction
+        return observation, teacher
+
+    def actor_policy(observation: dict[str, np.ndarray]) -> np.ndarray:
+        return agent.act(observation)
+
+    observation, teacher_episode = new_episode()
+    episode_reward, episode_slots = 0.0, 0
+    recent_episode_rewards: list[float] = []
+    recent_metrics: dict[str, list[float]] = {}
+    stopped_early = False
+    bar = tqdm(
+        total=config.total_steps,
+        initial=step,
+        desc=f"{config.algorithm} {scenario.name}",
+        unit="step",
+        disable=not config.progress,
+    )
+    while step < config.total_steps:
+        # Act: the teacher (warm-up and a share of episodes) or the actor, plus exploration noise.
+        demo_action = None
+        if teacher_episode:
+            demo_action = demonstration_action(scenario, env.observation, config.demo_horizon)
+            action = demo_action.copy()
+        else:
+            action = agent.act(observation)
+            if rng.random() < config.teacher_labels:
+                # Label the state the actor reached (not only the teacher's own states).
+                demo_action = demonstration_action(scenario, env.observation, config.demo_horizon)
+        action = np.clip(action + rng.normal(0.0, config.exploration_noise, action.shape), -1.0, 1.0).astype(np.float32)
+
+        # Step the environment and store the transition (truncation is not termination).
+        next_observation, reward, terminated, truncated, _ = env.step(action)
+        buffer.add(observation, action, reward, next_observation, terminated, demo_action)
+        observation = next_observation
+        step += 1
+        bar.update(1)
+        episode_reward += reward
+        episode_slots += 1
+        if terminated or truncated:
+            if not teacher_episode:
+                recent_episode_rewards.append(episode_reward / episode_slots)
+            episodes += 1
+            episode_reward, episode_slots = 0.0, 0
+            observation, teacher_episode = new_episode()
+
+        # Learn: once, behaviour cloning on the warm-up demonstrations; then TD3/DDPG updates.
+        if step >= config.demo_steps:
+            if not bc_done:
+                for _ in range(config.bc_pretrain_steps if config.demo_steps > 0 else 0):
+                    agent.behaviour_cloning_step(buffer.sample(config.batch_size))
+                agent.sync_targets()
+                bc_done = True
+            # (After a resume without a saved buffer, wait until a batch's worth is collected.)
+            if step % config.update_every == 0 and len(buffer) >= config.batch_size:
+                for name, value in agent.update(buffer.sample(config.batch_size)).items():
+                    recent_metrics.setdefault(name, []).append(value)
+
+        out_of_time = config.max_minutes is not None and time.monotonic() - invocation_started > 60 * config.max_minutes
+        if out_of_time:
+            stopped_early = True
+        # Evaluate the deterministic actor on held-out seeds; log, checkpoint, keep the best.
+        if step % config.eval_every == 0 or step >= config.total_steps or out_of_time:
+            evaluation = evaluate(actor_policy, eval_env, config.eval_episodes)
+            if evaluation.reward > best_reward:
+                best_reward = evaluation.reward
+                best = actor_checkpoint(
+                    agent.actor,
+                    {
+                        **metadata,
+                        "steps": step,
+                        "eval_reward": evaluation.reward,
+                        "eval_hit_rate": evaluation.hit_rate,
+                        "eval_response_time_s": evaluation.response_time_s,
+                        "eval_seeds": [EVAL_SEED_BASE + i for i in range(config.eval_episodes)],
+                    },
+                )
+                torch.save(best, output / "best.pt")
+
+            with log_path.open("a", newline="") as handle:
+                csv.writer(handle).writerow(
+                    [
+                        step,
+                        episodes,
+                        f"{time.monotonic() - started:.1f}",
+                        f"{evaluation.reward:.5f}",
+                        f"{evaluation.hit_rate:.5f}",
+                        f"{evaluation.response_time_s:.5f}",
+                        f"{_mean(recent_episode_rewards):.5f}",
+                        *(
+                            f"{_mean(recent_metrics.get(k, [])):.5f}"
+                            for k in ("critic_loss", "actor_loss", "bc_loss", "q")
+                        ),
+                    ]
+                )
+            recent_episode_rewards.clear()
+            recent_metrics.clear()
+            save_checkpoint()
+            write_learning_curve(
+                log_path, output / "learning_curve.png", f"{config.algorithm.upper()} on {scenario.name}"
+            )
+            bar.set_postfix(
+                eval=f"{evaluation.reward:.3f}",
+                hit=f"{evaluation.hit_rate:.2f}",
+                rt_ms=f"{evaluation.response_time_s * 1000:.0f}",
+                best=f"{best_reward:.3f}",
+            )
+        if out_of_time:
+            break
+    bar.close()
+
+    # Export the best actor (by evaluation reward) to ONNX, with its metadata.
+    best_state = torch.load(output / "best.pt", map_location="cpu", weights_only=False)
+    spec = best_state["actor_spec"]
+    best_actor = Actor(spec["pair_features"], spec["camera_features"], spec["hidden"])
+    best_actor.load_state_dict(best_state["actor"])
+    onnx_path = export_actor(
+        best_actor,
+        output / "actor.onnx",
+        eval_env.reset(seed=EVAL_SEED_BASE)[0],
+        {
+            **best_state["metadata"],
+            "total_steps": step,
+            "wall_seconds": round(time.monotonic() - started, 1),
+            "stopped_early": stopped_early,
+        },
+    )
+    return onnx_path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = TrainConfig()
+    parser.add_argument(
+        "--scenario", default=defaults.scenario, help=f"bundled scenario ({', '.join(BUNDLED_SCENARIOS)}) or YAML path"
+    )
+    parser.add_argument("--algorithm", choices=ALGORITHMS, default=defaults.algorithm, help="td3 (default) or ddpg")
+    parser.add_argument("--total-steps", type=int, default=defaults.total_steps, help="environment steps in total")
+    parser.add_argument(
+        "--max-minutes", type=float, default=None, help="wall-clock budget; stop, evaluate and export when spent"
+    )
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--output", type=Path, default=None, help="run directory (default runs/<scenario>-<algorithm>)")
+    parser.add_argument("--eval-every", type=int, default=defaults.eval_every, help="steps between evaluations")
+    parser.add_argument(
+        "--eval-episodes", type=int, default=defaults.eval_episodes, help="held-out episodes per evaluation"
+    )
+    parser.add_argument("--resume", action="store_true", help="continue from <output>/checkpoint.pt")
+    parser.add_argument("--demo-steps", type=int, default=defaults.demo_steps, help="teacher warm-up steps")
+    parser.add_argument(
+        "--demo-fraction",
+        type=float,
+        default=defaults.demo_fraction,
+        help="share of later episodes played by the teacher",
+    )
+    parser.add_argument(
+        "--teacher-labels",
+        type=float,
+        default=defaults.teacher_labels,
+        help="share of actor steps labelled by the teacher",
+    )
+    parser.add_argument(
+        "--demo-horizon", type=float, default=defaults.demo_horizon, help="slots the teacher amortises a download over"
+    )
+    parser.add_argument(
+        "--bc-pretrain-steps",
+        type=int,
+        default=defaults.bc_pretrain_steps,
+        help="behaviour-cloning steps after warm-up",
+    )
+    parser.add_argument(
+        "--bc-weight",
+        type=float,
+        default=defaults.bc_weight,
+        help="behaviour-cloning weight in the actor loss (0: off)",
+    )
+    parser.add_argument("--exploration-noise", type=float, default=defaults.exploration_noise)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--buffer-size", type=int, default=defaults.buffer_size)
+    parser.add_argument(
+        "--update-every", type=int, default=defaults.update_every, help="environment steps per gradient update"
+    )
+    parser.add_argument("--hidden", type=int, default=defaults.hidden)
+    parser.add_argument("--gamma", type=float, default=defaults.gamma)
+    parser.add_argument("--reward-scale", type=float, default=defaults.reward_scale)
+    parser.add_argument("--actor-lr", type=float, default=defaults.actor_lr)
+    parser.add_argument("--critic-lr", type=float, default=defaults.critic_lr)
+    parser.add_argument("--save-replay", action="store_true", help="store the replay buffer in checkpoints")
+    parser.add_argument("--threads", type=int, default=defaults.threads, help="torch threads (default 1)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    fields = {field.name for field in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{name: value for name, value in vars(args).items() if name in fields})
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args)
+        if config.total_steps < 1 or config.eval_every < 1 or config.eval_episodes < 1 or config.batch_size < 1:
+            raise ValueError("--total-steps, --eval-every, --eval-episodes and --batch-size must be >= 1")
+        onnx_path = train(config)
+    except ScenarioError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {onnx_path}")
+    return 0

@@ -1,0 +1,241 @@
+"""The operator end to end: real API server, scheduler, garbage collector, Prometheus and twin.
+
+One namespace holds the traffic-city fleet with a TD3 PlacementPolicy whose actor (the shipped
+ONNX file) comes from a ConfigMap. The twin plays the gateways and Prometheus scrapes it; the
+operator runs as a real process (``edgeaigc operator``), is killed and restarted, loses
+Prometheus, gets a plan that cannot fit, and finally sees its policy deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from edgeaigc.cluster.local import ClusterState
+from tests.e2e.conftest import REPO, Kubectl
+
+NAMESPACE = "op-e2e"
+INTERVAL_S = 5
+ACTOR = REPO / "policy" / "actors" / "traffic-city-td3.onnx"
+
+
+def wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what} (last: {last!r})")
+
+
+def _start(arguments: list[str], log: Path, kubeconfig: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
+    with log.open("ab") as handle:
+        return subprocess.Popen(
+            [sys.executable, "-m", "edgeaigc.cli", *arguments], stdout=handle, stderr=subprocess.STDOUT, env=env
+        )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+class Operator:
+    """The operator as a process that can be restarted."""
+
+    def __init__(self, kubeconfig: Path, log: Path) -> None:
+        self.kubeconfig, self.log = kubeconfig, log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        arguments = ["operator", "-n", NAMESPACE, "--metrics-port", "0", "--liveness-port", "0"]
+        self.process = _start(arguments, self.log, self.kubeconfig)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _stop(self.process)
+
+
+@pytest.fixture(scope="module")
+def fleet(cluster: ClusterState, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    if cluster.prometheus_url is None:
+        pytest.skip("Prometheus is not installed (apt-get install prometheus); the operator needs it")
+    if not ACTOR.exists():
+        pytest.skip(f"no shipped actor at {ACTOR}")
+    logs = tmp_path_factory.mktemp("operator-e2e")
+    kubectl.run("apply", "--server-side", "-f", str(REPO / "crds"))
+    kubectl.run("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+    documents = []
+    for path in sorted((REPO / "examples").glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            if document["kind"] == "Namespace":
+                continue
+            document["metadata"]["namespace"] = NAMESPACE
+            if document["kind"] == "PlacementPolicy":
+                document["metadata"]["name"] = "city"
+                document["spec"].update(intervalSeconds=INTERVAL_S, prometheusURL=cluster.prometheus_url, churnLimit=2)
+                document["spec"]["actor"] = {"configMapName": "city-actor", "key": "actor.onnx"}
+            documents.append(document)
+    kubectl.run("create", "namespace", NAMESPACE)
+    kubectl.run("create", "configmap", "city-actor", "-n", NAMESPACE, f"--from-file=actor.onnx={ACTOR}")
+    kubectl.run("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(documents))
+    twin = _start(
+        ["twin", "-n", NAMESPACE, "--tick-seconds", "1", "--seed", "3", "--demand-from", "traffic-city",
+         "--cluster-dir", str(cluster.directory)],
+        logs / "twin.log",
+        cluster.kubeconfig,
+    )  # fmt: skip
+    operator = Operator(cluster.kubeconfig, logs / "operator.log")
+    operator.start()
+    try:
+        yield operator
+    finally:
+        operator.stop()
+        _stop(twin)
+        print((logs / "operator.log").read_text()[-4000:])
+
+
+def _policy(kubectl: Kubectl) -> dict[str, Any]:
+    return json.loads(kubectl.run("get", "pp", "city", "-n", NAMESPACE, "-o", "json").stdout)
+
+
+def _condition(kubectl: Kubectl, kind: str) -> dict[str, Any]:
+    conditions = _policy(kubectl).get("status", {}).get("conditions", [])
+    return next((c for c in conditions if c["type"] == kind), {})
+
+
+def _edge_deployments(kubectl: Kubectl) -> list[dict[str, Any]]:
+    selector = "app.kubernetes.io/component=edge-inference,edgeaigc.io/policy=city"
+    return json.loads(kubectl.run("get", "deploy", "-n", NAMESPACE, "-l", selector, "-o", "json").stdout)["items"]
+
+
+def test_operator_places_models_and_the_scheduler_runs_them_on_the_intended_nodes(
+    fleet: Operator, kubectl: Kubectl
+) -> None:
+    wait_for(lambda: _condition(kubectl, "Ready").get("status") == "True", 120, "the policy to become Ready")
+    placement = wait_for(
+        lambda: [p for p in _policy(kubectl)["status"].get("placement", []) if p["models"]], 60, "a non-empty placement"
+    )
+    deployments = wait_for(lambda: _edge_deployments(kubectl), 30, "edge Deployments")
+    placed = {(p["edgeNode"], m) for p in placement for m in p["models"]}
+    assert {
+        (d["metadata"]["labels"]["edgeaigc.io/edge-node"], d["metadata"]["labels"]["edgeaigc.io/model"])
+        for d in deployments
+    } == placed
+
+    def running_on_their_nodes() -> bool:
+        pods = json.loads(
+            kubectl.run(
+                "get", "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=edge-inference", "-o", "json"
+            ).stdout
+        )["items"]
+        return bool(pods) and all(
+            p["status"].get("phase") == "Running"
+            and p["spec"].get("nodeName") == p["metadata"]["labels"]["edgeaigc.io/edge-node"]
+            for p in pods
+        )
+
+    wait_for(running_on_their_nodes, 60, "edge pods Running on their edge nodes (real scheduler, kwok kubelets)")
+    # The routing table lists what is placed, and the EdgeNodes report it.
+    table = json.loads(
+        kubectl.run(
+            "get", "cm", "edgeaigc-city-routing", "-n", NAMESPACE, "-o", "jsonpath={.data.routing\\.json}"
+        ).stdout
+    )
+    assert {(node, m) for node, routes in table["edgeNodes"].items() for m in routes["models"]} == placed
+    node = placement[0]["edgeNode"]
+    edge_node = json.loads(kubectl.run("get", "en", node, "-n", NAMESPACE, "-o", "json").stdout)
+    assert edge_node["status"]["cachedModels"] == sorted(placement[0]["models"])
+    events = kubectl.run("get", "events", "-n", NAMESPACE, "--field-selector", "reason=ModelCached").stdout
+    assert "cached on" in events
+
+
+def test_restart_leaves_no_duplicates_or_orphans(fleet: Operator, kubectl: Kubectl) -> None:
+    wait_for(lambda: _edge_deployments(kubectl), 120, "edge Deployments")
+    fleet.stop()
+    fleet.start()
+    time.sleep(3 * INTERVAL_S)
+    deployments = _edge_deployments(kubectl)
+    pairs = [
+        (d["metadata"]["labels"]["edgeaigc.io/edge-node"], d["metadata"]["labels"]["edgeaigc.io/model"])
+        for d in deployments
+    ]
+    assert len(pairs) == len(set(pairs)), f"duplicates: {pairs}"
+    placed = {(p["edgeNode"], m) for p in _policy(kubectl)["status"]["placement"] for m in p["models"]}
+    assert set(pairs) == placed, "every edge Deployment belongs to the reported placement"
+
+
+def test_prometheus_loss_degrades_keeps_the_placement_and_recovers(
+    fleet: Operator, kubectl: Kubectl, cluster: ClusterState
+) -> None:
+    wait_for(lambda: _condition(kubectl, "Ready").get("status") == "True", 120, "Ready")
+    before = {d["metadata"]["uid"] for d in _edge_deployments(kubectl)}
+    assert before
+    dead = json.dumps({"spec": {"prometheusURL": "http://127.0.0.1:9"}})
+    kubectl.run("patch", "pp", "city", "-n", NAMESPACE, "--type=merge", "-p", dead)
+    degraded = wait_for(
+        lambda: _condition(kubectl, "Degraded") if _condition(kubectl, "Degraded").get("status") == "True" else None,
+        60,
+        "Degraded",
+    )
+    assert degraded["reason"] == "PrometheusUnreachable"
+    assert _condition(kubectl, "Ready")["status"] == "True"
+    time.sleep(2 * INTERVAL_S)
+    assert {d["metadata"]["uid"] for d in _edge_deployments(kubectl)} == before, "nothing deleted while degraded"
+    back = json.dumps({"spec": {"prometheusURL": cluster.prometheus_url}})
+    kubectl.run("patch", "pp", "city", "-n", NAMESPACE, "--type=merge", "-p", back)
+    wait_for(lambda: _condition(kubectl, "Degraded").get("status") == "False", 60, "recovery")
+
+
+def test_a_plan_that_does_not_fit_its_node_is_never_written(fleet: Operator, kubectl: Kubectl) -> None:
+    wait_for(lambda: _condition(kubectl, "Ready").get("status") == "True", 120, "Ready")
+    # The EdgeNode claims 16 cores on a 4-CPU node: any plan using it would overcommit the node.
+    node = next(p["edgeNode"] for p in _policy(kubectl)["status"]["placement"] if p["models"])
+    before = {d["metadata"]["uid"]: d["metadata"]["resourceVersion"] for d in _edge_deployments(kubectl)}
+    kubectl.run("patch", "en", node, "-n", NAMESPACE, "--type=merge", "-p", json.dumps({"spec": {"cores": 16}}))
+    try:
+        degraded = wait_for(
+            lambda: (
+                _condition(kubectl, "Degraded")
+                if _condition(kubectl, "Degraded").get("reason") == "PlanDoesNotFit"
+                else None
+            ),
+            60,
+            "PlanDoesNotFit",
+        )
+        assert "CPU planned" in degraded["message"]
+        after = {d["metadata"]["uid"]: d["metadata"]["resourceVersion"] for d in _edge_deployments(kubectl)}
+        assert after == before
+    finally:
+        kubectl.run("patch", "en", node, "-n", NAMESPACE, "--type=merge", "-p", json.dumps({"spec": {"cores": 4}}))
+    wait_for(lambda: _condition(kubectl, "Degraded").get("status") == "False", 60, "recovery")
+
+
+def test_deleting_the_policy_removes_what_it_created(fleet: Operator, kubectl: Kubectl) -> None:
+    wait_for(lambda: _edge_deployments(kubectl), 120, "edge Deployments")
+    kubectl.run("delete", "pp", "city", "-n", NAMESPACE, "--wait=true", "--timeout=60s")
+    selector = "app.kubernetes.io/managed-by=edgeaigc,edgeaigc.io/policy=city"
+
+    def gone() -> bool:
+        left = kubectl.run("get", "deploy,svc,cm", "-n", NAMESPACE, "-l", selector, "-o", "name").stdout.strip()
+        return left == ""
+
+    wait_for(gone, 90, "the garbage collector to remove the policy's Deployments, Services and ConfigMap")
