@@ -124,4 +124,11 @@ async def decision_loop(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, *
         except ApiException as error:
             logger.warning(f"could not write status: {error.status} {error.reason}")
         record(body, decision)
+        if decision.degraded_reason:
+            logger.warning(f"degraded ({decision.degraded_reason}): {decision.message}")
+        else:
+            cached = sum(len(models) for models in decision.placement.values())
+            logger.info(
+                f"decided in {decision.decision_seconds * 1000:.0f} ms: {cached} models cached; {decision.message}"
+            )
         await asyncio.sleep(float(body["spec"].get("intervalSeconds", 30)))
