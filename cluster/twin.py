@@ -22,9 +22,9 @@ operator's own :func:`~edgeaigc.operator.fleet.scenario_from_resources`, draws a
 
 **Time mapping.** One tick (``--tick-seconds``, 5 s by default) plays one slot of the trace: the
 trace's clock — hour of day, popularity drift, variant switches, link states — advances by the
-scenario's slot length (the policy's ``intervalSeconds``, e.g. 30 s) per tick, so the drift is
-fast-forwarded ``slot_seconds / tick_seconds`` times (6x by default) and a simulated day takes
-``86400 / slot_seconds`` ticks (4 hours by default). Request *rates* are not scaled: during a tick,
+scenario's slot length (the policy's ``planningSlotSeconds``, 60 s by default) per tick, so the drift is
+fast-forwarded ``slot_seconds / tick_seconds`` times (12x by default) and a simulated day takes
+``86400 / slot_seconds`` ticks (2 hours by default). Request *rates* are not scaled: during a tick,
 requests arrive at the slot's per-second rates (Poisson counts with mean ``rate x tick_seconds``),
 so ``increase(edgeaigc_requests_total[N s]) / N`` reads the simulated demand in requests per
 second, the unit the policy was trained on. Response times and bytes are per request, and cost

@@ -58,7 +58,9 @@ def scenario_from_resources(
     reward, cloud = spec.get("reward", {}), spec.get("cloud", {})
     document: dict[str, Any] = {
         "name": _name(policy),
-        "slot_seconds": spec.get("intervalSeconds", 30),
+        # The slot the policy plans for, not how often it decides: an actor trained on 60 s slots
+        # weighs a download against 60 s of benefit whatever the decision interval.
+        "slot_seconds": spec.get("planningSlotSeconds", 60),
         "episode_slots": 1,
         "slo_s": spec.get("sloSeconds", 0.5),
         "reward": {

@@ -236,7 +236,7 @@ def test_request_rates_are_per_real_second_whatever_the_slot_length() -> None:
     served = [s for s in (twin.step() for _ in range(100)) if s is not None]
     counted = sum(s.counts.sum() for s in served)
     expected = sum(s.expected_rates.sum() * 2.0 for s in served)
-    assert served[0].scenario.slot_seconds == 30  # the policy's interval, not the tick
+    assert served[0].scenario.slot_seconds == 60  # the policy's planning slot, not the tick
     assert counted == pytest.approx(expected, rel=0.02)
 
 
