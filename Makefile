@@ -9,7 +9,7 @@ install:
 lint:
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
-	$(PYTHON) -m mypy policy cli cluster inference
+	$(PYTHON) -m mypy policy cli cluster inference operator
 
 unit:
 	$(PYTHON) -m pytest -q
