@@ -211,7 +211,7 @@ def test_twin_follows_the_placement_and_prometheus_reads_its_rates(
     # Tolerance: Prometheus counts what happened between the first and the last scrape in the
     # window and extrapolates the rest at the average rate, and on a loaded machine scrapes lag the
     # ticks, so a series may be off by the requests of the edge ticks (cameras switch models from
-    # one slot to the next) plus 10 % (the extrapolation over N / (N - 1)); the fleet total within 5 %.
+    # one slot to the next) plus 10 % (the extrapolation over N / (N - 1)).
     for key in set(own) | set(measured):
         got, want = measured.get(key, 0.0), own.get(key, 0.0)
         assert abs(got - want) <= 0.1 * want + (at_edges.get(key, 0.0) + 1) / WINDOW_S, (key, got, want)
@@ -221,7 +221,9 @@ def test_twin_follows_the_placement_and_prometheus_reads_its_rates(
         f"rate query: {len(measured)} series, total {total:.1f} req/s; twin's own {sum(own.values()):.1f} req/s, "
         f"trace {expected_total:.1f} req/s; largest per-series difference {worst:.2f} req/s"
     )
-    assert total == pytest.approx(sum(own.values()), rel=0.05)
+    # 15 %: on a saturated machine ticks and scrapes slip by a second or two; a wrong unit or time
+    # mapping (per slot instead of per second, 5-60x) is what this must catch.
+    assert total == pytest.approx(sum(own.values()), rel=0.15)
     # Rates are per second of the simulated demand (the trace's rates), not per slot.
     assert total == pytest.approx(expected_total, rel=0.1)
 
