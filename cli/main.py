@@ -27,6 +27,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "edgeaigc.inference.bench",
         "server overhead vs onnxruntime and KServe; per-model work per request",
     ),
+    "build-demo-models": (
+        "edgeaigc.inference.demo_models.build",
+        "train the demo vehicle detector and classifier on generated scenes, export ONNX, report held-out accuracy",
+    ),
     "operator": ("edgeaigc.operator.cli", "run the edgeaigc operator (kopf) against the current cluster"),
     "demo": ("edgeaigc.cluster.demo", "the whole loop locally: cluster, Prometheus, twin, operator; TD3 vs a baseline"),
     "twin": (

@@ -176,6 +176,9 @@ class FlowConfig:
     """Tracker: least IoU between a track's predicted box and a detection to match them."""
     max_centroid_distance: float = 1.5
     """Tracker: otherwise match centroids closer than this many box diagonals."""
+    first_match_distance: float = 3.0
+    """Tracker: the same for a track seen once, whose velocity is not known yet (a small, fast vehicle
+    moves more than 1.5 of its diagonals between frames at a few frames per second)."""
     max_missed_frames: int = 5
     """Tracker: a track unseen for more frames is ended."""
     min_hits: int = 2
@@ -196,6 +199,8 @@ class FlowConfig:
     def validate(self, where: str = "flow") -> None:
         if self.fps <= 0 or self.metres_per_pixel <= 0:
             raise ConfigError(f"{where}.fps and metres_per_pixel must be positive")
+        if self.max_centroid_distance < 0 or self.first_match_distance < 0:
+            raise ConfigError(f"{where}.max_centroid_distance and first_match_distance must be >= 0")
         if len(self.counting_line) != 2 or any(len(p) != 2 for p in self.counting_line):
             raise ConfigError(f"{where}.counting_line must be two [x, y] points")
         if self.counting_line[0] == self.counting_line[1]:

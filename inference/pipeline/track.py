@@ -4,7 +4,8 @@ At a few frames per second a fast vehicle moves more than its own length between
 the boxes of one vehicle in consecutive frames may not overlap. Each track therefore predicts
 its next box from its velocity; a detection is matched to the track whose predicted box it
 overlaps most (IoU), or failing that whose predicted centre is closest (within a few box
-diagonals). The assignment is optimal over the whole frame (Hungarian algorithm).
+diagonals: ``max_centroid_distance``, or the wider ``first_match_distance`` for a track seen only
+once, whose velocity is still unknown). The assignment is optimal over the whole frame (Hungarian algorithm).
 """
 
 from __future__ import annotations
@@ -104,10 +105,17 @@ class Tracker:
         centres_d = (boxes[:, :2] + boxes[:, 2:]) / 2
         diagonals = np.hypot(predicted[:, 2] - predicted[:, 0], predicted[:, 3] - predicted[:, 1])
         distance = np.linalg.norm(centres_t[:, None, :] - centres_d[None, :, :], axis=2)
-        relative = distance / np.maximum(diagonals[:, None], 1.0)
+        # A track seen once has no velocity yet, so its prediction may lag far behind a fast vehicle.
+        gates = np.array(
+            [
+                self.config.first_match_distance if t.hits == 1 else self.config.max_centroid_distance
+                for t in self.tracks
+            ]
+        )[:, None]
+        relative = distance / np.maximum(diagonals[:, None], 1.0) / np.maximum(gates, 1e-9)
         cost = np.full(ious.shape, _INFEASIBLE)
-        close = relative <= self.config.max_centroid_distance
-        cost[close] = 1.0 + relative[close] / self.config.max_centroid_distance
+        close = relative <= 1.0
+        cost[close] = 1.0 + relative[close]
         overlapping = ious >= self.config.iou_threshold
         cost[overlapping] = 1.0 - ious[overlapping]
         rows, cols = linear_sum_assignment(cost)

@@ -131,6 +131,22 @@ def test_line_crossing_geometry() -> None:
     assert crosses((50, 10), (50, 5), a, b) == -1
 
 
+@pytest.mark.parametrize(("first_match_distance", "counted"), [(3.0, 1), (1.5, 0)])
+def test_a_small_fast_vehicle_is_followed_from_its_second_frame(first_match_distance: float, counted: int) -> None:
+    """A 16x10 motorcycle moving 45 px a frame (2.4 diagonals): no velocity yet after its first frame.
+
+    With the default wider gate for tracks seen once it is one track and counted once; with the
+    gate of known-velocity tracks (1.5 diagonals) every frame starts a new track and it is never counted.
+    """
+    config = FlowConfig(fps=5, counting_line=((0.5, 0.0), (0.5, 1.0)), first_match_distance=first_match_distance)
+    analyzer = FlowAnalyzer(config)
+    for frame in range(8):
+        x = 160.0 + 45.0 * frame
+        state = analyzer.update([Detection((x, 100.0, x + 16.0, 110.0), 0.9, 0, "motorcycle")], (360, 640), frame)
+    assert state.counts == ({"motorcycle": 1} if counted else {})
+    assert len(analyzer.tracker.tracks) == (1 if counted else 1 + 5)  # ended tracks linger max_missed_frames
+
+
 def yolox_config() -> DetectorConfig:
     return DetectorConfig(input_size=(64, 64), strides=(8, 16, 32), classes={2: "car", 7: "truck"})
 
