@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 from importlib import resources
 from pathlib import Path
@@ -22,6 +19,7 @@ from typing import Any
 
 from edgeaigc.cluster.components import binaries
 from edgeaigc.cluster.local import ClusterError, ClusterState, up
+from edgeaigc.cluster.processes import spawn_edgeaigc, stop
 from edgeaigc.cluster.prometheus import query
 
 NAMESPACE = "traffic-city"
@@ -47,24 +45,6 @@ def _kubectl(state: ClusterState, *arguments: str, stdin: str | None = None) -> 
     if result.returncode != 0:
         raise ClusterError(f"kubectl {' '.join(arguments)}: {result.stderr.strip()}")
     return result.stdout
-
-
-def _spawn(arguments: list[str], log: Path, state: ClusterState) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "KUBECONFIG": str(state.kubeconfig), "PYTHONUNBUFFERED": "1"}
-    with log.open("ab") as handle:
-        return subprocess.Popen(
-            [sys.executable, "-m", "edgeaigc.cli", *arguments], stdout=handle, stderr=subprocess.STDOUT, env=env
-        )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
 
 
 def _scalar(url: str, promql: str, at: float | None = None) -> float | None:
@@ -131,13 +111,13 @@ def run_phase(state: ClusterState, algorithm: str, minutes: float, seed: int, lo
     from rich.live import Live
 
     _set_algorithm(state, algorithm)
-    twin = _spawn(
+    twin = spawn_edgeaigc(
         ["twin", "-n", NAMESPACE, "--tick-seconds", "2", "--seed", str(seed), "--demand-from", "traffic-city",
          "--cluster-dir", str(state.directory)],
         logs / f"twin-{algorithm}.log",
-        state,
+        state.kubeconfig,
     )  # fmt: skip
-    operator = _spawn(
+    operator = spawn_edgeaigc(
         ["operator", "-n", NAMESPACE, "--metrics-port", "0", "--liveness-port", "0"],
         logs / f"operator-{algorithm}.log",
         state,
@@ -156,8 +136,8 @@ def run_phase(state: ClusterState, algorithm: str, minutes: float, seed: int, lo
                 console.print(_table(state, algorithm, end - time.time()))
                 time.sleep(15)
     finally:
-        _stop(operator)
-        _stop(twin)
+        stop(operator)
+        stop(twin)
     window = max(int(time.time() - started), 10)
     url, at = str(state.prometheus_url), time.time()
     requests = f"sum(increase(edgeaigc_requests_total[{window}s]))"

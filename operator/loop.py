@@ -71,18 +71,10 @@ def placement_of(scenario: Scenario, cache: np.ndarray) -> dict[str, list[str]]:
 
 def make_policy(algorithm: str, actor_bytes: bytes | None) -> PlacementPolicy:
     """The decision algorithm of ``spec.algorithm`` (numpy and onnxruntime only)."""
-    from edgeaigc.policy import baselines, myopic
+    from edgeaigc.policy.registry import BUILT_IN_POLICIES
 
-    simple = {
-        "random": baselines.RandomPolicy,
-        "lru": baselines.LRUPolicy,
-        "lfu": baselines.LFUPolicy,
-        "static_topk": baselines.StaticTopKPolicy,
-        "myopic": myopic.MyopicPolicy,
-    }
-    if algorithm in simple:
-        policy: PlacementPolicy = simple[algorithm]()
-        return policy
+    if algorithm in BUILT_IN_POLICIES:
+        return BUILT_IN_POLICIES[algorithm]()
     from edgeaigc.policy.actor_runner import OnnxActorPolicy
 
     if actor_bytes is None:
@@ -141,14 +133,15 @@ class DecisionLoop:
             self._policy_key = key
         return self._policy
 
-    def _generation(
-        self, namespace: str, policy_name: str, scenario: Scenario, plan: Plan, policy: Mapping[str, Any]
-    ) -> int:
-        """The routing table's generation: the old one, plus one if the content changes."""
+    @staticmethod
+    def _generation(existing: list[dict[str, Any]], scenario: Scenario, plan: Plan, policy: Mapping[str, Any]) -> int:
+        """The routing table's generation: the old one (from the objects already listed), plus one
+        if the content changes."""
+        name = object_name(policy["metadata"]["name"], "routing")
+        config_map = next((o for o in existing if o["kind"] == "ConfigMap" and o["metadata"]["name"] == name), None)
         try:
-            config_map = self.core.read_namespaced_config_map(object_name(policy_name, "routing"), namespace)
-            old = parse_routing_table((config_map.data or {})[c.ROUTING_TABLE_KEY])
-        except (ApiException, KeyError, InvalidRoutingTable):
+            old = parse_routing_table(((config_map or {}).get("data") or {})[c.ROUTING_TABLE_KEY])
+        except (KeyError, InvalidRoutingTable):
             return 1
         new = build_routing_table(policy, scenario, plan, old.generation)
         return old.generation if new.to_json() == old.to_json() else old.generation + 1
@@ -205,7 +198,7 @@ class DecisionLoop:
                 decision.message = "dry-run: placement computed, nothing applied"
                 decision.placement = new_placement
                 return decision
-            generation = self._generation(namespace, name, scenario, plan, policy)
+            generation = self._generation(existing, scenario, plan, policy)
             reconcile_started = time.perf_counter()
             desired = desired_objects(policy, scenario, plan, node_names, generation)
             decision.writes, decision.deletes = self.reconciler.apply(namespace, changes(desired, existing))

@@ -86,17 +86,10 @@ def shipped_actor(scenario: Scenario, algorithm: str, actor_dir: Path | None = N
 
 def make_policy(name: str, scenario: Scenario, actor_dir: Path | None = None) -> tuple[PlacementPolicy, str]:
     """An online policy by name, with a note for the report."""
-    from edgeaigc.policy import baselines, myopic
+    from edgeaigc.policy.registry import BUILT_IN_POLICIES
 
-    factories: dict[str, Callable[[], PlacementPolicy]] = {
-        "random": baselines.RandomPolicy,
-        "lru": baselines.LRUPolicy,
-        "lfu": baselines.LFUPolicy,
-        "static_topk": baselines.StaticTopKPolicy,
-        "myopic": myopic.MyopicPolicy,
-    }
-    if name in factories:
-        return factories[name](), ""
+    if name in BUILT_IN_POLICIES:
+        return BUILT_IN_POLICIES[name](), ""
     if name in ("td3", "ddpg"):
         from edgeaigc.policy.actor_runner import OnnxActorPolicy
 

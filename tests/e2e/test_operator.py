@@ -9,10 +9,7 @@ Prometheus, gets a plan that cannot fit, and finally sees its policy deleted.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +19,7 @@ import pytest
 import yaml
 
 from edgeaigc.cluster.local import ClusterState
+from edgeaigc.cluster.processes import spawn_edgeaigc, stop
 from tests.e2e.conftest import REPO, Kubectl
 
 NAMESPACE = "op-e2e"
@@ -40,24 +38,6 @@ def wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what} (last: {last!r})")
 
 
-def _start(arguments: list[str], log: Path, kubeconfig: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
-    with log.open("ab") as handle:
-        return subprocess.Popen(
-            [sys.executable, "-m", "edgeaigc.cli", *arguments], stdout=handle, stderr=subprocess.STDOUT, env=env
-        )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-
-
 class Operator:
     """The operator as a process that can be restarted."""
 
@@ -67,11 +47,11 @@ class Operator:
 
     def start(self) -> None:
         arguments = ["operator", "-n", NAMESPACE, "--metrics-port", "0", "--liveness-port", "0"]
-        self.process = _start(arguments, self.log, self.kubeconfig)
+        self.process = spawn_edgeaigc(arguments, self.log, self.kubeconfig)
 
     def stop(self) -> None:
         if self.process is not None:
-            _stop(self.process)
+            stop(self.process)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +78,7 @@ def fleet(cluster: ClusterState, kubectl: Kubectl, tmp_path_factory: pytest.Temp
     kubectl.run("create", "configmap", "city-actor", "-n", NAMESPACE, f"--from-file=actor.onnx={ACTOR}")
     kubectl.run("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(documents))
     # Seed 0 starts the simulated day at a busy hour: at night caching rarely pays a download.
-    twin = _start(
+    twin = spawn_edgeaigc(
         ["twin", "-n", NAMESPACE, "--tick-seconds", "1", "--seed", "0", "--demand-from", "traffic-city",
          "--cluster-dir", str(cluster.directory)],
         logs / "twin.log",
@@ -110,7 +90,7 @@ def fleet(cluster: ClusterState, kubectl: Kubectl, tmp_path_factory: pytest.Temp
         yield operator
     finally:
         operator.stop()
-        _stop(twin)
+        stop(twin)
         print((logs / "operator.log").read_text()[-4000:])
 
 

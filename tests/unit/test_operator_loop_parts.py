@@ -126,3 +126,18 @@ def test_degraded_keeps_ready_and_says_why() -> None:
     assert conditions["Degraded"]["status"] == "True" and conditions["Degraded"]["reason"] == "PrometheusUnreachable"
     assert second["placement"] == [{"edgeNode": "pi-0", "models": ["det-day"]}]
     assert "lastDecisionTime" not in second
+
+
+def test_routing_table_generation_grows_only_when_the_table_changes() -> None:
+    from edgeaigc.operator.builders import build_routing_configmap, build_routing_table
+    from edgeaigc.operator.loop import DecisionLoop
+
+    policy = {"metadata": {"name": "p", "namespace": "ns", "uid": "u"}}
+    cache = np.zeros((2, 6))
+    cache[0, 0] = 1
+    plan = Plan(cache, cache, np.full(6, 1 / 3))
+    assert DecisionLoop._generation([], TINY, plan, policy) == 1
+    existing = [build_routing_configmap(policy, build_routing_table(policy, TINY, plan, 4))]
+    assert DecisionLoop._generation(existing, TINY, plan, policy) == 4
+    moved = Plan(cache[::-1].copy(), cache[::-1].copy(), plan.bandwidth_share)
+    assert DecisionLoop._generation(existing, TINY, moved, policy) == 5
