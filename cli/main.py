@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("edgeaigc.policy.export", "export a trained actor checkpoint to ONNX"),
     "simulate": ("edgeaigc.policy.simulate", "run one policy on a scenario and print per-slot figures"),
     "serve": ("edgeaigc.inference.serve", "serve ONNX models over the Open Inference Protocol (KServe v2 REST)"),
+    "fetch-model": ("edgeaigc.inference.fetch_cli", "put a model's ONNX file in place, verified and within budget"),
     "gateway": ("edgeaigc.inference.gateway_cli", "edge gateway: local replica on a hit, cloud relay on a miss"),
     "camera": ("edgeaigc.inference.camera", "play a video or generated scene against a gateway and report latency"),
     "bench-serving": (

@@ -9,8 +9,11 @@ reference to the policy, so deleting the policy removes what it caused.
 
 from __future__ import annotations
 
+import copy
 import hashlib
-from collections.abc import Mapping
+import math
+import posixpath
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,6 +28,35 @@ MIN_CPU_MILLICORES = 50
 #: Memory of a model pod: the runtime plus a multiple of the model file (weights, arenas).
 BASE_MEMORY_MIB = 96
 MEMORY_PER_MODEL_MIB = 3.0
+#: The model repository of the inference server (the models volume, when there is an artifact).
+MODEL_REPOSITORY = "/models"
+#: Where a persistentVolumeClaim or image artifact is mounted (read-only) for the fetch-model container.
+ARTIFACT_MOUNT = "/artifact"
+#: The file inside an artifact image when ``spec.artifact.imagePath`` is not given.
+DEFAULT_IMAGE_MODEL_PATH = "model.onnx"
+#: Room in the models volume beyond the model file: its config.yaml and file-system blocks.
+MODELS_VOLUME_SLACK_MIB = 1
+#: Ephemeral storage of a model's containers beyond the models volume: their logs (the root file
+#: system is read-only).
+LOG_STORAGE_MIB = 32
+FETCH_CONTAINER = "fetch-model"
+#: CPU of the fetch-model container (requests = limits, so the pod stays in the Guaranteed QoS class).
+#: Fixed rather than the plan's share: a CPU change of the plan must not touch the init container (the
+#: inference container's CPU is resized in place), and at the floor of :func:`cpu_millicores` it adds
+#: nothing to the pod's CPU request (an init container counts as max, not sum). Its memory and
+#: ephemeral storage are the server's, for the same reason.
+FETCH_CPU_MILLICORES = MIN_CPU_MILLICORES
+MODELS_VOLUME = "models"
+ARTIFACT_VOLUME = "artifact"
+
+#: Pod Security "restricted": what every container of a model pod runs with.
+SECURITY_CONTEXT: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 
 
 def object_name(*parts: str) -> str:
@@ -82,20 +114,111 @@ def _inference_container(model: str, image: str, cpu_m: int, memory_mi: int) -> 
             {"resourceName": "memory", "restartPolicy": "RestartContainer"},
         ],
         "readinessProbe": {"httpGet": {"path": f"/v2/models/{model}/ready", "port": "http"}, "periodSeconds": 5},
-        "securityContext": {
-            "runAsNonRoot": True,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": _security_context(),
     }
 
 
-def build_edge_deployment(
-    policy: Mapping[str, Any], model: str, edge_node: str, node_name: str, cpu_m: int, memory_mi: int, image: str
+def _security_context() -> dict[str, Any]:
+    return copy.deepcopy(SECURITY_CONTEXT)
+
+
+def artifact_max_bytes(model_size_mib: float) -> int:
+    """The largest model file accepted: ``spec.size``, the storage the plan reserves for it on a node."""
+    return math.ceil(model_size_mib * 2**20)
+
+
+def model_artifacts(models: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """InferenceModel name -> its ``spec.artifact``, for the models that have one."""
+    return {
+        model["metadata"]["name"]: dict(model["spec"]["artifact"])
+        for model in models
+        if model.get("spec", {}).get("artifact")
+    }
+
+
+def _fetch_arguments(artifact: Mapping[str, Any]) -> tuple[list[str], dict[str, Any] | None]:
+    """The fetch-model source arguments for an artifact, and the volume it reads from (if any)."""
+    checksum = ["--sha256", artifact["sha256"]] if artifact.get("sha256") else []
+    if artifact.get("url"):
+        return ["--url", artifact["url"], *checksum], None
+    if artifact.get("persistentVolumeClaim"):
+        claim = artifact["persistentVolumeClaim"]
+        volume = {"name": ARTIFACT_VOLUME, "persistentVolumeClaim": {"claimName": claim["claimName"], "readOnly": True}}
+        path = claim["path"]
+    elif artifact.get("image"):
+        volume = {"name": ARTIFACT_VOLUME, "image": {"reference": artifact["image"]}}
+        path = artifact.get("imagePath") or DEFAULT_IMAGE_MODEL_PATH
+    else:
+        raise ValueError(f"spec.artifact names no source (url, persistentVolumeClaim or image): {dict(artifact)}")
+    # The CRD refuses '..'; normpath keeps a path that slipped through inside the mount anyway.
+    inside = posixpath.normpath("/" + path).lstrip("/")
+    return ["--path", f"{ARTIFACT_MOUNT}/{inside}", *checksum], volume
+
+
+def _with_artifact(
+    pod_spec: dict[str, Any], model: str, artifact: Mapping[str, Any], model_size_mib: float
 ) -> dict[str, Any]:
-    """A model replica of ``model`` on EdgeNode ``edge_node``, pinned to Kubernetes node ``node_name``."""
+    """``pod_spec`` with the models volume, the fetch-model init container and ephemeral storage."""
+    if model_size_mib <= 0:
+        raise ValueError(f"model {model}: an artifact needs the model's size (the largest file accepted)")
+    max_bytes = artifact_max_bytes(model_size_mib)
+    volume_mib = math.ceil(max_bytes / 2**20) + MODELS_VOLUME_SLACK_MIB
+    storage = f"{volume_mib + LOG_STORAGE_MIB}Mi"
+    source, artifact_volume = _fetch_arguments(artifact)
+    inference = pod_spec["containers"][0]
+    for bound in ("requests", "limits"):
+        inference["resources"][bound]["ephemeral-storage"] = storage
+    inference["volumeMounts"] = [{"name": MODELS_VOLUME, "mountPath": MODEL_REPOSITORY, "readOnly": True}]
+    mounts: list[dict[str, Any]] = [{"name": MODELS_VOLUME, "mountPath": MODEL_REPOSITORY}]
+    volumes: list[dict[str, Any]] = [{"name": MODELS_VOLUME, "emptyDir": {"sizeLimit": f"{volume_mib}Mi"}}]
+    if artifact_volume is not None:
+        volumes.append(artifact_volume)
+        mounts.append({"name": ARTIFACT_VOLUME, "mountPath": ARTIFACT_MOUNT, "readOnly": True})
+    fetch = {
+        "name": FETCH_CONTAINER,
+        "image": inference["image"],
+        "args": [
+            "fetch-model",
+            *source,
+            "--dest",
+            f"{MODEL_REPOSITORY}/{model}",
+            "--max-bytes",
+            str(max_bytes),
+        ],
+        "resources": {
+            bound: {**values, "cpu": f"{FETCH_CPU_MILLICORES}m"} for bound, values in inference["resources"].items()
+        },
+        "volumeMounts": mounts,
+        # fetch-model writes one line saying why it failed; a crash leaves the tail of its log.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": _security_context(),
+    }
+    return {**pod_spec, "initContainers": [fetch], "volumes": volumes}
+
+
+def _pod_spec(
+    pod_spec: dict[str, Any], model: str, artifact: Mapping[str, Any] | None, model_size_mib: float
+) -> dict[str, Any]:
+    return pod_spec if not artifact else _with_artifact(pod_spec, model, artifact, model_size_mib)
+
+
+def build_edge_deployment(
+    policy: Mapping[str, Any],
+    model: str,
+    edge_node: str,
+    node_name: str,
+    cpu_m: int,
+    memory_mi: int,
+    image: str,
+    artifact: Mapping[str, Any] | None = None,
+    model_size_mib: float = 0.0,
+) -> dict[str, Any]:
+    """A model replica of ``model`` on EdgeNode ``edge_node``, pinned to Kubernetes node ``node_name``.
+
+    Args:
+        artifact: the InferenceModel's ``spec.artifact`` (None: the model is in the image).
+        model_size_mib: its ``spec.size``; the largest file the pod accepts and stores.
+    """
     policy_name = policy["metadata"]["name"]
     labels = _labels(policy_name, c.COMPONENT_EDGE_INFERENCE, **{c.LABEL_MODEL: model, c.LABEL_EDGE_NODE: edge_node})
     return {
@@ -114,18 +237,32 @@ def build_edge_deployment(
             },
             "template": {
                 "metadata": {"labels": labels},
-                "spec": {
-                    "nodeSelector": {"kubernetes.io/hostname": node_name},
-                    "automountServiceAccountToken": False,
-                    "containers": [_inference_container(model, image, cpu_m, memory_mi)],
-                },
+                "spec": _pod_spec(
+                    {
+                        "nodeSelector": {"kubernetes.io/hostname": node_name},
+                        "automountServiceAccountToken": False,
+                        "containers": [_inference_container(model, image, cpu_m, memory_mi)],
+                    },
+                    model,
+                    artifact,
+                    model_size_mib,
+                ),
             },
         },
     }
 
 
-def build_cloud_deployment(policy: Mapping[str, Any], model: str, image: str) -> dict[str, Any]:
-    """The cloud replica of a model: where misses are relayed (scheduled on cloud-tier nodes)."""
+def build_cloud_deployment(
+    policy: Mapping[str, Any],
+    model: str,
+    image: str,
+    artifact: Mapping[str, Any] | None = None,
+    model_size_mib: float = 0.0,
+) -> dict[str, Any]:
+    """The cloud replica of a model: where misses are relayed (scheduled on cloud-tier nodes).
+
+    ``artifact`` and ``model_size_mib`` as for :func:`build_edge_deployment`.
+    """
     policy_name = policy["metadata"]["name"]
     labels = _labels(policy_name, c.COMPONENT_CLOUD_INFERENCE, **{c.LABEL_MODEL: model})
     return {
@@ -148,11 +285,16 @@ def build_cloud_deployment(policy: Mapping[str, Any], model: str, image: str) ->
             },
             "template": {
                 "metadata": {"labels": labels},
-                "spec": {
-                    "nodeSelector": {c.LABEL_TIER: "cloud"},
-                    "automountServiceAccountToken": False,
-                    "containers": [_inference_container(model, image, 1000, 1024)],
-                },
+                "spec": _pod_spec(
+                    {
+                        "nodeSelector": {c.LABEL_TIER: "cloud"},
+                        "automountServiceAccountToken": False,
+                        "containers": [_inference_container(model, image, 1000, 1024)],
+                    },
+                    model,
+                    artifact,
+                    model_size_mib,
+                ),
             },
         },
     }
@@ -223,15 +365,19 @@ def desired_objects(
     node_names: Mapping[str, str],
     generation: int,
     image: str = c.DEFAULT_INFERENCE_IMAGE,
+    artifacts: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Every object the plan needs, in apply order (cloud first, then edge, then routing).
 
     Args:
         node_names: EdgeNode name -> Kubernetes Node name (``spec.nodeName``).
+        artifacts: InferenceModel name -> ``spec.artifact`` (:func:`model_artifacts`); a model
+            not in it is expected in the inference image.
     """
+    artifacts = artifacts or {}
     objects: list[dict[str, Any]] = []
-    for model in scenario.model_names:
-        deployment = build_cloud_deployment(policy, model, image)
+    for model, size_mib in zip(scenario.model_names, scenario.model_size_mb, strict=True):
+        deployment = build_cloud_deployment(policy, model, image, artifacts.get(model), float(size_mib))
         objects += [deployment, build_service(deployment)]
     for e, edge_node in enumerate(scenario.node_names):
         cached = np.flatnonzero(plan.cache[e] > 0)
@@ -245,6 +391,8 @@ def desired_objects(
                 int(cpu_m),
                 memory_mebibytes(float(scenario.model_size_mb[m])),
                 image,
+                artifacts.get(scenario.model_names[m]),
+                float(scenario.model_size_mb[m]),
             )
             objects += [deployment, build_service(deployment)]
     objects.append(build_routing_configmap(policy, build_routing_table(policy, scenario, plan, generation)))

@@ -133,3 +133,143 @@ def test_invalid_routing_tables_name_the_field(mutate, message: str) -> None:
     mutate(document)
     with pytest.raises(InvalidRoutingTable, match=message):
         parse_routing_table(json.dumps(document))
+
+
+# -- model delivery ----------------------------------------------------------------------------
+
+SHA = "ab" * 32
+ARTIFACTS = {
+    "det-yolox-nano-day": {"url": "https://models.example/yolox-nano.onnx", "sha256": SHA},
+    "det-yolox-nano-night": {"persistentVolumeClaim": {"claimName": "models", "path": "/detectors/night.onnx"}},
+    "cls-small": {"image": "registry.example/models/mobilenet:1", "imagePath": "onnx/model.onnx"},
+}
+
+
+def _deployments(objects: list[dict]) -> dict[tuple[str, str], dict]:
+    """(component, model) -> Deployment, for the edge Deployment on pi-0 and every cloud Deployment."""
+    return {
+        (o["metadata"]["labels"][c.LABEL_COMPONENT], o["metadata"]["labels"][c.LABEL_MODEL]): o
+        for o in objects
+        if o["kind"] == "Deployment"
+    }
+
+
+def _plan_caching(fleet, models: list[str]) -> Plan:
+    cache = np.zeros((fleet.num_nodes, fleet.num_models))
+    for model in models:
+        cache[0, fleet.model_names.index(model)] = 1
+    return Plan(cache, cache / len(models), np.full(fleet.num_cameras, 1 / 8))
+
+
+def _restricted_violations(pod_spec: dict) -> list[str]:
+    """What Pod Security "restricted" (v1.36) would refuse in a pod spec (containers and volumes)."""
+    problems = []
+    for container in pod_spec.get("initContainers", []) + pod_spec["containers"]:
+        context = container.get("securityContext", {})
+        expected = {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+        problems += [f"{container['name']}.{key}" for key, value in expected.items() if context.get(key) != value]
+    allowed = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "image", "persistentVolumeClaim"}
+    allowed |= {"projected", "secret"}
+    problems += [v["name"] for v in pod_spec.get("volumes", []) if not set(v) - {"name"} <= allowed]
+    return problems
+
+
+def test_models_with_an_artifact_get_a_models_volume_and_a_fetch_container() -> None:
+    fleet = _fleet()
+    plan = _plan_caching(fleet, list(ARTIFACTS))
+    nodes = {n: n for n in fleet.node_names}
+    deployments = _deployments(builders.desired_objects(POLICY, fleet, plan, nodes, 1, artifacts=ARTIFACTS))
+    for component in (c.COMPONENT_EDGE_INFERENCE, c.COMPONENT_CLOUD_INFERENCE):
+        pod = deployments[(component, "det-yolox-nano-day")]["spec"]["template"]["spec"]
+        # spec.size 3789Ki is the largest file accepted; the volume holds it plus config.yaml.
+        assert pod["volumes"] == [{"name": "models", "emptyDir": {"sizeLimit": "5Mi"}}]
+        (fetch,) = pod["initContainers"]
+        assert fetch["args"] == [
+            "fetch-model",
+            "--url",
+            "https://models.example/yolox-nano.onnx",
+            "--sha256",
+            SHA,
+            "--dest",
+            "/models/det-yolox-nano-day",
+            "--max-bytes",
+            str(3789 * 1024),
+        ]
+        assert fetch["volumeMounts"] == [{"name": "models", "mountPath": "/models"}]
+        assert fetch["terminationMessagePolicy"] == "FallbackToLogsOnError"
+        (inference,) = pod["containers"]
+        assert fetch["image"] == inference["image"]
+        assert inference["volumeMounts"] == [{"name": "models", "mountPath": "/models", "readOnly": True}]
+        assert inference["args"][:3] == ["serve", "--model-repository", "/models"]
+        # Ephemeral storage covers the volume and the logs; the init container asks for no more
+        # than the server (a pod's request is max(init, sum of containers)) and its CPU is fixed.
+        for bound in ("requests", "limits"):
+            assert inference["resources"][bound]["ephemeral-storage"] == "37Mi"
+            assert fetch["resources"][bound]["ephemeral-storage"] == "37Mi"
+            assert fetch["resources"][bound]["memory"] == inference["resources"][bound]["memory"]
+            assert fetch["resources"][bound]["cpu"] == f"{builders.MIN_CPU_MILLICORES}m"
+        assert _restricted_violations(pod) == []
+
+
+def test_volume_and_image_artifacts_are_mounted_read_only_and_copied() -> None:
+    fleet = _fleet()
+    plan = _plan_caching(fleet, list(ARTIFACTS))
+    deployments = _deployments(
+        builders.desired_objects(POLICY, fleet, plan, {n: n for n in fleet.node_names}, 1, artifacts=ARTIFACTS)
+    )
+    claim = deployments[(c.COMPONENT_EDGE_INFERENCE, "det-yolox-nano-night")]["spec"]["template"]["spec"]
+    claim_volume = {"name": "artifact", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}}
+    assert claim["volumes"][1] == claim_volume
+    fetch = claim["initContainers"][0]
+    assert fetch["args"][1:3] == ["--path", "/artifact/detectors/night.onnx"]
+    assert "--sha256" not in fetch["args"]  # optional for a volume: copied as is, its digest recorded
+    assert {"name": "artifact", "mountPath": "/artifact", "readOnly": True} in fetch["volumeMounts"]
+    image = deployments[(c.COMPONENT_CLOUD_INFERENCE, "cls-small")]["spec"]["template"]["spec"]
+    assert image["volumes"][1] == {"name": "artifact", "image": {"reference": "registry.example/models/mobilenet:1"}}
+    assert image["initContainers"][0]["args"][1:3] == ["--path", "/artifact/onnx/model.onnx"]
+    for pod in (claim, image):
+        assert _restricted_violations(pod) == []
+        # The server never mounts the source, only the verified copy.
+        assert [m["name"] for m in pod["containers"][0]["volumeMounts"]] == ["models"]
+
+
+def test_models_without_an_artifact_keep_their_pods_as_before() -> None:
+    fleet = _fleet()
+    plan = _plan_caching(fleet, list(ARTIFACTS))
+    nodes = {n: n for n in fleet.node_names}
+    before = builders.desired_objects(POLICY, fleet, plan, nodes, 1)
+    after = builders.desired_objects(POLICY, fleet, plan, nodes, 1, artifacts=ARTIFACTS)
+    changed = [a["metadata"]["name"] for a, b in zip(after, before, strict=True) if a != b]
+    assert sorted(changed) == sorted(
+        builders.object_name(*parts) for model in ARTIFACTS for parts in (("cloud", model), (model, "pi-0"))
+    )
+    pod = _deployments(before)[(c.COMPONENT_EDGE_INFERENCE, "det-yolox-nano-day")]["spec"]["template"]["spec"]
+    assert "initContainers" not in pod and "volumes" not in pod
+    assert _restricted_violations(pod) == []
+
+
+def test_artifacts_come_from_the_inference_models() -> None:
+    models = _kind("InferenceModel")
+    with_artifact = {**models[0], "spec": {**models[0]["spec"], "artifact": ARTIFACTS["det-yolox-nano-day"]}}
+    assert builders.model_artifacts(models) == {}
+    assert builders.model_artifacts([with_artifact, *models[1:]]) == {
+        models[0]["metadata"]["name"]: ARTIFACTS["det-yolox-nano-day"]
+    }
+
+
+def test_a_path_cannot_climb_out_of_the_artifact_mount() -> None:
+    pod = builders.build_cloud_deployment(
+        POLICY, "m", "img", {"image": "reg/m:1", "imagePath": "../../etc/passwd"}, model_size_mib=1
+    )["spec"]["template"]["spec"]
+    assert pod["initContainers"][0]["args"][1:3] == ["--path", "/artifact/etc/passwd"]
+
+
+def test_an_artifact_needs_the_model_size() -> None:
+    with pytest.raises(ValueError, match="size"):
+        builders.build_cloud_deployment(POLICY, "m", "img", ARTIFACTS["det-yolox-nano-day"])

@@ -1,0 +1,357 @@
+"""Model delivery: put one verified ``model.onnx`` into a model directory of the repository.
+
+An InferenceModel's ``spec.artifact`` names where its ONNX file comes from; the inference pod's
+``fetch-model`` init container calls :func:`fetch_url` or :func:`copy_file` before the server
+starts. Either one:
+
+* keeps a ``model.onnx`` already in place when its sha256 is the expected one (a restarted init
+  container does not download again);
+* refuses a file larger than ``max_bytes`` (the model's share of the edge node's storage), before
+  reading it when its size is known up front, otherwise as soon as it grows past it;
+* streams into a temporary file in the destination directory, hashing on the way, and renames
+  it to ``model.onnx`` only once the sha256 matches: the server never sees a partial or wrong
+  file, and a failure leaves nothing behind;
+* records the digest as ``sha256`` in the model's ``config.yaml``, so the server verifies the
+  file again when it loads it (:meth:`edgeaigc.inference.model.OnnxModel.load`).
+
+Failures are :class:`ArtifactError` subclasses whose ``exit_code`` is the command's exit status
+and whose :data:`REASONS` entry is the reason of the InferenceModel's ``ArtifactReady``
+condition (``operator/artifacts.py`` reads it back from the pod). This module imports only the
+standard library and PyYAML at load time (httpx when downloading), so the operator can import
+the contract and the init container starts fast with little memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+import yaml
+
+if TYPE_CHECKING:
+    import httpx
+
+#: Names of the model repository's layout (``edgeaigc.inference.repository``, not imported:
+#: it pulls in onnxruntime and FastAPI, ~50 MiB the init container does not need).
+MODEL_FILE = "model.onnx"
+CONFIG_FILE = "config.yaml"
+#: Prefix and suffix of the temporary file a fetch writes before the rename.
+PARTIAL_PREFIX = f".{MODEL_FILE}."
+PARTIAL_SUFFIX = ".part"
+CHUNK_BYTES = 1 << 16
+
+#: Progress callback: (bytes so far, total bytes or None when the source does not say).
+Progress = Callable[[int, int | None], None]
+
+
+class ExitCode(IntEnum):
+    """Exit status of ``edgeaigc fetch-model`` (the operator reads it from the pod)."""
+
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    CHECKSUM_MISMATCH = 3
+    SOURCE_UNREACHABLE = 4
+    OVER_BUDGET = 5
+
+
+#: Reason of the ``ArtifactReady=False`` condition for each failing exit status.
+REASONS: dict[int, str] = {
+    ExitCode.FAILED: "FetchFailed",
+    ExitCode.USAGE: "FetchFailed",
+    ExitCode.CHECKSUM_MISMATCH: "ChecksumMismatch",
+    ExitCode.SOURCE_UNREACHABLE: "SourceUnreachable",
+    ExitCode.OVER_BUDGET: "OverBudget",
+}
+
+
+class ArtifactError(Exception):
+    """The model file could not be put in place; the message is one line for a human."""
+
+    exit_code: ExitCode = ExitCode.FAILED
+
+
+class ChecksumMismatch(ArtifactError):
+    exit_code = ExitCode.CHECKSUM_MISMATCH
+
+
+class SourceUnreachable(ArtifactError):
+    exit_code = ExitCode.SOURCE_UNREACHABLE
+
+
+class OverBudget(ArtifactError):
+    exit_code = ExitCode.OVER_BUDGET
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    path: Path
+    sha256: str
+    size: int
+    #: the file was already there with the expected checksum (nothing was read from the source)
+    kept: bool
+
+
+def mib(size: float) -> str:
+    return f"{size / 2**20:.1f} MiB"
+
+
+# -- the destination ---------------------------------------------------------------------------
+
+
+def _prepare(dest: Path) -> None:
+    """Create the model directory and drop partial files a killed earlier attempt left."""
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ArtifactError(f"cannot create {dest}: {error.strerror or error}") from None
+    for partial in dest.glob(f"{PARTIAL_PREFIX}*{PARTIAL_SUFFIX}"):
+        partial.unlink(missing_ok=True)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _kept(dest: Path, sha256: str | None, max_bytes: int) -> FetchResult | None:
+    """The model file already in place, if it is the expected one; a wrong one is removed.
+
+    Without an expected checksum nothing is kept (there is no way to tell the file is current).
+    Removing a wrong file first means a fetch never needs room for two copies.
+    """
+    target = dest / MODEL_FILE
+    if not target.is_file():
+        return None
+    size = target.stat().st_size
+    if sha256 is not None and size <= max_bytes and _file_sha256(target) == sha256:
+        _record_checksum(dest, sha256)
+        return FetchResult(target, sha256, size, kept=True)
+    target.unlink()
+    return None
+
+
+def _record_checksum(dest: Path, sha256: str) -> None:
+    """Set ``sha256`` in the model's config.yaml (other keys kept) so the server verifies at load."""
+    path = dest / CONFIG_FILE
+    document: dict[str, object] = {}
+    with contextlib.suppress(OSError, yaml.YAMLError):
+        loaded = yaml.safe_load(path.read_text())
+        if isinstance(loaded, dict):
+            document = loaded
+    if document.get("sha256") == sha256:
+        return
+    document["sha256"] = sha256
+    with tempfile.NamedTemporaryFile("w", dir=dest, prefix=f".{CONFIG_FILE}.", delete=False) as handle:
+        yaml.safe_dump(document, handle, sort_keys=True)
+    os.replace(handle.name, path)
+
+
+def _check_room(dest: Path, size: int, max_bytes: int, source: str) -> None:
+    if size > max_bytes:
+        raise OverBudget(f"{source} is {mib(size)} ({size} bytes), more than the budget of {mib(max_bytes)}")
+    free = shutil.disk_usage(dest).free
+    if size > free:
+        raise OverBudget(f"{source} is {mib(size)} but only {mib(free)} is free where {dest} is")
+
+
+class _Partial:
+    """A temporary file in the destination that becomes ``model.onnx`` once its checksum is right."""
+
+    def __init__(self, dest: Path, max_bytes: int, source: str) -> None:
+        self.dest, self.max_bytes, self.source = dest, max_bytes, source
+        handle, name = tempfile.mkstemp(dir=dest, prefix=PARTIAL_PREFIX, suffix=PARTIAL_SUFFIX)
+        self.path = Path(name)
+        self.file: IO[bytes] = os.fdopen(handle, "wb")
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.max_bytes:
+            raise OverBudget(f"{self.source} grew past the budget of {mib(self.max_bytes)} while being read")
+        try:
+            self.file.write(chunk)
+        except OSError as error:
+            failure = OverBudget if error.errno in (errno.ENOSPC, errno.EDQUOT) else ArtifactError
+            raise failure(f"cannot write {self.dest}: {error.strerror or error}") from None
+        self.digest.update(chunk)
+
+    def restart(self) -> None:
+        """Start over (a retried download)."""
+        self.file.seek(0)
+        self.file.truncate()
+        self.digest, self.size = hashlib.sha256(), 0
+
+    def commit(self, expected: str | None) -> FetchResult:
+        actual = self.digest.hexdigest()
+        if expected is not None and actual != expected:
+            raise ChecksumMismatch(f"{self.source}: expected sha256 {expected}, got {actual} ({self.size} bytes)")
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        target = self.dest / MODEL_FILE
+        os.replace(self.path, target)
+        _record_checksum(self.dest, actual)
+        return FetchResult(target, actual, self.size, kept=False)
+
+    def discard(self) -> None:
+        self.file.close()
+        self.path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _partial(dest: Path, max_bytes: int, source: str) -> Iterator[_Partial]:
+    partial = _Partial(dest, max_bytes, source)
+    try:
+        yield partial
+    finally:
+        # After a commit the file has been renamed; otherwise nothing of the attempt stays.
+        partial.discard()
+
+
+# -- sources -----------------------------------------------------------------------------------
+
+
+def copy_file(
+    source: Path,
+    dest: Path,
+    *,
+    sha256: str | None,
+    max_bytes: int,
+    progress: Progress | None = None,
+) -> FetchResult:
+    """Copy ``source`` (a file on a mounted volume or in an image) into ``dest/model.onnx``.
+
+    Raises:
+        SourceUnreachable: the file does not exist or cannot be read.
+        OverBudget: larger than ``max_bytes`` or than the free space.
+        ChecksumMismatch: ``sha256`` given and the copy's differs.
+    """
+    _prepare(dest)
+    kept = _kept(dest, sha256, max_bytes)
+    if kept is not None:
+        return kept
+    try:
+        reader = source.open("rb")
+    except OSError as error:
+        raise SourceUnreachable(f"cannot read {source}: {error.strerror or error}") from None
+    with reader:
+        size = os.fstat(reader.fileno()).st_size
+        _check_room(dest, size, max_bytes, str(source))
+        with _partial(dest, max_bytes, str(source)) as partial:
+            for chunk in iter(lambda: reader.read(CHUNK_BYTES), b""):
+                partial.write(chunk)
+                if progress is not None:
+                    progress(partial.size, size)
+            return partial.commit(sha256)
+
+
+#: HTTP statuses worth another attempt (the server or a proxy may recover); others are final.
+RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def fetch_url(
+    url: str,
+    dest: Path,
+    *,
+    sha256: str,
+    max_bytes: int,
+    attempts: int = 4,
+    backoff_s: float = 1.0,
+    timeout_s: float = 30.0,
+    progress: Progress | None = None,
+    log: Callable[[str], None] | None = None,
+) -> FetchResult:
+    """Download ``url`` into ``dest/model.onnx``; retried with exponential backoff.
+
+    Connection errors, timeouts, a connection lost mid-body and the statuses of
+    :data:`RETRY_STATUSES` are retried (each attempt starts over); other HTTP errors are final.
+
+    Args:
+        attempts: tries in all (at least 1); waits ``backoff_s``, ``2 * backoff_s``, ... between.
+        timeout_s: connect and read timeout (no single read may take longer).
+
+    Raises:
+        SourceUnreachable: every attempt failed, or the server answered with a final error.
+        OverBudget: ``Content-Length`` or the bytes received exceed ``max_bytes`` (not retried).
+        ChecksumMismatch: the downloaded file's sha256 differs (not retried).
+    """
+    import httpx
+
+    _prepare(dest)
+    kept = _kept(dest, sha256, max_bytes)
+    if kept is not None:
+        return kept
+    failures: list[str] = []
+    with (
+        httpx.Client(timeout=httpx.Timeout(timeout_s), follow_redirects=True) as client,
+        _partial(dest, max_bytes, url) as partial,
+    ):
+        for attempt in range(1, max(attempts, 1) + 1):
+            if attempt > 1:
+                delay = min(backoff_s * 2 ** (attempt - 2), 60.0)
+                if log is not None:
+                    log(f"attempt {attempt - 1}/{attempts} failed ({failures[-1]}); retrying in {delay:.1f} s")
+                time.sleep(delay)
+                partial.restart()
+            try:
+                _download(client, url, dest, partial, progress)
+            except _Retry as retry:
+                failures.append(str(retry))
+                continue
+            return partial.commit(sha256)
+    raise SourceUnreachable(f"{url}: {failures[-1]} (after {len(failures)} attempts)")
+
+
+class _Retry(Exception):
+    """This attempt failed in a way another one may not."""
+
+
+def _download(client: httpx.Client, url: str, dest: Path, partial: _Partial, progress: Progress | None) -> None:
+    import httpx
+
+    try:
+        with client.stream("GET", url) as response:
+            if response.status_code in RETRY_STATUSES:
+                raise _Retry(f"HTTP {response.status_code} {response.reason_phrase}")
+            if response.status_code != 200:
+                raise SourceUnreachable(f"{url}: HTTP {response.status_code} {response.reason_phrase}")
+            total = _content_length(response)
+            if total is not None:
+                _check_room(dest, total, partial.max_bytes, url)
+            for chunk in response.iter_bytes(CHUNK_BYTES):
+                partial.write(chunk)
+                if progress is not None:
+                    progress(partial.size, total)
+            if total is not None and partial.size != total:
+                raise _Retry(f"connection closed after {partial.size} of {total} bytes")
+    except httpx.UnsupportedProtocol as error:
+        raise SourceUnreachable(f"{url}: {error}") from None
+    except httpx.TransportError as error:
+        raise _Retry(f"{type(error).__name__}: {error or 'no detail'}") from None
+    except httpx.InvalidURL as error:
+        raise SourceUnreachable(f"{url}: invalid URL: {error}") from None
+
+
+def _content_length(response: httpx.Response) -> int | None:
+    """The body's size when the server states it for the bytes we get (not for a compressed body)."""
+    if response.headers.get("content-encoding", "identity") != "identity":
+        return None
+    try:
+        return int(response.headers["content-length"])
+    except (KeyError, ValueError):
+        return None
