@@ -248,6 +248,11 @@ class GatewayMetrics:
             ["model", "served_by", "reason", "edge_node"],
             registry=self.registry,
         )
+        self.set_edge_node(edge_node)
+
+    def set_edge_node(self, edge_node: str) -> None:
+        """Label what follows with ``edge_node`` (a gateway found by node name learns it from the table)."""
+        self.edge_node = edge_node
         for served_by in SERVED_BY_VALUES:
             self.in_flight.labels(served_by, edge_node)
 
@@ -278,7 +283,7 @@ class GatewayStateCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        node = self.gateway.settings.edge_node
+        node = self.gateway.edge_node
         watcher = self.gateway.watcher
         generation = GaugeMetricFamily(
             "edgeaigc_gateway_routing_table_generation",
@@ -383,7 +388,7 @@ class GatewaySettings:
     """How one gateway routes; the ``edgeaigc gateway`` flags."""
 
     edge_node: str
-    """The edge node this gateway serves (its entry in the routing table)."""
+    """The EdgeNode this gateway serves (its entry in the routing table); empty: found by ``node_name``."""
     routing_table: Path
     """The routing table file (``routing.json`` of the mounted ConfigMap)."""
     poll_interval_s: float = 1.0
@@ -397,6 +402,9 @@ class GatewaySettings:
     breaker_open_s: float = 10.0
     max_request_bytes: int = 16 * 2**20
     max_cameras: int = 256
+    node_name: str = ""
+    """The Kubernetes node the gateway runs on: its EdgeNode is the table's entry with this ``nodeName``
+    (a DaemonSet pod knows its node, not the EdgeNode's name). Used when ``edge_node`` is empty."""
 
 
 @dataclass
@@ -458,7 +466,7 @@ class Gateway:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
-        self.metrics = metrics or GatewayMetrics(settings.edge_node)
+        self.metrics = metrics or GatewayMetrics(settings.edge_node or settings.node_name)
         self.metrics.registry.register(GatewayStateCollector(self))
         self.watcher = RoutingTableWatcher(settings.routing_table)
         self.client = client
@@ -467,12 +475,27 @@ class Gateway:
         self._balancers: dict[str, tuple[tuple[Endpoint, ...], SmoothWeightedRoundRobin]] = {}
         self._cameras: set[str] = set()
         self._table_generation_seen: int | None = None
+        self._resolved_for: RoutingTable | None = None
+        self._resolved = settings.node_name
 
     # -- routing table ----------------------------------------------------------------------
+
+    @property
+    def edge_node(self) -> str:
+        """The EdgeNode served: given, or the table's entry on this Kubernetes node (else the node's name,
+        which routes every model to the cloud)."""
+        if self.settings.edge_node:
+            return self.settings.edge_node
+        table = self.watcher.table
+        if table is not self._resolved_for:  # once per table, not per request
+            found = table.edge_node_on(self.settings.node_name) if table else None
+            self._resolved_for, self._resolved = table, found or self.settings.node_name
+        return self._resolved
 
     def poll_routing_table(self) -> bool:
         changed = self.watcher.poll()
         if changed:
+            self.metrics.set_edge_node(self.edge_node)
             self._prune()
             self._create_series()
         return changed
@@ -482,20 +505,20 @@ class Gateway:
         table = self.watcher.table
         if table is None:
             return
-        node = table.edge_nodes.get(self.settings.edge_node)
+        node = table.edge_nodes.get(self.edge_node)
         models = set(table.cloud) | set(node.models if node else ())
         cameras = set(node.camera_bandwidth_share if node else ()) | {DEFAULT_CAMERA}
         for model in models:
             for served_by in SERVED_BY_VALUES:
                 for camera in cameras:
-                    self.metrics.requests.labels(model, "200", served_by, self.settings.edge_node, camera)
+                    self.metrics.requests.labels(model, "200", served_by, self.edge_node, camera)
                 for metric in (self.metrics.duration, self.metrics.request_bytes, self.metrics.response_bytes):
-                    metric.labels(model, served_by, self.settings.edge_node)
+                    metric.labels(model, served_by, self.edge_node)
 
     def _prune(self) -> None:
         """Forget breakers and balancers of endpoints and models the new table no longer routes here."""
         table = self.watcher.table
-        node = table.edge_nodes.get(self.settings.edge_node) if table else None
+        node = table.edge_nodes.get(self.edge_node) if table else None
         models = node.models if node else {}
         urls = {e.url for local in models.values() for e in local.endpoints}
         self.breakers = {url: breaker for url, breaker in self.breakers.items() if url in urls}
@@ -514,16 +537,16 @@ class Gateway:
         if table is None:
             detail = f" ({self.watcher.last_error})" if self.watcher.last_error else ""
             raise ServerNotReady(f"no valid routing table has been read yet from {self.settings.routing_table}{detail}")
-        local, cloud = table.route(self.settings.edge_node, model)
+        local, cloud = table.route(self.edge_node, model)
         if not local and cloud is None:
-            raise ModelNotRouted(model, self.settings.edge_node)
+            raise ModelNotRouted(model, self.edge_node)
         return local, cloud
 
     def model_label(self, model: str) -> str:
         table = self.watcher.table
         if table is None:
             return UNKNOWN_MODEL
-        local, cloud = table.route(self.settings.edge_node, model)
+        local, cloud = table.route(self.edge_node, model)
         return model if local or cloud is not None else UNKNOWN_MODEL
 
     def camera_label(self, request: Request) -> str:
@@ -536,7 +559,7 @@ class Gateway:
         if camera == DEFAULT_CAMERA or camera in self._cameras:
             return camera
         table = self.watcher.table
-        node = table.edge_nodes.get(self.settings.edge_node) if table else None
+        node = table.edge_nodes.get(self.edge_node) if table else None
         if (node and camera in node.camera_bandwidth_share) or len(self._cameras) < self.settings.max_cameras:
             self._cameras.add(camera)
             return camera
@@ -574,7 +597,7 @@ class Gateway:
                 continue
             local_tries += 1
             if attempts:
-                self.metrics.retries.labels(model, self.settings.edge_node).inc()
+                self.metrics.retries.labels(model, self.edge_node).inc()
             response, attempt = await self._call(method, endpoint.url, "edge", path, query, headers, body, model)
             attempts.append(attempt)
             if response is not None:
@@ -583,7 +606,7 @@ class Gateway:
             breaker.record_failure()
         if cloud is not None:
             if attempts:
-                self.metrics.retries.labels(model, self.settings.edge_node).inc()
+                self.metrics.retries.labels(model, self.edge_node).inc()
             response, attempt = await self._call(method, cloud, "cloud", path, query, headers, body, model)
             attempts.append(attempt)
             if response is not None:
@@ -591,7 +614,7 @@ class Gateway:
         if not attempts:
             raise NoUpstream(
                 f"model '{model}' has no upstream to try: the circuit breakers of its local replicas on "
-                f"'{self.settings.edge_node}' are open (or their weights are 0) and it has no cloud route"
+                f"'{self.edge_node}' are open (or their weights are 0) and it has no cloud route"
             )
         raise UpstreamsFailed(model, attempts)
 
@@ -609,7 +632,7 @@ class Gateway:
         """One upstream call: the response to pass back, or None and why it failed."""
         assert self.client is not None
         url = base_url.rstrip("/") + path + (f"?{query}" if query else "")
-        in_flight = self.metrics.in_flight.labels(served_by, self.settings.edge_node)
+        in_flight = self.metrics.in_flight.labels(served_by, self.edge_node)
         in_flight.inc()
         try:
             upstream = await self.client.request(method, url, content=body or None, headers=headers)
@@ -631,7 +654,7 @@ class Gateway:
         finally:
             in_flight.dec()
         logger.warning("upstream %s (%s) failed for model %s: %s", base_url, served_by, model, detail)
-        self.metrics.failures.labels(self.model_label(model), served_by, reason, self.settings.edge_node).inc()
+        self.metrics.failures.labels(self.model_label(model), served_by, reason, self.edge_node).inc()
         return None, Attempt(base_url, served_by, reason, detail)
 
     async def infer(self, request: Request, model: str) -> Response:
@@ -785,7 +808,7 @@ def create_gateway_app(settings: GatewaySettings, gateway: Gateway | None = None
 
     @app.get("/v2")
     async def metadata() -> dict[str, Any]:
-        return {"name": "edgeaigc-gateway", "edge_node": settings.edge_node, "extensions": ["binary_tensor_data"]}
+        return {"name": "edgeaigc-gateway", "edge_node": gateway.edge_node, "extensions": ["binary_tensor_data"]}
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:

@@ -21,8 +21,12 @@ DEFAULT_PORT = 8000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--edge-node", required=True, help="the edge node this gateway serves (as in the routing table)"
+    serves = parser.add_mutually_exclusive_group(required=True)
+    serves.add_argument("--edge-node", help="the EdgeNode this gateway serves (its name in the routing table)")
+    serves.add_argument(
+        "--node-name",
+        help="the Kubernetes node this gateway runs on: it serves the EdgeNode whose spec.nodeName this is "
+        "(what a DaemonSet pod knows; e.g. from the downward API's spec.nodeName)",
     )
     parser.add_argument(
         "--routing-table",
@@ -102,12 +106,13 @@ def run(args: argparse.Namespace) -> int:
         return usage("--max-local-attempts >= 0, --breaker-failures >= 1, --breaker-open-seconds >= 0")
     if args.max_cameras < 0:
         return usage("--max-cameras must be >= 0")
-    if not args.edge_node:
-        return usage("--edge-node must not be empty")
+    if not (args.edge_node or args.node_name):
+        return usage("--edge-node / --node-name must not be empty")
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = GatewaySettings(
-        edge_node=args.edge_node,
+        edge_node=args.edge_node or "",
+        node_name=args.node_name or "",
         routing_table=Path(args.routing_table),
         poll_interval_s=args.poll_interval,
         connect_timeout_s=args.connect_timeout,

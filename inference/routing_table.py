@@ -37,6 +37,8 @@ class LocalModel:
 class EdgeNodeRoutes:
     models: dict[str, LocalModel]
     camera_bandwidth_share: dict[str, float]
+    node_name: str | None = None
+    """The Kubernetes node the EdgeNode runs on (lets a gateway find its entry from its node's name)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +54,13 @@ class RoutingTable:
         local = node.models.get(model) if node else None
         return (local.endpoints if local else ()), self.cloud.get(model)
 
+    def edge_node_on(self, node_name: str) -> str | None:
+        """The EdgeNode whose ``nodeName`` is ``node_name`` (or whose own name is), if any."""
+        for name, routes in sorted(self.edge_nodes.items()):
+            if routes.node_name == node_name:
+                return name
+        return node_name if node_name in self.edge_nodes else None
+
     def to_json(self) -> str:
         document = {
             "apiVersion": API_VERSION,
@@ -59,6 +68,7 @@ class RoutingTable:
             "generation": self.generation,
             "edgeNodes": {
                 name: {
+                    **({"nodeName": routes.node_name} if routes.node_name else {}),
                     "models": {
                         model: {
                             "endpoints": [{"url": e.url, "weight": e.weight} for e in local.endpoints],
@@ -135,7 +145,10 @@ def parse_routing_table(text: str) -> RoutingTable:
             )
             for camera, entry in _mapping(_mapping(routes, where).get("cameras", {}), f"{where}.cameras").items()
         }
-        edge_nodes[node] = EdgeNodeRoutes(models, cameras)
+        node_name = _mapping(routes, where).get("nodeName")
+        if node_name is not None and (not isinstance(node_name, str) or not node_name):
+            raise InvalidRoutingTable(f"{where}.nodeName must be a non-empty string")
+        edge_nodes[node] = EdgeNodeRoutes(models, cameras, node_name)
     cloud = {}
     for model, entry in _mapping(document.get("cloud", {}), "cloud").items():
         url = _mapping(entry, f"cloud.{model}").get("url")

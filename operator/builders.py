@@ -323,8 +323,17 @@ def service_url(name: str, namespace: str) -> str:
     return f"http://{name}.{namespace}.svc:{c.INFERENCE_PORT}"
 
 
-def build_routing_table(policy: Mapping[str, Any], scenario: Scenario, plan: Plan, generation: int) -> RoutingTable:
+def build_routing_table(
+    policy: Mapping[str, Any],
+    scenario: Scenario,
+    plan: Plan,
+    generation: int,
+    node_names: Mapping[str, str] | None = None,
+) -> RoutingTable:
+    """The gateways' routing table; ``node_names`` (EdgeNode -> Kubernetes node) lets a gateway
+    that only knows its node's name (a DaemonSet pod) find its EdgeNode's entry."""
     namespace = policy["metadata"]["namespace"]
+    node_names = node_names or {}
     edge_nodes = {}
     for e, node in enumerate(scenario.node_names):
         models = {
@@ -338,7 +347,7 @@ def build_routing_table(policy: Mapping[str, Any], scenario: Scenario, plan: Pla
             scenario.camera_names[u]: round(float(plan.bandwidth_share[u]), 4)
             for u in np.flatnonzero(scenario.camera_node == e)
         }
-        edge_nodes[node] = EdgeNodeRoutes(models, cameras)
+        edge_nodes[node] = EdgeNodeRoutes(models, cameras, node_names.get(node))
     cloud = {model: service_url(object_name("cloud", model), namespace) for model in scenario.model_names}
     return RoutingTable(generation, edge_nodes, cloud)
 
@@ -395,5 +404,5 @@ def desired_objects(
                 float(scenario.model_size_mb[m]),
             )
             objects += [deployment, build_service(deployment)]
-    objects.append(build_routing_configmap(policy, build_routing_table(policy, scenario, plan, generation)))
+    objects.append(build_routing_configmap(policy, build_routing_table(policy, scenario, plan, generation, node_names)))
     return objects

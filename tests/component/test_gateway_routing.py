@@ -8,6 +8,7 @@ answered is visible three ways: the gateway's ``X-Edgeaigc-Served-By`` header, t
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -191,3 +192,31 @@ def test_requests_spread_over_weighted_replicas(
             assert (response.status_code, response.headers[SERVED_BY_HEADER]) == (200, "edge")
         text = gateway.scrape()
     assert sample_value(text, "edgeaigc_gateway_upstream_retries_total", model="affine", edge_node=EDGE_NODE) is None
+
+
+def test_a_gateway_known_by_its_node_finds_its_edge_node(
+    mount: ConfigMapMount, edge: ServerProcess, cloud: ServerProcess
+) -> None:
+    """A DaemonSet pod knows its Kubernetes node, not the EdgeNode's name (kind: pi-0 on edgeaigc-worker)."""
+    table = routing_table(1, {"affine": [edge.url]}, {"affine": cloud.url})
+    table.edge_nodes[EDGE_NODE] = dataclasses.replace(table.edge_nodes[EDGE_NODE], node_name="edgeaigc-worker")
+    mount.write_table(table)
+    settings = GatewaySettings(edge_node="", node_name="edgeaigc-worker", routing_table=mount.path, poll_interval_s=0.1)
+    with running_gateway(settings) as running:
+        response = running.client.post("/v2/models/affine/infer", json=AFFINE, headers={"X-Edgeaigc-Camera": "cam-1"})
+        assert response.status_code == 200, response.text
+        assert response.headers[SERVED_BY_HEADER] == "edge"
+        labels = {"model": "affine", "code": "200", "served_by": "edge", "camera": "cam-1"}
+        assert running.sample("edgeaigc_requests_total", edge_node=EDGE_NODE, **labels) == 1
+        assert running.client.get("/v2").json()["edge_node"] == EDGE_NODE
+
+
+def test_a_node_without_an_edge_node_relays_everything(
+    mount: ConfigMapMount, edge: ServerProcess, cloud: ServerProcess
+) -> None:
+    mount.write_table(routing_table(1, {"affine": [edge.url]}, {"affine": cloud.url}))
+    settings = GatewaySettings(edge_node="", node_name="cloud-0", routing_table=mount.path, poll_interval_s=0.1)
+    with running_gateway(settings) as running:
+        response = running.client.post("/v2/models/affine/infer", json=AFFINE)
+        assert response.status_code == 200, response.text
+        assert response.headers[SERVED_BY_HEADER] == "cloud"

@@ -67,7 +67,8 @@ def _plan(fleet) -> Plan:
 
 def test_desired_objects_for_a_plan() -> None:
     fleet = _fleet()
-    objects = builders.desired_objects(POLICY, fleet, _plan(fleet), {n: n for n in fleet.node_names}, generation=3)
+    node_names = {n: f"node-{n}" for n in fleet.node_names}
+    objects = builders.desired_objects(POLICY, fleet, _plan(fleet), node_names, generation=3)
     kinds = [o["kind"] for o in objects]
     # 12 cloud Deployments + Services, 1 edge Deployment + Service, 1 routing ConfigMap.
     assert kinds.count("Deployment") == 13 and kinds.count("Service") == 13 and kinds[-1] == "ConfigMap"
@@ -77,7 +78,7 @@ def test_desired_objects_for_a_plan() -> None:
         if o["kind"] == "Deployment" and o["metadata"]["labels"][c.LABEL_COMPONENT] == c.COMPONENT_EDGE_INFERENCE
     )
     assert edge["metadata"]["name"] == "edgeaigc-det-yolox-nano-day-pi-0"
-    assert edge["spec"]["template"]["spec"]["nodeSelector"] == {"kubernetes.io/hostname": "pi-0"}
+    assert edge["spec"]["template"]["spec"]["nodeSelector"] == {"kubernetes.io/hostname": "node-pi-0"}
     container = edge["spec"]["template"]["spec"]["containers"][0]
     # Half of a 4-core Pi (after the 50m floor); memory = 96 Mi + 3 x 3.7 Mi.
     assert container["resources"]["limits"] == {"cpu": f"{50 + 3950 // 2}m", "memory": "108Mi"}
@@ -89,6 +90,9 @@ def test_desired_objects_for_a_plan() -> None:
     assert cloud == "http://edgeaigc-cloud-det-yolox-nano-day.traffic-city.svc:8080"
     assert table.route("pi-1", "det-yolox-nano-day")[0] == ()
     assert table.edge_nodes["pi-0"].camera_bandwidth_share["camera-0"] == 0.125
+    # A gateway that knows only its Kubernetes node finds its EdgeNode; the format round-trips.
+    assert table.edge_node_on("node-pi-1") == "pi-1" and table.edge_node_on("cloud-0") is None
+    assert parse_routing_table(table.to_json()) == table
 
 
 def test_cpu_split_has_a_floor_and_never_exceeds_the_node() -> None:
@@ -114,6 +118,7 @@ def test_long_names_are_valid_dns_labels() -> None:
         (lambda d: d["edgeNodes"]["pi-0"]["models"]["m"].update(endpoints=[]), "edgeNodes.pi-0.models.m.endpoints"),
         (lambda d: d["edgeNodes"]["pi-0"]["cameras"]["cam"].update(bandwidthShare=1.5), "bandwidthShare"),
         (lambda d: d["cloud"]["m"].update(url="ftp://x"), "cloud.m.url"),
+        (lambda d: d["edgeNodes"]["pi-0"].update(nodeName=""), "edgeNodes.pi-0.nodeName"),
     ],
 )
 def test_invalid_routing_tables_name_the_field(mutate, message: str) -> None:
