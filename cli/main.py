@@ -34,6 +34,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "operator": ("edgeaigc.operator.cli", "run the edgeaigc operator (kopf) against the current cluster"),
     "demo": ("edgeaigc.cluster.demo", "the whole loop locally: cluster, Prometheus, twin, operator; TD3 vs a baseline"),
+    "bench-operator": (
+        "edgeaigc.cluster.bench_operator",
+        "operator decision/reconcile time and API writes per interval",
+    ),
     "twin": (
         "edgeaigc.cluster.twin",
         "play the edge gateways of a fleet (traffic twin) and export their metrics for Prometheus",

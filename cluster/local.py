@@ -334,6 +334,7 @@ def up(
             "--manage-all-nodes=false",
             f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
             f"--config={paths.kwok_stages}",
+            f"--config={resources.files('edgeaigc.cluster') / 'kwok-stages.yaml'}",
             f"--server-address=127.0.0.1:{state.ports['kwok']}",
         ],
     )

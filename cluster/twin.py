@@ -8,10 +8,10 @@ operator's own :func:`~edgeaigc.operator.fleet.scenario_from_resources`, draws a
 1. reads the placement the cluster really runs: (edge node, model) is cached when the operator's
    edge Deployment for it (labels ``edgeaigc.io/policy``, ``edgeaigc.io/model``,
    ``edgeaigc.io/edge-node``) has a ready replica; its compute share is the CPU limit of its ready
-   replicas over ``EdgeNode.spec.cores`` (clipped to [0, 1], scaled down per node if the shares
-   add up to more than 1; a container without a limit may use the whole node); each camera's
-   bandwidth share comes from the routing table ConfigMap (``edgeaigc-<policy>-routing``), or is
-   an equal split of its node without one;
+   pods (as their kubelet reports it, so in-place resizes count) over ``EdgeNode.spec.cores``
+   (clipped to [0, 1], scaled down per node if the shares add up to more than 1; a container
+   without a limit may use the whole node); each camera's bandwidth share comes from the routing
+   table ConfigMap (``edgeaigc-<policy>-routing``), or is an equal split of its node without one;
 2. serves the slot's requests under that placement with
    :func:`~edgeaigc.policy.system_model.evaluate_slot` (the previous cache is the last tick's, so
    newly cached models pay their download);
@@ -114,15 +114,56 @@ def cpu_limit_cores(deployment: Mapping[str, Any]) -> float | None:
     return total
 
 
+def pod_cpu_limit_cores(pod: Mapping[str, Any]) -> float | None:
+    """CPU limit of a running pod in cores: what its kubelet reports (``status.containerStatuses[].resources``,
+    the CPU after an in-place resize), else its spec; None if a container has no limit."""
+    reported = {
+        status.get("name"): (status.get("resources") or {}).get("limits", {}).get("cpu")
+        for status in (pod.get("status") or {}).get("containerStatuses") or []
+    }
+    total = 0.0
+    for container in pod["spec"].get("containers", []):
+        limit = reported.get(container.get("name")) or ((container.get("resources") or {}).get("limits") or {}).get(
+            "cpu"
+        )
+        if limit is None:
+            return None
+        total += float(parse_quantity(str(limit)))
+    return total
+
+
+def _ready(pod: Mapping[str, Any]) -> bool:
+    metadata, status = pod.get("metadata") or {}, pod.get("status") or {}
+    conditions = status.get("conditions") or []
+    return not metadata.get("deletionTimestamp") and any(
+        k.get("type") == "Ready" and k.get("status") == "True" for k in conditions
+    )
+
+
+def _pods_of(deployment: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    selector = (deployment.get("spec") or {}).get("selector", {}).get("matchLabels") or {}
+    return [
+        pod
+        for pod in pods
+        if _ready(pod)
+        and all(((pod.get("metadata") or {}).get("labels") or {}).get(k) == v for k, v in selector.items())
+    ]
+
+
 def compute_shares(
-    deployments: Sequence[Mapping[str, Any]], policy: str, node_cores: Mapping[str, float]
+    deployments: Sequence[Mapping[str, Any]],
+    policy: str,
+    node_cores: Mapping[str, float],
+    pods: Sequence[Mapping[str, Any]] = (),
 ) -> ComputeShares:
     """Cached (edge node, model) pairs and their compute shares, from the policy's edge Deployments.
 
-    A pair is cached when its Deployment has ``status.readyReplicas >= 1``; its share is
-    ``readyReplicas x CPU limit / node cores`` clipped to [0, 1] (1 without a limit: the container
-    may use the whole node), and a node's shares are scaled down together if they add up to more
-    than 1. Deployments of another policy or component, or on an unknown EdgeNode, are ignored.
+    A pair is cached when its Deployment has ``status.readyReplicas >= 1``; its share is the CPU
+    limit of its ready pods (as their kubelet reports it, so in-place resizes count) over the node's
+    cores — or ``readyReplicas x`` the template's CPU limit when none of its pods is listed — clipped
+    to [0, 1] (1 without a limit: the container may use the whole node), and a node's shares are
+    scaled down together if they add up to more than 1. Deployments of another policy or component,
+    or on an unknown EdgeNode, are ignored.
     """
     shares: ComputeShares = {}
     for deployment in deployments:
@@ -133,8 +174,14 @@ def compute_shares(
         ready = int((deployment.get("status") or {}).get("readyReplicas") or 0)
         if node not in node_cores or not model or ready < 1:
             continue
-        limit = cpu_limit_cores(deployment)
-        share = 1.0 if limit is None else ready * limit / float(node_cores[node])
+        running = _pods_of(deployment, pods)
+        if running:
+            limits = [pod_cpu_limit_cores(pod) for pod in running]
+            cores = None if any(limit is None for limit in limits) else sum(limit or 0.0 for limit in limits)
+        else:
+            limit = cpu_limit_cores(deployment)
+            cores = None if limit is None else ready * limit
+        share = 1.0 if cores is None else cores / float(node_cores[node])
         shares[(node, model)] = min(max(shares.get((node, model), 0.0) + share, 0.0), 1.0)
     for node in {node for node, _ in shares}:
         total = sum(share for (n, _), share in shares.items() if n == node)
@@ -270,7 +317,7 @@ class TwinMetrics(Collector):
         self._hour = 0.0
         self._hit_rate = 0.0
         self._cost = 0.0
-        self._initialised: set[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = set()
+        self._initialised: set[tuple[tuple[str, ...], ...]] = set()
 
     def _initialise(self, scenario: Scenario) -> None:
         """Create every series of the fleet at zero (caller holds the lock).
@@ -279,7 +326,9 @@ class TwinMetrics(Collector):
         ``increase()``/``rate()``; starting all (camera, model, served_by) series at zero keeps the
         operator's rate query exact when a camera switches to a model it never used.
         """
-        fleet = (scenario.node_names, scenario.camera_names, scenario.model_names)
+        # Attachments count too: a camera moved to another node needs that node's series.
+        attached = tuple(scenario.node_names[e] for e in scenario.camera_node)
+        fleet = (scenario.node_names, scenario.camera_names, scenario.model_names, attached)
         if fleet in self._initialised:
             return
         self._initialised.add(fleet)
@@ -427,6 +476,8 @@ class FleetSource(Protocol):
 
     def routing_table(self, namespace: str, policy: str) -> str | None: ...
 
+    def edge_pods(self, namespace: str, policy: str) -> list[Resource]: ...
+
 
 class KubernetesSource:
     """Reads the fleet, the edge Deployments and the routing table from the API server."""
@@ -463,6 +514,11 @@ class KubernetesSource:
     def edge_deployments(self, namespace: str, policy: str) -> list[Resource]:
         selector = f"{c.LABEL_COMPONENT}={c.COMPONENT_EDGE_INFERENCE},{c.LABEL_POLICY}={policy}"
         result = self.apps.list_namespaced_deployment(namespace, label_selector=selector, _request_timeout=self.timeout)
+        return [self.api_client.sanitize_for_serialization(item) for item in result.items]
+
+    def edge_pods(self, namespace: str, policy: str) -> list[Resource]:
+        selector = f"{c.LABEL_COMPONENT}={c.COMPONENT_EDGE_INFERENCE},{c.LABEL_POLICY}={policy}"
+        result = self.core.list_namespaced_pod(namespace, label_selector=selector, _request_timeout=self.timeout)
         return [self.api_client.sanitize_for_serialization(item) for item in result.items]
 
     def routing_table(self, namespace: str, policy: str) -> str | None:
@@ -566,7 +622,10 @@ class Twin:
         cores = dict(zip(self.scenario.node_names, self.scenario.node_cores.tolist(), strict=True))
         try:
             self.compute = compute_shares(
-                self.source.edge_deployments(self.namespace, self.policy_name), self.policy_name, cores
+                self.source.edge_deployments(self.namespace, self.policy_name),
+                self.policy_name,
+                cores,
+                self.source.edge_pods(self.namespace, self.policy_name),
             )
             self._problem("edge deployments", None)
         except READ_ERRORS as error:

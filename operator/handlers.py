@@ -20,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from edgeaigc.operator import constants as c
 from edgeaigc.operator import metrics
+from edgeaigc.operator.artifacts import artifact_conditions
 from edgeaigc.operator.loop import Decision, DecisionLoop
 from edgeaigc.operator.status import edge_node_status, model_status, policy_status
 
@@ -40,6 +41,9 @@ def api_client() -> client.ApiClient:
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.posting.level = logging.INFO
     settings.persistence.finalizer = f"{c.GROUP}/finalizer"
+    # No namespace/CRD scans: the operator watches the namespaces it is given, and least-privilege RBAC
+    # (the chart's Roles) does not let it list namespaces; scanning would retry 403s for ~50 s first.
+    settings.scanning.disabled = True
     # Two replicas never both act: with a peering object the others pause (see the Helm chart).
     peering = os.environ.get("EDGEAIGC_PEERING", "")
     if peering:
@@ -78,9 +82,13 @@ def write_results(api_client_: client.ApiClient, policy: dict[str, Any], decisio
         for model in models:
             cached_on.setdefault(model, []).append(node)
     listing: dict[str, Any] = api.list_namespaced_custom_object(c.GROUP, c.VERSION, namespace, c.PLURAL_MODELS)  # type: ignore[assignment]
+    # Edge and cloud pods of the policy: their init containers say whether each artifact could be fetched.
+    pods = client.CoreV1Api(api_client_).list_namespaced_pod(namespace, label_selector=f"{c.LABEL_POLICY}={name}")
+    artifacts = artifact_conditions(pods.items)
     for model in listing["items"]:
         model_name = model["metadata"]["name"]
-        _patch_status(api, namespace, c.PLURAL_MODELS, model_name, model_status(cached_on.get(model_name, [])))
+        status = model_status(cached_on.get(model_name, []), artifacts.get(model_name), model.get("status"), now)
+        _patch_status(api, namespace, c.PLURAL_MODELS, model_name, status)
 
 
 def record(body: kopf.Body, decision: Decision) -> None:
@@ -91,8 +99,15 @@ def record(body: kopf.Body, decision: Decision) -> None:
     metrics.DEGRADED.labels(name).set(1 if decision.degraded_reason else 0)
     if decision.reconcile_seconds:
         metrics.RECONCILE_SECONDS.labels(name).observe(decision.reconcile_seconds)
-    metrics.API_WRITES.labels(name, "apply").inc(decision.writes)
-    metrics.API_WRITES.labels(name, "delete").inc(decision.deletes)
+    written = decision.written
+    for verb, count in (
+        ("apply", written.apply),
+        ("delete", written.delete),
+        ("resize", written.resize),
+        ("annotate", written.annotate),
+    ):
+        metrics.API_WRITES.labels(name, verb).inc(count)
+    metrics.RESIZE_FALLBACKS.labels(name).inc(written.fallback)
     if decision.degraded_reason:
         kopf.warn(body, reason=decision.degraded_reason, message=decision.message)
         return

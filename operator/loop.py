@@ -22,13 +22,26 @@ import numpy as np
 from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
-from edgeaigc.inference.routing_table import InvalidRoutingTable, parse_routing_table
+from edgeaigc.inference.routing_table import InvalidRoutingTable, RoutingTable, parse_routing_table
 from edgeaigc.operator import constants as c
-from edgeaigc.operator.builders import build_routing_table, desired_objects, object_name
+from edgeaigc.operator.builders import (
+    build_routing_configmap,
+    build_routing_table,
+    desired_objects,
+    model_artifacts,
+    object_name,
+)
 from edgeaigc.operator.fleet import InvalidFleet, scenario_from_resources, unattached_cameras
-from edgeaigc.operator.observe import ObservationError, PrometheusObserver
+from edgeaigc.operator.observe import ObservationError, Observed, PrometheusObserver
 from edgeaigc.operator.placement import current_cache, plan_fits_nodes
-from edgeaigc.operator.reconcile import Reconciler, changes
+from edgeaigc.operator.reconcile import (
+    DEFAULT_WRITES,
+    Reconciler,
+    WritePolicy,
+    Written,
+    plan_writes,
+    routing_table_to_write,
+)
 from edgeaigc.policy.base import PlacementPolicy
 from edgeaigc.policy.observation import Observation
 from edgeaigc.policy.plan import plan_for
@@ -51,12 +64,18 @@ class Decision:
     degraded_reason: str | None = None
     message: str = ""
     writes: int = 0
+    """API writes of the reconcile (applies, in-place resizes, CPU annotations; deletes apart)."""
     deletes: int = 0
+    written: Written = dataclasses.field(default_factory=Written)
     newly_cached: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     evicted: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     predicted: dict[str, float] = dataclasses.field(default_factory=dict)
-    observed_hit_rate: float | None = None
+    observed: Observed = dataclasses.field(default_factory=lambda: Observed(None, None, None))
     decision_seconds: float = 0.0
+    """Observe + decide + plan (also set when degraded: time until the failure)."""
+    observe_seconds: float = 0.0
+    decide_seconds: float = 0.0
+    plan_seconds: float = 0.0
     reconcile_seconds: float = 0.0
     dry_run: bool = False
     warnings: list[str] = dataclasses.field(default_factory=list)
@@ -88,8 +107,14 @@ def make_policy(algorithm: str, actor_bytes: bytes | None) -> PlacementPolicy:
 class DecisionLoop:
     """Decides for one PlacementPolicy; keeps its policy object between runs (LRU state etc.)."""
 
-    def __init__(self, api_client: ApiClient, observer_factory: Any = PrometheusObserver) -> None:
+    def __init__(
+        self,
+        api_client: ApiClient,
+        observer_factory: Any = PrometheusObserver,
+        write_policy: WritePolicy = DEFAULT_WRITES,
+    ) -> None:
         self.api_client = api_client
+        self.write_policy = write_policy
         self.custom = CustomObjectsApi(api_client)
         self.core = CoreV1Api(api_client)
         self.reconciler = Reconciler(api_client)
@@ -134,17 +159,31 @@ class DecisionLoop:
         return self._policy
 
     @staticmethod
-    def _generation(existing: list[dict[str, Any]], scenario: Scenario, plan: Plan, policy: Mapping[str, Any]) -> int:
-        """The routing table's generation: the old one (from the objects already listed), plus one
-        if the content changes."""
+    def _routing_configmap(
+        existing: list[dict[str, Any]],
+        scenario: Scenario,
+        plan: Plan,
+        policy: Mapping[str, Any],
+        write_policy: WritePolicy = DEFAULT_WRITES,
+        node_names: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """The routing table ConfigMap to keep: the old one unless routes or shares moved (hysteresis)."""
         name = object_name(policy["metadata"]["name"], "routing")
         config_map = next((o for o in existing if o["kind"] == "ConfigMap" and o["metadata"]["name"] == name), None)
+        old: RoutingTable | None
         try:
             old = parse_routing_table(((config_map or {}).get("data") or {})[c.ROUTING_TABLE_KEY])
         except (KeyError, InvalidRoutingTable):
-            return 1
-        new = build_routing_table(policy, scenario, plan, old.generation)
-        return old.generation if new.to_json() == old.to_json() else old.generation + 1
+            old = None
+        new = build_routing_table(policy, scenario, plan, 0, node_names)
+        return build_routing_configmap(policy, routing_table_to_write(old, new, write_policy))
+
+    def _allocatable(self) -> dict[str, dict[str, str]]:
+        return {
+            str(node.metadata.name): dict(node.status.allocatable or {})
+            for node in self.core.list_node().items
+            if node.metadata is not None and node.status is not None
+        }
 
     def run_once(self, policy: Mapping[str, Any]) -> Decision:
         started = time.perf_counter()
@@ -154,7 +193,8 @@ class DecisionLoop:
         try:
             edge_nodes = self._list(namespace, c.PLURAL_EDGE_NODES)
             cameras = self._list(namespace, c.PLURAL_CAMERAS)
-            scenario = scenario_from_resources(policy, edge_nodes, self._list(namespace, c.PLURAL_MODELS), cameras)
+            models = self._list(namespace, c.PLURAL_MODELS)
+            scenario = scenario_from_resources(policy, edge_nodes, models, cameras)
             decision.warnings += [f"Camera {u} names no EdgeNode" for u in unattached_cameras(edge_nodes, cameras)]
             existing = self.reconciler.existing(namespace, name)
             cache = current_cache(scenario, [o for o in existing if o["kind"] == "Deployment"])
@@ -162,23 +202,24 @@ class DecisionLoop:
             observer = self.observer_factory(spec.get("prometheusURL", "http://prometheus:9090"))
             interval = int(spec.get("intervalSeconds", 30))
             observation: Observation = observer.observe(scenario, cache, interval)
-            decision.observed_hit_rate = observer.hit_rate(interval)
+            decision.observed = observer.observed(scenario, interval)
+            decision.observe_seconds = time.perf_counter() - started
+            decide_started = time.perf_counter()
             action = self._policy_for(policy, scenario).act(observation)
+            decision.decide_seconds = time.perf_counter() - decide_started
+            plan_started = time.perf_counter()
             plan = plan_for(scenario, observation, action, spec.get("churnLimit"))
             node_names = {n["metadata"]["name"]: n["spec"]["nodeName"] for n in edge_nodes}
-            allocatable = {
-                node.metadata.name: dict(node.status.allocatable or {})
-                for node in self.core.list_node().items
-                if node.metadata is not None and node.status is not None
-            }
-            problems = plan_fits_nodes(scenario, plan, node_names, allocatable)
+            problems = plan_fits_nodes(scenario, plan, node_names, self._allocatable())
             if problems:
                 return self._degraded(decision, started, "PlanDoesNotFit", "; ".join(problems))
             outcome = evaluate_slot(scenario, plan, observation.camera_rates, observation.link_quality, cache)
             decision.predicted = {
                 "hitRate": outcome.hit_rate,
                 "meanResponseTimeSeconds": outcome.mean_response_time_s,
-                "costPerHour": outcome.cost * 3600 / scenario.slot_seconds,
+                # Serving cost (what the gateways' counts measure) and the one-off downloads apart.
+                "costPerHour": (outcome.cost - outcome.download_cost) * 3600 / scenario.slot_seconds,
+                "downloadCost": outcome.download_cost,
             }
             new_placement = placement_of(scenario, plan.cache)
             decision.newly_cached = [
@@ -193,18 +234,32 @@ class DecisionLoop:
                 for model in models
                 if model not in new_placement[node]
             ]
+            decision.plan_seconds = time.perf_counter() - plan_started
             decision.decision_seconds = time.perf_counter() - started
             if decision.dry_run:
                 decision.message = "dry-run: placement computed, nothing applied"
                 decision.placement = new_placement
                 return decision
-            generation = self._generation(existing, scenario, plan, policy)
             reconcile_started = time.perf_counter()
-            desired = desired_objects(policy, scenario, plan, node_names, generation)
-            decision.writes, decision.deletes = self.reconciler.apply(namespace, changes(desired, existing))
+            desired = [
+                o
+                for o in desired_objects(policy, scenario, plan, node_names, 0, artifacts=model_artifacts(models))
+                if o["kind"] != "ConfigMap"
+            ] + [self._routing_configmap(existing, scenario, plan, policy, self.write_policy, node_names)]
+            capacity = {
+                node: int(cores * 1000) for node, cores in zip(scenario.node_names, scenario.node_cores, strict=True)
+            }
+            pods = self.reconciler.edge_pods(namespace, name) if self.write_policy.in_place else []
+            writes = plan_writes(desired, existing, pods, capacity, self.write_policy)
+            decision.written = self.reconciler.apply(namespace, writes)
+            decision.writes = decision.written.total - decision.written.delete
+            decision.deletes = decision.written.delete
             decision.reconcile_seconds = time.perf_counter() - reconcile_started
             decision.placement = new_placement
-            decision.message = f"{decision.writes} objects applied, {decision.deletes} deleted"
+            written = decision.written
+            decision.message = (
+                f"{written.apply} objects applied, {written.resize} pods resized in place, {written.delete} deleted"
+            )
             return decision
         except ObservationError as error:
             return self._degraded(decision, started, error.reason, str(error))

@@ -16,6 +16,16 @@ RECONCILE_SECONDS = Histogram(
     ["policy"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
-API_WRITES = Counter("edgeaigc_operator_api_writes_total", "Objects applied or deleted.", ["policy", "verb"])
+API_WRITES = Counter(
+    "edgeaigc_operator_api_writes_total",
+    "API writes by verb: apply (server-side apply), delete, resize (a pod's CPU in place), annotate (a "
+    "Deployment's desired CPU).",
+    ["policy", "verb"],
+)
+RESIZE_FALLBACKS = Counter(
+    "edgeaigc_operator_resize_fallbacks_total",
+    "Deployments whose pod template was changed (rolling its pods) because a pod could not be resized in place.",
+    ["policy"],
+)
 DECISIONS = Counter("edgeaigc_operator_decisions_total", "Decisions by outcome reason.", ["policy", "reason"])
 DEGRADED = Gauge("edgeaigc_operator_degraded", "1 while the policy's last decision was degraded.", ["policy"])

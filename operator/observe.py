@@ -44,6 +44,82 @@ def rate_query(window_s: int) -> str:
 LINK_QUERY = "max by (edge_node, camera) (edgeaigc_camera_link_spectral_efficiency)"
 
 
+def served_query(window_s: int) -> str:
+    """Requests of every (edge node, model) by where they were served, over the last ``window_s``."""
+    return f"sum by (edge_node, model, served_by) (increase(edgeaigc_requests_total[{window_s}s]))"
+
+
+def duration_query(part: str, window_s: int) -> str:
+    """Sum (``part="sum"``) or count of the gateways' response times over the last ``window_s``."""
+    return f"sum(increase(edgeaigc_request_duration_seconds_{part}[{window_s}s]))"
+
+
+def relayed_bytes_query(window_s: int) -> str:
+    """Request and response bytes of the requests relayed to the cloud over the last ``window_s``."""
+    parts = (
+        f'(sum(increase(edgeaigc_{name}_bytes_total{{served_by="cloud"}}[{window_s}s])) or vector(0))'
+        for name in ("request", "response")
+    )
+    return " + ".join(parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class Observed:
+    """What the gateways measured over one interval (None: no requests in it)."""
+
+    hit_rate: float | None
+    mean_response_time_s: float | None
+    cost_per_hour: float | None
+    """Cloud compute and transfer of the relayed requests plus edge energy of the hits, dollars
+    per hour (the system model's serving cost, from measured counts and bytes; downloads excluded)."""
+
+
+def observed_from_samples(
+    scenario: Scenario,
+    served: Sequence[Sample],
+    duration_sum: Sequence[Sample],
+    duration_count: Sequence[Sample],
+    relayed_bytes: Sequence[Sample],
+    window_s: float,
+) -> Observed:
+    """Hit rate, mean response time and cost per hour from the query results (pure).
+
+    Cost uses the prices of the fleet (``spec.cloud``, EdgeNode energy prices) and each model's
+    work per request, as the system model does, but the measured request counts and relayed
+    bytes; series of unknown nodes or models count for the hit rate only.
+    """
+    nodes = {name: e for e, name in enumerate(scenario.node_names)}
+    models = {name: m for m, name in enumerate(scenario.model_names)}
+    edge, total, cloud_compute, energy = 0.0, 0.0, 0.0, 0.0
+    for sample in served:
+        labels, count = sample["metric"], max(_value(sample), 0.0)
+        total += count
+        e, m = nodes.get(labels.get("edge_node", "")), models.get(labels.get("model", ""))
+        if labels.get("served_by") == "edge":
+            edge += count
+            if e is not None and m is not None:
+                energy += (
+                    count
+                    * scenario.model_work_s[m]
+                    / scenario.node_core_speed[e]
+                    * scenario.node_energy_price_per_core_second[e]
+                )
+        elif m is not None:
+            cloud_compute += (
+                count * scenario.model_work_s[m] / scenario.cloud_core_speed * scenario.cloud_price_per_core_second
+            )
+    if total <= 0:
+        return Observed(None, None, None)
+    seconds = sum(_value(s) for s in duration_sum)
+    count = sum(_value(s) for s in duration_count)
+    transfer = sum(max(_value(s), 0.0) for s in relayed_bytes) / 1e9 * scenario.price_per_gb_transfer
+    return Observed(
+        hit_rate=edge / total,
+        mean_response_time_s=seconds / count if count > 0 else None,
+        cost_per_hour=float(cloud_compute + transfer + energy) * 3600 / window_s,
+    )
+
+
 def _value(sample: Sample) -> float:
     value = float(sample["value"][1])
     return value if np.isfinite(value) else 0.0
@@ -131,10 +207,13 @@ class PrometheusObserver:
         link = self._query(LINK_QUERY)
         return observation_from_samples(scenario, last, recent, link, cache, datetime.datetime.now(datetime.UTC))
 
-    def hit_rate(self, window_s: int) -> float | None:
-        """Share of requests served at the edge over the window (None without traffic)."""
-        edge = self._query(f'sum(increase(edgeaigc_requests_total{{served_by="edge"}}[{window_s}s]))')
-        total = self._query(f"sum(increase(edgeaigc_requests_total[{window_s}s]))")
-        if not total or _value(total[0]) <= 0:
-            return None
-        return (_value(edge[0]) if edge else 0.0) / _value(total[0])
+    def observed(self, scenario: Scenario, window_s: int) -> Observed:
+        """Hit rate, response time and cost the gateways measured over the window."""
+        return observed_from_samples(
+            scenario,
+            self._query(served_query(window_s)),
+            self._query(duration_query("sum", window_s)),
+            self._query(duration_query("count", window_s)),
+            self._query(relayed_bytes_query(window_s)),
+            window_s,
+        )

@@ -1,8 +1,20 @@
-"""Reconcile: server-side apply of what changed, then delete what the plan no longer has.
+"""Reconcile: write only what changed, resize CPU in place, delete what the plan no longer has.
 
 Each object the operator writes carries a hash of its desired manifest; an object whose hash
-matches is left alone, so a steady plan costs no API writes. New objects are applied before
-old ones are deleted (make before break), so a model stays served while it moves.
+matches is left alone, so a steady plan costs no API writes. For an edge Deployment the hash
+leaves out the inference container's CPU: CPU follows the plan through the pods'
+``resize`` subresource (in-place, no restart, no new ReplicaSet) and the Deployment only
+records the CPU it wants in :data:`CPU_ANNOTATION`, so a pod recreated from the (older)
+template is resized at the next interval. A CPU change smaller than :func:`cpu_threshold`
+is not written at all (hysteresis) unless the node's CPU would otherwise exceed its cores.
+Where the cluster cannot resize a pod, the Deployment's template is changed instead (a
+rolling restart, as without in-place resize).
+
+New objects are applied before old ones are deleted (make before break), so a model stays
+served while it moves; CPU decreases are written before increases.
+
+:func:`plan_writes` decides every write from what was listed (pure, unit-tested);
+:class:`Reconciler` performs them.
 """
 
 from __future__ import annotations
@@ -15,49 +27,290 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
+from kubernetes.utils import parse_quantity
 
+from edgeaigc.inference.routing_table import RoutingTable
 from edgeaigc.operator import constants as c
 
 HASH_ANNOTATION = "edgeaigc.io/desired-hash"
+#: CPU (millicores) the operator wants for each pod of an edge Deployment; pods follow it in place.
+CPU_ANNOTATION = "edgeaigc.io/desired-cpu"
+#: The container whose CPU follows the plan.
+INFERENCE_CONTAINER = "inference"
+
+
+@dataclasses.dataclass(frozen=True)
+class WritePolicy:
+    """How eagerly plan changes are written (the defaults are the operator's)."""
+
+    in_place: bool = True
+    """Resize edge pods' CPU in place; False: CPU is part of the template (a change rolls the pods)."""
+    cpu_step_m: int = 25
+    """Hysteresis: a CPU change below max(cpu_step_m, cpu_step_fraction x current) is not written."""
+    cpu_step_fraction: float = 0.10
+    share_step: float = 0.01
+    """Hysteresis of the routing table: a share moving less than max(share_step, share_step_fraction x old)."""
+    share_step_fraction: float = 0.10
+
+
+#: The operator's write policy: in-place resizes, 25m / 10 % CPU steps, 0.01 / 10 % share steps.
+DEFAULT_WRITES = WritePolicy()
+#: Every change written as soon as it appears, CPU in the template (the operator before in-place resize).
+EAGER = WritePolicy(in_place=False, cpu_step_m=0, cpu_step_fraction=0.0, share_step=0.0, share_step_fraction=0.0)
 #: Kinds the operator creates for a policy (all namespaced, all labelled with the policy).
 MANAGED_KINDS: tuple[tuple[str, str], ...] = (("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "ConfigMap"))
+#: Field manager of the annotation patches that record a Deployment's CPU (not the apply manager:
+#: an apply without the rest of the object would drop the fields that manager owns).
+CPU_FIELD_MANAGER = f"{c.FIELD_MANAGER}-cpu"
+
+Key = tuple[str, str]  # (kind, name)
 
 
-def manifest_hash(manifest: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
+def millicores(quantity: Any) -> int:
+    return round(float(parse_quantity(str(quantity))) * 1000)
 
 
-def with_hash(manifest: Mapping[str, Any]) -> dict[str, Any]:
+def _inference_container(pod_spec: Mapping[str, Any]) -> Any:
+    return next((k for k in pod_spec.get("containers") or [] if k.get("name") == INFERENCE_CONTAINER), None)
+
+
+def container_cpu(pod_spec: Mapping[str, Any]) -> int | None:
+    """The inference container's CPU limit in millicores (None: no such container or no limit)."""
+    container = _inference_container(pod_spec)
+    limit = (((container or {}).get("resources") or {}).get("limits") or {}).get("cpu")
+    return None if limit is None else millicores(limit)
+
+
+def deployment_cpu(deployment: Mapping[str, Any]) -> int | None:
+    """The CPU a Deployment's pods should have: its annotation, else its template's limit."""
+    recorded = ((deployment.get("metadata") or {}).get("annotations") or {}).get(CPU_ANNOTATION)
+    if recorded is not None:
+        try:
+            return int(recorded)
+        except ValueError:
+            pass  # a hand-edited annotation: fall back to the template
+    return container_cpu(deployment["spec"]["template"]["spec"])
+
+
+def is_edge_deployment(manifest: Mapping[str, Any]) -> bool:
+    labels = (manifest.get("metadata") or {}).get("labels") or {}
+    return manifest.get("kind") == "Deployment" and labels.get(c.LABEL_COMPONENT) == c.COMPONENT_EDGE_INFERENCE
+
+
+def _without_cpu(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    stripped = copy.deepcopy(dict(manifest))
+    container = _inference_container(stripped["spec"]["template"]["spec"])
+    for part in ("requests", "limits"):
+        ((container or {}).get("resources") or {}).get(part, {}).pop("cpu", None)
+    return stripped
+
+
+def manifest_hash(manifest: Mapping[str, Any], in_place: bool = True) -> str:
+    """Hash of a desired manifest; for an edge Deployment without its CPU when that is resized in place."""
+    hashed = _without_cpu(manifest) if in_place and is_edge_deployment(manifest) else manifest
+    return hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def with_hash(manifest: Mapping[str, Any], in_place: bool = True) -> dict[str, Any]:
     stamped = copy.deepcopy(dict(manifest))
-    stamped["metadata"].setdefault("annotations", {})[HASH_ANNOTATION] = manifest_hash(manifest)
+    annotations = stamped["metadata"].setdefault("annotations", {})
+    annotations[HASH_ANNOTATION] = manifest_hash(manifest, in_place)
+    if is_edge_deployment(manifest):
+        cpu = container_cpu(manifest["spec"]["template"]["spec"])
+        if cpu is not None:
+            annotations[CPU_ANNOTATION] = str(cpu)
     return stamped
+
+
+def with_template_cpu(manifest: Mapping[str, Any], cpu_m: int) -> dict[str, Any]:
+    """``manifest`` with the inference container's CPU request and limit set to ``cpu_m``."""
+    changed = copy.deepcopy(dict(manifest))
+    container = _inference_container(changed["spec"]["template"]["spec"])
+    if container is not None:
+        resources = container.setdefault("resources", {})
+        for part in ("requests", "limits"):
+            resources.setdefault(part, {})["cpu"] = f"{cpu_m}m"
+    return changed
+
+
+def cpu_threshold(current_m: int, policy: WritePolicy = WritePolicy()) -> int:
+    """Smallest CPU change worth a write from ``current_m`` millicores (hysteresis)."""
+    return max(policy.cpu_step_m, int(policy.cpu_step_fraction * current_m), 1)
+
+
+def cpu_changes(
+    desired: Mapping[str, int],
+    current: Mapping[str, int],
+    node_of: Mapping[str, str],
+    capacity: Mapping[str, int],
+    policy: WritePolicy = WritePolicy(),
+) -> dict[str, int]:
+    """Which Deployments' CPU to change, and to what (pure).
+
+    A change is written when it is at least :func:`cpu_threshold` of the current CPU. If the
+    changes kept back would leave a node's CPU above its capacity, every decrease on that node is
+    written too (the plan itself fits, so the node then fits).
+
+    Args:
+        desired: Deployment name -> CPU the plan wants (millicores).
+        current: Deployment name -> CPU it has now (missing: a new Deployment, always written).
+        node_of: Deployment name -> its edge node.
+        capacity: edge node -> CPU it offers inference (millicores; missing: no bound).
+    """
+    write = {
+        name: cpu
+        for name, cpu in desired.items()
+        if name not in current or abs(cpu - current[name]) >= cpu_threshold(current[name], policy)
+    }
+    effective = {name: write.get(name, current.get(name, cpu)) for name, cpu in desired.items()}
+    for node, bound in capacity.items():
+        on_node = [name for name in desired if node_of.get(name) == node]
+        if sum(effective[name] for name in on_node) > bound:
+            write.update({name: desired[name] for name in on_node if current.get(name, 0) > desired[name]})
+    return write
+
+
+@dataclasses.dataclass(frozen=True)
+class Resize:
+    """An in-place CPU change of one running pod of an edge Deployment."""
+
+    pod: str
+    deployment: str
+    cpu_m: int
 
 
 @dataclasses.dataclass(frozen=True)
 class Changes:
-    """What a reconcile would do: objects to apply and ``(kind, name)`` to delete."""
+    """What a reconcile would do (in this order): annotate Deployments with their new CPU,
+    resize pods, apply manifests, delete ``(apiVersion, kind, name)``."""
 
     apply: list[dict[str, Any]]
-    delete: list[tuple[str, str, str]]  # (apiVersion, kind, name)
+    delete: list[tuple[str, str, str]]
     unchanged: int
+    resize: list[Resize] = dataclasses.field(default_factory=list)
+    annotate: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Deployment name -> CPU to record in :data:`CPU_ANNOTATION` (its pods are resized)."""
+    fallback: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    """Deployment name -> manifest with the new CPU in its template, applied if a pod cannot be resized."""
+
+    @property
+    def writes(self) -> int:
+        return len(self.apply) + len(self.delete) + len(self.resize) + len(self.annotate)
 
 
-def changes(desired: Sequence[Mapping[str, Any]], existing: Sequence[Mapping[str, Any]]) -> Changes:
-    """Pure diff between desired manifests and the objects found in the cluster."""
+def pods_of(deployment: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The live pods a Deployment selects (by its selector's labels; terminating pods left out)."""
+    selector = (deployment.get("spec") or {}).get("selector", {}).get("matchLabels") or {}
+    return [
+        pod
+        for pod in pods
+        if not pod["metadata"].get("deletionTimestamp")
+        and all((pod["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())
+    ]
+
+
+def reports_resources(pod: Mapping[str, Any]) -> bool:
+    """Whether the pod's kubelet reports its running containers' resources — the API server's sign that
+    the node can resize it in place (it refuses a resize otherwise)."""
+    return all(
+        status.get("resources") is not None
+        for status in (pod.get("status") or {}).get("containerStatuses") or []
+        if (status.get("state") or {}).get("running") is not None
+    )
+
+
+def plan_writes(
+    desired: Sequence[Mapping[str, Any]],
+    existing: Sequence[Mapping[str, Any]],
+    pods: Sequence[Mapping[str, Any]] = (),
+    capacity: Mapping[str, int] | None = None,
+    policy: WritePolicy = WritePolicy(),
+) -> Changes:
+    """Pure diff between desired manifests and what the cluster has.
+
+    Args:
+        desired: manifests from the builders (edge Deployments with the plan's CPU in their template).
+        existing: the policy's objects as listed (``kind`` and ``apiVersion`` set).
+        pods: the policy's edge pods as listed.
+        capacity: edge node -> CPU it offers inference, millicores (bounds the hysteresis).
+        policy: in-place or not, hysteresis steps.
+    """
+    in_place = policy.in_place
     found = {(o["kind"], o["metadata"]["name"]): o for o in existing}
-    to_apply, wanted, unchanged = [], set(), 0
+    to_apply: list[dict[str, Any]] = []
+    wanted: set[Key] = set()
+    unchanged = 0
+    resizable: dict[str, Mapping[str, Any]] = {}  # same shape, CPU to compare
     for manifest in desired:
         key = (manifest["kind"], manifest["metadata"]["name"])
         wanted.add(key)
         current = found.get(key)
         annotations = (current or {}).get("metadata", {}).get("annotations") or {}
-        if current is not None and annotations.get(HASH_ANNOTATION) == manifest_hash(manifest):
+        same = current is not None and annotations.get(HASH_ANNOTATION) == manifest_hash(manifest, in_place)
+        if same and in_place and is_edge_deployment(manifest) and deployment_cpu(current or {}) is not None:
+            resizable[key[1]] = manifest
+        elif same:
             unchanged += 1
         else:
-            to_apply.append(with_hash(manifest))
+            to_apply.append(with_hash(manifest, in_place))
+    desired_cpu = {
+        name: cpu for name, m in resizable.items() if (cpu := container_cpu(m["spec"]["template"]["spec"])) is not None
+    }
+    current_cpu = {name: deployment_cpu(found[("Deployment", name)]) or 0 for name in desired_cpu}
+    node_of = {name: m["metadata"]["labels"].get(c.LABEL_EDGE_NODE, "") for name, m in resizable.items()}
+    new_cpu = cpu_changes(desired_cpu, current_cpu, node_of, capacity or {}, policy)
+    resizes: list[Resize] = []
+    fallback: dict[str, dict[str, Any]] = {}
+    for name, manifest in resizable.items():
+        target = new_cpu.get(name, current_cpu.get(name))
+        if target is None:
+            unchanged += 1
+            continue
+        # Pods not at the target: those of a CPU change, and pods recreated from an older template.
+        behind = [p for p in pods_of(found[("Deployment", name)], pods) if container_cpu(p["spec"]) != target]
+        if not all(reports_resources(p) for p in behind):
+            # A node that cannot resize in place: the template carries the CPU (the Deployment rolls).
+            to_apply.append(with_hash(with_template_cpu(manifest, target)))
+            new_cpu.pop(name, None)
+            continue
+        resizes += [Resize(p["metadata"]["name"], name, target) for p in behind]
+        if name in new_cpu or behind:
+            fallback[name] = with_hash(with_template_cpu(manifest, target))
+        else:
+            unchanged += 1
+    # Decreases before increases, so a node never holds more than its cores in between.
+    resizes.sort(key=lambda r: r.cpu_m - current_cpu.get(r.deployment, r.cpu_m))
     to_delete = [(found[key]["apiVersion"], key[0], key[1]) for key in sorted(found) if key not in wanted]
-    return Changes(to_apply, to_delete, unchanged)
+    return Changes(to_apply, to_delete, unchanged, resizes, new_cpu, fallback)
+
+
+def changes(desired: Sequence[Mapping[str, Any]], existing: Sequence[Mapping[str, Any]]) -> Changes:
+    """:func:`plan_writes` without pods or node bounds (manifest diff only)."""
+    return plan_writes(desired, existing)
+
+
+def resize_unsupported(error: ApiException) -> bool:
+    """The cluster cannot resize this pod in place (no subresource, feature off, node without support)."""
+    body = str(error.body or "")
+    return error.status in (404, 405) or (error.status == 422 and "resize" in body and "support" in body)
+
+
+@dataclasses.dataclass
+class Written:
+    """API writes of one reconcile, by verb."""
+
+    apply: int = 0
+    delete: int = 0
+    resize: int = 0
+    annotate: int = 0
+    fallback: int = 0
+    """Deployments whose template was changed because a pod could not be resized in place."""
+
+    @property
+    def total(self) -> int:
+        return self.apply + self.delete + self.resize + self.annotate
 
 
 class Reconciler:
@@ -78,18 +331,110 @@ class Reconciler:
                 found.append(item)
         return found
 
-    def apply(self, namespace: str, plan: Changes) -> tuple[int, int]:
-        """Apply then delete; return ``(writes, deletes)``."""
-        for manifest in plan.apply:
-            resource = self.client.resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
-            resource.server_side_apply(
-                body=manifest,
-                name=manifest["metadata"]["name"],
+    def edge_pods(self, namespace: str, policy_name: str) -> list[dict[str, Any]]:
+        selector = f"{c.LABEL_POLICY}={policy_name},{c.LABEL_COMPONENT}={c.COMPONENT_EDGE_INFERENCE}"
+        resource = self.client.resources.get(api_version="v1", kind="Pod")
+        return list(resource.get(namespace=namespace, label_selector=selector).to_dict()["items"])
+
+    def _apply(self, namespace: str, manifest: Mapping[str, Any]) -> None:
+        resource = self.client.resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
+        resource.server_side_apply(
+            body=manifest,
+            name=manifest["metadata"]["name"],
+            namespace=namespace,
+            field_manager=c.FIELD_MANAGER,
+            force_conflicts=True,
+        )
+
+    def apply(self, namespace: str, plan: Changes) -> Written:
+        """Annotate, resize (falling back to a template change), apply, then delete."""
+        written = Written()
+        deployments = self.client.resources.get(api_version="apps/v1", kind="Deployment")
+        for name, cpu_m in plan.annotate.items():
+            deployments.patch(
+                name=name,
                 namespace=namespace,
-                field_manager=c.FIELD_MANAGER,
-                force_conflicts=True,
+                body={"metadata": {"annotations": {CPU_ANNOTATION: str(cpu_m)}}},
+                content_type="application/merge-patch+json",
+                field_manager=CPU_FIELD_MANAGER,
             )
+            written.annotate += 1
+        pods = self.client.resources.get(api_version="v1", kind="Pod")
+        resize_subresource = pods.subresources.get("resize")
+        rolled: set[str] = set()
+        for resize in plan.resize:
+            if resize.deployment in rolled:
+                continue
+            cpu = f"{resize.cpu_m}m"
+            resources = {"requests": {"cpu": cpu}, "limits": {"cpu": cpu}}
+            body = {"spec": {"containers": [{"name": INFERENCE_CONTAINER, "resources": resources}]}}
+            try:
+                if resize_subresource is None:  # a cluster before in-place resize
+                    raise ApiException(status=404, reason="no pods/resize subresource")
+                written.resize += 1
+                resize_subresource.patch(
+                    name=resize.pod,
+                    namespace=namespace,
+                    body=body,
+                    content_type="application/strategic-merge-patch+json",
+                    field_manager=c.FIELD_MANAGER,
+                )
+            except ApiException as error:
+                if error.status == 404 and f'"{resize.pod}" not found' in str(error.body or ""):
+                    continue  # the pod went away meanwhile; its replacement is resized next interval
+                if not resize_unsupported(error):
+                    raise
+                # No in-place resize here: the template carries the CPU, the Deployment rolls its pods.
+                manifest = plan.fallback.get(resize.deployment)
+                if manifest is None:
+                    raise
+                self._apply(namespace, manifest)
+                written.apply += 1
+                written.fallback += 1
+                rolled.add(resize.deployment)
+        for manifest in plan.apply:
+            self._apply(namespace, manifest)
+            written.apply += 1
         for api_version, kind, name in plan.delete:
             resource = self.client.resources.get(api_version=api_version, kind=kind)
             resource.delete(name=name, namespace=namespace, body={"propagationPolicy": "Background"})
-        return len(plan.apply), len(plan.delete)
+            written.delete += 1
+        return written
+
+
+def routing_table_to_write(
+    old: RoutingTable | None, new: RoutingTable, policy: WritePolicy = WritePolicy()
+) -> RoutingTable:
+    """The routing table to keep in the cluster (pure).
+
+    ``old`` itself while ``new`` routes the same cameras and models to the same endpoints and
+    moves no compute or bandwidth share by more than the hysteresis step; else ``new`` with the
+    next generation (1 without an old table).
+    """
+    if old is None:
+        return dataclasses.replace(new, generation=1)
+
+    def _share_moved(before: float, after: float) -> bool:
+        step = max(policy.share_step, policy.share_step_fraction * abs(before))
+        return after != before if step == 0 else abs(after - before) >= step
+
+    same = (
+        old.cloud == new.cloud
+        and old.edge_nodes.keys() == new.edge_nodes.keys()
+        and all(
+            old.edge_nodes[node].models.keys() == routes.models.keys()
+            and old.edge_nodes[node].node_name == routes.node_name
+            and old.edge_nodes[node].camera_bandwidth_share.keys() == routes.camera_bandwidth_share.keys()
+            and all(
+                old.edge_nodes[node].models[model].endpoints == local.endpoints
+                and not _share_moved(old.edge_nodes[node].models[model].compute_share, local.compute_share)
+                for model, local in routes.models.items()
+            )
+            and not any(
+                _share_moved(old.edge_nodes[node].camera_bandwidth_share[camera], share)
+                for camera, share in routes.camera_bandwidth_share.items()
+            )
+            for node, routes in new.edge_nodes.items()
+        )
+    )
+    return old if same else dataclasses.replace(new, generation=old.generation + 1)

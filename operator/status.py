@@ -6,6 +6,7 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from edgeaigc.operator.artifacts import ArtifactCondition
 from edgeaigc.operator.loop import Decision
 
 
@@ -26,6 +27,10 @@ def _condition(
 
 def _percent(value: float | None) -> str | None:
     return None if value is None else f"{value:.1%}"
+
+
+def _fixed(value: float | None, digits: int) -> str | None:
+    return None if value is None else f"{value:.{digits}f}"
 
 
 def policy_status(decision: Decision, previous: Mapping[str, Any], now: datetime.datetime) -> dict[str, Any]:
@@ -63,11 +68,17 @@ def policy_status(decision: Decision, previous: Mapping[str, Any], now: datetime
         status["lastDecisionTime"] = stamp
         status["predicted"] = {
             "hitRate": _percent(decision.predicted.get("hitRate")),
-            "meanResponseTimeSeconds": f"{decision.predicted.get('meanResponseTimeSeconds', 0.0):.3f}",
-            "costPerHour": f"{decision.predicted.get('costPerHour', 0.0):.4f}",
+            "meanResponseTimeSeconds": _fixed(decision.predicted.get("meanResponseTimeSeconds", 0.0), 3),
+            "costPerHour": _fixed(decision.predicted.get("costPerHour", 0.0), 4),
+            "downloadCost": _fixed(decision.predicted.get("downloadCost", 0.0), 4),
         }
-    if decision.observed_hit_rate is not None:
-        status["observed"] = {"hitRate": _percent(decision.observed_hit_rate)}
+    observed = decision.observed
+    if observed.hit_rate is not None:
+        status["observed"] = {
+            "hitRate": _percent(observed.hit_rate),
+            "meanResponseTimeSeconds": _fixed(observed.mean_response_time_s, 3),
+            "costPerHour": _fixed(observed.cost_per_hour, 4),
+        }
     return status
 
 
@@ -75,5 +86,23 @@ def edge_node_status(models: Sequence[str]) -> dict[str, Any]:
     return {"cachedModels": sorted(models), "cachedModelsSummary": ", ".join(sorted(models)) or "-"}
 
 
-def model_status(edge_nodes: Sequence[str]) -> dict[str, Any]:
-    return {"cachedOn": sorted(edge_nodes), "cachedOnCount": len(edge_nodes)}
+def model_status(
+    edge_nodes: Sequence[str],
+    artifact: ArtifactCondition | None = None,
+    previous: Mapping[str, Any] | None = None,
+    now: datetime.datetime | None = None,
+) -> dict[str, Any]:
+    """Where a model is cached and, for a model with ``spec.artifact``, whether its pods could fetch it.
+
+    Conditions are written whole (merge patch), so the other conditions of ``previous`` are kept.
+    """
+    status: dict[str, Any] = {"cachedOn": sorted(edge_nodes), "cachedOnCount": len(edge_nodes)}
+    if artifact is not None:
+        conditions = list((previous or {}).get("conditions") or [])
+        stamp = (now or datetime.datetime.now(datetime.UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        kept = [c for c in conditions if c.get("type") != artifact.type]
+        status["conditions"] = [
+            *kept,
+            _condition(artifact.type, artifact.status, artifact.reason, artifact.message, stamp, conditions),
+        ]
+    return status

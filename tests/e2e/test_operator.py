@@ -20,6 +20,7 @@ import yaml
 
 from edgeaigc.cluster.local import ClusterState
 from edgeaigc.cluster.processes import spawn_edgeaigc, stop
+from edgeaigc.operator.reconcile import CPU_ANNOTATION
 from tests.e2e.conftest import REPO, Kubectl
 
 NAMESPACE = "op-e2e"
@@ -201,12 +202,18 @@ def test_prometheus_loss_degrades_keeps_the_placement_and_recovers(
 
 
 def _cpu_on(kubectl: Kubectl, edge_node: str) -> int:
-    """Millicores of CPU limits of the policy's edge Deployments on one edge node."""
+    """Millicores of CPU the operator wants for the policy's edge pods on one edge node.
+
+    With in-place resize the Deployment's template keeps the CPU it was created with; the CPU the
+    plan gives the pods (and that they are resized to) is the desired-cpu annotation.
+    """
     total = 0
     for deployment in _edge_deployments(kubectl):
         if deployment["metadata"]["labels"]["edgeaigc.io/edge-node"] == edge_node:
-            limit = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"]
-            total += int(limit.removesuffix("m"))
+            template = deployment["spec"]["template"]["spec"]["containers"]
+            limit = next(c for c in template if c["name"] == "inference")["resources"]["limits"]["cpu"]
+            desired = deployment["metadata"].get("annotations", {}).get(CPU_ANNOTATION, limit)
+            total += int(str(desired).removesuffix("m"))
     return total
 
 

@@ -129,15 +129,40 @@ def test_degraded_keeps_ready_and_says_why() -> None:
 
 
 def test_routing_table_generation_grows_only_when_the_table_changes() -> None:
+    from edgeaigc.inference.routing_table import parse_routing_table
     from edgeaigc.operator.builders import build_routing_configmap, build_routing_table
     from edgeaigc.operator.loop import DecisionLoop
+
+    def generation(config_map: dict) -> int:
+        return parse_routing_table(config_map["data"]["routing.json"]).generation
 
     policy = {"metadata": {"name": "p", "namespace": "ns", "uid": "u"}}
     cache = np.zeros((2, 6))
     cache[0, 0] = 1
     plan = Plan(cache, cache, np.full(6, 1 / 3))
-    assert DecisionLoop._generation([], TINY, plan, policy) == 1
+    assert generation(DecisionLoop._routing_configmap([], TINY, plan, policy)) == 1
     existing = [build_routing_configmap(policy, build_routing_table(policy, TINY, plan, 4))]
-    assert DecisionLoop._generation(existing, TINY, plan, policy) == 4
+    assert generation(DecisionLoop._routing_configmap(existing, TINY, plan, policy)) == 4
     moved = Plan(cache[::-1].copy(), cache[::-1].copy(), plan.bandwidth_share)
-    assert DecisionLoop._generation(existing, TINY, moved, policy) == 5
+    assert generation(DecisionLoop._routing_configmap(existing, TINY, moved, policy)) == 5
+
+
+def test_model_status_reports_the_artifact_and_keeps_other_conditions() -> None:
+    from edgeaigc.operator.artifacts import ArtifactCondition
+    from edgeaigc.operator.status import model_status
+
+    t0 = datetime.datetime(2026, 11, 27, 12, 0, tzinfo=datetime.UTC)
+    t1 = t0 + datetime.timedelta(minutes=1)
+    assert model_status(["pi-1", "pi-0"]) == {"cachedOn": ["pi-0", "pi-1"], "cachedOnCount": 2}
+    failed = ArtifactCondition("False", "ChecksumMismatch", "sha256 differs on pi-0")
+    previous = {"conditions": [{"type": "Other", "status": "True", "reason": "X", "message": ""}]}
+    first = model_status(["pi-0"], failed, previous, t0)
+    conditions = {c["type"]: c for c in first["conditions"]}
+    assert conditions["Other"]["reason"] == "X"
+    assert conditions["ArtifactReady"]["reason"] == "ChecksumMismatch"
+    assert conditions["ArtifactReady"]["lastTransitionTime"] == "2026-11-27T12:00:00Z"
+    # Same status a minute later: the transition time stays; a new status moves it.
+    again = model_status(["pi-0"], failed, first, t1)
+    assert again["conditions"][-1]["lastTransitionTime"] == "2026-11-27T12:00:00Z"
+    fixed = model_status(["pi-0"], ArtifactCondition("True", "Fetched", ""), again, t1)
+    assert fixed["conditions"][-1]["lastTransitionTime"] == "2026-11-27T12:01:00Z"

@@ -90,6 +90,22 @@ def test_shares_are_clipped_and_renormalised_per_node() -> None:
     assert shares[("pi-2", "cls-small")] == 1.0
 
 
+def test_a_pod_resized_in_place_counts_with_the_cpu_its_kubelet_reports() -> None:
+    deployment = edge_deployment("cls-small", "pi-0", 1000)
+    pod = {
+        "metadata": {"name": "p", "labels": dict(deployment["spec"]["template"]["metadata"]["labels"])},
+        "spec": copy.deepcopy(deployment["spec"]["template"]["spec"]),
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+    }
+    pod["spec"]["containers"][0]["resources"]["limits"]["cpu"] = "2"  # resized; the template still says 1000m
+    assert compute_shares([deployment], "traffic-city", CORES, [pod]) == {("pi-0", "cls-small"): pytest.approx(0.5)}
+    # The kubelet has not actuated the resize yet: its reported CPU counts.
+    pod["status"]["containerStatuses"] = [{"name": "inference", "resources": {"limits": {"cpu": "1500m"}}}]
+    assert compute_shares([deployment], "traffic-city", CORES, [pod]) == {("pi-0", "cls-small"): pytest.approx(0.375)}
+    not_ready = {**pod, "status": {"conditions": [{"type": "Ready", "status": "False"}]}}
+    assert compute_shares([deployment], "traffic-city", CORES, [not_ready]) == {("pi-0", "cls-small"): 0.25}
+
+
 def test_plan_takes_bandwidth_from_the_routing_table_else_splits_equally() -> None:
     scenario = scenario_from_resources(POLICY, _kind("EdgeNode"), _kind("InferenceModel"), _kind("Camera"))
     pi0 = [scenario.camera_names[u] for u in np.flatnonzero(scenario.camera_node == 0)]
@@ -139,6 +155,7 @@ class FakeSource:
     def __init__(self) -> None:
         self.fleet_value = _fleet()
         self.deployments: list[dict] = []
+        self.pods: list[dict] = []
         self.table: str | None = None
         self.failing = False
 
@@ -153,6 +170,11 @@ class FakeSource:
         if self.failing:
             raise OSError("connection refused")
         return copy.deepcopy(self.deployments)
+
+    def edge_pods(self, namespace: str, policy: str) -> list[dict]:
+        if self.failing:
+            raise OSError("connection refused")
+        return copy.deepcopy(self.pods)
 
     def routing_table(self, namespace: str, policy: str) -> str | None:
         if self.failing:

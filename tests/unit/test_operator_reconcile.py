@@ -1,0 +1,178 @@
+"""What the operator writes: in-place CPU resizes, hysteresis, unchanged objects left alone; observed figures."""
+
+from __future__ import annotations
+
+import copy
+import datetime
+from typing import Any
+
+import pytest
+
+from edgeaigc.inference.routing_table import EdgeNodeRoutes, Endpoint, LocalModel, RoutingTable
+from edgeaigc.operator.builders import build_edge_deployment, build_service
+from edgeaigc.operator.loop import Decision
+from edgeaigc.operator.observe import Observed, observed_from_samples
+from edgeaigc.operator.reconcile import (
+    CPU_ANNOTATION,
+    HASH_ANNOTATION,
+    container_cpu,
+    cpu_changes,
+    cpu_threshold,
+    plan_writes,
+    routing_table_to_write,
+    with_hash,
+)
+from edgeaigc.operator.status import policy_status
+from edgeaigc.policy.scenario import load_scenario
+
+POLICY = {"metadata": {"name": "city", "namespace": "ns", "uid": "u-1"}}
+TINY = load_scenario("tiny")  # nodes pi-0, pi-1; models det-day, ...
+
+
+def _deployment(model: str, node: str, cpu_m: int) -> dict[str, Any]:
+    return build_edge_deployment(POLICY, model, node, node, cpu_m, 128, "image:1")
+
+
+def _stored(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The object as the API returns it after the operator applied ``manifest``."""
+    return with_hash(manifest)
+
+
+def _pod(deployment: dict[str, Any], name: str, cpu_m: int, deleting: bool = False) -> dict[str, Any]:
+    spec = copy.deepcopy(deployment["spec"]["template"]["spec"])
+    for container in spec["containers"]:
+        container["resources"]["limits"]["cpu"] = container["resources"]["requests"]["cpu"] = f"{cpu_m}m"
+    metadata: dict[str, Any] = {"name": name, "labels": dict(deployment["spec"]["template"]["metadata"]["labels"])}
+    if deleting:
+        metadata["deletionTimestamp"] = "2026-11-27T07:00:00Z"
+    return {"metadata": metadata, "spec": spec}
+
+
+def test_hysteresis_threshold_is_25m_or_ten_percent() -> None:
+    assert cpu_threshold(100) == 25 and cpu_threshold(250) == 25 and cpu_threshold(1000) == 100
+
+
+def test_small_cpu_changes_are_kept_back_large_ones_written() -> None:
+    desired = {"a": 1090, "b": 1400, "c": 300}
+    current = {"a": 1000, "b": 1000}  # c is new
+    assert cpu_changes(desired, current, {"a": "n", "b": "n", "c": "n"}, {"n": 4000}) == {"b": 1400, "c": 300}
+
+
+def test_decreases_kept_back_are_written_when_the_node_would_overflow() -> None:
+    # a: 2000 -> 1950 (below the step, kept back), b: 1800 -> 2050 (written): kept back the node holds 4050m > 4000m.
+    desired, current, node_of = {"a": 1950, "b": 2050}, {"a": 2000, "b": 1800}, {"a": "n", "b": "n"}
+    assert cpu_changes(desired, current, node_of, {"n": 4000}) == {"a": 1950, "b": 2050}
+    # With room on the node the decrease stays kept back.
+    assert cpu_changes(desired, current, node_of, {"n": 4100}) == {"b": 2050}
+
+
+def test_a_cpu_change_resizes_the_pods_and_leaves_the_template_alone() -> None:
+    old, new = _deployment("det-day", "pi-0", 1000), _deployment("det-day", "pi-0", 1500)
+    service = build_service(new)
+    existing = [_stored(old), _stored(service)]
+    pods = [_pod(old, "det-day-1", 1000), _pod(old, "det-day-2", 1000, deleting=True)]
+    plan = plan_writes([new, service], existing, pods, {"pi-0": 4000})
+    assert plan.apply == [] and plan.delete == [] and plan.unchanged == 1  # the Service
+    assert [(r.pod, r.cpu_m) for r in plan.resize] == [("det-day-1", 1500)]  # the terminating pod is left alone
+    assert plan.annotate == {old["metadata"]["name"]: 1500}
+    # Where the cluster cannot resize in place, the fallback puts the CPU in the template.
+    fallback = plan.fallback[old["metadata"]["name"]]
+    assert container_cpu(fallback["spec"]["template"]["spec"]) == 1500
+    assert fallback["metadata"]["annotations"][CPU_ANNOTATION] == "1500"
+    assert plan.writes == 2
+
+
+def test_a_steady_plan_writes_nothing_and_a_small_change_is_not_written() -> None:
+    old = _deployment("det-day", "pi-0", 1000)
+    existing, pods = [_stored(old)], [_pod(old, "p", 1000)]
+    for cpu in (1000, 1050, 950):
+        plan = plan_writes([_deployment("det-day", "pi-0", cpu)], existing, pods, {"pi-0": 4000})
+        assert plan.writes == 0 and plan.unchanged == 1, cpu
+
+
+def test_a_pod_recreated_from_an_older_template_is_resized_to_the_recorded_cpu() -> None:
+    old = _deployment("det-day", "pi-0", 1000)
+    stored = _stored(old)
+    stored["metadata"]["annotations"][CPU_ANNOTATION] = "1500"  # resized in place earlier
+    plan = plan_writes([_deployment("det-day", "pi-0", 1500)], [stored], [_pod(old, "fresh", 1000)], {"pi-0": 4000})
+    assert [(r.pod, r.cpu_m) for r in plan.resize] == [("fresh", 1500)] and plan.annotate == {} and plan.apply == []
+
+
+def test_a_changed_shape_is_applied_whole_and_new_objects_get_their_cpu_recorded() -> None:
+    old = _deployment("det-day", "pi-0", 1000)
+    changed = build_edge_deployment(POLICY, "det-day", "pi-0", "pi-0", 1000, 256, "image:1")  # more memory
+    fresh = _deployment("cls-small", "pi-0", 700)
+    plan = plan_writes([changed, fresh], [_stored(old), _stored(_deployment("gone", "pi-1", 100))], [])
+    assert [m["metadata"]["name"] for m in plan.apply] == [changed["metadata"]["name"], fresh["metadata"]["name"]]
+    assert plan.apply[1]["metadata"]["annotations"][CPU_ANNOTATION] == "700"
+    assert plan.apply[1]["metadata"]["annotations"][HASH_ANNOTATION]
+    assert [d[2] for d in plan.delete] == ["edgeaigc-gone-pi-1"] and plan.resize == []
+
+
+def test_decreases_are_resized_before_increases() -> None:
+    a_old, b_old = _deployment("det-day", "pi-0", 2000), _deployment("cls-small", "pi-0", 1000)
+    a_new, b_new = _deployment("det-day", "pi-0", 1000), _deployment("cls-small", "pi-0", 2000)
+    pods = [_pod(b_old, "b", 1000), _pod(a_old, "a", 2000)]
+    plan = plan_writes([a_new, b_new], [_stored(a_old), _stored(b_old)], pods, {"pi-0": 4000})
+    assert [r.pod for r in plan.resize] == ["a", "b"]
+
+
+def _table(share: float, bandwidth: float, models: tuple[str, ...] = ("det-day",)) -> RoutingTable:
+    local = {m: LocalModel((Endpoint(f"http://{m}:8080"),), share) for m in models}
+    return RoutingTable(0, {"pi-0": EdgeNodeRoutes(local, {"cam-0": bandwidth})}, {"det-day": "http://cloud:8080"})
+
+
+def test_the_routing_table_keeps_its_generation_until_routes_or_shares_move() -> None:
+    old = routing_table_to_write(None, _table(0.5, 0.5))
+    assert old.generation == 1
+    assert routing_table_to_write(old, _table(0.52, 0.49)) is old  # within the step: not rewritten
+    assert routing_table_to_write(old, _table(0.6, 0.5)).generation == 2
+    assert routing_table_to_write(old, _table(0.5, 0.5, ("det-day", "cls-small"))).generation == 2
+
+
+def _sample(value: float, **labels: str) -> dict:
+    return {"metric": labels, "value": [1764229800.0, str(value)]}
+
+
+def test_observed_figures_from_query_results() -> None:
+    det = TINY.model_names.index("det-day")
+    served = [
+        _sample(30, edge_node="pi-0", model="det-day", served_by="edge"),
+        _sample(10, edge_node="pi-0", model="det-day", served_by="cloud"),
+        _sample(5, edge_node="pi-9", model="nope", served_by="cloud"),  # unknown: hit rate only
+    ]
+    observed = observed_from_samples(TINY, served, [_sample(9.0)], [_sample(45.0)], [_sample(2e9)], window_s=60)
+    assert observed.hit_rate == pytest.approx(30 / 45)
+    assert observed.mean_response_time_s == pytest.approx(0.2)
+    work = TINY.model_work_s[det]
+    per_minute = (
+        10 * work / TINY.cloud_core_speed * TINY.cloud_price_per_core_second
+        + 2 * TINY.price_per_gb_transfer
+        + 30 * work / TINY.node_core_speed[0] * TINY.node_energy_price_per_core_second[0]
+    )
+    assert observed.cost_per_hour == pytest.approx(per_minute * 60)
+    assert observed_from_samples(TINY, [], [], [], [], 60) == Observed(None, None, None)
+
+
+def test_status_shows_observed_next_to_predicted() -> None:
+    decision = Decision(
+        placement={"pi-0": ["det-day"]},
+        predicted={"hitRate": 0.7, "meanResponseTimeSeconds": 0.12, "costPerHour": 0.5, "downloadCost": 0.01},
+        observed=Observed(0.65, 0.1234, 0.61),
+    )
+    status = policy_status(decision, {}, datetime.datetime(2026, 11, 27, tzinfo=datetime.UTC))
+    assert status["observed"] == {"hitRate": "65.0%", "meanResponseTimeSeconds": "0.123", "costPerHour": "0.6100"}
+    assert status["predicted"]["costPerHour"] == "0.5000" and status["predicted"]["downloadCost"] == "0.0100"
+    assert status["predicted"]["meanResponseTimeSeconds"] == "0.120"
+
+
+def test_where_the_kubelet_cannot_resize_the_template_carries_the_cpu() -> None:
+    old, new = _deployment("det-day", "pi-0", 1000), _deployment("det-day", "pi-0", 1500)
+    pod = _pod(old, "p", 1000)
+    pod["status"] = {"containerStatuses": [{"name": "inference", "state": {"running": {}}}]}  # no resources reported
+    plan = plan_writes([new], [_stored(old)], [pod], {"pi-0": 4000})
+    assert plan.resize == [] and plan.annotate == {} and len(plan.apply) == 1
+    assert container_cpu(plan.apply[0]["spec"]["template"]["spec"]) == 1500
+    assert plan.apply[0]["metadata"]["annotations"][CPU_ANNOTATION] == "1500"
+    pod["status"]["containerStatuses"][0]["resources"] = {"limits": {"cpu": "1"}}
+    assert [r.pod for r in plan_writes([new], [_stored(old)], [pod], {"pi-0": 4000}).resize] == ["p"]
