@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions.add_parser("kubeconfig", help="print the path of the cluster's kubeconfig")
     actions.add_parser("prometheus-url", help="print the URL of the cluster's Prometheus")
     actions.add_parser("status", help="say which components are running")
-    actions.add_parser("build", help="only build (or find cached) binaries and print their paths")
+    actions.add_parser("build", help="only build (or find cached) binaries, and fetch helm; print their paths")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "down":
             return 0 if down(args.name, progress=progress) else 1
         if args.action == "build":
-            paths = ensure_binaries(progress)
+            paths = ensure_binaries(progress, helm=True)
             for field, path in vars(paths).items():
                 print(f"{field}: {path}")
             return 0

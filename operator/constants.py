@@ -1,5 +1,7 @@
 """API group, label keys and names shared by every part of the operator (one place)."""
 
+import os
+
 GROUP = "edgeaigc.io"
 VERSION = "v1alpha1"
 FIELD_MANAGER = "edgeaigc-operator"
@@ -26,4 +28,4 @@ ANNOTATION_COMPUTE_SHARE = "edgeaigc.io/compute-share"
 ROUTING_TABLE_KEY = "routing.json"
 
 INFERENCE_PORT = 8080
-DEFAULT_INFERENCE_IMAGE = "ghcr.io/edgeaigc/inference:0.1.0"
+DEFAULT_INFERENCE_IMAGE = os.environ.get("EDGEAIGC_INFERENCE_IMAGE", "ghcr.io/edgeaigc/inference:0.1.0")

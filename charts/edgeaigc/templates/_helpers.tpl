@@ -1,0 +1,130 @@
+{{/* Names: prefixed with the chart name and cut to 63 characters (a DNS label). */}}
+{{- define "edgeaigc.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "edgeaigc.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* "<fullname>-<suffix>", still at most 63 characters. */}}
+{{- define "edgeaigc.componentName" -}}
+{{- $root := index . 0 }}{{- $suffix := index . 1 }}
+{{- printf "%s-%s" (include "edgeaigc.fullname" $root | trunc (int (sub 62 (len $suffix))) | trimSuffix "-") $suffix }}
+{{- end }}
+
+{{/* Cluster-scoped objects carry the release namespace too: two releases never share one. */}}
+{{- define "edgeaigc.clusterName" -}}
+{{- $root := index . 0 }}{{- $suffix := index . 1 }}
+{{- printf "%s-%s-%s" $root.Release.Namespace (include "edgeaigc.fullname" $root) $suffix | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "edgeaigc.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every object of the release (uninstall checks select by app.kubernetes.io/instance). */}}
+{{- define "edgeaigc.labels" -}}
+helm.sh/chart: {{ include "edgeaigc.chart" . }}
+{{ include "edgeaigc.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: edgeaigc
+{{- end }}
+
+{{- define "edgeaigc.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "edgeaigc.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels of one component: [root, component]. */}}
+{{- define "edgeaigc.componentLabels" -}}
+{{ include "edgeaigc.labels" (index . 0) }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end }}
+
+{{- define "edgeaigc.componentSelectorLabels" -}}
+{{ include "edgeaigc.selectorLabels" (index . 0) }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end }}
+
+{{- define "edgeaigc.serviceAccountName" -}}
+{{- include "edgeaigc.componentName" (list . "operator") }}
+{{- end }}
+
+{{- define "edgeaigc.peeringName" -}}
+{{- default (include "edgeaigc.fullname" .) .Values.operator.peeringName }}
+{{- end }}
+
+{{- define "edgeaigc.tag" -}}
+{{- default .Chart.AppVersion .Values.image.tag }}
+{{- end }}
+
+{{- define "edgeaigc.operatorImage" -}}
+{{- printf "%s:%s" .Values.image.operatorRepository (include "edgeaigc.tag" .) }}
+{{- end }}
+
+{{- define "edgeaigc.inferenceImage" -}}
+{{- printf "%s:%s" .Values.image.inferenceRepository (include "edgeaigc.tag" .) }}
+{{- end }}
+
+{{/* The namespaces the operator watches when not cluster-wide (default: the release namespace). */}}
+{{- define "edgeaigc.watchNamespaces" -}}
+{{- if and .Values.operator.clusterWide .Values.operator.watchNamespaces }}
+{{- fail "operator.clusterWide and operator.watchNamespaces exclude each other: give one" }}
+{{- end }}
+{{- toJson (default (list .Release.Namespace) .Values.operator.watchNamespaces | uniq) }}
+{{- end }}
+
+{{/* The routing table ConfigMap of a PlacementPolicy (operator/builders.py: object_name(policy, "routing")). */}}
+{{- define "edgeaigc.routingConfigMap" -}}
+{{- printf "edgeaigc-%s-routing" .Values.gateway.placementPolicy | lower }}
+{{- end }}
+
+{{/* Pod Security "restricted": pod level. */}}
+{{- define "edgeaigc.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.runAsUser }}
+runAsGroup: {{ .Values.runAsUser }}
+fsGroup: {{ .Values.runAsUser }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Pod Security "restricted": container level. */}}
+{{- define "edgeaigc.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "edgeaigc.scrapeAnnotations" -}}
+{{- $root := index . 0 }}
+{{- if $root.Values.metrics.annotations }}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ index . 1 | quote }}
+prometheus.io/path: /metrics
+{{- end }}
+{{- end }}
+
+{{- define "edgeaigc.imagePullSecrets" -}}
+{{- with .Values.image.pullSecrets }}
+imagePullSecrets:
+{{- range . }}
+  - name: {{ . }}
+{{- end }}
+{{- end }}
+{{- end }}

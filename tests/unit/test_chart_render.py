@@ -1,0 +1,324 @@
+"""The Helm chart without a cluster: lint, schema, rendering, RBAC, files and values documentation.
+
+Uses the pinned helm (``edgeaigc cluster build`` fetches it); skipped when it cannot be obtained.
+What the API server says about the rendered objects is in ``tests/e2e/test_chart.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from edgeaigc.cluster.components import BuildError, ensure_helm
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "edgeaigc"
+SCHEMA = json.loads((CHART / "values.schema.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def helm(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    try:
+        binary = ensure_helm(progress=print)
+    except BuildError as error:
+        pytest.skip(f"helm cannot be obtained: {error}")
+    home = tmp_path_factory.mktemp("helm-home")
+    return [str(binary), f"--repository-cache={home}", f"--repository-config={home / 'repositories.yaml'}"]
+
+
+def run(helm: list[str], *arguments: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([*helm, *arguments], capture_output=True, text=True, timeout=120)
+    if check and result.returncode != 0:
+        raise AssertionError(f"helm {' '.join(arguments)} failed:\n{result.stderr}")
+    return result
+
+
+def render(helm: list[str], *values: str, namespace: str = "city") -> list[dict[str, Any]]:
+    out = run(helm, "template", "rel", str(CHART), "-n", namespace, *values).stdout
+    return [document for document in yaml.safe_load_all(out) if document]
+
+
+def find(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+
+
+def test_lint_is_clean_with_the_defaults_and_every_ci_values_file(helm: list[str]) -> None:
+    run(helm, "lint", "--strict", str(CHART))
+    for values in sorted((CHART / "ci").glob("*.yaml")):
+        run(helm, "lint", "--strict", str(CHART), "-f", str(values))
+
+
+def _object_schemas(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    if isinstance(node, dict):
+        if node.get("type") == "object" and "properties" in node:
+            found.append((path, node))
+        for key, child in node.items():
+            found += _object_schemas(child, f"{path}/{key}")
+    elif isinstance(node, list):
+        for index, child in enumerate(node):
+            found += _object_schemas(child, f"{path}/{index}")
+    return found
+
+
+def test_schema_closes_every_object_and_helm_enforces_it(helm: list[str]) -> None:
+    objects = _object_schemas(SCHEMA)
+    assert len(objects) > 10
+    assert all(schema.get("additionalProperties") is False for _, schema in objects), [
+        path for path, schema in objects if schema.get("additionalProperties") is not False
+    ]
+    # A misspelt key anywhere is an error, not silently ignored.
+    for key in ("replica", "operator.replica", "operator.resources.request", "gateway.nodeselector",
+                "metrics.serviceMonitor.intervall", "image.tags", "tests.timeout"):  # fmt: skip
+        result = run(helm, "template", "rel", str(CHART), "--set", f"{key}=1", check=False)
+        assert result.returncode != 0 and "additional properties" in result.stderr.lower(), key
+    bad = {
+        "operator.replicas=2": "replicas",  # peering pauses same-priority replicas: at most 1
+        "runAsUser=0": "runAsUser",
+        "gateway.placementPolicy=" + "p" * 47: "placementPolicy",  # its routing ConfigMap name > 63
+        "policy.actors={nope}": "actors",
+    }
+    for setting, field in bad.items():
+        result = run(helm, "template", "rel", str(CHART), "--set", setting, check=False)
+        assert result.returncode != 0 and field in result.stderr, setting
+
+
+def _schema_at(path: list[str]) -> dict[str, Any] | None:
+    node: dict[str, Any] | None = SCHEMA
+    for key in path:
+        if node is None or "properties" not in node:
+            return None
+        node = node["properties"].get(key)
+    return node
+
+
+def test_every_values_key_is_commented() -> None:
+    """Every key of values.yaml has a comment right above it, down to the chart's own settings
+    (the contents of Kubernetes-shaped values such as ``resources`` are that key's value)."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    stack: list[tuple[int, str]] = []
+    undocumented = []
+    for number, line in enumerate(lines):
+        match = re.match(r"^(\s*)([A-Za-z][\w.-]*):", line)
+        if not match:
+            continue
+        indent, key = len(match.group(1)), match.group(2)
+        stack = [(i, k) for i, k in stack if i < indent]
+        parent = _schema_at([k for _, k in stack])
+        stack.append((indent, key))
+        if parent is None or "$ref" in parent:  # inside a Kubernetes-shaped value
+            continue
+        previous = lines[number - 1].strip() if number else ""
+        if not previous.startswith("#"):
+            undocumented.append(".".join(k for _, k in stack))
+    assert not undocumented, undocumented
+    # ...and the schema knows every key the file has (and the file every key the schema has).
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def keys(node: dict[str, Any], schema: dict[str, Any], prefix: str) -> set[str]:
+        found = set()
+        for key, value in node.items():
+            found.add(prefix + key)
+            child = schema["properties"].get(key, {})
+            if isinstance(value, dict) and "properties" in child:
+                found |= keys(value, child, f"{prefix}{key}.")
+        return found
+
+    def schema_keys(schema: dict[str, Any], prefix: str) -> set[str]:
+        found = set()
+        for key, child in schema["properties"].items():
+            if key == "global":
+                continue
+            found.add(prefix + key)
+            if "properties" in child:
+                found |= schema_keys(child, f"{prefix}{key}.")
+        return found
+
+    assert keys(values, SCHEMA, "") == schema_keys(SCHEMA, "")
+
+
+def _pod_specs(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (f"{o['kind']}/{o['metadata']['name']}", o["spec"]["template"]["spec"])
+        for o in objects
+        if o["kind"] in ("Deployment", "DaemonSet", "Job")
+    ]
+
+
+def test_every_pod_is_written_for_the_restricted_profile(helm: list[str]) -> None:
+    model = '{"name":"det","url":"https://models.example/det.onnx","sha256":"' + "0" * 64 + '","maxBytes":4000000}'
+    objects = render(helm, "--set-json", f"cloudInference.models=[{model}]")
+    pods = _pod_specs(objects)
+    assert {name.split("/")[0] for name, _ in pods} == {"Deployment", "DaemonSet", "Job"}  # the Job: helm test
+    for name, spec in pods:
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True and pod["runAsUser"] > 0, name
+        assert pod["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert not spec.get("hostNetwork") and not spec.get("hostPID"), name
+        assert all("hostPath" not in v for v in spec.get("volumes", [])), name
+        for container in spec["containers"] + spec.get("initContainers", []):
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False, name
+            assert context["readOnlyRootFilesystem"] is True, name
+            assert context["capabilities"] == {"drop": ["ALL"]}, name
+            assert "hostPort" not in json.dumps(container.get("ports", [])), name
+            # A read-only root needs a writable /tmp (actor files, matplotlib's config).
+            if not name.startswith("Job/"):
+                assert any(m["mountPath"] == "/tmp" for m in container["volumeMounts"]), name
+    cloud = find(objects, "Deployment", "rel-edgeaigc-cloud")[0]["spec"]["template"]["spec"]
+    assert cloud["initContainers"][0]["args"] == [
+        "fetch-model", "--url=https://models.example/det.onnx", f"--sha256={'0' * 64}", "--dest=/models/det",
+        "--max-bytes=4000000",
+    ]  # fmt: skip
+    # Only the operator talks to the API server.
+    tokens = {name: spec.get("automountServiceAccountToken", True) for name, spec in pods}
+    assert tokens == {name: name == "Deployment/rel-edgeaigc-operator" for name in tokens}
+
+
+def _rules(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def test_namespaced_rbac_is_a_role_per_watched_namespace(helm: list[str]) -> None:
+    objects = render(helm, "--set", "operator.watchNamespaces={east,west}")
+    roles = find(objects, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["east", "west"]
+    assert sorted(b["metadata"]["namespace"] for b in find(objects, "RoleBinding")) == ["east", "west"]
+    assert sorted(p["metadata"]["namespace"] for p in find(objects, "KopfPeering")) == ["east", "west"]
+    rules = _rules(roles[0])
+    assert not any("*" in part for rule in rules for part in rule)
+    assert not any(resource in ("secrets", "namespaces", "customresourcedefinitions") for _, resource, _ in rules)
+    # Separate rules for each CR, its /status and /finalizers, and what it creates.
+    assert ("edgeaigc.io", "placementpolicies/status", "patch") in rules
+    assert ("edgeaigc.io", "edgenodes", "patch") not in rules and ("edgeaigc.io", "cameras", "list") in rules
+    assert ("apps", "deployments", "delete") in rules and ("", "pods", "delete") not in rules
+    peering = [r for r in roles[0]["rules"] if r["resources"] == ["kopfpeerings"] and "resourceNames" in r]
+    assert peering == [
+        {
+            "apiGroups": ["kopf.dev"],
+            "resources": ["kopfpeerings"],
+            "resourceNames": ["rel-edgeaigc"],
+            "verbs": ["patch"],
+        }
+    ]
+    # Cluster-wide: nodes, read-only, and nothing else.
+    (cluster_role,) = find(objects, "ClusterRole")
+    assert _rules(cluster_role) == {("", "nodes", "list")}
+    operator = find(objects, "Deployment", "rel-edgeaigc-operator")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert operator["args"][:4] == ["operator", "--namespace=east", "--namespace=west", "--peering=rel-edgeaigc"]
+    # The default: the release namespace only.
+    (role,) = find(render(helm), "Role")
+    assert role["metadata"]["namespace"] == "city"
+
+
+def test_cluster_wide_rbac_is_a_cluster_role_and_a_cluster_peering(helm: list[str]) -> None:
+    objects = render(helm, "--set", "operator.clusterWide=true")
+    assert not find(objects, "Role") and not find(objects, "KopfPeering")
+    assert [p["metadata"]["name"] for p in find(objects, "ClusterKopfPeering")] == ["rel-edgeaigc"]
+    operator_role = find(objects, "ClusterRole", "city-rel-edgeaigc-operator")[0]
+    assert ("kopf.dev", "clusterkopfpeerings", "watch") in _rules(operator_role)
+    operator = find(objects, "Deployment", "rel-edgeaigc-operator")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert "--all-namespaces" in operator["args"]
+    both = run(helm, "template", "rel", str(CHART), "--set", "operator.clusterWide=true",
+               "--set", "operator.watchNamespaces={a}", check=False)  # fmt: skip
+    assert both.returncode != 0 and "exclude each other" in both.stderr
+
+
+def test_images_default_to_the_app_version_and_the_operator_is_told_the_inference_image(helm: list[str]) -> None:
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    for values, tag in (([], app_version), (["--set", "image.tag=9.9.9"], "9.9.9")):
+        objects = render(helm, *values)
+        operator = find(objects, "Deployment", "rel-edgeaigc-operator")[0]["spec"]["template"]["spec"]
+        assert operator["containers"][0]["image"] == f"ghcr.io/edgeaigc/operator:{tag}"
+        env = {e["name"]: e["value"] for e in operator["containers"][0]["env"]}
+        assert env["EDGEAIGC_INFERENCE_IMAGE"] == f"ghcr.io/edgeaigc/inference:{tag}"
+        gateway = find(objects, "DaemonSet")[0]["spec"]["template"]["spec"]["containers"][0]
+        assert gateway["image"] == f"ghcr.io/edgeaigc/inference:{tag}"
+    # The operator reads that variable (operator/constants.py).
+    probe = "from edgeaigc.operator import constants; print(constants.DEFAULT_INFERENCE_IMAGE)"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env={"EDGEAIGC_INFERENCE_IMAGE": "x/y:1"}
+    )
+    assert result.stdout.strip() == "x/y:1", result.stderr
+
+
+def test_gateways_follow_the_routing_table_of_their_policy_on_their_own_node(helm: list[str]) -> None:
+    (daemonset,) = find(render(helm, "--set", "gateway.placementPolicy=north"), "DaemonSet")
+    spec = daemonset["spec"]["template"]["spec"]
+    assert spec["nodeSelector"] == {"edgeaigc.io/tier": "edge"}
+    routing = next(v for v in spec["volumes"] if v["name"] == "routing")
+    # operator/builders.py names it object_name(policy, "routing").
+    assert routing["configMap"] == {"name": "edgeaigc-north-routing", "optional": True}
+    assert "--node-name=$(NODE_NAME)" in spec["containers"][0]["args"]
+
+
+def test_service_monitors_only_where_the_prometheus_operator_is(helm: list[str]) -> None:
+    assert not find(render(helm), "ServiceMonitor")
+    objects = render(helm, "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor")
+    monitors = {m["metadata"]["name"]: m for m in find(objects, "ServiceMonitor")}
+    assert set(monitors) == {"rel-edgeaigc-operator", "rel-edgeaigc-gateway", "rel-edgeaigc-cloud"}
+    for monitor in monitors.values():
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        (service,) = [s for s in find(objects, "Service") if selector.items() <= s["metadata"]["labels"].items()]
+        assert monitor["spec"]["endpoints"][0]["port"] in {p["name"] for p in service["spec"]["ports"]}
+    disabled = render(helm, "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor",
+                      "--set", "metrics.serviceMonitor.enabled=false")  # fmt: skip
+    assert not find(disabled, "ServiceMonitor")
+    annotations = find(objects, "DaemonSet")[0]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == "8000"
+
+
+def test_chart_files_are_the_repositorys_files_and_helm_packages_their_bytes(helm: list[str], tmp_path: Path) -> None:
+    """crds/ and the actors exist once in the repository: the chart links to them."""
+    linked = {
+        **{CHART / "crds" / p.name: p for p in (REPO / "crds").glob("*.yaml")},
+        **{CHART / "files" / "actors" / f"{a}.onnx": REPO / "policy" / "actors" / f"{a}.onnx"
+           for a in SCHEMA["properties"]["policy"]["properties"]["actors"]["items"]["enum"]},
+    }  # fmt: skip
+    for link, source in linked.items():
+        assert link.is_symlink() and link.resolve() == source.resolve(), link
+    own = {p.name for p in (CHART / "crds").iterdir() if not p.is_symlink()}
+    assert own == {"kopf.dev_peerings.yaml"}  # kopf's CRDs are the chart's own
+    run(helm, "package", str(CHART), "-d", str(tmp_path))
+    (package,) = tmp_path.glob("edgeaigc-*.tgz")
+    with tarfile.open(package) as archive:
+        for link, source in linked.items():
+            member = archive.extractfile(f"edgeaigc/{link.relative_to(CHART)}")
+            assert member is not None and member.read() == source.read_bytes(), link
+        assert not any(name.startswith("edgeaigc/ci/") for name in archive.getnames())
+    # The rendered ConfigMap carries the actors byte for byte.
+    (actors,) = find(render(helm, "--set", "policy.actors={traffic-city-td3,traffic-city-ddpg}"), "ConfigMap")
+    for key, data in actors["binaryData"].items():
+        assert base64.b64decode(data) == (REPO / "policy" / "actors" / key).read_bytes()
+    assert not find(render(helm, "--set-json", "policy.actors=[]"), "ConfigMap")
+
+
+def test_the_helm_test_is_a_job_hook_probing_every_component(helm: list[str]) -> None:
+    out = run(helm, "template", "rel", str(CHART), "-n", "city").stdout
+    (job,) = [d for d in yaml.safe_load_all(out) if d and d["kind"] == "Job"]
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    arguments = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [a for a in arguments if a.startswith("http://")] == [
+        "http://rel-edgeaigc-operator.city.svc:8080/healthz",
+        "http://rel-edgeaigc-operator.city.svc:8000/metrics",
+        "http://rel-edgeaigc-gateway.city.svc:8000/v2/health/ready",
+        "http://rel-edgeaigc-cloud.city.svc:8080/v2/health/ready",
+    ]
+    # With the operator scaled to 0, the test does not ask it.
+    out = run(helm, "template", "rel", str(CHART), "-n", "city", "--set", "operator.replicas=0").stdout
+    assert "rel-edgeaigc-operator.city.svc" not in out.split("kind: Job", 1)[1]
