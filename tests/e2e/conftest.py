@@ -6,10 +6,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from edgeaigc.cluster.components import binaries
 from edgeaigc.cluster.local import ClusterState, down, up
@@ -54,3 +57,32 @@ class Kubectl:
 @pytest.fixture(scope="session")
 def kubectl(cluster: ClusterState) -> Kubectl:
     return Kubectl(cluster)
+
+
+def wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail naming ``what`` and the last value."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what} (last: {last!r})")
+
+
+def example_fleet(namespace: str, policy_name: str, **policy_spec: Any) -> list[dict[str, Any]]:
+    """The traffic-city samples of ``examples/`` moved into ``namespace``, the policy renamed and
+    its spec updated with ``policy_spec`` (a value of None removes the key)."""
+    documents = []
+    for path in sorted((REPO / "examples").glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            if document["kind"] == "Namespace":
+                continue
+            document["metadata"]["namespace"] = namespace
+            if document["kind"] == "PlacementPolicy":
+                document["metadata"]["name"] = policy_name
+                document["spec"].update(policy_spec)
+                document["spec"] = {k: v for k, v in document["spec"].items() if v is not None}
+            documents.append(document)
+    return documents

@@ -17,7 +17,7 @@ import json
 import re
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import yaml
 from edgeaigc.cluster.components import BuildError, ensure_helm
 from edgeaigc.cluster.local import ClusterState
 from edgeaigc.cluster.processes import spawn_edgeaigc, stop
-from tests.e2e.conftest import REPO, Kubectl
+from tests.e2e.conftest import REPO, Kubectl, example_fleet, wait_for
 
 CHART = REPO / "charts" / "edgeaigc"
 CI_VALUES = CHART / "ci" / "e2e-values.yaml"
@@ -44,17 +44,6 @@ KOPF_SCANNING = re.compile(
     r"|GET \S+/(api/v1/namespaces|apis/apiextensions\.k8s\.io/v1/customresourcedefinitions)(\?\S*)?"
     r" -> APIForbiddenError"
 )
-
-
-def wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what} (last: {last!r})")
 
 
 class Helm:
@@ -238,18 +227,10 @@ def _service_account_kubeconfig(kubectl: Kubectl, cluster: ClusterState, path: P
 
 def _fleet(cluster: ClusterState) -> list[dict[str, Any]]:
     """The traffic-city samples in the test namespace; the policy's actor is the chart's."""
-    documents = []
-    for path in sorted((REPO / "examples").glob("*.yaml")):
-        for document in yaml.safe_load_all(path.read_text()):
-            if document["kind"] == "Namespace":
-                continue
-            document["metadata"]["namespace"] = NAMESPACE
-            if document["kind"] == "PlacementPolicy":
-                document["metadata"]["name"] = POLICY
-                document["spec"].update(intervalSeconds=INTERVAL_S, prometheusURL=cluster.prometheus_url, churnLimit=2)
-                document["spec"]["actor"] = {"configMapName": f"{RELEASE}-actors", "key": "traffic-city-td3.onnx"}
-            documents.append(document)
-    return documents
+    actor = {"configMapName": f"{RELEASE}-actors", "key": "traffic-city-td3.onnx"}
+    return example_fleet(
+        NAMESPACE, POLICY, intervalSeconds=INTERVAL_S, prometheusURL=cluster.prometheus_url, churnLimit=2, actor=actor
+    )
 
 
 def _policy(kubectl: Kubectl) -> dict[str, Any]:

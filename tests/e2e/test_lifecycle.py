@@ -22,8 +22,7 @@ from edgeaigc.cluster.local import ClusterState
 from edgeaigc.cluster.processes import spawn_edgeaigc, stop
 from edgeaigc.cluster.prometheus import query
 from edgeaigc.operator.builders import memory_mebibytes
-from tests.e2e.conftest import REPO, Kubectl
-from tests.e2e.test_operator import wait_for
+from tests.e2e.conftest import REPO, Kubectl, example_fleet, wait_for
 
 NAMESPACE = "lc-e2e"
 POLICY = "life"
@@ -40,19 +39,15 @@ def fleet(cluster: ClusterState, kubectl: Kubectl, tmp_path_factory: pytest.Temp
     logs = tmp_path_factory.mktemp("lifecycle-e2e")
     kubectl.run("apply", "--server-side", "-f", str(REPO / "crds"))
     kubectl.run("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
-    documents = []
-    for path in sorted((REPO / "examples").glob("*.yaml")):
-        for document in yaml.safe_load_all(path.read_text()):
-            if document["kind"] == "Namespace":
-                continue
-            document["metadata"]["namespace"] = NAMESPACE
-            if document["kind"] == "PlacementPolicy":
-                document["metadata"]["name"] = POLICY
-                document["spec"].update(
-                    algorithm="lru", intervalSeconds=INTERVAL_S, prometheusURL=cluster.prometheus_url, churnLimit=2
-                )
-                document["spec"].pop("actor")
-            documents.append(document)
+    documents = example_fleet(
+        NAMESPACE,
+        POLICY,
+        algorithm="lru",
+        intervalSeconds=INTERVAL_S,
+        prometheusURL=cluster.prometheus_url,
+        churnLimit=2,
+        actor=None,
+    )
     kubectl.run("create", "namespace", NAMESPACE)
     kubectl.run("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(documents))
     # A sharp, fast-moving popularity: one variant per stage dominates, and ranks swap every ~15 slots.

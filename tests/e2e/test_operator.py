@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +21,11 @@ import yaml
 from edgeaigc.cluster.local import ClusterState
 from edgeaigc.cluster.processes import spawn_edgeaigc, stop
 from edgeaigc.operator.reconcile import CPU_ANNOTATION
-from tests.e2e.conftest import REPO, Kubectl
+from tests.e2e.conftest import REPO, Kubectl, example_fleet, wait_for
 
 NAMESPACE = "op-e2e"
 INTERVAL_S = 5
 ACTOR = REPO / "policy" / "actors" / "traffic-city-td3.onnx"
-
-
-def wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what} (last: {last!r})")
 
 
 class Operator:
@@ -64,17 +53,10 @@ def fleet(cluster: ClusterState, kubectl: Kubectl, tmp_path_factory: pytest.Temp
     logs = tmp_path_factory.mktemp("operator-e2e")
     kubectl.run("apply", "--server-side", "-f", str(REPO / "crds"))
     kubectl.run("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
-    documents = []
-    for path in sorted((REPO / "examples").glob("*.yaml")):
-        for document in yaml.safe_load_all(path.read_text()):
-            if document["kind"] == "Namespace":
-                continue
-            document["metadata"]["namespace"] = NAMESPACE
-            if document["kind"] == "PlacementPolicy":
-                document["metadata"]["name"] = "city"
-                document["spec"].update(intervalSeconds=INTERVAL_S, prometheusURL=cluster.prometheus_url, churnLimit=2)
-                document["spec"]["actor"] = {"configMapName": "city-actor", "key": "actor.onnx"}
-            documents.append(document)
+    actor = {"configMapName": "city-actor", "key": "actor.onnx"}
+    documents = example_fleet(
+        NAMESPACE, "city", intervalSeconds=INTERVAL_S, prometheusURL=cluster.prometheus_url, churnLimit=2, actor=actor
+    )
     kubectl.run("create", "namespace", NAMESPACE)
     kubectl.run("create", "configmap", "city-actor", "-n", NAMESPACE, f"--from-file=actor.onnx={ACTOR}")
     kubectl.run("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(documents))
