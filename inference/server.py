@@ -102,6 +102,25 @@ async def read_body(request: Request, limit: int, align_at: int = 0) -> bytes | 
     return b"".join(chunks)
 
 
+class PartsResponse(Response):
+    """An encoded inference response sent piece by piece (JSON header, then each binary tensor).
+
+    Sending the pieces as consecutive ASGI body messages saves joining them into one buffer
+    (a copy of every output tensor per request).
+    """
+
+    def __init__(self, encoded: protocol.EncodedResponse) -> None:
+        super().__init__(None, media_type=encoded.content_type, headers=encoded.headers)
+        self.parts = encoded.parts
+        self.headers["content-length"] = str(encoded.body_length)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        last = len(self.parts) - 1
+        for index, part in enumerate(self.parts):
+            await send({"type": "http.response.body", "body": part, "more_body": index < last})
+
+
 class RequestMetricsMiddleware:
     """Counts every ``POST .../infer`` with its status code, latency and bytes (pure ASGI)."""
 
@@ -167,7 +186,11 @@ def build_router(dataplane: DataPlane, max_request_bytes: int, metrics: ServerMe
     async def model_ready(name: str, version: str | None = None) -> dict[str, Any]:
         return dataplane.model_ready(name, version)
 
-    async def infer(request: Request, name: str, version: str | None = None) -> Response:
+    async def infer(request: Request) -> Response:
+        # A plain Starlette endpoint, not a FastAPI one: the hot path skips dependency
+        # resolution and response-model handling it has no use for.
+        name: str = request.path_params["name"]
+        version: str | None = request.path_params.get("version")
         dataplane.check_model(name, version)  # 404 / 503 before reading the body
         header_length = request.headers.get(protocol.HEADER_CONTENT_LENGTH)
         align_at = int(header_length) if header_length and header_length.isdigit() else 0
@@ -185,12 +208,12 @@ def build_router(dataplane: DataPlane, max_request_bytes: int, metrics: ServerMe
             encoded = await asyncio.to_thread(protocol.encode_infer_response, *encode_args)
         else:
             encoded = protocol.encode_infer_response(*encode_args)
-        return Response(encoded.body, media_type=encoded.content_type, headers=encoded.headers)
+        return PartsResponse(encoded)
 
     for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
         router.add_api_route(prefix, model_metadata, methods=["GET"])
         router.add_api_route(f"{prefix}/ready", model_ready, methods=["GET"])
-        router.add_api_route(f"{prefix}/infer", infer, methods=["POST"])
+        router.add_route(f"{prefix}/infer", infer, methods=["POST"], include_in_schema=False)
 
     @router.post("/v2/repository/index")
     async def repository_index(request: Request) -> list[dict[str, str]]:

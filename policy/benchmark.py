@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from edgeaigc.policy.base import PlacementPolicy
 from edgeaigc.policy.env import EdgePlacementEnv
-from edgeaigc.policy.scenario import Scenario, ScenarioError, load_scenario
+from edgeaigc.policy.scenario import BUNDLED_SCENARIOS, Scenario, ScenarioError, load_scenario
 from edgeaigc.policy.system_model import RESPONSE_TIME_BINS, histogram_quantile, node_rates_of
 
 POLICY_NAMES: tuple[str, ...] = ("random", "lru", "lfu", "static_topk", "myopic", "ddpg", "td3", "oracle")
@@ -354,7 +354,9 @@ def run_benchmark(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--scenario", default="traffic-city", help="bundled name (paper, traffic-city, large, tiny) or YAML path"
+        "--scenario",
+        default="traffic-city",
+        help=f"bundled name ({', '.join(BUNDLED_SCENARIOS)}) or YAML path",
     )
     parser.add_argument(
         "--output", type=Path, default=Path("bench-out"), help="directory for results (default: bench-out)"

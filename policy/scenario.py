@@ -9,11 +9,22 @@ Groups expand deterministically: a group with ``count: n`` and a name containing
 becomes ``n`` entries; a value given as ``[low, high]`` is drawn uniformly per entry from
 a generator seeded by the scenario's ``layout_seed``, so a scenario file always means the
 same fleet.
+
+Work per request can come from measurements instead of guesses: a top-level
+``calibration: PATH`` names a calibration file (relative to the scenario file), as written by
+``edgeaigc bench-serving --parts work`` (``policy/calibration/work_ms.json``), and a model whose
+``work_ms`` is the word ``calibrated`` takes the file's ``models.<name>.work_ms`` (milliseconds at
+one reference core, the unit of ``work_ms`` everywhere). A model may name another entry with
+``calibrated_as: <name>`` (a scenario's own model names need not match the file's). Models with
+a number keep it, so a scenario can mix measured and assumed figures. A model marked
+``calibrated`` that the file lacks, or ``calibrated`` without a ``calibration`` file, is an error
+naming the model.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -23,7 +34,7 @@ import yaml
 
 STAGES: tuple[str, ...] = ("detection", "classification", "flow")
 DAYPARTS: tuple[str, ...] = ("any", "day", "night")
-BUNDLED_SCENARIOS: tuple[str, ...] = ("paper", "traffic-city", "large", "tiny")
+BUNDLED_SCENARIOS: tuple[str, ...] = ("paper", "traffic-city", "traffic-city-calibrated", "large", "tiny")
 
 
 class ScenarioError(ValueError):
@@ -214,6 +225,69 @@ def _draw(value: Any, where: str, rng: np.random.Generator) -> float:
     return _number(value, where, **limits)
 
 
+#: The value of a model's ``work_ms`` that takes the figure from the scenario's calibration file.
+CALIBRATED = "calibrated"
+
+
+def load_calibration(path: Path) -> dict[str, float]:
+    """Work per request (ms at one reference core) of each model of a calibration file.
+
+    The file is the JSON written by ``edgeaigc bench-serving --parts work``:
+    ``{"models": {"<name>": {"work_ms": 16.7, ...}, ...}, ...}``.
+    """
+    where = f"calibration ({path})"
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError as error:
+        raise ScenarioError(f"{where}: file does not exist") from error
+    except (OSError, json.JSONDecodeError) as error:
+        raise ScenarioError(f"{where}: not a readable JSON file: {error}") from error
+    models = document.get("models") if isinstance(document, dict) else None
+    if not isinstance(models, dict) or not models:
+        raise ScenarioError(f"{where}: needs a non-empty 'models' mapping of name -> {{work_ms: ...}}")
+    work: dict[str, float] = {}
+    for name, entry in models.items():
+        if not isinstance(entry, dict) or "work_ms" not in entry:
+            raise ScenarioError(f"{where}: models.{name}.work_ms is required")
+        work[str(name)] = _number(entry["work_ms"], f"{where}: models.{name}.work_ms", positive=True)
+    return work
+
+
+def _calibration(document: dict[str, Any], base_dir: Path) -> tuple[Path | None, dict[str, float]]:
+    value = document.get("calibration")
+    if value is None:
+        return None, {}
+    if not isinstance(value, str) or not value:
+        raise ScenarioError(f"calibration must be a path to a calibration JSON file, got {value!r}")
+    path = Path(value)
+    if not path.is_absolute():
+        path = base_dir / path
+    return path, load_calibration(path)
+
+
+def _model_work_ms(
+    model_name: str, group: dict[str, Any], where: str, calibration: tuple[Path | None, dict[str, float]]
+) -> float | None:
+    """The calibrated work of a model marked ``work_ms: calibrated``; None for any other value."""
+    if group.get("work_ms") != CALIBRATED:
+        if "calibrated_as" in group:
+            raise ScenarioError(f"{where}.calibrated_as needs work_ms: {CALIBRATED}")
+        return None
+    path, work = calibration
+    if path is None:
+        raise ScenarioError(
+            f"{where}.work_ms is {CALIBRATED!r} but the scenario names no calibration file "
+            "(add a top-level 'calibration: path/to/work_ms.json')"
+        )
+    entry = str(group.get("calibrated_as", model_name))
+    if entry not in work:
+        raise ScenarioError(
+            f"{where}.work_ms is {CALIBRATED!r} but calibration {path} has no model {entry!r} "
+            f"(it has {', '.join(sorted(work))}); measure it or set calibrated_as"
+        )
+    return work[entry]
+
+
 def _expand(groups: Any, where: str) -> list[tuple[str, dict[str, Any]]]:
     """Expand ``[{name: 'pi-{i}', count: 3, ...}]`` into named entries."""
     if not isinstance(groups, list) or not groups:
@@ -315,6 +389,7 @@ def scenario_from_dict(document: dict[str, Any], base_dir: Path | None = None) -
             )
 
     models = _expand(_require(document, "models", "scenario"), "models")
+    calibration = _calibration(document, base_dir)
     stage_index, daypart_index = [], []
     model_fields: dict[str, list[float]] = {key: [] for key in ("size_mb", "work_ms", "input_kb", "output_kb")}
     for model_name, group in models:
@@ -327,7 +402,11 @@ def scenario_from_dict(document: dict[str, Any], base_dir: Path | None = None) -
             raise ScenarioError(f"{where}.daypart must be one of {DAYPARTS}, got {daypart!r}")
         stage_index.append(STAGES.index(stage))
         daypart_index.append(DAYPARTS.index(daypart))
+        calibrated = _model_work_ms(model_name, group, where, calibration)
         for key, values in model_fields.items():
+            if key == "work_ms" and calibrated is not None:
+                values.append(calibrated)
+                continue
             values.append(_draw(_require(group, key, where), f"{where}.{key}", rng))
     missing_stages = [stage for i, stage in enumerate(STAGES) if i not in stage_index]
     if missing_stages:

@@ -202,6 +202,43 @@ def test_client_codec_talks_to_the_server(standard_server: RunningServer) -> Non
         np.testing.assert_allclose(outputs["y"], x @ AFFINE_W + np.array([0.5, -1.0, 2.0]), rtol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(12, dtype=np.float32).reshape(3, 4),  # sent as a view of the array
+        np.arange(12, dtype=np.float32).reshape(3, 4).T,  # not contiguous: copied
+        np.arange(6, dtype=">f4"),  # big-endian: converted
+        np.array([True, False, True]),
+        np.arange(4, dtype=np.float16),
+    ],
+    ids=["contiguous", "transposed", "big-endian", "bool", "fp16"],
+)
+def test_binary_outputs_in_parts_equal_the_joined_encoding(array: np.ndarray) -> None:
+    request = protocol.parse_infer_request(
+        json.dumps({"inputs": [{"name": "x", "datatype": "INT32", "shape": [1], "data": [0]}]}).encode()
+    )
+    request = protocol.InferRequest(request.id, request.inputs, None, binary_data_output=True)
+    encoded = protocol.encode_infer_response("m", "1", {"y": array}, request)
+    datatype = protocol.datatype_of(array)
+    assert encoded.parts[1:] == (protocol.encode_binary_tensor(array, datatype),)
+    assert encoded.body_length == len(encoded.body)
+    decoded = protocol.decode_infer_response(encoded.body, str(encoded.json_length))
+    np.testing.assert_array_equal(decoded["y"], array)
+
+
+def test_json_keeps_writing_non_finite_floats() -> None:
+    encoded = protocol.encode_infer_response("m", "1", {"y": np.array([1.5, np.nan, np.inf], dtype=np.float32)})
+    assert b"[1.5,NaN,Infinity]" in encoded.body
+    assert (
+        protocol.parse_infer_request(
+            b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [NaN, 1.0]}]}'
+        )
+        .inputs[0]
+        .data.tolist()[1]
+        == 1.0
+    )
+
+
 def test_concurrent_requests_to_several_models(standard_server: RunningServer) -> None:
     def call(index: int) -> tuple[int, object]:
         if index % 2:

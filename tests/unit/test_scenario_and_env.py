@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import gymnasium as gym
@@ -10,7 +11,7 @@ import pytest
 import yaml
 from gymnasium.utils.env_checker import check_env
 
-import edgeaigc.policy  # noqa: F401  (registers the environment)
+import edgeaigc.policy  # registers the environment
 from edgeaigc.policy.demand import DemandGenerator, read_count_trace, resample_counts
 from edgeaigc.policy.env import EdgePlacementEnv
 from edgeaigc.policy.scenario import BUNDLED_SCENARIOS, ScenarioError, load_scenario, scenario_from_dict
@@ -53,6 +54,71 @@ def test_bad_model_stage_names_the_model() -> None:
 def test_unknown_scenario_lists_the_bundled_ones() -> None:
     with pytest.raises(ScenarioError, match="traffic-city"):
         load_scenario("no-such-scenario")
+
+
+def _calibrated_scenario_file(tmp_path: Path, work: dict[str, float], **overrides: object) -> Path:
+    """A one-node scenario in tmp_path/scenarios whose det and cls take work_ms from tmp_path/calibration."""
+    (tmp_path / "calibration").mkdir()
+    (tmp_path / "calibration" / "work_ms.json").write_text(
+        json.dumps({"models": {name: {"work_ms": ms, "basis": "measured"} for name, ms in work.items()}})
+    )
+    document = one_node_document(calibration="../calibration/work_ms.json", **overrides)
+    document["models"][0]["work_ms"] = "calibrated"
+    document["models"][1].update(work_ms="calibrated", calibrated_as="cls-stand-in")
+    (tmp_path / "scenarios").mkdir()
+    path = tmp_path / "scenarios" / "mine.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def test_work_from_a_calibration_file(tmp_path: Path) -> None:
+    scenario = load_scenario(_calibrated_scenario_file(tmp_path, {"det": 16.7, "cls-stand-in": 0.5}))
+    # det and cls (through calibrated_as) from the file, relative to the scenario file; flow keeps its 1 ms.
+    np.testing.assert_allclose(scenario.model_work_s, [0.0167, 0.0005, 0.001])
+
+
+def test_a_model_missing_from_the_calibration_file_is_named(tmp_path: Path) -> None:
+    path = _calibrated_scenario_file(tmp_path, {"det": 16.7, "other": 1.0})
+    with pytest.raises(
+        ScenarioError, match=r"models\[cls\]\.work_ms is 'calibrated' but calibration .* no model 'cls-stand-in'"
+    ):
+        load_scenario(path)
+
+
+def test_calibrated_work_needs_a_calibration_file() -> None:
+    document = one_node_document()
+    document["models"][0]["work_ms"] = "calibrated"
+    with pytest.raises(ScenarioError, match=r"models\[det\]\.work_ms is 'calibrated' but the scenario names no"):
+        scenario_from_dict(document)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "file does not exist"),
+        ("{not json", "not a readable JSON file"),
+        ('{"models": {"det": {"p90_ms": 3}}}', r"models\.det\.work_ms is required"),
+        ('{"models": {"det": {"work_ms": -1}}}', r"models\.det\.work_ms must be > 0"),
+    ],
+)
+def test_bad_calibration_files_name_the_problem(tmp_path: Path, content: str | None, message: str) -> None:
+    if content is not None:
+        (tmp_path / "work_ms.json").write_text(content)
+    document = one_node_document(calibration="work_ms.json")
+    document["models"][0]["work_ms"] = "calibrated"
+    with pytest.raises(ScenarioError, match=message):
+        scenario_from_dict(document, base_dir=tmp_path)
+
+
+def test_traffic_city_calibrated_uses_the_shipped_measurements() -> None:
+    calibration = json.loads((Path(edgeaigc.policy.__file__).parent / "calibration" / "work_ms.json").read_text())
+    city, calibrated = load_scenario("traffic-city"), load_scenario("traffic-city-calibrated")
+    assert calibrated.model_names == city.model_names
+    expected = [calibration["models"][name]["work_ms"] / 1000.0 for name in calibrated.model_names]
+    np.testing.assert_allclose(calibrated.model_work_s, expected)
+    # Everything but the work per request is traffic-city's.
+    np.testing.assert_array_equal(calibrated.model_size_mb, city.model_size_mb)
+    np.testing.assert_array_equal(calibrated.camera_fps, city.camera_fps)
 
 
 def test_custom_scenario_file_with_a_csv_trace(tmp_path: Path) -> None:
