@@ -7,21 +7,27 @@ as a separate process (scraped by the cluster's Prometheus), and then runs the o
 :class:`~edgeaigc.operator.loop.DecisionLoop` in this process every ``--interval`` seconds —
 once writing every change as it comes (``eager``: CPU in the pod template, no hysteresis; the
 operator before in-place resize) and once as the operator does now (``in-place``: CPU resized
-in place, hysteresis, unchanged objects left alone), each in a fresh namespace on the same
-demand (same twin seed). It prints, per mode, observe / decide / plan / reconcile times and API
-writes per interval (p50 and max over the intervals after the first, which creates the fleet's
+in place, hysteresis, unchanged objects left alone), each on a fresh cluster on the same
+demand (same twin seed). A fresh cluster, not only a fresh namespace: the operator's queries
+are not scoped to a namespace, and the first mode's series would stay in the second's trend
+window. It prints, per mode, observe / decide / plan / reconcile times, API writes and the load
+average per interval (p50 and max over the intervals after the first, which creates the fleet's
 objects), and writes them as JSON with ``--output``.
 
-At 100 nodes x 20 models x 400 cameras the twin exports ~80 000 series (16 000 request counters
-and the per-node latency histograms); Prometheus's default 5-s scrape cannot read that in time,
-so the scrape interval (and timeout) is ``--scrape-interval`` (10 s is enough here) and the
-decision interval at least three scrapes.
+"observe" is everything before the policy acts: listing the custom resources and the policy's
+objects (~0.4 s at 100 x 20) and the Prometheus queries. At 100 nodes x 20 models x 400 cameras
+the twin exports ~80 000 series (16 000 request counters and the per-node latency histograms);
+Prometheus's default 5-s scrape cannot read that in time, so the scrape interval (and timeout)
+is ``--scrape-interval`` (10 s is enough here) and the decision interval at least three scrapes.
+Every placed (model, edge node) has a ClusterIP Service, so the local cluster's Service range
+must hold old and new placements together (see ``SERVICE_CIDR`` in :mod:`.local`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import statistics
 import sys
@@ -36,6 +42,15 @@ from edgeaigc.cluster.demo import _kubectl, _repo_file
 from edgeaigc.cluster.local import ClusterError, ClusterState, down, up
 from edgeaigc.cluster.processes import spawn_edgeaigc, stop
 from edgeaigc.cluster.prometheus import query
+
+REPRODUCE = """\
+how to reproduce (2 cores; each run starts and stops its own clusters, `edgeaigc cluster build` once first):
+  edgeaigc bench-operator --output /tmp/bench/default.json
+  edgeaigc bench-operator --edge-nodes 100 --models 20 --cameras 400 --interval 30 \\
+      --scrape-interval 10 --output /tmp/bench/large.json
+The figures depend on the machine's load: each row carries the 1-minute load average.
+EDGEAIGC_APISERVER_VERBOSITY=3 makes the API server log every request with its status code
+(logs under ~/.cache/edgeaigc/clusters/bench-operator-*/logs, kept with --keep-cluster)."""
 
 EDGE_NODE_CAPACITY = {"cpu": "4", "memory": "4Gi", "pods": "110", "ephemeral-storage": "32Gi"}
 
@@ -110,6 +125,12 @@ def _summary(values: list[float]) -> dict[str, float]:
     return {"p50": statistics.median(values), "max": max(values)} if values else {"p50": float("nan"), "max": 0.0}
 
 
+def _scrape_seconds(url: str, namespace: str) -> float | None:
+    """How long Prometheus's last scrape of the twin took (None: not scraped yet)."""
+    result = query(url, f'max(scrape_duration_seconds{{namespace="{namespace}"}})')
+    return float(result[0]["value"][1]) if result else None
+
+
 def run_mode(
     state: ClusterState, mode: str, args: argparse.Namespace, logs: Path
 ) -> dict[str, Any]:  # pragma: no cover - needs a cluster (exercised by running the command)
@@ -163,6 +184,8 @@ def run_mode(
                 "delete": written.delete,
                 "fallback": written.fallback,
                 "cached": sum(len(m) for m in decision.placement.values()),
+                "load1": os.getloadavg()[0],
+                "scrape_s": _scrape_seconds(str(state.prometheus_url), namespace),
             }
             rows.append(row)
             print(
@@ -170,8 +193,8 @@ def run_mode(
                 f"{row['observe_ms']:.0f}, decide {row['decide_ms']:.0f}, plan {row['plan_ms']:.0f}), reconcile "
                 f"{row['reconcile_ms']:6.0f} ms, {row['writes']:4d} writes ({row['apply']} apply, {row['resize']} "
                 f"resize, {row['annotate']} annotate, {row['delete']} delete, {row['fallback']} fallback), "
-                f"{row['cached']} cached" + (f", DEGRADED {decision.degraded_reason}: {decision.message}"
-                                              if decision.degraded_reason else ""),
+                f"{row['cached']} cached, load {row['load1']:.1f}, twin scrape {row['scrape_s'] or 0:.2f} s"
+                + (f", DEGRADED {decision.degraded_reason}: {decision.message}" if decision.degraded_reason else ""),
                 flush=True,
             )  # fmt: skip
             time.sleep(max(0.0, args.interval - (time.monotonic() - started)))
@@ -184,13 +207,15 @@ def run_mode(
         "intervals": rows,
         "steady": {
             key: _summary([float(r[key]) for r in steady])
-            for key in ("observe_ms", "decide_ms", "plan_ms", "decision_ms", "reconcile_ms", "writes")
+            for key in ("observe_ms", "decide_ms", "plan_ms", "decision_ms", "reconcile_ms", "writes", "load1")
         },
         "degraded_intervals": sum(1 for r in rows if r["degraded"]),
     }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = REPRODUCE
     parser.add_argument("--edge-nodes", type=int, default=5, help="kwok edge nodes and EdgeNodes (default: 5)")
     parser.add_argument("--models", type=int, default=12, help="InferenceModels (default: 12)")
     parser.add_argument("--cameras", type=int, default=40, help="Cameras, spread over the nodes (default: 40)")
@@ -225,13 +250,6 @@ def run(args: argparse.Namespace) -> int:  # pragma: no cover - needs a cluster
     def progress(message: str) -> None:
         print(f"[cluster] {message}", file=sys.stderr, flush=True)
 
-    try:
-        state = up(
-            name, nodes, progress=progress, timeout_s=120, prometheus=True, scrape_interval_s=args.scrape_interval
-        )
-    except ClusterError as error:
-        print(f"cannot start the local cluster: {error}", file=sys.stderr)
-        return 1
     results: dict[str, Any] = {
         "edge_nodes": args.edge_nodes,
         "models": args.models,
@@ -241,18 +259,32 @@ def run(args: argparse.Namespace) -> int:  # pragma: no cover - needs a cluster
         "algorithm": args.algorithm,
         "modes": [],
     }
-    try:
-        _kubectl(state, "apply", "--server-side", "-f", str(_repo_file("crds")))
-        _kubectl(state, "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
-        print(
-            f"{args.edge_nodes} edge nodes x {args.models} models x {args.cameras} cameras, {args.algorithm}, "
-            f"a decision every {args.interval:g} s, scrape every {args.scrape_interval:g} s (logs in {work})"
-        )
-        for mode in modes:
+    print(
+        f"{args.edge_nodes} edge nodes x {args.models} models x {args.cameras} cameras, {args.algorithm}, "
+        f"a decision every {args.interval:g} s, scrape every {args.scrape_interval:g} s (logs in {work})"
+    )
+    for mode in modes:
+        # A cluster (and Prometheus) per mode: the other mode's series must not reach this one's queries.
+        cluster_name = f"{name}-{mode}"
+        try:
+            state = up(
+                cluster_name,
+                nodes,
+                progress=progress,
+                timeout_s=120,
+                prometheus=True,
+                scrape_interval_s=args.scrape_interval,
+            )
+        except ClusterError as error:
+            print(f"cannot start the local cluster: {error}", file=sys.stderr)
+            return 1
+        try:
+            _kubectl(state, "apply", "--server-side", "-f", str(_repo_file("crds")))
+            _kubectl(state, "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
             results["modes"].append(run_mode(state, mode, args, work))
-    finally:
-        if not args.keep_cluster:
-            down(name, progress=progress)
+        finally:
+            if not args.keep_cluster:
+                down(cluster_name, progress=progress)
     print(f"\n{'mode':9s} {'':14s} {'p50':>9s} {'max':>9s}")
     for entry in results["modes"]:
         for key, label in (
@@ -262,6 +294,7 @@ def run(args: argparse.Namespace) -> int:  # pragma: no cover - needs a cluster
             ("decision_ms", "decision ms"),
             ("reconcile_ms", "reconcile ms"),
             ("writes", "API writes"),
+            ("load1", "load average"),
         ):
             figures = entry["steady"][key]
             print(f"{entry['mode']:9s} {label:14s} {figures['p50']:9.1f} {figures['max']:9.1f}")

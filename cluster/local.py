@@ -31,6 +31,9 @@ from edgeaigc.cluster.components import Binaries, cache_dir, ensure_binaries
 from edgeaigc.cluster.pki import write_pki
 
 DEFAULT_NAME = "edgeaigc"
+#: Service ClusterIPs (kind's size); its first address, 10.0.0.1, is the ``kubernetes`` Service, in the
+#: API server's certificate (:mod:`.pki`).
+SERVICE_CIDR = "10.0.0.0/16"
 #: Label kwok selects the nodes it plays by, and the tier label the operator schedules by.
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 
@@ -286,10 +289,14 @@ def up(
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
-            "--service-cluster-ip-range=10.0.0.0/24",
+            # Room for a Service per (model, edge node): a /24 (254 ClusterIPs) fills up at 100 nodes x 20
+            # models, and the API server answers "500 ... failed to allocate a serviceIP: range is full".
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--authorization-mode=Node,RBAC",
             "--allow-privileged=true",
             "--profiling=false",
+            # EDGEAIGC_APISERVER_VERBOSITY=3 logs every request with its status code (httplog).
+            f"-v={os.environ.get('EDGEAIGC_APISERVER_VERBOSITY', '0')}",
         ],
     )
     _wait(state, "apiserver", lambda: _https_ok(state, f"{state.server}/readyz"), timeout_s)

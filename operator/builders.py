@@ -10,7 +10,6 @@ reference to the policy, so deleting the policy removes what it caused.
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import posixpath
 from collections.abc import Mapping, Sequence
@@ -20,6 +19,7 @@ import numpy as np
 
 from edgeaigc.inference.routing_table import EdgeNodeRoutes, Endpoint, LocalModel, RoutingTable
 from edgeaigc.operator import constants as c
+from edgeaigc.policy.resources import object_name
 from edgeaigc.policy.scenario import Scenario
 from edgeaigc.policy.system_model import Plan
 
@@ -57,15 +57,6 @@ SECURITY_CONTEXT: dict[str, Any] = {
     "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
 }
-
-
-def object_name(*parts: str) -> str:
-    """``edgeaigc-<parts>``, a valid DNS label of at most 63 characters (hash-suffixed if cut)."""
-    name = "-".join(["edgeaigc", *parts]).lower()
-    if len(name) <= 63:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return f"{name[:54].rstrip('-')}-{digest}"
 
 
 def owner_reference(policy: Mapping[str, Any]) -> dict[str, Any]:

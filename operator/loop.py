@@ -31,7 +31,6 @@ from edgeaigc.operator.builders import (
     model_artifacts,
     object_name,
 )
-from edgeaigc.operator.fleet import InvalidFleet, scenario_from_resources, unattached_cameras
 from edgeaigc.operator.observe import ObservationError, Observed, PrometheusObserver
 from edgeaigc.operator.placement import current_cache, plan_fits_nodes
 from edgeaigc.operator.reconcile import (
@@ -41,8 +40,10 @@ from edgeaigc.operator.reconcile import (
     Written,
     plan_writes,
     routing_table_to_write,
+    status_message,
 )
 from edgeaigc.policy.base import PlacementPolicy
+from edgeaigc.policy.fleet import InvalidFleet, scenario_from_resources, unattached_cameras
 from edgeaigc.policy.observation import Observation
 from edgeaigc.policy.plan import plan_for
 from edgeaigc.policy.scenario import Scenario
@@ -268,7 +269,9 @@ class DecisionLoop:
         except InvalidFleet as error:
             return self._degraded(decision, started, "InvalidFleet", str(error))
         except ApiException as error:
-            return self._degraded(decision, started, "ApiError", f"Kubernetes API: {error.status} {error.reason}")
+            detail = status_message(error)
+            message = f"Kubernetes API: {error.status} {error.reason}" + (f": {detail}" if detail else "")
+            return self._degraded(decision, started, "ApiError", message)
         except Exception as error:  # an actor that fails at run time, a bug: report, never crash the loop
             log.exception("decision for %s/%s failed", namespace, name)
             return self._degraded(decision, started, "DecisionFailed", f"{type(error).__name__}: {error}")

@@ -11,7 +11,10 @@ Where the cluster cannot resize a pod, the Deployment's template is changed inst
 rolling restart, as without in-place resize).
 
 New objects are applied before old ones are deleted (make before break), so a model stays
-served while it moves; CPU decreases are written before increases.
+served while it moves; CPU decreases are written before increases. A call the API server
+refuses for the moment (5xx, 429) is retried with exponential backoff (:func:`with_retries`);
+if it still fails, the reconcile stops there and deletes nothing, so the last good placement
+keeps serving.
 
 :func:`plan_writes` decides every write from what was listed (pure, unit-tested);
 :class:`Reconciler` performs them.
@@ -21,10 +24,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
-from typing import Any
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
@@ -66,6 +72,68 @@ MANAGED_KINDS: tuple[tuple[str, str], ...] = (("apps/v1", "Deployment"), ("v1", 
 CPU_FIELD_MANAGER = f"{c.FIELD_MANAGER}-cpu"
 
 Key = tuple[str, str]  # (kind, name)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """How often an API call the server refuses for the moment (5xx, 429) is tried, and how long apart."""
+
+    attempts: int = 4
+    """Tries in all (the first and three retries)."""
+    base_delay_s: float = 0.5
+    """Wait before the first retry; doubles with each retry, capped at ``max_delay_s``."""
+    max_delay_s: float = 8.0
+
+
+def retryable(error: ApiException) -> bool:
+    """A failure that may pass: throttling (429) or a server-side error (5xx)."""
+    return error.status == 429 or (isinstance(error.status, int) and 500 <= error.status < 600)
+
+
+def status_message(error: ApiException) -> str:
+    """The ``message`` of the Status the API server answered with (the raw body if it is not one)."""
+    try:
+        body = json.loads(error.body or "")
+    except (TypeError, ValueError):
+        return str(error.body or "")[:500]
+    return str(body.get("message", "")) if isinstance(body, dict) else str(body)[:500]
+
+
+def retry_delay(error: ApiException, retry: int, policy: RetryPolicy = RetryPolicy()) -> float:
+    """Seconds before retry number ``retry`` (0-based): the server's ``Retry-After`` if it sent one, else backoff."""
+    backoff = min(policy.max_delay_s, policy.base_delay_s * 2**retry)
+    retry_after = (error.headers or {}).get("Retry-After")
+    try:
+        return min(policy.max_delay_s, max(float(retry_after), 0.0)) if retry_after is not None else backoff
+    except ValueError:  # an HTTP date: not worth parsing for a few seconds
+        return backoff
+
+
+def with_retries(
+    call: Callable[[], T],
+    what: str,
+    policy: RetryPolicy = RetryPolicy(),
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """``call()``, retried on :func:`retryable` failures; other failures and the last one are raised."""
+    for attempt in range(policy.attempts):
+        try:
+            return call()
+        except ApiException as error:
+            if not retryable(error) or attempt == policy.attempts - 1:
+                if retryable(error):
+                    log.warning("%s: %s %s after %d tries: %s", what, error.status, error.reason, attempt + 1,
+                                status_message(error))  # fmt: skip
+                raise
+            delay = retry_delay(error, attempt, policy)
+            log.info(
+                "%s: %s %s, retrying in %.1f s: %s", what, error.status, error.reason, delay, status_message(error)
+            )
+            sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 
 def millicores(quantity: Any) -> int:
@@ -316,15 +384,24 @@ class Written:
 class Reconciler:
     """Reads and writes the objects of one policy through the dynamic client."""
 
-    def __init__(self, api_client: ApiClient) -> None:
+    def __init__(
+        self, api_client: ApiClient, retry: RetryPolicy = RetryPolicy(), sleep: Callable[[float], None] = time.sleep
+    ) -> None:
         self.client = DynamicClient(api_client)
+        self.retry = retry
+        self._sleep = sleep
+
+    def _call(self, call: Callable[[], T], what: str) -> T:
+        return with_retries(call, what, self.retry, self._sleep)
 
     def existing(self, namespace: str, policy_name: str) -> list[dict[str, Any]]:
         selector = f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY},{c.LABEL_POLICY}={policy_name}"
         found = []
         for api_version, kind in MANAGED_KINDS:
             resource = self.client.resources.get(api_version=api_version, kind=kind)
-            listing = resource.get(namespace=namespace, label_selector=selector)
+            listing = self._call(
+                functools.partial(resource.get, namespace=namespace, label_selector=selector), f"list {kind}s"
+            )
             for item in listing.to_dict()["items"]:
                 item.setdefault("apiVersion", api_version)
                 item.setdefault("kind", kind)
@@ -334,16 +411,22 @@ class Reconciler:
     def edge_pods(self, namespace: str, policy_name: str) -> list[dict[str, Any]]:
         selector = f"{c.LABEL_POLICY}={policy_name},{c.LABEL_COMPONENT}={c.COMPONENT_EDGE_INFERENCE}"
         resource = self.client.resources.get(api_version="v1", kind="Pod")
-        return list(resource.get(namespace=namespace, label_selector=selector).to_dict()["items"])
+        listing = self._call(functools.partial(resource.get, namespace=namespace, label_selector=selector), "list Pods")
+        return list(listing.to_dict()["items"])
 
     def _apply(self, namespace: str, manifest: Mapping[str, Any]) -> None:
         resource = self.client.resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
-        resource.server_side_apply(
-            body=manifest,
-            name=manifest["metadata"]["name"],
-            namespace=namespace,
-            field_manager=c.FIELD_MANAGER,
-            force_conflicts=True,
+        name = manifest["metadata"]["name"]
+        self._call(
+            functools.partial(
+                resource.server_side_apply,
+                body=manifest,
+                name=name,
+                namespace=namespace,
+                field_manager=c.FIELD_MANAGER,
+                force_conflicts=True,
+            ),
+            f"apply {manifest['kind']} {name}",
         )
 
     def apply(self, namespace: str, plan: Changes) -> Written:
@@ -351,12 +434,16 @@ class Reconciler:
         written = Written()
         deployments = self.client.resources.get(api_version="apps/v1", kind="Deployment")
         for name, cpu_m in plan.annotate.items():
-            deployments.patch(
-                name=name,
-                namespace=namespace,
-                body={"metadata": {"annotations": {CPU_ANNOTATION: str(cpu_m)}}},
-                content_type="application/merge-patch+json",
-                field_manager=CPU_FIELD_MANAGER,
+            self._call(
+                functools.partial(
+                    deployments.patch,
+                    name=name,
+                    namespace=namespace,
+                    body={"metadata": {"annotations": {CPU_ANNOTATION: str(cpu_m)}}},
+                    content_type="application/merge-patch+json",
+                    field_manager=CPU_FIELD_MANAGER,
+                ),
+                f"annotate Deployment {name}",
             )
             written.annotate += 1
         pods = self.client.resources.get(api_version="v1", kind="Pod")
@@ -372,12 +459,16 @@ class Reconciler:
                 if resize_subresource is None:  # a cluster before in-place resize
                     raise ApiException(status=404, reason="no pods/resize subresource")
                 written.resize += 1
-                resize_subresource.patch(
-                    name=resize.pod,
-                    namespace=namespace,
-                    body=body,
-                    content_type="application/strategic-merge-patch+json",
-                    field_manager=c.FIELD_MANAGER,
+                self._call(
+                    functools.partial(
+                        resize_subresource.patch,
+                        name=resize.pod,
+                        namespace=namespace,
+                        body=body,
+                        content_type="application/strategic-merge-patch+json",
+                        field_manager=c.FIELD_MANAGER,
+                    ),
+                    f"resize Pod {resize.pod}",
                 )
             except ApiException as error:
                 if error.status == 404 and f'"{resize.pod}" not found' in str(error.body or ""):
@@ -397,7 +488,16 @@ class Reconciler:
             written.apply += 1
         for api_version, kind, name in plan.delete:
             resource = self.client.resources.get(api_version=api_version, kind=kind)
-            resource.delete(name=name, namespace=namespace, body={"propagationPolicy": "Background"})
+            try:
+                self._call(
+                    functools.partial(
+                        resource.delete, name=name, namespace=namespace, body={"propagationPolicy": "Background"}
+                    ),
+                    f"delete {kind} {name}",
+                )
+            except ApiException as error:
+                if error.status != 404:  # gone already (a retried delete whose first try went through)
+                    raise
             written.delete += 1
         return written
 

@@ -11,7 +11,7 @@ import yaml
 from edgeaigc.inference.routing_table import InvalidRoutingTable, parse_routing_table
 from edgeaigc.operator import builders
 from edgeaigc.operator import constants as c
-from edgeaigc.operator.fleet import InvalidFleet, scenario_from_resources, unattached_cameras
+from edgeaigc.policy.fleet import InvalidFleet, scenario_from_resources, unattached_cameras
 from edgeaigc.policy.scenario import load_scenario
 from edgeaigc.policy.system_model import Plan
 from tests.e2e.conftest import REPO

@@ -4,23 +4,38 @@ from __future__ import annotations
 
 import copy
 import datetime
+import json
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from edgeaigc.inference.routing_table import EdgeNodeRoutes, Endpoint, LocalModel, RoutingTable
 from edgeaigc.operator.builders import build_edge_deployment, build_service
 from edgeaigc.operator.loop import Decision
-from edgeaigc.operator.observe import Observed, observed_from_samples
+from edgeaigc.operator.observe import (
+    Observed,
+    PrometheusObserver,
+    duration_query,
+    observed_from_samples,
+    relayed_bytes_query,
+    served_query,
+)
 from edgeaigc.operator.reconcile import (
     CPU_ANNOTATION,
     HASH_ANNOTATION,
+    Changes,
+    Reconciler,
+    RetryPolicy,
     container_cpu,
     cpu_changes,
     cpu_threshold,
     plan_writes,
     routing_table_to_write,
+    status_message,
     with_hash,
+    with_retries,
 )
 from edgeaigc.operator.status import policy_status
 from edgeaigc.policy.scenario import load_scenario
@@ -154,6 +169,28 @@ def test_observed_figures_from_query_results() -> None:
     assert observed_from_samples(TINY, [], [], [], [], 60) == Observed(None, None, None)
 
 
+def test_observed_figures_read_the_histogram_not_the_per_camera_counters() -> None:
+    answers = {
+        served_query(60): [
+            _sample(30, edge_node="pi-0", model="det-day", served_by="edge"),
+            _sample(10, edge_node="pi-0", model="det-day", served_by="cloud"),
+        ],
+        duration_query("sum", 60): [_sample(8.0)],
+        relayed_bytes_query(60): [_sample(0.0)],
+    }
+    sent: list[str] = []
+
+    class Observer(PrometheusObserver):
+        def _query(self, query: str) -> list[dict[str, Any]]:
+            sent.append(query)
+            return answers[query]
+
+    observed = Observer("http://prometheus:9090").observed(TINY, 60)
+    # 4 000 histogram series at 100 x 20 instead of 16 000 request counters; their sum counts the mean too.
+    assert all("edgeaigc_requests_total" not in query for query in sent) and len(sent) == 3
+    assert observed.hit_rate == pytest.approx(30 / 40) and observed.mean_response_time_s == pytest.approx(8 / 40)
+
+
 def test_status_shows_observed_next_to_predicted() -> None:
     decision = Decision(
         placement={"pi-0": ["det-day"]},
@@ -176,3 +213,72 @@ def test_where_the_kubelet_cannot_resize_the_template_carries_the_cpu() -> None:
     assert plan.apply[0]["metadata"]["annotations"][CPU_ANNOTATION] == "1500"
     pod["status"]["containerStatuses"][0]["resources"] = {"limits": {"cpu": "1"}}
     assert [r.pod for r in plan_writes([new], [_stored(old)], [pod], {"pi-0": 4000}).resize] == ["p"]
+
+
+def _api_error(status: int, message: str = "", retry_after: str | None = None) -> ApiException:
+    error = ApiException(status=status, reason="Error")
+    error.body = json.dumps({"kind": "Status", "message": message, "code": status})
+    error.headers = {"Retry-After": retry_after} if retry_after is not None else {}
+    return error
+
+
+def test_a_server_error_or_throttling_is_retried_with_backoff_or_retry_after() -> None:
+    failures = [_api_error(500, "etcdserver: request timed out"), _api_error(429, retry_after="3"), _api_error(503)]
+    sleeps: list[float] = []
+
+    def call() -> str:
+        if failures:
+            raise failures.pop(0)
+        return "done"
+
+    assert with_retries(call, "apply", RetryPolicy(attempts=4), sleeps.append) == "done"
+    assert sleeps == [0.5, 3.0, 2.0]  # backoff 0.5 s, the server's Retry-After, backoff 0.5 x 2^2
+
+
+def test_a_lasting_server_error_is_raised_after_the_last_try_and_a_client_error_at_once() -> None:
+    sleeps: list[float] = []
+    attempts = []
+
+    def failing(status: int) -> None:
+        attempts.append(status)
+        raise _api_error(status, "failed to allocate a serviceIP: range is full")
+
+    with pytest.raises(ApiException) as raised:
+        with_retries(lambda: failing(500), "apply", RetryPolicy(attempts=3, max_delay_s=0.7), sleeps.append)
+    assert attempts == [500] * 3 and sleeps == [0.5, 0.7]
+    assert status_message(raised.value) == "failed to allocate a serviceIP: range is full"
+    attempts.clear()
+    with pytest.raises(ApiException):
+        with_retries(lambda: failing(422), "apply", RetryPolicy(), sleeps.append)
+    assert attempts == [422]
+
+
+class _FakeResource:
+    """The dynamic client's resource: records applies and deletes, fails the applies it is told to."""
+
+    def __init__(self, calls: list[tuple[str, str]], failing: set[str]) -> None:
+        self.calls, self.failing = calls, failing
+        self.subresources: dict[str, Any] = {}
+
+    def server_side_apply(self, body: dict[str, Any], name: str, **_: Any) -> None:
+        self.calls.append(("apply", name))
+        if name in self.failing:
+            raise _api_error(500, f'failed to allocate a serviceIP for Service "{name}": range is full')
+
+    def delete(self, name: str, **_: Any) -> None:
+        self.calls.append(("delete", name))
+
+
+def test_a_failed_apply_deletes_nothing_so_the_last_placement_keeps_serving() -> None:
+    calls: list[tuple[str, str]] = []
+    sleeps: list[float] = []
+    resource = _FakeResource(calls, failing={"edgeaigc-det-day-pi-1"})
+    reconciler = Reconciler.__new__(Reconciler)
+    reconciler.client = SimpleNamespace(resources=SimpleNamespace(get=lambda **_: resource))
+    reconciler.retry, reconciler._sleep = RetryPolicy(attempts=2), sleeps.append
+    new = [build_service(_deployment("det-day", node, 500)) for node in ("pi-0", "pi-1")]
+    changes = Changes(apply=new, delete=[("v1", "Service", "edgeaigc-det-night-pi-0")], unchanged=0)
+    with pytest.raises(ApiException):
+        reconciler.apply("ns", changes)
+    names = [m["metadata"]["name"] for m in new]
+    assert calls == [("apply", names[0]), ("apply", names[1]), ("apply", names[1])] and sleeps == [0.5]

@@ -6,6 +6,7 @@ import copy
 import re
 import shutil
 import subprocess
+import sys
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ from edgeaigc.cluster.twin import (
 )
 from edgeaigc.inference.routing_table import EdgeNodeRoutes, RoutingTable
 from edgeaigc.operator import builders
-from edgeaigc.operator.fleet import scenario_from_resources
+from edgeaigc.policy.fleet import scenario_from_resources
 from edgeaigc.policy.system_model import Plan, evaluate_slot
 from tests.e2e.conftest import REPO
 
@@ -183,9 +184,8 @@ class FakeSource:
 
 
 def _scrape(twin: Twin) -> str:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(twin.metrics)
-    return generate_latest(registry).decode()
+    """What Prometheus reads from the twin (its own exposition, checked against the client library's below)."""
+    return twin.metrics.exposition().decode()
 
 
 def _samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
@@ -319,3 +319,23 @@ def test_the_twin_exports_exactly_the_metrics_of_its_contract_section() -> None:
         assert family.samples, name
         for sample in family.samples:
             assert set(sample.labels) - {"le"} == labels, (name, sample)
+
+
+def test_the_twin_does_not_import_the_operator() -> None:
+    """DESIGN: nothing imports the operator; the twin reads what it writes through ``edgeaigc.policy``."""
+    probe = (
+        "import sys, edgeaigc.cluster.twin; print(sorted(m for m in sys.modules if m.startswith('edgeaigc.operator')))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_twins_fast_exposition_is_the_client_librarys_text_format() -> None:
+    source = FakeSource()
+    source.deployments = [edge_deployment("cls-small", "pi-0", 1000)]
+    twin = Twin(source, "traffic-city", seed=7, tick_seconds=1.0, trace_slots=20)
+    for _ in range(3):
+        twin.step()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(twin.metrics)
+    assert twin.metrics.exposition() == generate_latest(registry)

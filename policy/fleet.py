@@ -4,6 +4,7 @@ The operator decides with exactly the system model the policies were trained and
 on: :func:`scenario_from_resources` turns a PlacementPolicy and the namespace's EdgeNodes,
 InferenceModels and Cameras into a :class:`~edgeaigc.policy.scenario.Scenario` (through the
 same validation as a scenario file), so encoder, plan projection and actors are reused as is.
+The traffic twin builds the fleet it plays with the same function.
 """
 
 from __future__ import annotations
