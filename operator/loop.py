@@ -32,7 +32,7 @@ from edgeaigc.operator.builders import (
     object_name,
 )
 from edgeaigc.operator.observe import ObservationError, Observed, PrometheusObserver
-from edgeaigc.operator.placement import current_cache, plan_fits_nodes
+from edgeaigc.operator.placement import allocatable_millicores, current_cache, plan_fits_nodes
 from edgeaigc.operator.reconcile import (
     DEFAULT_WRITES,
     Reconciler,
@@ -211,7 +211,8 @@ class DecisionLoop:
             plan_started = time.perf_counter()
             plan = plan_for(scenario, observation, action, spec.get("churnLimit"))
             node_names = {n["metadata"]["name"]: n["spec"]["nodeName"] for n in edge_nodes}
-            problems = plan_fits_nodes(scenario, plan, node_names, self._allocatable())
+            allocatable = self._allocatable()
+            problems = plan_fits_nodes(scenario, plan, node_names, allocatable)
             if problems:
                 return self._degraded(decision, started, "PlanDoesNotFit", "; ".join(problems))
             outcome = evaluate_slot(scenario, plan, observation.camera_rates, observation.link_quality, cache)
@@ -247,8 +248,11 @@ class DecisionLoop:
                 for o in desired_objects(policy, scenario, plan, node_names, 0, artifacts=model_artifacts(models))
                 if o["kind"] != "ConfigMap"
             ] + [self._routing_configmap(existing, scenario, plan, policy, self.write_policy, node_names)]
+            # What the EdgeNode offers, but never more than its Kubernetes node can allocate: the bound
+            # that CPU decreases kept back by hysteresis must respect.
             capacity = {
-                node: int(cores * 1000) for node, cores in zip(scenario.node_names, scenario.node_cores, strict=True)
+                node: min(int(cores * 1000), allocatable_millicores(allocatable, node_names[node]))
+                for node, cores in zip(scenario.node_names, scenario.node_cores, strict=True)
             }
             pods = self.reconciler.edge_pods(namespace, name) if self.write_policy.in_place else []
             writes = plan_writes(desired, existing, pods, capacity, self.write_policy)

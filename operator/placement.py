@@ -29,6 +29,11 @@ def current_cache(scenario: Scenario, deployments: Sequence[Mapping[str, Any]]) 
     return cache
 
 
+def allocatable_millicores(allocatable: Mapping[str, Mapping[str, str]], node: str) -> int:
+    """CPU a Kubernetes node can allocate, in millicores (0 for a node that is gone)."""
+    return int(float(parse_quantity((allocatable.get(node) or {}).get("cpu", "0"))) * 1000)
+
+
 def plan_fits_nodes(
     scenario: Scenario,
     plan: Plan,
@@ -51,7 +56,7 @@ def plan_fits_nodes(
             continue
         cpu_m = int(cpu_millicores(plan.compute_share[e, cached], float(scenario.node_cores[e])).sum())
         memory_mi = sum(memory_mebibytes(float(scenario.model_size_mb[m])) for m in cached)
-        cpu_available = float(parse_quantity(allocatable[node].get("cpu", "0"))) * 1000
+        cpu_available = allocatable_millicores(allocatable, node)
         memory_available = float(parse_quantity(allocatable[node].get("memory", "0"))) / 2**20
         if cpu_m > cpu_available:
             problems.append(f"EdgeNode {edge_node}: {cpu_m}m CPU planned, node {node} has {cpu_available:.0f}m")

@@ -328,7 +328,14 @@ def plan_writes(
     }
     current_cpu = {name: deployment_cpu(found[("Deployment", name)]) or 0 for name in desired_cpu}
     node_of = {name: m["metadata"]["labels"].get(c.LABEL_EDGE_NODE, "") for name, m in resizable.items()}
-    new_cpu = cpu_changes(desired_cpu, current_cpu, node_of, capacity or {}, policy)
+    # Edge Deployments applied whole (new models) take their CPU on the node too: what is left
+    # bounds the pods resized in place, so a decrease kept back by hysteresis cannot overcommit it.
+    remaining = dict(capacity or {})
+    for manifest in to_apply:
+        node = manifest["metadata"]["labels"].get(c.LABEL_EDGE_NODE, "")
+        if is_edge_deployment(manifest) and node in remaining:
+            remaining[node] -= container_cpu(manifest["spec"]["template"]["spec"]) or 0
+    new_cpu = cpu_changes(desired_cpu, current_cpu, node_of, remaining, policy)
     resizes: list[Resize] = []
     fallback: dict[str, dict[str, Any]] = {}
     for name, manifest in resizable.items():

@@ -81,6 +81,18 @@ def test_decreases_kept_back_are_written_when_the_node_would_overflow() -> None:
     assert cpu_changes(desired, current, node_of, {"n": 4100}) == {"b": 2050}
 
 
+def test_a_new_model_on_the_node_counts_when_decreases_are_kept_back() -> None:
+    # det-day 2000 -> 1950 is below the step; a new model arrives with 2050m: kept back, pi-0 would hold 4050m.
+    old = _deployment("det-day", "pi-0", 2000)
+    desired = [_deployment("det-day", "pi-0", 1950), _deployment("cls-small", "pi-0", 2050)]
+    plan = plan_writes(desired, [_stored(old)], [_pod(old, "p", 2000)], {"pi-0": 4000})
+    assert [m["metadata"]["name"] for m in plan.apply] == ["edgeaigc-cls-small-pi-0"]
+    assert [(r.pod, r.cpu_m) for r in plan.resize] == [("p", 1950)]
+    # With room for both the decrease stays kept back.
+    plan = plan_writes(desired, [_stored(old)], [_pod(old, "p", 2000)], {"pi-0": 4100})
+    assert plan.resize == []
+
+
 def test_a_cpu_change_resizes_the_pods_and_leaves_the_template_alone() -> None:
     old, new = _deployment("det-day", "pi-0", 1000), _deployment("det-day", "pi-0", 1500)
     service = build_service(new)
