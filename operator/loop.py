@@ -200,7 +200,9 @@ class DecisionLoop:
             existing = self.reconciler.existing(namespace, name)
             cache = current_cache(scenario, [o for o in existing if o["kind"] == "Deployment"])
             decision.placement = placement_of(scenario, cache)
-            observer = self.observer_factory(spec.get("prometheusURL", "http://prometheus:9090"))
+            observer = self.observer_factory(
+                spec.get("prometheusURL", "http://prometheus:9090"), spec.get("prometheusSelector", "")
+            )
             interval = int(spec.get("intervalSeconds", 30))
             observation: Observation = observer.observe(scenario, cache, interval)
             decision.observed = observer.observed(scenario, interval)

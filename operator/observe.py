@@ -36,33 +36,46 @@ class ObservationError(RuntimeError):
         self.reason = reason
 
 
-def rate_query(window_s: int) -> str:
+CLOUD = 'served_by="cloud"'
+
+
+def series(name: str, selector: str = "", *matchers: str) -> str:
+    """A PromQL series selector: ``name`` with ``matchers`` and the policy's ``spec.prometheusSelector``."""
+    inside = ", ".join(part for part in (*matchers, selector.strip().strip(",")) if part)
+    return f"{name}{{{inside}}}" if inside else name
+
+
+def rate_query(window_s: int, selector: str = "") -> str:
     """Requests per second of every (edge node, camera, model) over the last ``window_s``."""
-    return f"sum by (edge_node, camera, model) (increase(edgeaigc_requests_total[{window_s}s])) / {window_s}"
+    counter = series("edgeaigc_requests_total", selector)
+    return f"sum by (edge_node, camera, model) (increase({counter}[{window_s}s])) / {window_s}"
 
 
-LINK_QUERY = "max by (edge_node, camera) (edgeaigc_camera_link_spectral_efficiency)"
+def link_query(selector: str = "") -> str:
+    """The last spectral efficiency the gateways measured for each camera."""
+    return f"max by (edge_node, camera) ({series('edgeaigc_camera_link_spectral_efficiency', selector)})"
 
 
-def served_query(window_s: int) -> str:
+def served_query(window_s: int, selector: str = "") -> str:
     """Requests of every (edge node, model) by where they were served, over the last ``window_s``.
 
     Counted by the response-time histogram, which the gateways observe once for every request they
     count in ``edgeaigc_requests_total`` but without the ``camera`` and ``code`` labels: at 400 cameras
     this reads 4 000 series instead of 16 000, and its sum is the count of the mean response time.
     """
-    return f"sum by (edge_node, model, served_by) (increase(edgeaigc_request_duration_seconds_count[{window_s}s]))"
+    count = series("edgeaigc_request_duration_seconds_count", selector)
+    return f"sum by (edge_node, model, served_by) (increase({count}[{window_s}s]))"
 
 
-def duration_query(part: str, window_s: int) -> str:
+def duration_query(part: str, window_s: int, selector: str = "") -> str:
     """Sum (``part="sum"``) or count of the gateways' response times over the last ``window_s``."""
-    return f"sum(increase(edgeaigc_request_duration_seconds_{part}[{window_s}s]))"
+    return f"sum(increase({series(f'edgeaigc_request_duration_seconds_{part}', selector)}[{window_s}s]))"
 
 
-def relayed_bytes_query(window_s: int) -> str:
+def relayed_bytes_query(window_s: int, selector: str = "") -> str:
     """Request and response bytes of the requests relayed to the cloud over the last ``window_s``."""
     parts = (
-        f'(sum(increase(edgeaigc_{name}_bytes_total{{served_by="cloud"}}[{window_s}s])) or vector(0))'
+        f"(sum(increase({series(f'edgeaigc_{name}_bytes_total', selector, CLOUD)}[{window_s}s])) or vector(0))"
         for name in ("request", "response")
     )
     return " + ".join(parts)
@@ -189,6 +202,8 @@ class PrometheusObserver:
     """
 
     url: str
+    selector: str = ""
+    """PromQL label matchers added to every query (``spec.prometheusSelector``), e.g. ``namespace="city"``."""
     timeout_s: float = 5.0
     _client: Any = dataclasses.field(default=None, init=False, repr=False)
 
@@ -217,24 +232,24 @@ class PrometheusObserver:
             raise ObservationError("PrometheusQueryFailed", f"query {query!r} failed: {error}") from error
 
     def observe(self, scenario: Scenario, cache: np.ndarray, interval_s: int) -> Observation:
-        last = self._query(rate_query(interval_s))
+        last = self._query(rate_query(interval_s, self.selector))
         if not last:
             raise ObservationError(
                 "NoMetrics", "Prometheus has no edgeaigc_requests_total series yet (are the gateways scraped?)"
             )
-        recent = self._query(rate_query(interval_s * TREND_WINDOW_SLOTS))
-        link = self._query(LINK_QUERY)
+        recent = self._query(rate_query(interval_s * TREND_WINDOW_SLOTS, self.selector))
+        link = self._query(link_query(self.selector))
         return observation_from_samples(scenario, last, recent, link, cache, datetime.datetime.now(datetime.UTC))
 
     def observed(self, scenario: Scenario, window_s: int) -> Observed:
         """Hit rate, response time and cost the gateways measured over the window."""
-        served = self._query(served_query(window_s))
+        served = self._query(served_query(window_s, self.selector))
         # Every served request is one observation of the histogram: ``served`` also counts the mean's requests.
         return observed_from_samples(
             scenario,
             served,
-            self._query(duration_query("sum", window_s)),
+            self._query(duration_query("sum", window_s, self.selector)),
             served,
-            self._query(relayed_bytes_query(window_s)),
+            self._query(relayed_bytes_query(window_s, self.selector)),
             window_s,
         )

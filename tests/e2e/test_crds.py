@@ -74,6 +74,11 @@ def _object(kind: str, spec: dict) -> dict:
         ("PlacementPolicy", {"algorithm": "lru", "intervalSeconds": 1}, "spec.intervalSeconds"),
         ("PlacementPolicy", {"algorithm": "lru", "reward": {"alpha": 0, "beta": 0}}, "cannot both be 0"),
         ("PlacementPolicy", {"algorithm": "genetic"}, 'spec.algorithm: Unsupported value: "genetic"'),
+        (
+            "PlacementPolicy",
+            {"algorithm": "lru", "prometheusSelector": 'namespace="a"}[5m]) or vector(1'},
+            "spec.prometheusSelector must be PromQL label matchers",
+        ),
     ],
 )
 def test_bad_objects_are_rejected_naming_the_field(crds: Kubectl, kind: str, spec: dict, message: str) -> None:

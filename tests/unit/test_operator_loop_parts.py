@@ -166,3 +166,29 @@ def test_model_status_reports_the_artifact_and_keeps_other_conditions() -> None:
     assert again["conditions"][-1]["lastTransitionTime"] == "2026-11-27T12:00:00Z"
     fixed = model_status(["pi-0"], ArtifactCondition("True", "Fetched", ""), again, t1)
     assert fixed["conditions"][-1]["lastTransitionTime"] == "2026-11-27T12:01:00Z"
+
+
+def test_every_query_carries_the_policys_prometheus_selector() -> None:
+    from edgeaigc.operator.observe import (
+        duration_query,
+        link_query,
+        relayed_bytes_query,
+        series,
+        served_query,
+    )
+
+    assert series("m") == "m" and series("m", "", 'a="b"') == 'm{a="b"}'
+    assert series("m", ' namespace="city", ', 'a="b"') == 'm{a="b", namespace="city"}'
+    selector = 'namespace="city"'
+    queries = [
+        rate_query(30, selector),
+        link_query(selector),
+        served_query(30, selector),
+        duration_query("sum", 30, selector),
+        relayed_bytes_query(30, selector),
+    ]
+    for query in queries:
+        metrics = query.count("edgeaigc_")
+        assert query.count(selector) == metrics, query
+    assert 'edgeaigc_request_bytes_total{served_by="cloud", namespace="city"}' in queries[-1]
+    assert rate_query(30) == "sum by (edge_node, camera, model) (increase(edgeaigc_requests_total[30s])) / 30"
