@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         if args.action == "up":
-            state = up(
+            started = up(
                 args.name,
                 args.nodes,
                 progress=progress,
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
                 prometheus=args.prometheus,
                 scrape_interval_s=args.scrape_interval,
             )
-            print(state.kubeconfig)
+            print(started.kubeconfig)
             return 0
         if args.action == "down":
             return 0 if down(args.name, progress=progress) else 1

@@ -120,7 +120,7 @@ def run_phase(state: ClusterState, algorithm: str, minutes: float, seed: int, lo
     operator = spawn_edgeaigc(
         ["operator", "-n", NAMESPACE, "--metrics-port", "0", "--liveness-port", "0"],
         logs / f"operator-{algorithm}.log",
-        state,
+        state.kubeconfig,
     )
     started = time.time()
     end = started + minutes * 60
@@ -166,6 +166,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interval", type=int, default=10, help="decision interval in seconds (default: 10)")
     parser.add_argument("--seed", type=int, default=0, help="demand seed, the same for both phases (default: 0)")
     parser.add_argument("--keep", action="store_true", help="leave the cluster running afterwards")
+    parser.add_argument("--output", type=Path, default=None, help="also write the summary as JSON here")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -208,4 +209,9 @@ def run(args: argparse.Namespace) -> int:
             "-" if cost is None else f"{cost:.4f}",
         )
     console.print(summary)
+    if args.output is not None:
+        args.output.write_text(json.dumps({"seed": args.seed, "minutes": args.minutes, "policies": results}, indent=2))
+    if all(figures["hit_rate"] is None for figures in results.values()):
+        console.print("[red]edgeaigc demo: no requests were measured; see the logs (--keep keeps them)[/red]")
+        return 1
     return 0

@@ -37,7 +37,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -47,7 +47,7 @@ from edgeaigc.policy.demonstrator import DEFAULT_HORIZON_SLOTS, demonstration_ac
 from edgeaigc.policy.env import EdgePlacementEnv
 from edgeaigc.policy.export import export_actor
 from edgeaigc.policy.networks import Actor
-from edgeaigc.policy.observation import CAMERA_FEATURES, PAIR_FEATURES
+from edgeaigc.policy.observation import CAMERA_FEATURES, PAIR_FEATURES, Observation
 from edgeaigc.policy.scenario import BUNDLED_SCENARIOS, ScenarioError, load_scenario
 from edgeaigc.policy.td3 import ALGORITHMS, Agent, AgentConfig, ReplayBuffer
 
@@ -201,6 +201,13 @@ def write_learning_curve(log_path: Path, image_path: Path, title: str) -> None:
     plt.close(figure)
 
 
+def _current(env: EdgePlacementEnv) -> Observation:
+    """The env's current observation (it has one once reset)."""
+    if env.observation is None:
+        raise RuntimeError("the environment has not been reset")
+    return env.observation
+
+
 def train(config: TrainConfig) -> Path:
     """Train, writing everything to the run directory; returns the exported ONNX path.
 
@@ -234,19 +241,19 @@ def train(config: TrainConfig) -> Path:
         reward_scale=config.reward_scale,
     )
     agent = Agent(len(PAIR_FEATURES), len(CAMERA_FEATURES), agent_config)
-    observation_space = env.observation_space
+    # The env's spaces are Boxes of fixed shapes (the Space base class types them as optional).
+    observation_spaces = cast(dict[str, Any], env.observation_space.spaces)  # type: ignore[attr-defined]
+    pair_shape = cast(tuple[int, ...], observation_spaces["pair"].shape)
+    camera_shape = cast(tuple[int, ...], observation_spaces["camera"].shape)
+    action_size = int(np.prod(cast(tuple[int, ...], env.action_space.shape)))
     # Keep the buffer within MAX_REPLAY_BYTES however large the fleet (two observations a row).
-    row_bytes = 4 * (
-        2 * (np.prod(observation_space["pair"].shape) + np.prod(observation_space["camera"].shape))
-        + 2 * np.prod(env.action_space.shape)
-        + 3
-    )
+    row_bytes = 4 * (2 * (int(np.prod(pair_shape)) + int(np.prod(camera_shape))) + 2 * action_size + 3)
     capacity = int(min(config.buffer_size, MAX_REPLAY_BYTES // row_bytes))
     buffer = ReplayBuffer(
         capacity,
-        observation_space["pair"].shape,
-        observation_space["camera"].shape,
-        int(np.prod(env.action_space.shape)),
+        pair_shape,
+        camera_shape,
+        action_size,
         seed=config.seed,
     )
     metadata = {
@@ -334,13 +341,13 @@ def train(config: TrainConfig) -> Path:
         # Act: the teacher (warm-up and a share of episodes) or the actor, plus exploration noise.
         demo_action = None
         if teacher_episode:
-            demo_action = demonstration_action(scenario, env.observation, config.demo_horizon)
+            demo_action = demonstration_action(scenario, _current(env), config.demo_horizon)
             action = demo_action.copy()
         else:
             action = agent.act(observation)
             if rng.random() < config.teacher_labels:
                 # Label the state the actor reached (not only the teacher's own states).
-                demo_action = demonstration_action(scenario, env.observation, config.demo_horizon)
+                demo_action = demonstration_action(scenario, _current(env), config.demo_horizon)
         action = np.clip(action + rng.normal(0.0, config.exploration_noise, action.shape), -1.0, 1.0).astype(np.float32)
 
         # Step the environment and store the transition (truncation is not termination).

@@ -204,7 +204,9 @@ class TrainingFrames:
         if self.rng.random() < self.jpeg_probability:
             quality = int(self.rng.integers(60, 96))
             _, encoded = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
-            frame = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
+            decoded = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
+            if decoded is not None:  # an encoder round trip that fails leaves the frame as it was
+                frame = decoded
         return frame, truths
 
 
