@@ -56,9 +56,10 @@ def _scalar(url: str, promql: str, at: float | None = None) -> float | None:
 
 
 def install_fleet(state: ClusterState, actor: Path, interval_s: int) -> None:
-    _kubectl(state, "apply", "--server-side", "-f", str(_repo_file("crds")))
+    # The demo owns its fleet: re-running it on a kept cluster takes the fields back from earlier patches.
+    _kubectl(state, "apply", "--server-side", "--force-conflicts", "-f", str(_repo_file("crds")))
     _kubectl(state, "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
-    _kubectl(state, "apply", "--server-side", "-f", str(_repo_file("examples")))
+    _kubectl(state, "apply", "--server-side", "--force-conflicts", "-f", str(_repo_file("examples")))
     _kubectl(state, "delete", "configmap", "traffic-city-actor", "-n", NAMESPACE, "--ignore-not-found")
     _kubectl(state, "create", "configmap", "traffic-city-actor", "-n", NAMESPACE, f"--from-file=actor.onnx={actor}")
     patch = {"spec": {"intervalSeconds": interval_s, "prometheusURL": state.prometheus_url}}
