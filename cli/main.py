@@ -78,3 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def run_subcommand(name: str, argv: Sequence[str] | None = None) -> int:
+    """``edgeaigc NAME ARGV``: what a module's own ``python -m`` entry point runs (same parser, same exit codes)."""
+    return main([name, *(sys.argv[1:] if argv is None else argv)])

@@ -962,10 +962,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m edgeaigc.cluster.twin`` (the same as ``edgeaigc twin``)."""
-    parser = argparse.ArgumentParser(prog="edgeaigc twin")
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """``python -m edgeaigc.cluster.twin``, the same as ``edgeaigc twin``."""
+    from edgeaigc.cli.main import run_subcommand
+
+    return run_subcommand("twin", argv)
 
 
 if __name__ == "__main__":

@@ -41,8 +41,8 @@ import yaml
 if TYPE_CHECKING:
     import httpx
 
-#: Names of the model repository's layout (``edgeaigc.inference.repository``, not imported:
-#: it pulls in onnxruntime and FastAPI, ~50 MiB the init container does not need).
+#: Names of the model repository's layout. They live here, and the repository imports them,
+#: because this module stays light: the init container must not load onnxruntime and FastAPI.
 MODEL_FILE = "model.onnx"
 CONFIG_FILE = "config.yaml"
 #: Prefix and suffix of the temporary file a fetch writes before the rename.
@@ -119,7 +119,7 @@ def _prepare(dest: Path) -> None:
         partial.unlink(missing_ok=True)
 
 
-def _file_sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as file:
         for chunk in iter(lambda: file.read(1 << 20), b""):
@@ -137,7 +137,7 @@ def _kept(dest: Path, sha256: str | None, max_bytes: int) -> FetchResult | None:
     if not target.is_file():
         return None
     size = target.stat().st_size
-    if sha256 is not None and size <= max_bytes and _file_sha256(target) == sha256:
+    if sha256 is not None and size <= max_bytes and sha256_of(target) == sha256:
         _record_checksum(dest, sha256)
         return FetchResult(target, sha256, size, kept=True)
     target.unlink()

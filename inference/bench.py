@@ -810,9 +810,10 @@ def summarise(figures: Sequence[LoadFigures]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edgeaigc bench-serving", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """``python -m edgeaigc.inference.bench``, the same as ``edgeaigc bench-serving``."""
+    from edgeaigc.cli.main import run_subcommand
+
+    return run_subcommand("bench-serving", argv)
 
 
 if __name__ == "__main__":

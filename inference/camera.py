@@ -250,13 +250,10 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edgeaigc camera", description="A camera playing frames against a gateway.")
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    """``python -m edgeaigc.inference.camera``, the same as ``edgeaigc camera``."""
+    from edgeaigc.cli.main import run_subcommand
+
+    return run_subcommand("camera", argv)
 
 
 if __name__ == "__main__":

@@ -18,11 +18,15 @@ below to its status code and a body of the Open Inference Protocol's form,
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+if TYPE_CHECKING:
+    import httpx
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +100,17 @@ class ModelLoadError(Exception):
 def error_body(message: str) -> dict[str, str]:
     """The protocol's error body."""
     return {"error": message}
+
+
+def upstream_error_message(response: httpx.Response) -> str:
+    """The message of an error another server answered: its :func:`error_body`, else the start of its text."""
+    try:
+        document = response.json()
+    except ValueError:
+        return response.text[:200]
+    if isinstance(document, dict) and isinstance(document.get("error"), str):
+        return str(document["error"])
+    return response.text[:200]
 
 
 def register_error_handlers(app: FastAPI) -> None:

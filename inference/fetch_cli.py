@@ -151,11 +151,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="edgeaigc fetch-model", description="Put a model's verified ONNX file in place (init container)."
-    )
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """``python -m edgeaigc.inference.fetch_cli``, the same as ``edgeaigc fetch-model``."""
+    from edgeaigc.cli.main import run_subcommand
+
+    return run_subcommand("fetch-model", argv)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ from edgeaigc.inference.errors import (
     ServerNotReady,
     error_body,
     register_error_handlers,
+    upstream_error_message,
 )
 from edgeaigc.inference.metrics import REQUEST_LATENCY_BUCKETS, SERVED_BY_VALUES, UNKNOWN_MODEL
 from edgeaigc.inference.routing_table import Endpoint, InvalidRoutingTable, RoutingTable, parse_routing_table
@@ -650,7 +651,7 @@ class Gateway:
                 passed[SERVED_BY_HEADER] = served_by
                 response = Response(upstream.content, status_code=upstream.status_code, headers=passed)
                 return response, Attempt(base_url, served_by, "ok")
-            reason, detail = "http_5xx", f"HTTP {upstream.status_code} {_upstream_error(upstream)}"
+            reason, detail = "http_5xx", f"HTTP {upstream.status_code} {upstream_error_message(upstream)}"
         finally:
             in_flight.dec()
         logger.warning("upstream %s (%s) failed for model %s: %s", base_url, served_by, model, detail)
@@ -734,16 +735,6 @@ def _forwarded_headers(request: Request) -> dict[str, str]:
 
 def _query_without_camera(request: Request) -> str:
     return urlencode([(k, v) for k, v in request.query_params.multi_items() if k != CAMERA_QUERY])
-
-
-def _upstream_error(response: httpx.Response) -> str:
-    try:
-        document = response.json()
-    except ValueError:
-        return response.text[:200]
-    if isinstance(document, dict) and isinstance(document.get("error"), str):
-        return str(document["error"])
-    return response.text[:200]
 
 
 def create_gateway_app(settings: GatewaySettings, gateway: Gateway | None = None) -> FastAPI:

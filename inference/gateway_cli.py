@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
+
+from edgeaigc.inference.http_server import add_log_level_argument, run_app
 
 DEFAULT_PORT = 8000
 
@@ -76,17 +75,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="distinct camera labels in the metrics; further cameras are counted as _other (default: 256)",
     )
-    parser.add_argument(
-        "--log-level",
-        default="info",
-        choices=("critical", "error", "warning", "info", "debug"),
-        help="log level (default: info)",
-    )
+    add_log_level_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from edgeaigc.inference.gateway import GatewaySettings, create_gateway_app
     from edgeaigc.inference.repository import parse_byte_size
 
@@ -124,33 +116,14 @@ def run(args: argparse.Namespace) -> int:
         max_cameras=args.max_cameras,
     )
     app = create_gateway_app(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
-    )
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _after_graceful_shutdown) if in_main_thread else None
-    try:
-        server.run()
-    except SystemExit:
-        return 1
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
-    return 0 if server.started else 1
-
-
-def _after_graceful_shutdown(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM after uvicorn's graceful shutdown: nothing left to do."""
+    return run_app(app, args.host, args.port, args.log_level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edgeaigc gateway", description="The edgeaigc edge gateway.")
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    """``python -m edgeaigc.inference.gateway_cli``, the same as ``edgeaigc gateway``."""
+    from edgeaigc.cli.main import run_subcommand
+
+    return run_subcommand("gateway", argv)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ proceed in parallel and the event loop never blocks) — either directly or thro
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
@@ -21,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 import onnxruntime as ort
 
+from edgeaigc.inference.artifact import sha256_of
 from edgeaigc.inference.errors import InferenceFailed, InvalidInput, ModelLoadError
 from edgeaigc.inference.protocol import ONNX_TYPE_TO_DATATYPE, InferInput, format_shape
 
@@ -69,14 +69,6 @@ class TensorSpec:
 
     def describe(self) -> str:
         return f"datatype {self.datatype} and shape {format_shape(self.shape)}"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _tensor_spec(node: Any, role: str) -> TensorSpec:

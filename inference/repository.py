@@ -43,13 +43,12 @@ from typing import Any
 
 import yaml
 
+from edgeaigc.inference.artifact import CONFIG_FILE, MODEL_FILE, mib
 from edgeaigc.inference.errors import ModelLoadError, ModelNotFound, ModelNotReady
 from edgeaigc.inference.model import DEFAULT_VERSION, InferenceObserver, ModelConfig, OnnxModel
 
 logger = logging.getLogger(__name__)
 
-MODEL_FILE = "model.onnx"
-CONFIG_FILE = "config.yaml"
 
 #: Memory of a loaded model per byte of its file. onnxruntime keeps the initializers (once,
 #: or twice where it pre-packs MatMul/Conv weights), plus an arena for activations that grows
@@ -88,10 +87,6 @@ def parse_byte_size(text: str | int) -> int:
         raise ValueError(f"not a size: {text!r} (examples: 1048576, 512Mi, 2Gi, 100M)")
     number, unit = match.groups()
     return int(float(number) * _BYTE_UNITS[(unit or "").lower()])
-
-
-def mib(size: int) -> str:
-    return f"{size / 2**20:.1f} MiB"
 
 
 def read_model_config(directory: Path) -> ModelConfig:

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 
+from edgeaigc.inference.http_server import add_log_level_argument, run_app
 from edgeaigc.inference.metrics import SERVED_BY_VALUES
 
 DEFAULT_PORT = 8080
@@ -66,18 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="start with no model loaded (load them with POST /v2/repository/models/NAME/load)",
     )
-    parser.add_argument(
-        "--log-level",
-        default="info",
-        choices=("critical", "error", "warning", "info", "debug"),
-        help="log level (default: info)",
-    )
+    add_log_level_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so that `edgeaigc --help` stays fast and needs none of the serving packages.
-    import uvicorn
-
     from edgeaigc.inference.repository import ModelRepository, parse_byte_size
     from edgeaigc.inference.server import create_app
 
@@ -105,36 +96,14 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(
         repository, max_request_bytes=max_request_bytes, served_by=args.served_by, preload=not args.no_preload
     )
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
-    server = uvicorn.Server(config)
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    # uvicorn shuts down gracefully on SIGTERM and then raises the signal again under the handler
-    # it found; with this one, that graceful stop (how Kubernetes ends a pod) exits 0, not -15.
-    previous = signal.signal(signal.SIGTERM, _after_graceful_shutdown) if in_main_thread else None
-    try:
-        server.run()
-    except SystemExit:  # uvicorn exits when it cannot start (port taken, start-up failure)
-        return 1
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
-    return 0 if server.started else 1
-
-
-def _after_graceful_shutdown(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM after uvicorn's graceful shutdown: nothing left to do."""
+    return run_app(app, args.host, args.port, args.log_level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="edgeaigc serve", description="ONNX Runtime model server speaking the Open Inference Protocol."
-    )
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    """``python -m edgeaigc.inference.serve``, the same as ``edgeaigc serve``."""
+    from edgeaigc.cli.main import run_subcommand
+
+    return run_subcommand("serve", argv)
 
 
 if __name__ == "__main__":

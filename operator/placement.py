@@ -10,6 +10,7 @@ from kubernetes.utils import parse_quantity
 
 from edgeaigc.operator import constants as c
 from edgeaigc.operator.builders import cpu_millicores, memory_mebibytes
+from edgeaigc.operator.reconcile import millicores
 from edgeaigc.policy.scenario import Scenario
 from edgeaigc.policy.system_model import Plan
 
@@ -31,7 +32,7 @@ def current_cache(scenario: Scenario, deployments: Sequence[Mapping[str, Any]]) 
 
 def allocatable_millicores(allocatable: Mapping[str, Mapping[str, str]], node: str) -> int:
     """CPU a Kubernetes node can allocate, in millicores (0 for a node that is gone)."""
-    return int(float(parse_quantity((allocatable.get(node) or {}).get("cpu", "0"))) * 1000)
+    return millicores((allocatable.get(node) or {}).get("cpu", "0"))
 
 
 def plan_fits_nodes(

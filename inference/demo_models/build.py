@@ -162,13 +162,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edgeaigc build-demo-models", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    """``python -m edgeaigc.inference.demo_models.build``, the same as ``edgeaigc build-demo-models``."""
+    from edgeaigc.cli.main import run_subcommand
+
+    return run_subcommand("build-demo-models", argv)
 
 
 def build(args: argparse.Namespace) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import httpx
 import numpy as np
 
 from edgeaigc.inference import protocol
+from edgeaigc.inference.errors import InvalidInput, upstream_error_message
 
 CAMERA_HEADER = "X-Edgeaigc-Camera"
 
@@ -38,6 +39,14 @@ class ModelRunner(Protocol):
     def input_names(self) -> list[str]: ...
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+def first_input_name(runner: ModelRunner, role: str) -> str:
+    """The name of the model's first input (what a one-input detector or classifier is fed)."""
+    names = runner.input_names()
+    if not names:
+        raise InvalidInput(f"{role} '{runner.name}' has no inputs")
+    return names[0]
 
 
 class LocalRunner:
@@ -94,7 +103,7 @@ class RemoteRunner:
             except httpx.HTTPError as error:
                 raise RemoteInferenceError(self.name, None, str(error) or type(error).__name__) from error
             if response.status_code != 200:
-                raise RemoteInferenceError(self.name, response.status_code, _message(response))
+                raise RemoteInferenceError(self.name, response.status_code, upstream_error_message(response))
             self._input_names = [entry["name"] for entry in response.json().get("inputs", [])]
         return self._input_names
 
@@ -108,19 +117,9 @@ class RemoteRunner:
         except httpx.HTTPError as error:
             raise RemoteInferenceError(self.name, None, str(error) or type(error).__name__) from error
         if response.status_code != 200:
-            raise RemoteInferenceError(self.name, response.status_code, _message(response))
+            raise RemoteInferenceError(self.name, response.status_code, upstream_error_message(response))
         return protocol.decode_infer_response(response.content, response.headers.get(protocol.HEADER_CONTENT_LENGTH))
 
     def close(self) -> None:
         if self._own_client:
             self.client.close()
-
-
-def _message(response: httpx.Response) -> str:
-    try:
-        document = response.json()
-    except ValueError:
-        return response.text[:200]
-    if isinstance(document, dict) and isinstance(document.get("error"), str):
-        return str(document["error"])
-    return response.text[:200]

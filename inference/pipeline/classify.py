@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from edgeaigc.inference.errors import InvalidInput
-from edgeaigc.inference.pipeline.backend import ModelRunner
+from edgeaigc.inference.pipeline.backend import ModelRunner, first_input_name
 from edgeaigc.inference.pipeline.config import ClassifierConfig
 from edgeaigc.inference.pipeline.detect import Detection
 from edgeaigc.inference.pipeline.image import crop, letterbox, to_tensor
@@ -37,10 +37,7 @@ class Classifier:
 
     def input_name(self) -> str:
         if self._input_name is None:
-            names = self.runner.input_names()
-            if not names:
-                raise InvalidInput(f"classifier '{self.runner.name}' has no inputs")
-            self._input_name = names[0]
+            self._input_name = first_input_name(self.runner, "classifier")
         return self._input_name
 
     def classify(self, image: np.ndarray, detections: Sequence[Detection]) -> list[Classification]:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from edgeaigc.inference.errors import InvalidInput
-from edgeaigc.inference.pipeline.backend import ModelRunner
+from edgeaigc.inference.pipeline.backend import ModelRunner, first_input_name
 from edgeaigc.inference.pipeline.config import DetectorConfig
 from edgeaigc.inference.pipeline.image import Letterbox, decode_frame, letterbox, to_tensor
 
@@ -150,10 +150,7 @@ class Detector:
 
     def input_name(self) -> str:
         if self._input_name is None:
-            names = self.runner.input_names()
-            if not names:
-                raise InvalidInput(f"detector '{self.runner.name}' has no inputs")
-            self._input_name = names[0]
+            self._input_name = first_input_name(self.runner, "detector")
         return self._input_name
 
     def detect(self, frame: bytes | np.ndarray) -> list[Detection]:
