@@ -29,6 +29,26 @@ import numpy as np
 DEFAULT_DETECTOR = "yolox_nano"
 
 
+class SendPacer:
+    """Spaces sends at least 1/fps apart, counted from the previous send.
+
+    Not a fixed schedule: after a slow answer (the first one warms the models) a fixed schedule
+    would send the frames it fell behind on in a burst, faster than any camera does.
+    """
+
+    def __init__(self, fps: float) -> None:
+        self.interval = 1.0 / fps
+        self._next_send_at = float("-inf")
+
+    def wait(self) -> float:
+        """Sleep until the next send is due; return the send time (perf_counter seconds)."""
+        while (delay := self._next_send_at - time.perf_counter()) > 0:
+            time.sleep(delay)
+        sent_at = time.perf_counter()
+        self._next_send_at = sent_at + self.interval
+        return sent_at
+
+
 @dataclass
 class CameraReport:
     """What one camera run measured."""
@@ -189,19 +209,16 @@ def run(args: argparse.Namespace) -> int:
     report = CameraReport(args.camera_id, source, args.fps)
     results_file = open(args.results, "w") if args.results else None  # noqa: SIM115 - closed below
     detections = 0
-    interval = 1.0 / args.fps
     with httpx.Client(timeout=args.timeout) as client:
         pipeline = TrafficPipeline.remote(config, args.gateway, args.camera_id, client)
         progress = tqdm(total=args.frames, unit="frame", disable=args.no_progress, file=sys.stderr)
         started = time.perf_counter()
+        pacer = SendPacer(args.fps)
         try:
-            for sent, (index, timestamp, frame) in enumerate(frames):
-                delay = started + sent * interval - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
+            for index, timestamp, frame in frames:
                 _, encoded = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, args.jpeg_quality])
                 jpeg = encoded.tobytes()
-                sent_at = time.perf_counter()
+                sent_at = pacer.wait()
                 report.send_times.append(sent_at)
                 try:
                     result = pipeline.process(jpeg, frame_index=index, timestamp_s=timestamp)

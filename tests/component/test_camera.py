@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -148,3 +149,14 @@ def test_gateway_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     with pytest.raises(SystemExit) as exit_info:
         gateway_cli.main(["--routing-table", table])  # --edge-node is required
     assert exit_info.value.code == 2
+
+
+def test_pacer_never_bursts_after_a_slow_answer() -> None:
+    """A slow first answer must not make the camera send the frames it fell behind on at once."""
+    pacer = camera.SendPacer(fps=50)
+    sends = [pacer.wait()]
+    time.sleep(0.2)  # the first answer is slow, as when the models warm up
+    sends += [pacer.wait() for _ in range(5)]
+    gaps = np.diff(sends)
+    assert gaps.min() >= pacer.interval, gaps
+    assert (len(sends) - 1) / (sends[-1] - sends[1] + pacer.interval) <= 50
