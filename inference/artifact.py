@@ -160,11 +160,12 @@ def _record_checksum(dest: Path, sha256: str) -> None:
     os.replace(handle.name, path)
 
 
-def _check_room(dest: Path, size: int, max_bytes: int, source: str) -> None:
+def _check_room(dest: Path, size: int, max_bytes: int, source: str, already: int = 0) -> None:
+    """Refuse a file of ``size`` bytes over the budget or the free space (``already`` of it written)."""
     if size > max_bytes:
         raise OverBudget(f"{source} is {mib(size)} ({size} bytes), more than the budget of {mib(max_bytes)}")
     free = shutil.disk_usage(dest).free
-    if size > free:
+    if size - already > free:
         raise OverBudget(f"{source} is {mib(size)} but only {mib(free)} is free where {dest} is")
 
 
@@ -279,7 +280,10 @@ def fetch_url(
     """Download ``url`` into ``dest/model.onnx``; retried with exponential backoff.
 
     Connection errors, timeouts, a connection lost mid-body and the statuses of
-    :data:`RETRY_STATUSES` are retried (each attempt starts over); other HTTP errors are final.
+    :data:`RETRY_STATUSES` are retried; other HTTP errors are final. A retry after a connection
+    lost mid-body resumes where it stopped (an HTTP ``Range`` request guarded by ``If-Range``)
+    when the server advertised byte ranges and a strong validator; it starts over when the server
+    does not honour the range or the file changed in between.
 
     Args:
         attempts: tries in all (at least 1); waits ``backoff_s``, ``2 * backoff_s``, ... between.
@@ -297,6 +301,7 @@ def fetch_url(
     if kept is not None:
         return kept
     failures: list[str] = []
+    resume = _Resume()
     with (
         httpx.Client(timeout=httpx.Timeout(timeout_s), follow_redirects=True) as client,
         _partial(dest, max_bytes, url) as partial,
@@ -307,9 +312,8 @@ def fetch_url(
                 if log is not None:
                     log(f"attempt {attempt - 1}/{attempts} failed ({failures[-1]}); retrying in {delay:.1f} s")
                 time.sleep(delay)
-                partial.restart()
             try:
-                _download(client, url, dest, partial, progress)
+                _download(client, url, dest, partial, resume, progress, log)
             except _Retry as retry:
                 failures.append(str(retry))
                 continue
@@ -321,18 +325,74 @@ class _Retry(Exception):
     """This attempt failed in a way another one may not."""
 
 
-def _download(client: httpx.Client, url: str, dest: Path, partial: _Partial, progress: Progress | None) -> None:
+@dataclass
+class _Resume:
+    """What the first response said about resuming: byte ranges offered, and the file's validator."""
+
+    ranges: bool = False
+    #: a strong ETag or a Last-Modified date: ``If-Range`` makes the server send the whole file if
+    #: it changed, so a resumed file is never half old, half new.
+    validator: str | None = None
+
+    def learn(self, response: httpx.Response) -> None:
+        if response.status_code != 200:
+            return
+        self.ranges = response.headers.get("accept-ranges", "").strip().lower() == "bytes"
+        etag = response.headers.get("etag")
+        strong_etag = etag if etag and not etag.startswith("W/") else None
+        self.validator = strong_etag or response.headers.get("last-modified")
+        if response.headers.get("content-encoding", "identity") != "identity":
+            self.ranges = False  # ranges of a compressed body are not ranges of the file
+
+    def headers(self, have: int) -> dict[str, str]:
+        """Request headers to get the rest after ``have`` bytes, or none to start over."""
+        if have == 0 or not self.ranges or self.validator is None:
+            return {}
+        return {"Range": f"bytes={have}-", "If-Range": self.validator}
+
+
+def _download(
+    client: httpx.Client,
+    url: str,
+    dest: Path,
+    partial: _Partial,
+    resume: _Resume,
+    progress: Progress | None,
+    log: Callable[[str], None] | None,
+) -> None:
     import httpx
 
+    headers = resume.headers(partial.size)
+    if not headers:
+        partial.restart()
     try:
-        with client.stream("GET", url) as response:
+        with client.stream("GET", url, headers=headers) as response:
             if response.status_code in RETRY_STATUSES:
                 raise _Retry(f"HTTP {response.status_code} {response.reason_phrase}")
-            if response.status_code != 200:
+            if response.status_code == 416:  # the range no longer fits the file: start over
+                partial.restart()
+                resume.ranges = False
+                raise _Retry("HTTP 416 Range Not Satisfiable")
+            total: int | None
+            if response.status_code == 206 and headers:
+                try:
+                    total = _resumed_total(response, partial.size)
+                except ValueError as error:
+                    partial.restart()
+                    resume.ranges = False
+                    raise _Retry(str(error)) from None
+                if log is not None:
+                    log(f"resuming at {mib(partial.size)}")
+            elif response.status_code == 200:
+                if partial.size and log is not None:
+                    log("the server sent the whole file again (no range, or the file changed): starting over")
+                partial.restart()
+                resume.learn(response)
+                total = _content_length(response)
+            else:
                 raise SourceUnreachable(f"{url}: HTTP {response.status_code} {response.reason_phrase}")
-            total = _content_length(response)
             if total is not None:
-                _check_room(dest, total, partial.max_bytes, url)
+                _check_room(dest, total, partial.max_bytes, url, already=partial.size)
             for chunk in response.iter_bytes(CHUNK_BYTES):
                 partial.write(chunk)
                 if progress is not None:
@@ -345,6 +405,18 @@ def _download(client: httpx.Client, url: str, dest: Path, partial: _Partial, pro
         raise _Retry(f"{type(error).__name__}: {error or 'no detail'}") from None
     except httpx.InvalidURL as error:
         raise SourceUnreachable(f"{url}: invalid URL: {error}") from None
+
+
+def _resumed_total(response: httpx.Response, have: int) -> int:
+    """The file's size from a 206's ``Content-Range: bytes have-end/total``; a range that does not
+    start where we stopped is a server we cannot trust to resume (ValueError: start over)."""
+    content_range = response.headers.get("content-range", "")
+    unit, _, spec = content_range.partition(" ")
+    span, _, size = spec.partition("/")
+    first, _, _ = span.partition("-")
+    if unit != "bytes" or not first.isdigit() or int(first) != have or not size.isdigit():
+        raise ValueError(f"the server resumed with Content-Range {content_range!r}, not at byte {have}")
+    return int(size)
 
 
 def _content_length(response: httpx.Response) -> int | None:

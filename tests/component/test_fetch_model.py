@@ -38,6 +38,10 @@ class Route:
     failures: int = 0
     failure_status: int = 503
     delay_s: float = 0.0
+    #: offer byte ranges (``Accept-Ranges`` and an ``ETag``; a ``Range`` with a matching ``If-Range`` gets 206)
+    ranges: bool = False
+    #: the file as it is after the first request (a file replaced on the server mid-download)
+    replaced_by: bytes | None = None
 
 
 @dataclass
@@ -45,6 +49,8 @@ class FileServer:
     url: str
     routes: dict[str, Route] = field(default_factory=dict)
     requests: Counter[str] = field(default_factory=Counter)
+    #: (path, Range header, status sent) of every request that carried a Range
+    ranged: list[tuple[str, str, int]] = field(default_factory=list)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -63,21 +69,43 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_error(404)
             return
         time.sleep(route.delay_s)
+        first = files.requests[self.path] == 1
+        body = route.body if first or route.replaced_by is None else route.replaced_by
+        etag = f'"{hashlib.sha256(body).hexdigest()[:16]}"'
+        requested = self.headers.get("Range")
+        if requested and route.ranges and self.headers.get("If-Range") == etag:
+            start = int(requested.removeprefix("bytes=").removesuffix("-"))
+            files.ranged.append((self.path, requested, 206))
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+            self.send_header("Content-Length", str(len(body) - start))
+            self.send_header("ETag", etag)
+            self.end_headers()
+            self.wfile.write(body[start:])
+            return
+        if requested:
+            files.ranged.append((self.path, requested, 200))
         if files.requests[self.path] <= route.failures:
             if route.failure_status:
                 self.send_error(route.failure_status)
                 return
             # Promise the whole body, send half, hang up.
             self.send_response(200)
-            self.send_header("Content-Length", str(len(route.body)))
+            self.send_header("Content-Length", str(len(body)))
+            if route.ranges:
+                self.send_header("Accept-Ranges", "bytes")
+                self.send_header("ETag", etag)
             self.end_headers()
-            self.wfile.write(route.body[: len(route.body) // 2])
+            self.wfile.write(body[: len(body) // 2])
             return
         self.send_response(route.status)
         if route.content_length:
-            self.send_header("Content-Length", str(len(route.body)))
+            self.send_header("Content-Length", str(len(body)))
+        if route.ranges:
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("ETag", etag)
         self.end_headers()
-        self.wfile.write(route.body)
+        self.wfile.write(body)
 
 
 class _QuietServer(http.server.ThreadingHTTPServer):
@@ -181,11 +209,31 @@ def test_http_errors_are_final_or_retried_by_status(server: FileServer, tmp_path
 
 
 def test_a_connection_lost_mid_body_is_retried_from_the_start(server: FileServer, tmp_path: Path) -> None:
+    """A server that offers no byte ranges: the retry downloads the whole file again."""
     server.routes["/cut"] = Route(failures=1, failure_status=0)
     code, _ = fetch(tmp_path / "m", "--url", f"{server.url}/cut", "--sha256", PAYLOAD_SHA)
-    assert code == 0 and server.requests["/cut"] == 2
+    assert code == 0 and server.requests["/cut"] == 2 and server.ranged == []
     assert files_in(tmp_path / "m") == ["config.yaml", "model.onnx"]
     assert (tmp_path / "m" / "model.onnx").read_bytes() == PAYLOAD
+
+
+def test_a_connection_lost_mid_body_resumes_where_it_stopped(server: FileServer, tmp_path: Path) -> None:
+    server.routes["/cut"] = Route(failures=1, failure_status=0, ranges=True)
+    code, _ = fetch(tmp_path / "m", "--url", f"{server.url}/cut", "--sha256", PAYLOAD_SHA)
+    assert code == 0 and server.requests["/cut"] == 2
+    assert server.ranged == [("/cut", f"bytes={len(PAYLOAD) // 2}-", 206)]
+    assert files_in(tmp_path / "m") == ["config.yaml", "model.onnx"]
+    assert (tmp_path / "m" / "model.onnx").read_bytes() == PAYLOAD
+
+
+def test_a_file_replaced_mid_download_is_fetched_whole_again(server: FileServer, tmp_path: Path) -> None:
+    """If-Range: the new file does not match the first half's ETag, so the server sends it whole."""
+    replacement = bytes(reversed(PAYLOAD))
+    server.routes["/cut"] = Route(failures=1, failure_status=0, ranges=True, replaced_by=replacement)
+    sha = hashlib.sha256(replacement).hexdigest()
+    code, _ = fetch(tmp_path / "m", "--url", f"{server.url}/cut", "--sha256", sha)
+    assert code == 0 and server.ranged == [("/cut", f"bytes={len(PAYLOAD) // 2}-", 200)]
+    assert (tmp_path / "m" / "model.onnx").read_bytes() == replacement
 
 
 @pytest.mark.parametrize("content_length", [True, False], ids=["content-length", "no-content-length"])
