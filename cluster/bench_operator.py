@@ -180,7 +180,6 @@ def run_mode(
                 "writes": written.total,
                 "apply": written.apply,
                 "resize": written.resize,
-                "annotate": written.annotate,
                 "delete": written.delete,
                 "fallback": written.fallback,
                 "cached": sum(len(m) for m in decision.placement.values()),
@@ -192,7 +191,7 @@ def run_mode(
                 f"  {mode:8s} interval {interval}: decision {row['decision_ms']:6.0f} ms (observe "
                 f"{row['observe_ms']:.0f}, decide {row['decide_ms']:.0f}, plan {row['plan_ms']:.0f}), reconcile "
                 f"{row['reconcile_ms']:6.0f} ms, {row['writes']:4d} writes ({row['apply']} apply, {row['resize']} "
-                f"resize, {row['annotate']} annotate, {row['delete']} delete, {row['fallback']} fallback), "
+                f"resize, {row['delete']} delete, {row['fallback']} fallback), "
                 f"{row['cached']} cached, load {row['load1']:.1f}, twin scrape {row['scrape_s'] or 0:.2f} s"
                 + (f", DEGRADED {decision.degraded_reason}: {decision.message}" if decision.degraded_reason else ""),
                 flush=True,

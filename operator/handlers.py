@@ -104,7 +104,6 @@ def record(body: kopf.Body, decision: Decision) -> None:
         ("apply", written.apply),
         ("delete", written.delete),
         ("resize", written.resize),
-        ("annotate", written.annotate),
     ):
         metrics.API_WRITES.labels(name, verb).inc(count)
     metrics.RESIZE_FALLBACKS.labels(name).inc(written.fallback)

@@ -18,8 +18,7 @@ RECONCILE_SECONDS = Histogram(
 )
 API_WRITES = Counter(
     "edgeaigc_operator_api_writes_total",
-    "API writes by verb: apply (server-side apply), delete, resize (a pod's CPU in place), annotate (a "
-    "Deployment's desired CPU).",
+    "API writes by verb: apply (server-side apply), delete, resize (a pod's CPU in place).",
     ["policy", "verb"],
 )
 RESIZE_FALLBACKS = Counter(

@@ -3,10 +3,12 @@
 Each object the operator writes carries a hash of its desired manifest; an object whose hash
 matches is left alone, so a steady plan costs no API writes. For an edge Deployment the hash
 leaves out the inference container's CPU: CPU follows the plan through the pods'
-``resize`` subresource (in-place, no restart, no new ReplicaSet) and the Deployment only
-records the CPU it wants in :data:`CPU_ANNOTATION`, so a pod recreated from the (older)
-template is resized at the next interval. A CPU change smaller than :func:`cpu_threshold`
-is not written at all (hysteresis) unless the node's CPU would otherwise exceed its cores.
+``resize`` subresource (in-place, no restart, no new ReplicaSet), one write per pod, and the
+Deployment's template keeps the CPU it was created with. The CPU a Deployment has is read
+from its live pods (:func:`current_cpu`), so a pod recreated from the (older) template is
+resized to its siblings' CPU at the next interval. A CPU change smaller than
+:func:`cpu_threshold` is not written at all (hysteresis) unless the node's CPU would
+otherwise exceed its cores.
 Where the cluster cannot resize a pod, the Deployment's template is changed instead (a
 rolling restart, as without in-place resize).
 
@@ -41,8 +43,6 @@ from edgeaigc.inference.routing_table import RoutingTable
 from edgeaigc.operator import constants as c
 
 HASH_ANNOTATION = "edgeaigc.io/desired-hash"
-#: CPU (millicores) the operator wants for each pod of an edge Deployment; pods follow it in place.
-CPU_ANNOTATION = "edgeaigc.io/desired-cpu"
 #: The container whose CPU follows the plan.
 INFERENCE_CONTAINER = "inference"
 
@@ -67,9 +67,6 @@ DEFAULT_WRITES = WritePolicy()
 EAGER = WritePolicy(in_place=False, cpu_step_m=0, cpu_step_fraction=0.0, share_step=0.0, share_step_fraction=0.0)
 #: Kinds the operator creates for a policy (all namespaced, all labelled with the policy).
 MANAGED_KINDS: tuple[tuple[str, str], ...] = (("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "ConfigMap"))
-#: Field manager of the annotation patches that record a Deployment's CPU (not the apply manager:
-#: an apply without the rest of the object would drop the fields that manager owns).
-CPU_FIELD_MANAGER = f"{c.FIELD_MANAGER}-cpu"
 
 Key = tuple[str, str]  # (kind, name)
 
@@ -151,17 +148,6 @@ def container_cpu(pod_spec: Mapping[str, Any]) -> int | None:
     return None if limit is None else millicores(limit)
 
 
-def deployment_cpu(deployment: Mapping[str, Any]) -> int | None:
-    """The CPU a Deployment's pods should have: its annotation, else its template's limit."""
-    recorded = ((deployment.get("metadata") or {}).get("annotations") or {}).get(CPU_ANNOTATION)
-    if recorded is not None:
-        try:
-            return int(recorded)
-        except ValueError:
-            pass  # a hand-edited annotation: fall back to the template
-    return container_cpu(deployment["spec"]["template"]["spec"])
-
-
 def is_edge_deployment(manifest: Mapping[str, Any]) -> bool:
     labels = (manifest.get("metadata") or {}).get("labels") or {}
     return manifest.get("kind") == "Deployment" and labels.get(c.LABEL_COMPONENT) == c.COMPONENT_EDGE_INFERENCE
@@ -185,10 +171,6 @@ def with_hash(manifest: Mapping[str, Any], in_place: bool = True) -> dict[str, A
     stamped = copy.deepcopy(dict(manifest))
     annotations = stamped["metadata"].setdefault("annotations", {})
     annotations[HASH_ANNOTATION] = manifest_hash(manifest, in_place)
-    if is_edge_deployment(manifest):
-        cpu = container_cpu(manifest["spec"]["template"]["spec"])
-        if cpu is not None:
-            annotations[CPU_ANNOTATION] = str(cpu)
     return stamped
 
 
@@ -251,21 +233,21 @@ class Resize:
 
 @dataclasses.dataclass(frozen=True)
 class Changes:
-    """What a reconcile would do (in this order): annotate Deployments with their new CPU,
-    resize pods, apply manifests, delete ``(apiVersion, kind, name)``."""
+    """What a reconcile would do (in this order): resize pods, apply manifests, delete
+    ``(apiVersion, kind, name)``."""
 
     apply: list[dict[str, Any]]
     delete: list[tuple[str, str, str]]
     unchanged: int
     resize: list[Resize] = dataclasses.field(default_factory=list)
-    annotate: dict[str, int] = dataclasses.field(default_factory=dict)
-    """Deployment name -> CPU to record in :data:`CPU_ANNOTATION` (its pods are resized)."""
+    cpu: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Deployment name -> its new CPU, millicores (its pods are resized; not a write of its own)."""
     fallback: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     """Deployment name -> manifest with the new CPU in its template, applied if a pod cannot be resized."""
 
     @property
     def writes(self) -> int:
-        return len(self.apply) + len(self.delete) + len(self.resize) + len(self.annotate)
+        return len(self.apply) + len(self.delete) + len(self.resize)
 
 
 def pods_of(deployment: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -287,6 +269,13 @@ def reports_resources(pod: Mapping[str, Any]) -> bool:
         for status in (pod.get("status") or {}).get("containerStatuses") or []
         if (status.get("state") or {}).get("running") is not None
     )
+
+
+def current_cpu(deployment: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> int | None:
+    """The CPU a Deployment has now: the largest of its live pods' (a pod recreated from the template
+    has less until it is resized to its siblings'), else its template's (no pods yet)."""
+    live = [cpu for pod in pods_of(deployment, pods) if (cpu := container_cpu(pod["spec"])) is not None]
+    return max(live) if live else container_cpu(deployment["spec"]["template"]["spec"])
 
 
 def plan_writes(
@@ -317,7 +306,7 @@ def plan_writes(
         current = found.get(key)
         annotations = (current or {}).get("metadata", {}).get("annotations") or {}
         same = current is not None and annotations.get(HASH_ANNOTATION) == manifest_hash(manifest, in_place)
-        if same and in_place and is_edge_deployment(manifest) and deployment_cpu(current or {}) is not None:
+        if same and in_place and is_edge_deployment(manifest) and current_cpu(current or {}, pods) is not None:
             resizable[key[1]] = manifest
         elif same:
             unchanged += 1
@@ -326,7 +315,7 @@ def plan_writes(
     desired_cpu = {
         name: cpu for name, m in resizable.items() if (cpu := container_cpu(m["spec"]["template"]["spec"])) is not None
     }
-    current_cpu = {name: deployment_cpu(found[("Deployment", name)]) or 0 for name in desired_cpu}
+    cpu_now = {name: current_cpu(found[("Deployment", name)], pods) or 0 for name in desired_cpu}
     node_of = {name: m["metadata"]["labels"].get(c.LABEL_EDGE_NODE, "") for name, m in resizable.items()}
     # Edge Deployments applied whole (new models) take their CPU on the node too: what is left
     # bounds the pods resized in place, so a decrease kept back by hysteresis cannot overcommit it.
@@ -335,11 +324,11 @@ def plan_writes(
         node = manifest["metadata"]["labels"].get(c.LABEL_EDGE_NODE, "")
         if is_edge_deployment(manifest) and node in remaining:
             remaining[node] -= container_cpu(manifest["spec"]["template"]["spec"]) or 0
-    new_cpu = cpu_changes(desired_cpu, current_cpu, node_of, remaining, policy)
+    new_cpu = cpu_changes(desired_cpu, cpu_now, node_of, remaining, policy)
     resizes: list[Resize] = []
     fallback: dict[str, dict[str, Any]] = {}
     for name, manifest in resizable.items():
-        target = new_cpu.get(name, current_cpu.get(name))
+        target = new_cpu.get(name, cpu_now.get(name))
         if target is None:
             unchanged += 1
             continue
@@ -356,7 +345,7 @@ def plan_writes(
         else:
             unchanged += 1
     # Decreases before increases, so a node never holds more than its cores in between.
-    resizes.sort(key=lambda r: r.cpu_m - current_cpu.get(r.deployment, r.cpu_m))
+    resizes.sort(key=lambda r: r.cpu_m - cpu_now.get(r.deployment, r.cpu_m))
     to_delete = [(found[key]["apiVersion"], key[0], key[1]) for key in sorted(found) if key not in wanted]
     return Changes(to_apply, to_delete, unchanged, resizes, new_cpu, fallback)
 
@@ -379,13 +368,12 @@ class Written:
     apply: int = 0
     delete: int = 0
     resize: int = 0
-    annotate: int = 0
     fallback: int = 0
     """Deployments whose template was changed because a pod could not be resized in place."""
 
     @property
     def total(self) -> int:
-        return self.apply + self.delete + self.resize + self.annotate
+        return self.apply + self.delete + self.resize
 
 
 class Reconciler:
@@ -437,22 +425,8 @@ class Reconciler:
         )
 
     def apply(self, namespace: str, plan: Changes) -> Written:
-        """Annotate, resize (falling back to a template change), apply, then delete."""
+        """Resize (falling back to a template change), apply, then delete."""
         written = Written()
-        deployments = self.client.resources.get(api_version="apps/v1", kind="Deployment")
-        for name, cpu_m in plan.annotate.items():
-            self._call(
-                functools.partial(
-                    deployments.patch,
-                    name=name,
-                    namespace=namespace,
-                    body={"metadata": {"annotations": {CPU_ANNOTATION: str(cpu_m)}}},
-                    content_type="application/merge-patch+json",
-                    field_manager=CPU_FIELD_MANAGER,
-                ),
-                f"annotate Deployment {name}",
-            )
-            written.annotate += 1
         pods = self.client.resources.get(api_version="v1", kind="Pod")
         resize_subresource = pods.subresources.get("resize")
         rolled: set[str] = set()

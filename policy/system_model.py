@@ -79,7 +79,8 @@ def queue_population(share: np.ndarray, needed: np.ndarray, rho_max: float) -> n
     """
     share, needed = np.broadcast_arrays(np.asarray(share, float), np.asarray(needed, float))
     knee = needed / rho_max
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # Only subnormal loads (property tests generate them) overflow here, to inf: not an error.
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         ps = needed / (share - needed)
         linear = rho_max / (1 - rho_max) + rho_max**2 / (needed * (1 - rho_max) ** 2) * (knee - share)
     population = np.where(share >= knee, ps, linear)
@@ -121,7 +122,9 @@ def optimal_shares(needed: np.ndarray, group: np.ndarray, num_groups: int, rho_m
     loaded = needed > 0
     safe = np.where(loaded, needed, 1.0)
     # Marginal gain -dN/ds is largest (and constant) in the linear region: past it, no share.
-    threshold = np.where(loaded, rho_max**2 / (safe * (1 - rho_max) ** 2), 0.0)
+    # Only subnormal loads overflow here, to inf (an unbounded marginal gain): not an error.
+    with np.errstate(divide="ignore", over="ignore"):
+        threshold = np.where(loaded, rho_max**2 / (safe * (1 - rho_max) ** 2), 0.0)
     group_max = np.zeros(num_groups)
     np.maximum.at(group_max, group, threshold)
     has_load = group_max > 0

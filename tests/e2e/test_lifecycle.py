@@ -158,8 +158,9 @@ def test_a_cpu_change_resizes_the_running_pod_in_place(fleet: None, kubectl: Kub
         assert template_cpu == _cpu(before[pod["metadata"]["uid"]]["spec"]["containers"][0]["resources"]), (
             "the Deployment's template is left alone (no rollout)"
         )
-        pod_cpu = _cpu(pod["spec"]["containers"][0]["resources"])
-        assert deployment["metadata"]["annotations"]["edgeaigc.io/desired-cpu"] + "m" == pod_cpu
+        assert "edgeaigc.io/desired-cpu" not in deployment["metadata"].get("annotations", {}), (
+            "a resize is one write on the pod, nothing on the Deployment"
+        )
         owner = next(o["name"] for o in pod["metadata"]["ownerReferences"] if o["kind"] == "ReplicaSet")
         assert owner in replica_sets, "the pod still belongs to the ReplicaSet it was created by"
         # (Pods on the other nodes, without the kubelet's resize support, roll instead: not checked here.)

@@ -20,7 +20,6 @@ import yaml
 
 from edgeaigc.cluster.local import ClusterState
 from edgeaigc.cluster.processes import spawn_edgeaigc, stop
-from edgeaigc.operator.reconcile import CPU_ANNOTATION
 from tests.e2e.conftest import REPO, Kubectl, example_fleet, wait_for
 
 NAMESPACE = "op-e2e"
@@ -184,18 +183,29 @@ def test_prometheus_loss_degrades_keeps_the_placement_and_recovers(
 
 
 def _cpu_on(kubectl: Kubectl, edge_node: str) -> int:
-    """Millicores of CPU the operator wants for the policy's edge pods on one edge node.
+    """Millicores of CPU the policy's edge Deployments hold on one edge node.
 
-    With in-place resize the Deployment's template keeps the CPU it was created with; the CPU the
-    plan gives the pods (and that they are resized to) is the desired-cpu annotation.
+    With in-place resize the Deployment's template keeps the CPU it was created with and its pods
+    carry the CPU the plan gave them: a Deployment holds the largest CPU among its live pods (its
+    template's while it has none).
     """
+    selector = "app.kubernetes.io/component=edge-inference,edgeaigc.io/policy=city"
+    pods = json.loads(kubectl.run("get", "pods", "-n", NAMESPACE, "-l", selector, "-o", "json").stdout)["items"]
+
+    def cpu(pod_spec: dict[str, Any]) -> int:
+        limit = next(c for c in pod_spec["containers"] if c["name"] == "inference")["resources"]["limits"]["cpu"]
+        return int(str(limit).removesuffix("m")) if str(limit).endswith("m") else int(float(limit) * 1000)
+
     total = 0
     for deployment in _edge_deployments(kubectl):
         if deployment["metadata"]["labels"]["edgeaigc.io/edge-node"] == edge_node:
-            template = deployment["spec"]["template"]["spec"]["containers"]
-            limit = next(c for c in template if c["name"] == "inference")["resources"]["limits"]["cpu"]
-            desired = deployment["metadata"].get("annotations", {}).get(CPU_ANNOTATION, limit)
-            total += int(str(desired).removesuffix("m"))
+            wanted = deployment["spec"]["selector"]["matchLabels"].items()
+            live = [
+                cpu(p["spec"])
+                for p in pods
+                if not p["metadata"].get("deletionTimestamp") and wanted <= p["metadata"]["labels"].items()
+            ]
+            total += max(live, default=cpu(deployment["spec"]["template"]["spec"]))
     return total
 
 

@@ -23,7 +23,6 @@ from edgeaigc.operator.observe import (
     served_query,
 )
 from edgeaigc.operator.reconcile import (
-    CPU_ANNOTATION,
     HASH_ANNOTATION,
     Changes,
     Reconciler,
@@ -101,12 +100,11 @@ def test_a_cpu_change_resizes_the_pods_and_leaves_the_template_alone() -> None:
     plan = plan_writes([new, service], existing, pods, {"pi-0": 4000})
     assert plan.apply == [] and plan.delete == [] and plan.unchanged == 1  # the Service
     assert [(r.pod, r.cpu_m) for r in plan.resize] == [("det-day-1", 1500)]  # the terminating pod is left alone
-    assert plan.annotate == {old["metadata"]["name"]: 1500}
+    assert plan.cpu == {old["metadata"]["name"]: 1500}
     # Where the cluster cannot resize in place, the fallback puts the CPU in the template.
     fallback = plan.fallback[old["metadata"]["name"]]
     assert container_cpu(fallback["spec"]["template"]["spec"]) == 1500
-    assert fallback["metadata"]["annotations"][CPU_ANNOTATION] == "1500"
-    assert plan.writes == 2
+    assert plan.writes == 1  # the resize: nothing is written on the Deployment
 
 
 def test_a_steady_plan_writes_nothing_and_a_small_change_is_not_written() -> None:
@@ -117,21 +115,29 @@ def test_a_steady_plan_writes_nothing_and_a_small_change_is_not_written() -> Non
         assert plan.writes == 0 and plan.unchanged == 1, cpu
 
 
-def test_a_pod_recreated_from_an_older_template_is_resized_to_the_recorded_cpu() -> None:
+def test_a_pod_recreated_from_an_older_template_is_resized_to_its_siblings_cpu() -> None:
     old = _deployment("det-day", "pi-0", 1000)
-    stored = _stored(old)
-    stored["metadata"]["annotations"][CPU_ANNOTATION] = "1500"  # resized in place earlier
-    plan = plan_writes([_deployment("det-day", "pi-0", 1500)], [stored], [_pod(old, "fresh", 1000)], {"pi-0": 4000})
-    assert [(r.pod, r.cpu_m) for r in plan.resize] == [("fresh", 1500)] and plan.annotate == {} and plan.apply == []
+    pods = [_pod(old, "resized-earlier", 1500), _pod(old, "fresh", 1000)]  # "fresh" came from the 1000m template
+    # The plan now wants 1450m: within the hysteresis step of the 1500m the Deployment has, so not a change...
+    plan = plan_writes([_deployment("det-day", "pi-0", 1450)], [_stored(old)], pods, {"pi-0": 4000})
+    # ...but the recreated pod is brought to the CPU its sibling has.
+    assert [(r.pod, r.cpu_m) for r in plan.resize] == [("fresh", 1500)] and plan.cpu == {} and plan.apply == []
 
 
-def test_a_changed_shape_is_applied_whole_and_new_objects_get_their_cpu_recorded() -> None:
+def test_without_pods_the_template_is_the_current_cpu() -> None:
+    old = _deployment("det-day", "pi-0", 1000)
+    plan = plan_writes([_deployment("det-day", "pi-0", 1050)], [_stored(old)], [], {"pi-0": 4000})
+    assert plan.writes == 0 and plan.unchanged == 1
+    plan = plan_writes([_deployment("det-day", "pi-0", 1500)], [_stored(old)], [], {"pi-0": 4000})
+    assert plan.cpu == {old["metadata"]["name"]: 1500} and plan.resize == [] and plan.writes == 0
+
+
+def test_a_changed_shape_is_applied_whole_and_new_objects_get_their_hash() -> None:
     old = _deployment("det-day", "pi-0", 1000)
     changed = build_edge_deployment(POLICY, "det-day", "pi-0", "pi-0", 1000, 256, "image:1")  # more memory
     fresh = _deployment("cls-small", "pi-0", 700)
     plan = plan_writes([changed, fresh], [_stored(old), _stored(_deployment("gone", "pi-1", 100))], [])
     assert [m["metadata"]["name"] for m in plan.apply] == [changed["metadata"]["name"], fresh["metadata"]["name"]]
-    assert plan.apply[1]["metadata"]["annotations"][CPU_ANNOTATION] == "700"
     assert plan.apply[1]["metadata"]["annotations"][HASH_ANNOTATION]
     assert [d[2] for d in plan.delete] == ["edgeaigc-gone-pi-1"] and plan.resize == []
 
@@ -220,9 +226,8 @@ def test_where_the_kubelet_cannot_resize_the_template_carries_the_cpu() -> None:
     pod = _pod(old, "p", 1000)
     pod["status"] = {"containerStatuses": [{"name": "inference", "state": {"running": {}}}]}  # no resources reported
     plan = plan_writes([new], [_stored(old)], [pod], {"pi-0": 4000})
-    assert plan.resize == [] and plan.annotate == {} and len(plan.apply) == 1
+    assert plan.resize == [] and plan.cpu == {} and len(plan.apply) == 1
     assert container_cpu(plan.apply[0]["spec"]["template"]["spec"]) == 1500
-    assert plan.apply[0]["metadata"]["annotations"][CPU_ANNOTATION] == "1500"
     pod["status"]["containerStatuses"][0]["resources"] = {"limits": {"cpu": "1"}}
     assert [r.pod for r in plan_writes([new], [_stored(old)], [pod], {"pi-0": 4000}).resize] == ["p"]
 
