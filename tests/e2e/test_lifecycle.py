@@ -194,7 +194,9 @@ def test_updating_a_model_size_and_a_camera_node_is_picked_up(fleet: None, kubec
     try:
         wait_for(memory_followed, 12 * INTERVAL_S, f"the Deployments of {model} to ask for {expected}")
     except AssertionError as error:
-        raise AssertionError(f"{error}; its Deployments ask for {seen}") from None
+        conditions = _json(kubectl, "pp", POLICY).get("status", {}).get("conditions", [])
+        said = [(c["type"], c["status"], c.get("reason"), c.get("message", "")[:300]) for c in conditions]
+        raise AssertionError(f"{error}; its Deployments ask for {seen}; the policy says {said}") from None
     camera = _json(kubectl, "camera", "camera-0")
     old_node = camera["spec"]["edgeNode"]
     new_node = "pi-4" if old_node != "pi-4" else "pi-3"
