@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -173,30 +172,39 @@ def test_a_cpu_change_resizes_the_running_pod_in_place(fleet: None, kubectl: Kub
 
 
 def test_updating_a_model_size_and_a_camera_node_is_picked_up(fleet: None, kubectl: Kubectl) -> None:
-    deployments = wait_for(lambda: _edge_deployments(kubectl), 60, "edge Deployments")
-    # The model cached on the most nodes: the one LRU is least likely to evict while we wait.
-    model = Counter(_pair(d)[1] for d in deployments).most_common(1)[0][0]
-    spec = _json(kubectl, "im", model)["spec"]
-    size_ki = int(str(spec["size"]).removesuffix("Ki")) + 1024  # one more MiB: 3 MiB more memory per pod
-    _patch(kubectl, "im", model, {"spec": {"size": f"{size_ki}Ki"}})
-    expected = f"{memory_mebibytes(size_ki / 1024)}Mi"
-    seen: list[str] = []
+    wait_for(lambda: _edge_deployments(kubectl), 60, "edge Deployments")
+    # Every model grows by one MiB (3 MiB more memory per pod), so every edge Deployment must follow
+    # whichever models LRU keeps meanwhile (one model alone may be evicted everywhere while we wait).
+    sizes_ki = {
+        m["metadata"]["name"]: int(str(m["spec"]["size"]).removesuffix("Ki")) for m in _json(kubectl, "im")["items"]
+    }
+    expected = {model: f"{memory_mebibytes((size + 1024) / 1024)}Mi" for model, size in sizes_ki.items()}
+    seen: dict[str, str] = {}
 
     def memory_followed() -> bool:
-        seen[:] = [
-            d["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
-            for d in _edge_deployments(kubectl)
-            if _pair(d)[1] == model
-        ]
-        # LRU may evict the model on some nodes meanwhile: every Deployment it still has asks for the new size.
-        return bool(seen) and all(memory == expected for memory in seen)
+        seen.clear()
+        followed = []
+        for d in _edge_deployments(kubectl):
+            if not d["metadata"].get("deletionTimestamp"):
+                memory = d["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
+                seen[d["metadata"]["name"]] = memory
+                followed.append(memory == expected[_pair(d)[1]])
+        return bool(followed) and all(followed)
 
     try:
-        wait_for(memory_followed, 12 * INTERVAL_S, f"the Deployments of {model} to ask for {expected}")
-    except AssertionError as error:
-        conditions = _json(kubectl, "pp", POLICY).get("status", {}).get("conditions", [])
-        said = [(c["type"], c["status"], c.get("reason"), c.get("message", "")[:300]) for c in conditions]
-        raise AssertionError(f"{error}; its Deployments ask for {seen}; the policy says {said}") from None
+        for model, size in sizes_ki.items():
+            _patch(kubectl, "im", model, {"spec": {"size": f"{size + 1024}Ki"}})
+        try:
+            wait_for(memory_followed, 12 * INTERVAL_S, "every edge Deployment to ask for its model's new size")
+        except AssertionError as error:
+            conditions = _json(kubectl, "pp", POLICY).get("status", {}).get("conditions", [])
+            said = [(c["type"], c["status"], c.get("reason"), c.get("message", "")[:300]) for c in conditions]
+            raise AssertionError(
+                f"{error}; expected {expected}, the Deployments ask for {seen}; the policy says {said}"
+            ) from None
+    finally:
+        for model, size in sizes_ki.items():
+            _patch(kubectl, "im", model, {"spec": {"size": f"{size}Ki"}})
     camera = _json(kubectl, "camera", "camera-0")
     old_node = camera["spec"]["edgeNode"]
     new_node = "pi-4" if old_node != "pi-4" else "pi-3"
