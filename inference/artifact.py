@@ -10,7 +10,8 @@ starts. Either one:
   reading it when its size is known up front, otherwise as soon as it grows past it;
 * streams into a temporary file in the destination directory, hashing on the way, and renames
   it to ``model.onnx`` only once the sha256 matches: the server never sees a partial or wrong
-  file, and a failure leaves nothing behind;
+  file, and a failure leaves nothing behind but a download the server can resume (HTTP ranges),
+  which the next run (the init container's restart) continues instead of starting over;
 * records the digest as ``sha256`` in the model's ``config.yaml``, so the server verifies the
   file again when it loads it (:meth:`edgeaigc.inference.model.OnnxModel.load`).
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -109,14 +111,17 @@ def mib(size: float) -> str:
 # -- the destination ---------------------------------------------------------------------------
 
 
-def _prepare(dest: Path) -> None:
-    """Create the model directory and drop partial files a killed earlier attempt left."""
+def _prepare(dest: Path, keep: Path | None = None) -> None:
+    """Create the model directory and drop partial files earlier attempts left (but ``keep``,
+    a download of the same file to resume, and its resume record)."""
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ArtifactError(f"cannot create {dest}: {error.strerror or error}") from None
-    for partial in dest.glob(f"{PARTIAL_PREFIX}*{PARTIAL_SUFFIX}"):
-        partial.unlink(missing_ok=True)
+    kept = {keep, _resume_record(keep)} if keep is not None else set()
+    for leftover in dest.glob(f"{PARTIAL_PREFIX}*{PARTIAL_SUFFIX}*"):
+        if leftover not in kept:
+            leftover.unlink(missing_ok=True)
 
 
 def sha256_of(path: Path) -> str:
@@ -170,15 +175,31 @@ def _check_room(dest: Path, size: int, max_bytes: int, source: str, already: int
 
 
 class _Partial:
-    """A temporary file in the destination that becomes ``model.onnx`` once its checksum is right."""
+    """A temporary file in the destination that becomes ``model.onnx`` once its checksum is right.
 
-    def __init__(self, dest: Path, max_bytes: int, source: str) -> None:
+    ``path`` None: a new file of a random name. Otherwise that file, continued from its end when
+    ``resume`` is set and it exists (its bytes are hashed again, so the digest covers the whole).
+    """
+
+    def __init__(self, dest: Path, max_bytes: int, source: str, path: Path | None = None, resume: bool = False) -> None:
         self.dest, self.max_bytes, self.source = dest, max_bytes, source
-        handle, name = tempfile.mkstemp(dir=dest, prefix=PARTIAL_PREFIX, suffix=PARTIAL_SUFFIX)
-        self.path = Path(name)
-        self.file: IO[bytes] = os.fdopen(handle, "wb")
         self.digest = hashlib.sha256()
         self.size = 0
+        #: leave the file (and its resume record) in place at the end, for a later run to continue
+        self.keep = False
+        if path is None:
+            handle, name = tempfile.mkstemp(dir=dest, prefix=PARTIAL_PREFIX, suffix=PARTIAL_SUFFIX)
+            self.path = Path(name)
+            self.file: IO[bytes] = os.fdopen(handle, "wb")
+            return
+        self.path = path
+        if resume and path.is_file():
+            self.file = path.open("r+b")
+            for chunk in iter(lambda: self.file.read(CHUNK_BYTES), b""):
+                self.digest.update(chunk)
+                self.size += len(chunk)
+        else:
+            self.file = path.open("wb")
 
     def write(self, chunk: bytes) -> None:
         self.size += len(chunk)
@@ -192,7 +213,7 @@ class _Partial:
         self.digest.update(chunk)
 
     def restart(self) -> None:
-        """Start over (a retried download)."""
+        """Start over (a retried download the server will not resume)."""
         self.file.seek(0)
         self.file.truncate()
         self.digest, self.size = hashlib.sha256(), 0
@@ -209,19 +230,35 @@ class _Partial:
         _record_checksum(self.dest, actual)
         return FetchResult(target, actual, self.size, kept=False)
 
-    def discard(self) -> None:
+    def close(self) -> None:
+        """At the end: the file goes (renamed by a commit, or removed) unless it is kept to resume."""
         self.file.close()
-        self.path.unlink(missing_ok=True)
+        if not self.keep:
+            self.path.unlink(missing_ok=True)
+            _resume_record(self.path).unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
-def _partial(dest: Path, max_bytes: int, source: str) -> Iterator[_Partial]:
-    partial = _Partial(dest, max_bytes, source)
+def _partial(
+    dest: Path, max_bytes: int, source: str, path: Path | None = None, resume: bool = False
+) -> Iterator[_Partial]:
+    partial = _Partial(dest, max_bytes, source, path, resume)
     try:
         yield partial
     finally:
-        # After a commit the file has been renamed; otherwise nothing of the attempt stays.
-        partial.discard()
+        # After a commit the file has been renamed; otherwise nothing of the attempt stays unless
+        # it is kept for a later run to resume.
+        partial.close()
+
+
+def _download_path(dest: Path, sha256: str) -> Path:
+    """The partial file of a download: named by the expected digest, so a later run resumes only the same file."""
+    return dest / f"{PARTIAL_PREFIX}{sha256}{PARTIAL_SUFFIX}"
+
+
+def _resume_record(partial: Path) -> Path:
+    """Beside a kept partial file: the URL and validator it was downloaded with (JSON)."""
+    return partial.with_name(partial.name + ".json")
 
 
 # -- sources -----------------------------------------------------------------------------------
@@ -296,16 +333,21 @@ def fetch_url(
     """
     import httpx
 
-    _prepare(dest)
+    partial_path = _download_path(dest, sha256)
+    _prepare(dest, keep=partial_path)
     kept = _kept(dest, sha256, max_bytes)
     if kept is not None:
+        partial_path.unlink(missing_ok=True)
+        _resume_record(partial_path).unlink(missing_ok=True)
         return kept
     failures: list[str] = []
-    resume = _Resume()
+    resume = _Resume.left_by_earlier_run(partial_path, url)
     with (
         httpx.Client(timeout=httpx.Timeout(timeout_s), follow_redirects=True) as client,
-        _partial(dest, max_bytes, url) as partial,
+        _partial(dest, max_bytes, url, partial_path, resume=resume.validator is not None) as partial,
     ):
+        if partial.size and log is not None:
+            log(f"an earlier run left {mib(partial.size)} of this file: asking for the rest")
         for attempt in range(1, max(attempts, 1) + 1):
             if attempt > 1:
                 delay = min(backoff_s * 2 ** (attempt - 2), 60.0)
@@ -318,6 +360,9 @@ def fetch_url(
                 failures.append(str(retry))
                 continue
             return partial.commit(sha256)
+        # Unreachable for now: what arrived stays for the next run (the init container's restart)
+        # to resume, if the server can resume it.
+        partial.keep = partial.size > 0 and resume.headers(partial.size) != {}
     raise SourceUnreachable(f"{url}: {failures[-1]} (after {len(failures)} attempts)")
 
 
@@ -343,6 +388,29 @@ class _Resume:
         self.validator = strong_etag or response.headers.get("last-modified")
         if response.headers.get("content-encoding", "identity") != "identity":
             self.ranges = False  # ranges of a compressed body are not ranges of the file
+
+    @classmethod
+    def left_by_earlier_run(cls, partial: Path, url: str) -> _Resume:
+        """What an earlier run that could not finish recorded beside its partial file (nothing if
+        it was for another URL, or there is no such file)."""
+        try:
+            record = json.loads(_resume_record(partial).read_text())
+        except (OSError, ValueError):
+            return cls()
+        validator = record.get("validator") if isinstance(record, dict) else None
+        if not partial.is_file() or record.get("url") != url or not isinstance(validator, str):
+            return cls()
+        return cls(ranges=True, validator=validator)
+
+    def save(self, partial: Path, url: str) -> None:
+        """Record how to resume ``partial`` (removed when the server cannot resume it)."""
+        record = _resume_record(partial)
+        if not (self.ranges and self.validator):
+            record.unlink(missing_ok=True)
+            return
+        with tempfile.NamedTemporaryFile("w", dir=partial.parent, prefix=f"{record.name}.", delete=False) as handle:
+            json.dump({"url": url, "validator": self.validator}, handle)
+        os.replace(handle.name, record)
 
     def headers(self, have: int) -> dict[str, str]:
         """Request headers to get the rest after ``have`` bytes, or none to start over."""
@@ -388,6 +456,7 @@ def _download(
                     log("the server sent the whole file again (no range, or the file changed): starting over")
                 partial.restart()
                 resume.learn(response)
+                resume.save(partial.path, url)
                 total = _content_length(response)
             else:
                 raise SourceUnreachable(f"{url}: HTTP {response.status_code} {response.reason_phrase}")

@@ -236,6 +236,43 @@ def test_a_file_replaced_mid_download_is_fetched_whole_again(server: FileServer,
     assert (tmp_path / "m" / "model.onnx").read_bytes() == replacement
 
 
+def test_a_download_cut_in_one_run_is_resumed_by_the_next(server: FileServer, tmp_path: Path) -> None:
+    """The init container's restart continues what the failed run received, instead of starting over."""
+    server.routes["/cut"] = Route(failures=1, failure_status=0, ranges=True)
+    url = f"{server.url}/cut"
+    code, message = fetch(tmp_path / "m", "--url", url, "--sha256", PAYLOAD_SHA, "--attempts", "1")
+    assert code == 4 and "after 1 attempts" in message
+    partial = f".model.onnx.{PAYLOAD_SHA}.part"
+    assert files_in(tmp_path / "m") == [partial, partial + ".json"]  # what arrived, and how to resume it
+    assert (tmp_path / "m" / partial).stat().st_size == len(PAYLOAD) // 2
+    code, _ = fetch(tmp_path / "m", "--url", url, "--sha256", PAYLOAD_SHA)
+    assert code == 0 and server.ranged == [("/cut", f"bytes={len(PAYLOAD) // 2}-", 206)]
+    assert files_in(tmp_path / "m") == ["config.yaml", "model.onnx"]
+    assert (tmp_path / "m" / "model.onnx").read_bytes() == PAYLOAD
+
+
+def test_a_partial_file_of_another_source_or_checksum_is_not_resumed(server: FileServer, tmp_path: Path) -> None:
+    server.routes["/cut"] = Route(failures=1, failure_status=0, ranges=True)
+    server.routes["/other"] = Route(ranges=True)
+    code, _ = fetch(tmp_path / "m", "--url", f"{server.url}/cut", "--sha256", PAYLOAD_SHA, "--attempts", "1")
+    assert code == 4 and len(files_in(tmp_path / "m")) == 2
+    # The same file from another URL: downloaded whole (the validator belongs to the first server's file).
+    code, _ = fetch(tmp_path / "m", "--url", f"{server.url}/other", "--sha256", PAYLOAD_SHA)
+    assert code == 0 and server.ranged == [] and files_in(tmp_path / "m") == ["config.yaml", "model.onnx"]
+    # A different expected file: the leftover of another download is dropped, not continued.
+    server.requests.clear()
+    code, _ = fetch(tmp_path / "n", "--url", f"{server.url}/cut", "--sha256", PAYLOAD_SHA, "--attempts", "1")
+    assert code == 4
+    code, _ = fetch(tmp_path / "n", "--url", f"{server.url}/other", "--sha256", WRONG_SHA)
+    assert code == 3 and server.ranged == [] and files_in(tmp_path / "n") == []
+
+
+def test_a_failure_without_resume_support_leaves_nothing(server: FileServer, tmp_path: Path) -> None:
+    server.routes["/cut"] = Route(failures=1, failure_status=0)
+    code, _ = fetch(tmp_path / "m", "--url", f"{server.url}/cut", "--sha256", PAYLOAD_SHA, "--attempts", "1")
+    assert code == 4 and files_in(tmp_path / "m") == []
+
+
 @pytest.mark.parametrize("content_length", [True, False], ids=["content-length", "no-content-length"])
 def test_a_file_over_the_budget_exits_5_and_leaves_nothing(
     server: FileServer, tmp_path: Path, content_length: bool
