@@ -40,7 +40,7 @@ import yaml
 
 from edgeaigc.cluster.demo import _kubectl, _repo_file
 from edgeaigc.cluster.local import ClusterError, ClusterState, down, up
-from edgeaigc.cluster.processes import spawn_edgeaigc, stop
+from edgeaigc.cluster.processes import spawn_twin, stop
 from edgeaigc.cluster.prometheus import query
 
 REPRODUCE = """\
@@ -147,11 +147,9 @@ def run_mode(
     actor = _repo_file("policy", "actors", "traffic-city-td3.onnx")
     _kubectl(state, "create", "configmap", "bench-actor", "-n", namespace, f"--from-file=actor.onnx={actor}")
     _kubectl(state, "apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(documents))
-    twin = spawn_edgeaigc(
-        ["twin", "-n", namespace, "--tick-seconds", str(args.tick), "--seed", str(args.seed),
-         "--demand-from", "traffic-city", "--cluster-dir", str(state.directory), "--log-level", "WARNING"],
-        logs / f"twin-{mode}.log",
-        state.kubeconfig,
+    twin = spawn_twin(
+        namespace, state.directory, logs / f"twin-{mode}.log", state.kubeconfig,
+        seed=args.seed, tick_seconds=args.tick, extra=["--log-level", "WARNING"],
     )  # fmt: skip
     api = config.new_client_from_config(config_file=str(state.kubeconfig))
     loop = DecisionLoop(api, write_policy=EAGER if mode == "eager" else DEFAULT_WRITES)

@@ -19,7 +19,7 @@ from typing import Any
 
 from edgeaigc.cluster.components import binaries
 from edgeaigc.cluster.local import ClusterError, ClusterState, up
-from edgeaigc.cluster.processes import spawn_edgeaigc, stop
+from edgeaigc.cluster.processes import spawn_operator, spawn_twin, stop
 from edgeaigc.cluster.prometheus import query
 
 NAMESPACE = "traffic-city"
@@ -112,17 +112,10 @@ def run_phase(state: ClusterState, algorithm: str, minutes: float, seed: int, lo
     from rich.live import Live
 
     _set_algorithm(state, algorithm)
-    twin = spawn_edgeaigc(
-        ["twin", "-n", NAMESPACE, "--tick-seconds", "2", "--seed", str(seed), "--demand-from", "traffic-city",
-         "--cluster-dir", str(state.directory)],
-        logs / f"twin-{algorithm}.log",
-        state.kubeconfig,
-    )  # fmt: skip
-    operator = spawn_edgeaigc(
-        ["operator", "-n", NAMESPACE, "--metrics-port", "0", "--liveness-port", "0"],
-        logs / f"operator-{algorithm}.log",
-        state.kubeconfig,
+    twin = spawn_twin(
+        NAMESPACE, state.directory, logs / f"twin-{algorithm}.log", state.kubeconfig, seed=seed, tick_seconds=2
     )
+    operator = spawn_operator(NAMESPACE, logs / f"operator-{algorithm}.log", state.kubeconfig)
     started = time.time()
     end = started + minutes * 60
     console = Console()

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -16,6 +17,29 @@ def spawn_edgeaigc(arguments: list[str], log: Path, kubeconfig: Path) -> subproc
         return subprocess.Popen(
             [sys.executable, "-m", "edgeaigc.cli", *arguments], stdout=handle, stderr=subprocess.STDOUT, env=env
         )
+
+
+def spawn_twin(
+    namespace: str,
+    cluster_dir: Path,
+    log: Path,
+    kubeconfig: Path,
+    *,
+    seed: int,
+    tick_seconds: float = 1.0,
+    demand: str = "traffic-city",
+    extra: Sequence[str] = (),
+) -> subprocess.Popen[bytes]:
+    """``edgeaigc twin`` playing the gateways of ``namespace``'s fleet on the local cluster in ``cluster_dir``."""
+    arguments = ["twin", "-n", namespace, "--tick-seconds", f"{tick_seconds:g}", "--seed", str(seed)]
+    arguments += ["--demand-from", demand, "--cluster-dir", str(cluster_dir), *extra]
+    return spawn_edgeaigc(arguments, log, kubeconfig)
+
+
+def spawn_operator(namespace: str, log: Path, kubeconfig: Path, extra: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+    """``edgeaigc operator`` for ``namespace``, its metrics and liveness servers on free ports."""
+    arguments = ["operator", "-n", namespace, *extra, "--metrics-port", "0", "--liveness-port", "0"]
+    return spawn_edgeaigc(arguments, log, kubeconfig)
 
 
 def stop(process: subprocess.Popen[bytes], timeout_s: float = 15) -> None:

@@ -430,9 +430,7 @@ def _download(
 ) -> None:
     import httpx
 
-    headers = resume.headers(partial.size)
-    if not headers:
-        partial.restart()
+    headers = resume.headers(partial.size)  # none: the 200 below starts the file over
     try:
         with client.stream("GET", url, headers=headers) as response:
             if response.status_code in RETRY_STATUSES:
@@ -452,7 +450,7 @@ def _download(
                 if log is not None:
                     log(f"resuming at {mib(partial.size)}")
             elif response.status_code == 200:
-                if partial.size and log is not None:
+                if headers and log is not None:
                     log("the server sent the whole file again (no range, or the file changed): starting over")
                 partial.restart()
                 resume.learn(response)

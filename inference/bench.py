@@ -659,12 +659,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"model: {model_path} ({'YOLOX-Nano' if is_yolox else 'generated stand-in'})")
         sess = session(model_path)
         feed = example_input(sess)
-        body, headers = request_body(feed)
+        load = infer_load(args, name, *request_body(feed))
         figures: list[LoadFigures] = []
         if parts & {"overhead", "peer"}:
             print(HEADER)
         if "overhead" in parts:
-            figures += overhead(args, levels, model_path, sess, feed, repository, name, body, headers)
+            figures += overhead(args, levels, model_path, sess, feed, repository, load)
         if "peer" in parts:
             harness = Path(__file__).with_name("bench_kserve_peer.py")
             if not Path(args.kserve_python).is_file():
@@ -677,20 +677,7 @@ def run(args: argparse.Namespace) -> int:
                     command += ["--port", str(port)] + (["--threaded"] if threaded else [])
                     label = "kserve (predict in threads)" if threaded else "kserve (plain def predict)"
                     with process(command, url) as pid:
-                        for concurrency in levels:
-                            figures.append(
-                                http_load(
-                                    label,
-                                    f"{url}/v2/models/{name}/infer",
-                                    body,
-                                    headers,
-                                    concurrency,
-                                    args.requests,
-                                    args.max_seconds,
-                                    pid,
-                                )
-                            )
-                            print(figures[-1].row(), flush=True)
+                        figures += [load(label, url, concurrency, pid) for concurrency in levels]
         results["levels"] = [{**asdict(f), "throughput": f.throughput} for f in figures]
         if figures:
             print(summarise(figures))
@@ -706,6 +693,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+#: One load level against a server: (system label, base URL, concurrency, server pid) -> printed figures.
+InferLoad = Callable[[str, str, int, int], LoadFigures]
+
+
+def infer_load(args: argparse.Namespace, name: str, body: bytes, headers: dict[str, str]) -> InferLoad:
+    """The same infer request for model ``name``, at ``args.requests`` / ``args.max_seconds`` per level."""
+
+    def run_level(system: str, base_url: str, concurrency: int, pid: int) -> LoadFigures:
+        url = f"{base_url}/v2/models/{name}/infer"
+        figures = http_load(system, url, body, headers, concurrency, args.requests, args.max_seconds, pid)
+        print(figures.row(), flush=True)
+        return figures
+
+    return run_level
+
+
 def overhead(
     args: argparse.Namespace,
     levels: Sequence[int],
@@ -713,9 +716,7 @@ def overhead(
     sess: Any,
     feed: dict[str, np.ndarray],
     repository: Path,
-    name: str,
-    body: bytes,
-    headers: dict[str, str],
+    load: InferLoad,
 ) -> list[LoadFigures]:
     """Raw onnxruntime (one and all cores' intra-op threads) and our server at every level.
 
@@ -734,19 +735,7 @@ def overhead(
                 for threads, raw_sess in raw_sessions.items():
                     runs.append(raw_load(raw_sess, feed, concurrency, args.requests, args.max_seconds, threads))
                     print(runs[-1].row(), flush=True)
-                runs.append(
-                    http_load(
-                        f"edgeaigc serve (workers={args.workers})",
-                        f"{url}/v2/models/{name}/infer",
-                        body,
-                        headers,
-                        concurrency,
-                        args.requests,
-                        args.max_seconds,
-                        pid,
-                    )
-                )
-                print(runs[-1].row(), flush=True)
+                runs.append(load(f"edgeaigc serve (workers={args.workers})", url, concurrency, pid))
     best = best_runs(runs)
     for _ in range(args.repeats):
         runs.append(raw_without_client_share(best, model_path, feed, args.requests, args.max_seconds))

@@ -61,7 +61,6 @@ class CameraReport:
     error_messages: list[str] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
     jpeg_bytes: list[int] = field(default_factory=list)
-    elapsed_s: float = 0.0
     send_times: list[float] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     mean_speed_kmh: float | None = None
@@ -212,7 +211,6 @@ def run(args: argparse.Namespace) -> int:
     with httpx.Client(timeout=args.timeout) as client:
         pipeline = TrafficPipeline.remote(config, args.gateway, args.camera_id, client)
         progress = tqdm(total=args.frames, unit="frame", disable=args.no_progress, file=sys.stderr)
-        started = time.perf_counter()
         pacer = SendPacer(args.fps)
         try:
             for index, timestamp, frame in frames:
@@ -238,7 +236,6 @@ def run(args: argparse.Namespace) -> int:
                 progress.update(1)
                 progress.set_postfix(errors=report.errors, refresh=False)
         finally:
-            report.elapsed_s = time.perf_counter() - started
             progress.close()
             if results_file is not None:
                 results_file.close()

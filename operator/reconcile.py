@@ -389,25 +389,27 @@ class Reconciler:
     def _call(self, call: Callable[[], T], what: str) -> T:
         return with_retries(call, what, self.retry, self._sleep)
 
+    def _list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """The objects of one kind matching ``selector``, each with its ``apiVersion`` and ``kind`` set."""
+        resource = self.client.resources.get(api_version=api_version, kind=kind)
+        listing = self._call(
+            functools.partial(resource.get, namespace=namespace, label_selector=selector), f"list {kind}s"
+        )
+        items: list[dict[str, Any]] = listing.to_dict()["items"]
+        for item in items:
+            item.setdefault("apiVersion", api_version)
+            item.setdefault("kind", kind)
+        return items
+
     def existing(self, namespace: str, policy_name: str) -> list[dict[str, Any]]:
         selector = f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY},{c.LABEL_POLICY}={policy_name}"
-        found = []
-        for api_version, kind in MANAGED_KINDS:
-            resource = self.client.resources.get(api_version=api_version, kind=kind)
-            listing = self._call(
-                functools.partial(resource.get, namespace=namespace, label_selector=selector), f"list {kind}s"
-            )
-            for item in listing.to_dict()["items"]:
-                item.setdefault("apiVersion", api_version)
-                item.setdefault("kind", kind)
-                found.append(item)
-        return found
+        return [
+            item for api_version, kind in MANAGED_KINDS for item in self._list(api_version, kind, namespace, selector)
+        ]
 
     def edge_pods(self, namespace: str, policy_name: str) -> list[dict[str, Any]]:
         selector = f"{c.LABEL_POLICY}={policy_name},{c.LABEL_COMPONENT}={c.COMPONENT_EDGE_INFERENCE}"
-        resource = self.client.resources.get(api_version="v1", kind="Pod")
-        listing = self._call(functools.partial(resource.get, namespace=namespace, label_selector=selector), "list Pods")
-        return list(listing.to_dict()["items"])
+        return self._list("v1", "Pod", namespace, selector)
 
     def _apply(self, namespace: str, manifest: Mapping[str, Any]) -> None:
         resource = self.client.resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])

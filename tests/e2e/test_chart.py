@@ -26,7 +26,7 @@ import yaml
 
 from edgeaigc.cluster.components import BuildError, ensure_helm
 from edgeaigc.cluster.local import ClusterState
-from edgeaigc.cluster.processes import spawn_edgeaigc, stop
+from edgeaigc.cluster.processes import spawn_operator, spawn_twin, stop
 from tests.e2e.conftest import REPO, Kubectl, example_fleet, wait_for
 
 CHART = REPO / "charts" / "edgeaigc"
@@ -249,18 +249,9 @@ def test_the_operator_with_the_charts_service_account_does_its_whole_job(
         pytest.skip("Prometheus is not installed (apt-get install prometheus); the operator needs it")
     sa_kubeconfig = _service_account_kubeconfig(kubectl, cluster, tmp_path / "sa.kubeconfig")
     kubectl.run("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(_fleet(cluster)))
-    twin = spawn_edgeaigc(
-        ["twin", "-n", NAMESPACE, "--tick-seconds", "1", "--seed", "0", "--demand-from", "traffic-city",
-         "--cluster-dir", str(cluster.directory)],
-        tmp_path / "twin.log",
-        cluster.kubeconfig,
-    )  # fmt: skip
+    twin = spawn_twin(NAMESPACE, cluster.directory, tmp_path / "twin.log", cluster.kubeconfig, seed=0)
     log = tmp_path / "operator.log"
-    operator = spawn_edgeaigc(
-        ["operator", "-n", NAMESPACE, "--peering", RELEASE, "--metrics-port", "0", "--liveness-port", "0"],
-        log,
-        sa_kubeconfig,
-    )
+    operator = spawn_operator(NAMESPACE, log, sa_kubeconfig, ["--peering", RELEASE])
     try:
         # The TD3 actor comes from the chart's ConfigMap: the policy loads it and decides.
         wait_for(lambda: _condition(kubectl, "Ready").get("status") == "True", 120, "the policy to become Ready")
@@ -339,11 +330,7 @@ def test_the_operator_with_the_charts_service_account_does_its_whole_job(
         # peer) until it is gone. It joins the peering only once kopf's refused namespace listing
         # has run out of retries (about a minute).
         second_log = tmp_path / "second-operator.log"
-        second = spawn_edgeaigc(
-            ["operator", "-n", NAMESPACE, "--peering", RELEASE, "--metrics-port", "0", "--liveness-port", "0"],
-            second_log,
-            sa_kubeconfig,
-        )
+        second = spawn_operator(NAMESPACE, second_log, sa_kubeconfig, ["--peering", RELEASE])
         try:
             wait_for(
                 lambda: (

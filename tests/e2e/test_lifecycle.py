@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from edgeaigc.cluster.local import ClusterState
-from edgeaigc.cluster.processes import spawn_edgeaigc, stop
+from edgeaigc.cluster.processes import spawn_operator, spawn_twin, stop
 from edgeaigc.cluster.prometheus import query
 from edgeaigc.operator.builders import memory_mebibytes
 from tests.e2e.conftest import REPO, Kubectl, example_fleet, wait_for
@@ -57,19 +57,13 @@ def fleet(cluster: ClusterState, kubectl: Kubectl, tmp_path_factory: pytest.Temp
     demand.write_text(yaml.safe_dump(scenario))
 
     def start_twin(seed: int) -> subprocess.Popen[bytes]:
-        return spawn_edgeaigc(
-            ["twin", "-n", NAMESPACE, "--tick-seconds", "1", "--seed", str(seed), "--demand-from", str(demand),
-             "--cluster-dir", str(cluster.directory)],
-            logs / "twin.log",
-            cluster.kubeconfig,
-        )  # fmt: skip
+        return spawn_twin(
+            NAMESPACE, cluster.directory, logs / "twin.log", cluster.kubeconfig, seed=seed, demand=str(demand)
+        )
 
     TWIN["start"] = start_twin
     TWIN["process"] = start_twin(3)
-    operator = spawn_edgeaigc(
-        ["operator", "-n", NAMESPACE, "--metrics-port", "0", "--liveness-port", "0"], logs / "operator.log",
-        cluster.kubeconfig,
-    )  # fmt: skip
+    operator = spawn_operator(NAMESPACE, logs / "operator.log", cluster.kubeconfig)
     try:
         wait_for(lambda: _edge_deployments(kubectl), 120, "edge Deployments")
         yield

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from edgeaigc.cluster.local import ClusterState
-from edgeaigc.cluster.processes import spawn_edgeaigc, stop
+from edgeaigc.cluster.processes import spawn_operator, spawn_twin, stop
 from tests.e2e.conftest import REPO, Kubectl, example_fleet, wait_for
 
 NAMESPACE = "op-e2e"
@@ -35,8 +35,7 @@ class Operator:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        arguments = ["operator", "-n", NAMESPACE, "--metrics-port", "0", "--liveness-port", "0"]
-        self.process = spawn_edgeaigc(arguments, self.log, self.kubeconfig)
+        self.process = spawn_operator(NAMESPACE, self.log, self.kubeconfig)
 
     def stop(self) -> None:
         if self.process is not None:
@@ -60,12 +59,7 @@ def fleet(cluster: ClusterState, kubectl: Kubectl, tmp_path_factory: pytest.Temp
     kubectl.run("create", "configmap", "city-actor", "-n", NAMESPACE, f"--from-file=actor.onnx={ACTOR}")
     kubectl.run("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(documents))
     # Seed 0 starts the simulated day at a busy hour: at night caching rarely pays a download.
-    twin = spawn_edgeaigc(
-        ["twin", "-n", NAMESPACE, "--tick-seconds", "1", "--seed", "0", "--demand-from", "traffic-city",
-         "--cluster-dir", str(cluster.directory)],
-        logs / "twin.log",
-        cluster.kubeconfig,
-    )  # fmt: skip
+    twin = spawn_twin(NAMESPACE, cluster.directory, logs / "twin.log", cluster.kubeconfig, seed=0)
     operator = Operator(cluster.kubeconfig, logs / "operator.log")
     operator.start()
     try:
