@@ -1,10 +1,34 @@
-# Developer shortcuts. `make test` is the README's test command and what CI runs.
-PYTHON ?= python3
+# Developer shortcuts. `make deps && make test` is the README's test command and what CI runs.
+#
+# Everything Python lives in a virtual environment of the checkout (.venv), never the machine's
+# site-packages: a package left there by earlier work would hide an undeclared dependency.
+VENV ?= .venv
+PYTHON ?= $(VENV)/bin/python
+# Tests and tools start `edgeaigc`, `helm` and friends by name: the environment's come first.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# Root shells (containers, CI) have no sudo; a user's shell does.
+SUDO ?= $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
+# Debian packages: Prometheus for the tests and the demo; the container runtime, CNI plugins,
+# image builder and arm64 emulation for the real nodes of the local cluster.
+DEBIAN_PACKAGES ?= python3-venv prometheus containerd runc containernetworking-plugins iptables iproute2 buildah skopeo \
+	debootstrap qemu-user-static binfmt-support
 
-.PHONY: install test lint unit benchmark constraints images
+.PHONY: deps debian-packages install test lint unit deptry benchmark constraints images
+
+deps: debian-packages install
+
+debian-packages:
+	@missing=; for package in $(DEBIAN_PACKAGES); do \
+	  dpkg-query -W -f='$${db:Status-Status}' $$package 2>/dev/null | grep -qx installed || missing="$$missing $$package"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
 
 install:
-	$(PYTHON) -m pip install -c constraints.txt -e ".[all]"
+	[ -x $(PYTHON) ] || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet -c constraints.txt -e ".[all]"
 
 lint:
 	$(PYTHON) -m ruff check .
@@ -19,10 +43,15 @@ lint:
 unit:
 	$(PYTHON) -m pytest -q
 
-test: lint unit
+# Every top-level import of the sources comes from a declared distribution, and every declared
+# distribution is used (deptry reads pyproject.toml; its settings are there).
+deptry:
+	$(PYTHON) -m deptry .
+
+test: lint deptry unit
 
 benchmark:
-	edgeaigc benchmark --scenario traffic-city --output bench-out
+	$(VENV)/bin/edgeaigc benchmark --scenario traffic-city --output bench-out
 
 # Pin the images' runtime dependencies to the versions of this (CI's) environment.
 constraints:

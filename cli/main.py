@@ -52,11 +52,14 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgeaigc",
+        # No abbreviations: an unknown option must fail, not match a longer one (`serve --model X` was once taken
+        # as `--model-repository X`, and every inference pod crashed).
+        allow_abbrev=False,
         description="Model placement for edge AI: simulator, policies and tools of edgeaigc.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        sub = subparsers.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
         sub.set_defaults(_module=module_name)
         # Arguments are added lazily below so that `edgeaigc --help` does not import torch.
     return parser

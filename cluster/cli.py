@@ -14,7 +14,9 @@ from edgeaigc.cluster.prometheus import DEFAULT_SCRAPE_INTERVAL_S
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default=DEFAULT_NAME, help=f"cluster name (default: {DEFAULT_NAME})")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    start = actions.add_parser("up", help="build the pinned binaries once, start the cluster, create fake nodes")
+    start = actions.add_parser(
+        "up", allow_abbrev=False, help="build the pinned binaries once, start the cluster, create fake nodes"
+    )
     start.add_argument(
         "--nodes", type=Path, default=None, help="nodes file (default: 3 Pi-like edge nodes + 1 cloud node)"
     )
@@ -32,11 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help=f"Prometheus scrape interval (default: {DEFAULT_SCRAPE_INTERVAL_S:g})",
     )
-    actions.add_parser("down", help="stop the cluster and delete its state")
-    actions.add_parser("kubeconfig", help="print the path of the cluster's kubeconfig")
-    actions.add_parser("prometheus-url", help="print the URL of the cluster's Prometheus")
-    actions.add_parser("status", help="say which components are running")
-    actions.add_parser("build", help="only build (or find cached) binaries, and fetch helm; print their paths")
+    actions.add_parser("down", allow_abbrev=False, help="stop the cluster and delete its state")
+    actions.add_parser("kubeconfig", allow_abbrev=False, help="print the path of the cluster's kubeconfig")
+    actions.add_parser("prometheus-url", allow_abbrev=False, help="print the URL of the cluster's Prometheus")
+    actions.add_parser("status", allow_abbrev=False, help="say which components are running")
+    actions.add_parser(
+        "build", allow_abbrev=False, help="only build (or find cached) binaries, and fetch helm; print their paths"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

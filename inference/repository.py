@@ -189,6 +189,7 @@ class ModelRepository:
         workers: threads that run onnxruntime for all models (default: CPU count).
         memory_factor: estimated memory per byte of model file (see :data:`MEMORY_FACTOR`).
         observer: told the compute time of every run (metrics).
+        only: serve just these models of the directory (None: every model in it).
     """
 
     def __init__(
@@ -199,8 +200,10 @@ class ModelRepository:
         workers: int | None = None,
         memory_factor: float = MEMORY_FACTOR,
         observer: InferenceObserver | None = None,
+        only: frozenset[str] | None = None,
     ) -> None:
         self.root = Path(root)
+        self.only = only
         self.memory_budget_bytes = memory_budget_bytes
         self.memory_factor = memory_factor
         self.observer = observer
@@ -216,7 +219,9 @@ class ModelRepository:
     def scan(self) -> list[str]:
         """Names of the model directories now in the repository (records made for new ones)."""
         names = sorted(
-            entry.name for entry in self.root.iterdir() if entry.is_dir() and MODEL_NAME.fullmatch(entry.name)
+            entry.name
+            for entry in self.root.iterdir()
+            if entry.is_dir() and MODEL_NAME.fullmatch(entry.name) and self._serves(entry.name)
         )
         for name in names:
             self._records.setdefault(name, ModelRecord(name))
@@ -231,9 +236,12 @@ class ModelRepository:
         record = self._records.get(name)
         if record is not None:
             return record
-        if MODEL_NAME.fullmatch(name) and (self.root / name).is_dir():
+        if MODEL_NAME.fullmatch(name) and self._serves(name) and (self.root / name).is_dir():
             return self._records.setdefault(name, ModelRecord(name))
         raise ModelNotFound(name)
+
+    def _serves(self, name: str) -> bool:
+        return self.only is None or name in self.only
 
     def is_known(self, name: str) -> bool:
         """Whether ``name`` has a record (used to bound the model label of metrics)."""

@@ -5,7 +5,7 @@ Serves every ``DIR/<model-name>/model.onnx`` of ``--model-repository DIR`` (opti
 ``python -m edgeaigc.inference.serve``.
 
 Exit codes: 0 after a graceful shutdown on SIGTERM, 1 if the server could not start (e.g. the
-port is taken), 2 for bad usage (missing repository directory, bad size), 130 on Ctrl-C.
+port is taken), 2 for bad usage (missing repository directory or named model, bad size), 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -30,6 +30,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         metavar="DIR",
         help="directory with one sub-directory per model holding model.onnx (and optionally config.yaml)",
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a model this server exists to serve (repeatable): start fails with exit 2 when DIR/NAME/model.onnx is "
+        "missing, and only the named models are served (default: every model of the repository)",
     )
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"HTTP port (default: {DEFAULT_PORT})")
@@ -69,12 +77,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so that `edgeaigc --help` stays fast and needs none of the serving packages.
+    from edgeaigc.inference.artifact import MODEL_FILE
     from edgeaigc.inference.repository import ModelRepository, parse_byte_size
     from edgeaigc.inference.server import create_app
 
     repository_dir = Path(args.model_repository)
     if not repository_dir.is_dir():
         print(f"edgeaigc serve: model repository {repository_dir} is not a directory", file=sys.stderr)
+        return 2
+    missing = [path for path in (repository_dir / name / MODEL_FILE for name in args.model) if not path.is_file()]
+    if missing:
+        name = missing[0].parent.name
+        print(f"edgeaigc serve: model {name!r} is not in the repository ({missing[0]} is missing)", file=sys.stderr)
         return 2
     try:
         budget = (
@@ -92,7 +106,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    repository = ModelRepository(repository_dir, memory_budget_bytes=budget, workers=args.workers)
+    repository = ModelRepository(
+        repository_dir, memory_budget_bytes=budget, workers=args.workers, only=frozenset(args.model) or None
+    )
     app = create_app(
         repository, max_request_bytes=max_request_bytes, served_by=args.served_by, preload=not args.no_preload
     )
