@@ -57,12 +57,47 @@ benchmark:
 constraints:
 	$(PYTHON) images/lock_constraints.py
 
-# Multi-arch images for people with Docker + buildx (nothing here can build them on our machines):
-#   make images REGISTRY=ghcr.io/you VERSION=0.1.0 [PLATFORMS=linux/arm64] [PUSH=--load]
+# The images, from the same Dockerfiles either way (docs/images.md):
+# - with Docker + buildx, multi-arch images pushed to a registry:
+#     make images REGISTRY=ghcr.io/you VERSION=0.1.0 [PLATFORMS=linux/arm64] [PUSH=--load]
+# - without Docker (our machines), built here with buildah on a Debian base, cached, exported for containerd
+#   (localhost/edgeaigc/<name>:local); the host's platform unless PLATFORMS is given:
+#     make images [PLATFORMS=linux/amd64,linux/arm64]
 REGISTRY ?= ghcr.io/edgeaigc
 VERSION ?= $(shell $(PYTHON) -c "import tomllib; print(tomllib.load(open('pyproject.toml', 'rb'))['project']['version'])")
 PLATFORMS ?= linux/amd64,linux/arm64
 PUSH ?= --push
 images:
+# A docker client alone is not enough (our machines have one, without an engine).
+ifeq ($(shell docker info >/dev/null 2>&1 && echo engine),engine)
 	docker buildx build --platform $(PLATFORMS) -f images/operator.Dockerfile -t $(REGISTRY)/operator:$(VERSION) $(PUSH) .
 	docker buildx build --platform $(PLATFORMS) -f images/inference.Dockerfile -t $(REGISTRY)/inference:$(VERSION) $(PUSH) .
+else
+	$(VENV)/bin/edgeaigc images build $(if $(filter command line,$(origin PLATFORMS)),--platform $(PLATFORMS))
+endif
+
+# kind, for people with Docker (the README's kind section): the cluster of kind-config.yaml, the
+# images built for this machine's architecture from the same Dockerfiles and loaded into kind's
+# nodes (no registry), the chart with those tags in a namespace enforcing Pod Security
+# "restricted", and the traffic-city fleet. `make -n kind` prints the commands without running them.
+KIND_CLUSTER ?= edgeaigc
+KIND_NAMESPACE ?= traffic-city
+KIND_IMAGES = localhost/edgeaigc/operator:local localhost/edgeaigc/inference:local
+.PHONY: kind kind-images kind-down
+kind-images:
+	docker build -f images/operator.Dockerfile -t localhost/edgeaigc/operator:local .
+	docker build -f images/inference.Dockerfile -t localhost/edgeaigc/inference:local .
+
+kind: kind-images
+	kind get clusters | grep -qx $(KIND_CLUSTER) || kind create cluster --name $(KIND_CLUSTER) --config kind-config.yaml
+	kind load docker-image --name $(KIND_CLUSTER) $(KIND_IMAGES)
+	kubectl create namespace $(KIND_NAMESPACE) --dry-run=client -o yaml | kubectl apply -f -
+	kubectl label namespace $(KIND_NAMESPACE) pod-security.kubernetes.io/enforce=restricted --overwrite
+	helm upgrade --install edgeaigc charts/edgeaigc -n $(KIND_NAMESPACE) -f charts/edgeaigc/ci/kind-values.yaml --wait
+	kubectl apply --server-side -f examples/ -f examples/kind/
+	kubectl patch pp traffic-city -n $(KIND_NAMESPACE) --type=merge \
+	  -p '{"spec":{"actor":{"configMapName":"edgeaigc-actors","key":"traffic-city-td3.onnx"}}}'
+	helm test edgeaigc -n $(KIND_NAMESPACE)
+
+kind-down:
+	kind delete cluster --name $(KIND_CLUSTER)

@@ -322,3 +322,42 @@ def test_the_helm_test_is_a_job_hook_probing_every_component(helm: list[str]) ->
     # With the operator scaled to 0, the test does not ask it.
     out = run(helm, "template", "rel", str(CHART), "-n", "city", "--set", "operator.replicas=0").stdout
     assert "rel-edgeaigc-operator.city.svc" not in out.split("kind: Job", 1)[1]
+
+
+def _images(pod: dict[str, Any]) -> set[tuple[str, str]]:
+    containers = pod.get("initContainers", []) + pod["containers"]
+    return {(c["image"], c.get("imagePullPolicy", "")) for c in containers}
+
+
+def test_real_node_values_put_every_pod_on_a_real_node_with_the_images_built_here(helm: list[str]) -> None:
+    objects = render(helm, "-f", str(CHART / "ci" / "real-node-values.yaml"))
+    pods = {name.split("/", 1)[1]: spec for name, spec in _pod_specs(objects)}
+    assert {"rel-edgeaigc-operator", "rel-edgeaigc-gateway", "rel-edgeaigc-cloud", "rel-edgeaigc-test"} <= set(pods)
+    for name, pod in pods.items():
+        assert pod["nodeSelector"].get("edgeaigc.io/real") == "true", name
+        for image, policy in _images(pod):
+            assert image in ("localhost/edgeaigc/operator:local", "localhost/edgeaigc/inference:local"), image
+            assert policy == "Never", (name, image)
+    # The operator writes the same inference image into the Deployments it creates.
+    operator = pods["rel-edgeaigc-operator"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in operator.get("env", [])}
+    assert env["EDGEAIGC_INFERENCE_IMAGE"] == "localhost/edgeaigc/inference:local"
+
+
+def test_make_kind_loads_the_images_the_kind_values_name() -> None:
+    """`make kind` cannot run without Docker here; what it would run is checked instead."""
+    commands = subprocess.run(
+        ["make", "-n", "kind"], cwd=REPO, capture_output=True, text=True, timeout=60, check=True
+    ).stdout.splitlines()
+    values = yaml.safe_load((CHART / "ci" / "kind-values.yaml").read_text())
+    image = values["image"]
+    expected = {f"{image['operatorRepository']}:{image['tag']}", f"{image['inferenceRepository']}:{image['tag']}"}
+    built = {line.split(" -t ")[1].split()[0] for line in commands if line.startswith("docker build")}
+    loaded = next(line for line in commands if line.startswith("kind load docker-image"))
+    assert built == expected and all(ref in loaded for ref in expected)
+    assert image["pullPolicy"] == "Never"
+    order = [next(i for i, line in enumerate(commands) if line.startswith(prefix)) for prefix in (
+        "docker build", "kind get clusters", "kind load", "helm upgrade --install", "kubectl apply", "helm test"
+    )]  # fmt: skip
+    assert order == sorted(order)
+    assert "kind-config.yaml" in commands[order[1]] and "ci/kind-values.yaml" in commands[order[3]]
