@@ -42,6 +42,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "edgeaigc.cluster.twin",
         "play the edge gateways of a fleet (traffic twin) and export their metrics for Prometheus",
     ),
+    "images": ("edgeaigc.cluster.images", "build the images here (Debian base, buildah), cached; list, export"),
     "cluster": (
         "edgeaigc.cluster.cli",
         "a local Kubernetes control plane (etcd, apiserver, scheduler, kwok) without Docker",

@@ -1,0 +1,152 @@
+"""The images built on this machine (``edgeaigc images build``) run: the inference image's server
+answers a real inference over loopback, on amd64 and (opt-in, slow) on arm64 under emulation of the
+Raspberry Pi 4 and 5 CPUs.
+
+A cold amd64 build takes about 5 minutes (Debian base, then pip inside buildah); later runs reuse the
+cached images in seconds. The arm64 tests run only with ``EDGEAIGC_TEST_ARM64=1`` (cold: the arm64
+build under qemu, much longer; warm: about a minute per CPU, mostly onnxruntime starting in emulation).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from edgeaigc.cluster import images
+from tests.component.builders import AFFINE_B, AFFINE_W, affine_model, binary_request, split_binary_response
+from tests.component.conftest import SHARED_DATA, free_port, wait_until_ready
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("buildah") is None, reason="buildah is not installed (Debian: apt-get install buildah)"
+)
+
+YOLOX = SHARED_DATA / "yolox_nano.onnx"
+#: Raspberry Pi 4 and Pi 5 cores, as qemu-user names them (QEMU_CPU).
+PI_CPUS = {"pi4": "cortex-a72", "pi5": "cortex-a76"}
+ARM64 = pytest.mark.skipif(
+    os.environ.get("EDGEAIGC_TEST_ARM64") != "1", reason="arm64 under emulation is slow: set EDGEAIGC_TEST_ARM64=1"
+)
+
+
+def progress(message: str) -> None:
+    print(f"[images] {message}", flush=True)
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Models the server in the image reads: a tiny affine model, and YOLOX-Nano when the shared data is there."""
+    root = tmp_path_factory.mktemp("models")
+    affine_model(root / "affine" / "model.onnx")
+    if YOLOX.is_file():
+        (root / "yolox").mkdir()
+        shutil.copyfile(YOLOX, root / "yolox" / "model.onnx")
+    # The image runs as 65532: the mounted repository must be readable by anyone.
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return root
+
+
+@contextlib.contextmanager
+def served_from_image(
+    arch: str, repository: Path, env: dict[str, str] | None = None, ready_timeout_s: float = 60.0
+) -> Iterator[str]:
+    """``edgeaigc serve`` run by the stored inference image (buildah, host network, 127.0.0.1 only)."""
+    container = subprocess.run(
+        ["buildah", "from", "--pull=never", "--quiet", images.stored_ref("inference", arch)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    port = free_port()
+    command = ["buildah", "run", "--isolation", "chroot", "--network", "host"]
+    command += [f"--env={name}={value}" for name, value in (env or {}).items()]
+    command += ["--volume", f"{repository}:/models:ro", container, "--"]
+    command += ["edgeaigc", "serve", "--model-repository", "/models", "--host", "127.0.0.1", "--port", str(port)]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(url, process, timeout_s=ready_timeout_s)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+        subprocess.run(["buildah", "rm", container], capture_output=True)
+
+
+def infer(url: str, model: str, name: str, array: np.ndarray, timeout_s: float = 60.0) -> np.ndarray:
+    body, headers = binary_request({name: ("FP32", array)}, {"parameters": {"binary_data_output": True}})
+    response = httpx.post(f"{url}/v2/models/{model}/infer", content=body, headers=headers, timeout=timeout_s)
+    assert response.status_code == 200, response.text
+    document, blobs = split_binary_response(response.content, int(response.headers["inference-header-content-length"]))
+    [output] = document["outputs"]
+    return np.frombuffer(blobs[0], dtype="<f4").reshape(output["shape"])
+
+
+def yolox_frame() -> np.ndarray:
+    """A fixed 1x3x416x416 pattern (the same on every architecture)."""
+    y, x = np.mgrid[0:416, 0:416].astype(np.float32)
+    channels = [(x + y) % 256, (x * 3) % 256, (y * 5 + 17) % 256]
+    return np.stack(channels)[None].astype(np.float32)
+
+
+def answers(url: str) -> dict[str, np.ndarray]:
+    """The server's outputs for the affine model and (when present) YOLOX-Nano."""
+    x = np.arange(8, dtype=np.float32).reshape(2, 4) / 3
+    found = {"affine": infer(url, "affine", "x", x)}
+    np.testing.assert_allclose(found["affine"], x @ AFFINE_W + AFFINE_B, rtol=1e-5, atol=1e-5)
+    if YOLOX.is_file():
+        found["yolox"] = infer(url, "yolox", "images", yolox_frame(), timeout_s=300)
+        assert found["yolox"].shape == (1, 3549, 85)
+    return found
+
+
+@pytest.fixture(scope="module")
+def amd64_answers(repository: Path) -> dict[str, np.ndarray]:
+    images.ensure_images(["inference"], ["amd64"], progress)
+    with served_from_image("amd64", repository) as url:
+        return answers(url)
+
+
+def test_amd64_inference_image_answers(amd64_answers: dict[str, np.ndarray]) -> None:
+    if "yolox" in amd64_answers:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(YOLOX), providers=["CPUExecutionProvider"])
+        [expected] = session.run(None, {"images": yolox_frame()})
+        np.testing.assert_allclose(amd64_answers["yolox"], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_images_export_as_archives_named_for_containerd() -> None:
+    archive = images.export_image("pause", images.host_arch(), progress)
+    listing = subprocess.run(["tar", "-xOf", str(archive), "index.json"], capture_output=True, text=True, check=True)
+    assert f'"org.opencontainers.image.ref.name":"{images.image_ref("pause")}"' in listing.stdout
+
+
+@ARM64
+@pytest.mark.parametrize("board", PI_CPUS)
+def test_arm64_inference_image_answers_on_pi_cpus(
+    board: str, repository: Path, amd64_answers: dict[str, np.ndarray]
+) -> None:
+    images.ensure_images(["inference"], ["arm64"], progress)
+    images.ensure_binfmt("arm64")
+    # qemu-user takes its CPU model from the environment of the process it runs.
+    with served_from_image("arm64", repository, env={"QEMU_CPU": PI_CPUS[board]}, ready_timeout_s=600) as url:
+        arm64 = answers(url)
+    for model, expected in amd64_answers.items():
+        np.testing.assert_allclose(arm64[model], expected, rtol=1e-3, atol=1e-3, err_msg=f"{model} on {board}")
