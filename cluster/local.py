@@ -16,6 +16,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -408,17 +409,27 @@ def up(
     if prometheus:
         progress(f"starting Prometheus (scrape interval {prom.duration(scrape_interval_s)})")
         try:
-            # With real nodes, the operator's pod reaches Prometheus on the host's cluster address, and
-            # Prometheus finds the chart's pods by their scrape annotations, as a user's would.
+            # With real nodes, the operator's pod reaches Prometheus on the host's cluster address.
             listen = network.HOST_ADDRESS if nodes else "127.0.0.1"
-            pods = prom.pod_scrape_config(state.kubeconfig, r"198\.18\.\d+\.\d+") if nodes else None
-            command = prom.prepare(
-                directory, state.ports["prometheus"], scrape_interval_s, listen_address=listen, pods=pods
-            )
+            command = prom.prepare(directory, state.ports["prometheus"], scrape_interval_s, listen_address=listen)
         except prom.PrometheusError as error:
             raise ClusterError(str(error)) from error
         _start(state, "prometheus", command)
         _wait(state, "prometheus", lambda: _http_ok(f"{state.prometheus_url}/-/ready"), timeout_s)
+        if nodes:
+            # Prometheus finds the chart's pods on real nodes by their scrape annotations, as a user's would.
+            _start(
+                state,
+                "pod_targets",
+                [
+                    sys.executable,
+                    "-m",
+                    "edgeaigc.cluster.pod_targets",
+                    f"--kubeconfig={state.kubeconfig}",
+                    f"--cluster-dir={directory}",
+                    *(f"--real-node={node.name}" for node in nodes),
+                ],
+            )
         progress(f"Prometheus at {state.prometheus_url}")
     progress(f"cluster {name!r} up in {time.monotonic() - started:.1f} s; KUBECONFIG={state.kubeconfig}")
     return state

@@ -69,53 +69,9 @@ def duration(seconds: float) -> str:
     return f"{milliseconds // 1000}s" if milliseconds % 1000 == 0 else f"{milliseconds}ms"
 
 
-#: Scrape job of the pods on real nodes that ask to be scraped (the chart's ``prometheus.io/*`` annotations).
-PODS_JOB = "kubernetes-pods"
-
-
-def pod_scrape_config(kubeconfig: Path, pod_ip_regex: str) -> dict[str, Any]:
-    """Annotation-based discovery of pods, as a user's Prometheus scrapes the chart's pods.
-
-    Only pods on real nodes (label ``edgeaigc.io/real=true``) whose IP matches ``pod_ip_regex`` (the
-    local cluster's own pod range) are kept: kwok's pods have addresses that lead nowhere.
-    """
-    keep = {"action": "keep"}
-    return {
-        "job_name": PODS_JOB,
-        "kubernetes_sd_configs": [
-            {"role": "pod", "kubeconfig_file": str(kubeconfig), "attach_metadata": {"node": True}}
-        ],
-        "relabel_configs": [
-            {**keep, "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"], "regex": "true"},
-            {**keep, "source_labels": ["__meta_kubernetes_node_label_edgeaigc_io_real"], "regex": "true"},
-            {**keep, "source_labels": ["__meta_kubernetes_pod_ip"], "regex": pod_ip_regex},
-            {
-                "source_labels": ["__meta_kubernetes_pod_ip", "__meta_kubernetes_pod_annotation_prometheus_io_port"],
-                "regex": "(.+);(\\d+)",
-                "replacement": "$1:$2",
-                "target_label": "__address__",
-            },
-            {
-                "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_path"],
-                "regex": "(.+)",
-                "target_label": "__metrics_path__",
-            },
-            {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-            {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-            {"source_labels": ["__meta_kubernetes_pod_node_name"], "target_label": "node"},
-        ],
-    }
-
-
-def config(
-    cluster_dir: Path,
-    port: int,
-    scrape_interval_s: float,
-    pods: dict[str, Any] | None = None,
-    listen_address: str = "127.0.0.1",
-) -> dict[str, Any]:
-    """The configuration document: Prometheus itself, every file in ``targets/``, and ``pods`` (a
-    :func:`pod_scrape_config`) when the cluster has real nodes."""
+def config(cluster_dir: Path, port: int, scrape_interval_s: float, listen_address: str = "127.0.0.1") -> dict[str, Any]:
+    """The configuration document: Prometheus itself plus every file in ``targets/`` (the pods of
+    real nodes among them: see :mod:`.pod_targets`)."""
     interval = duration(scrape_interval_s)
     return {
         # The timeout may not exceed the interval (Prometheus refuses the configuration).
@@ -126,7 +82,6 @@ def config(
                 "job_name": FILE_SD_JOB,
                 "file_sd_configs": [{"files": [str(targets_dir(cluster_dir) / "*.json")], "refresh_interval": "5s"}],
             },
-            *([pods] if pods else []),
         ],
     }
 
@@ -137,14 +92,12 @@ def prepare(
     scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S,
     *,
     listen_address: str = "127.0.0.1",
-    pods: dict[str, Any] | None = None,
 ) -> list[str]:
     """Write the configuration and folders; return the command line that starts Prometheus.
 
     Args:
         listen_address: where it listens (the host's address on the cluster's network when pods —
             the operator — must reach it).
-        pods: a :func:`pod_scrape_config` to scrape the pods of real nodes.
     """
     executable = binary()
     if executable is None:
@@ -154,7 +107,7 @@ def prepare(
     (root / "data").mkdir(exist_ok=True)
     config_file = root / "prometheus.yml"
     config_file.write_text(
-        yaml.safe_dump(config(cluster_dir, port, scrape_interval_s, pods, listen_address), sort_keys=False)
+        yaml.safe_dump(config(cluster_dir, port, scrape_interval_s, listen_address), sort_keys=False)
     )
     return [
         str(executable),

@@ -95,3 +95,35 @@ def test_coredns_listens_on_the_host_address_and_forwards_nothing() -> None:
     assert f"bind {network.HOST_ADDRESS}" in text
     assert f"kubernetes {network.CLUSTER_DOMAIN}" in text
     assert "forward" not in text
+
+
+def _pod(name: str, node: str, ip: str, phase: str = "Running", **annotations: str) -> dict[str, object]:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "edge",
+            "annotations": {f"prometheus.io/{k}": v for k, v in annotations.items()},
+        },
+        "spec": {"nodeName": node},
+        "status": {"phase": phase, "podIP": ip},
+    }
+
+
+def test_prometheus_targets_are_the_annotated_running_pods_of_real_nodes(tmp_path: Path) -> None:
+    from edgeaigc.cluster import pod_targets
+
+    pods = [
+        _pod("gateway", "pi-real-0", "198.18.1.5", scrape="true", port="8000", path="/metrics"),
+        _pod("operator", "pi-real-0", "198.18.1.6", scrape="true", port="8000"),
+        _pod("quiet", "pi-real-0", "198.18.1.7", port="8000"),  # not annotated to be scraped
+        _pod("fake", "pi-0", "198.18.192.9", scrape="true", port="8000"),  # a kwok pod
+        _pod("elsewhere", "pi-real-0", "10.1.2.3", scrape="true", port="8000"),  # outside our range
+        _pod("pending", "pi-real-0", "198.18.1.8", phase="Pending", scrape="true", port="8000"),
+        _pod("no-port", "pi-real-0", "198.18.1.9", scrape="true"),
+    ]
+    groups = pod_targets.pod_target_groups(pods, ["pi-real-0"])
+    assert [group["targets"] for group in groups] == [["198.18.1.5:8000"], ["198.18.1.6:8000"]]
+    labels = {"job": "kubernetes-pods", "namespace": "edge", "pod": "gateway", "node": "pi-real-0"}
+    assert groups[0]["labels"] == {**labels, "__metrics_path__": "/metrics"}
+    assert pod_targets.write_targets(tmp_path, groups) is True
+    assert pod_targets.write_targets(tmp_path, groups) is False  # unchanged: not rewritten
