@@ -25,7 +25,7 @@ from edgeaigc.cluster import images
 from tests.component.builders import AFFINE_B, AFFINE_W, affine_model, binary_request, split_binary_response
 from tests.component.conftest import SHARED_DATA, free_port, wait_until_ready
 
-pytestmark = pytest.mark.skipif(
+BUILDAH = pytest.mark.skipif(
     shutil.which("buildah") is None, reason="buildah is not installed (Debian: apt-get install buildah)"
 )
 
@@ -123,6 +123,7 @@ def amd64_answers(repository: Path) -> dict[str, np.ndarray]:
         return answers(url)
 
 
+@BUILDAH
 def test_amd64_inference_image_answers(amd64_answers: dict[str, np.ndarray]) -> None:
     if "yolox" in amd64_answers:
         import onnxruntime as ort
@@ -132,12 +133,14 @@ def test_amd64_inference_image_answers(amd64_answers: dict[str, np.ndarray]) -> 
         np.testing.assert_allclose(amd64_answers["yolox"], expected, rtol=1e-4, atol=1e-4)
 
 
+@BUILDAH
 def test_images_export_as_archives_named_for_containerd() -> None:
     archive = images.export_image("pause", images.host_arch(), progress)
     listing = subprocess.run(["tar", "-xOf", str(archive), "index.json"], capture_output=True, text=True, check=True)
     assert f'"org.opencontainers.image.ref.name":"{images.image_ref("pause")}"' in listing.stdout
 
 
+@BUILDAH
 @ARM64
 @pytest.mark.parametrize("board", PI_CPUS)
 def test_arm64_inference_image_answers_on_pi_cpus(
@@ -150,3 +153,39 @@ def test_arm64_inference_image_answers_on_pi_cpus(
         arm64 = answers(url)
     for model, expected in amd64_answers.items():
         np.testing.assert_allclose(arm64[model], expected, rtol=1e-3, atol=1e-3, err_msg=f"{model} on {board}")
+
+
+def test_the_cache_key_covers_every_file_the_dockerfiles_copy() -> None:
+    for name in images.DOCKERFILE_IMAGES:
+        sources = images.copied_sources(images.dockerfile(name).read_text())
+        assert {"pyproject.toml", "constraints.txt", "cli", "policy", "inference", "cluster", "operator"} <= set(
+            sources
+        )
+        assert "/install" not in sources, "COPY --from=build is not a build-context path"
+
+
+def test_the_cache_key_changes_with_a_copied_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    checkout = tmp_path / "checkout"
+    shutil.copytree(images.REPO, checkout, ignore=shutil.ignore_patterns(".git", "build", "tests", "*.egg-info"))
+    monkeypatch.setattr(images, "REPO", checkout)
+    before = images.input_hash("inference", "arm64")
+    assert images.input_hash("inference", "arm64") == before
+    assert images.input_hash("inference", "amd64") != before
+    (checkout / "inference" / "__pycache__").mkdir(exist_ok=True)
+    (checkout / "inference" / "__pycache__" / "x.pyc").write_bytes(b"never installed")
+    assert images.input_hash("inference", "arm64") == before
+    with (checkout / "inference" / "serve.py").open("a") as source:
+        source.write("# changed\n")
+    assert images.input_hash("inference", "arm64") != before
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [["build", "--platform", "linux/s390x"], ["build", "--image", "gateway"], ["build", "--platform", "arm64"]],
+)
+def test_bad_usage_exits_2(arguments: list[str]) -> None:
+    from edgeaigc.cli.main import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["images", *arguments])
+    assert exited.value.code == 2
