@@ -271,7 +271,10 @@ def up(
         state.ports["kube_proxy_metrics"] = free_port()
         # Pods reach the API server through the `kubernetes` Service, whose endpoint is the address it
         # advertises: one of the host's dummy-interface addresses, not loopback.
-        realnode.setup_host(nodes)
+        try:
+            realnode.setup_host(nodes)
+        except realnode.RealNodeError as error:
+            raise ClusterError(str(error)) from error
     state.save()
     started = time.monotonic()
 
@@ -309,6 +312,8 @@ def up(
             # kubectl logs/exec on real nodes: the API server calls their kubelets as the admin.
             f"--kubelet-client-certificate={pki / 'admin.crt'}",
             f"--kubelet-client-key={pki / 'admin.key'}",
+            # Real nodes are reached by their InternalIP (their names are in no resolver).
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}",
             f"--client-ca-file={pki / 'ca.crt'}",

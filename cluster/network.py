@@ -6,9 +6,9 @@ another machine. Pod traffic never leaves this machine (no masquerade to an outs
 no default route but the host's bridges).
 
 - ``198.18.0.0/17``: pods; real node ``i`` gets ``198.18.(i+1).0/24`` on its own bridge.
-- ``198.18.128.0/24``: the host's own addresses on a dummy interface: the address the API server
-  advertises and CoreDNS listens on (``.1``), and one address per real node (``.10 + i``), which is
-  its InternalIP (a kubelet refuses a loopback node IP).
+- ``198.18.128.0/24``: the host's own addresses on an interface of their own (a bridge without
+  ports): the address the API server advertises and CoreDNS listens on (``.1``), and one address
+  per real node (``.10 + i``), which is its InternalIP (a kubelet refuses a loopback node IP).
 - ``198.18.192.0/18``: the addresses kwok gives its fake pods (and ``198.18.129.1`` its fake nodes).
   Nothing answers there: with real nodes the host routes the range as *unreachable*, so a Service
   whose endpoints are fake pods (kube-proxy DNATs to them) fails at once instead of leaving.
@@ -30,7 +30,7 @@ UNREACHABLE_CIDRS = (KWOK_POD_CIDR, "198.18.129.0/24")
 KUBERNETES_SERVICE_IP = str(next(ipaddress.ip_network(SERVICE_CIDR).hosts()))
 #: Where pods reach the API server (through the ``kubernetes`` Service) and CoreDNS.
 HOST_ADDRESS = "198.18.128.1"
-#: The dummy interface that carries the host's addresses of :data:`HOST_CIDR`.
+#: The interface (a bridge without ports) that carries the host's addresses of :data:`HOST_CIDR`.
 HOST_INTERFACE = "edgeaigc0"
 CLUSTER_DOMAIN = "cluster.local"
 #: Prometheus of a cluster with real nodes listens on ``HOST_ADDRESS:PROMETHEUS_PORT`` (pods reach it there).

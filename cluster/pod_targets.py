@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             # The raw JSON (camelCase, as the API serves it), not the client's snake_case models.
             response = api.list_pod_for_all_namespaces(_request_timeout=10, _preload_content=False)
-            pods = json.loads(response.data)["items"]
+            pods = json.loads(response.data)["items"]  # type: ignore[attr-defined]
             write_targets(args.cluster_dir, pod_target_groups(pods, args.real_node))
         except Exception as error:  # a failed listing is retried; the last targets stay
             print(f"pod_targets: listing pods failed: {error}", file=sys.stderr, flush=True)

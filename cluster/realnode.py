@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -301,9 +302,10 @@ def _run(
 
 
 def setup_host(nodes: Sequence[RealNode]) -> None:
-    """The dummy interface with the host's addresses, forwarding, and bridged traffic through iptables."""
+    """The host interface with the host's addresses, forwarding, and bridged traffic through iptables."""
     if _run(["ip", "link", "show", network.HOST_INTERFACE], "ip link show", check=False).returncode != 0:
-        _run(["ip", "link", "add", network.HOST_INTERFACE, "type", "dummy"], "creating the host interface")
+        # A bridge without ports: this kernel has no dummy interfaces, and nothing may be added to lo.
+        _run(["ip", "link", "add", network.HOST_INTERFACE, "type", "bridge"], "creating the host interface")
     addresses = [network.HOST_ADDRESS, *(node.address for node in nodes)]
     present = _run(["ip", "-o", "addr", "show", "dev", network.HOST_INTERFACE], "ip addr show").stdout
     for address in addresses:
@@ -442,7 +444,7 @@ def remove_network(node: RealNode) -> None:
 
 
 def teardown_host() -> None:
-    """The dummy interface and kube-proxy's iptables chains (``kube-proxy --cleanup`` does the latter)."""
+    """The host interface and the unreachable routes."""
     if _run(["ip", "link", "show", network.HOST_INTERFACE], "ip link show", check=False).returncode == 0:
         _run(["ip", "link", "delete", network.HOST_INTERFACE], "deleting the host interface", check=False)
     for cidr in network.UNREACHABLE_CIDRS:
@@ -529,7 +531,7 @@ def start_real_nodes(
         write_json(node.directory / "cni" / "10-edgeaigc.conflist", cni_config(node))
         runtime.progress(f"starting containerd of real node {node.name}")
         runtime.launch(f"containerd_{node.name}", ["containerd", "--config", str(node.directory / "containerd.toml")])
-        runtime.wait(f"containerd_{node.name}", lambda node=node: _socket_ready(node.containerd_socket), timeout_s)
+        runtime.wait(f"containerd_{node.name}", functools.partial(_socket_ready, node.containerd_socket), timeout_s)
         runtime.progress(f"importing {len(archives)} images into {node.name}")
         import_images(node, archives)
         create_cgroup_root(node)
@@ -570,7 +572,7 @@ def start_real_nodes(
     (runtime.directory / "Corefile").write_text(corefile(admin_kubeconfig))
     runtime.launch("coredns", [str(runtime.coredns), "-conf", str(runtime.directory / "Corefile")])
     for node in nodes:
-        runtime.wait(f"kubelet_{node.name}", lambda node=node: runtime.node_ready(node.name), timeout_s)
+        runtime.wait(f"kubelet_{node.name}", functools.partial(runtime.node_ready, node.name), timeout_s)
     runtime.progress(f"{len(nodes)} real node(s) Ready: {', '.join(node.name for node in nodes)}")
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
+import time
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,11 +19,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", action="store_true", help="debug logging")
 
 
+def peer_identity() -> str:
+    """kopf's peer identity (user@host/started), found without ``getpwuid``.
+
+    kopf's own detection asks the password database for the user's name, and a container's numeric
+    user (65532 in our images, any ``runAsUser``) has no entry there: the operator crashed at start
+    on the first real node with "getpwuid(): uid not found: 65532".
+    """
+    user = os.environ.get("USER") or os.environ.get("LOGNAME") or f"uid-{os.getuid()}"
+    return f"{user}@{socket.gethostname()}/{time.strftime('%Y%m%d%H%M%S')}"
+
+
 def run(args: argparse.Namespace) -> int:
     if not args.namespace and not args.all_namespaces:
         print("edgeaigc operator: give --namespace NS (repeatable) or --all-namespaces", file=sys.stderr)
         return 2
     import kopf
+    from kopf._core.engines.peering import Identity  # kopf.run's identity type (a NewType of str)
 
     import edgeaigc.operator.handlers  # noqa: F401  (registers the handlers)
 
@@ -32,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         standalone=not args.peering,
         namespaces=args.namespace,
         clusterwide=args.all_namespaces,
+        identity=Identity(peer_identity()),
         liveness_endpoint=f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None,
     )
     return 0

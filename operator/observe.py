@@ -233,7 +233,11 @@ class PrometheusObserver:
 
     def observe(self, scenario: Scenario, cache: np.ndarray, interval_s: int) -> Observation:
         last = self._query(rate_query(interval_s, self.selector))
-        if not last:
+        # No series and nothing cached: a new fleet, whose gateways count nothing until they have a
+        # routing table, which the operator writes only after a decision. Decide on zero demand (every
+        # request to the cloud) to break that circle. With models cached, no series means lost metrics:
+        # keep the placement (a decision on zero demand could delete a working one).
+        if not last and np.asarray(cache).any():
             raise ObservationError(
                 "NoMetrics", "Prometheus has no edgeaigc_requests_total series yet (are the gateways scraped?)"
             )

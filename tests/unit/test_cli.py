@@ -65,3 +65,20 @@ def test_simulate_prints_a_summary() -> None:
     result = edgeaigc("simulate", "--scenario", "tiny", "--policy", "lru", "--episode-slots", "10", "--every", "5")
     assert result.returncode == 0, result.stderr
     assert "lru on tiny (seed 1000): hit rate" in result.stdout
+
+
+def test_the_operators_peer_identity_needs_no_password_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    import getpass
+    import pwd
+
+    from edgeaigc.operator.cli import peer_identity
+
+    def no_entry(uid: int) -> None:
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    for variable in ("USER", "LOGNAME", "LNAME", "USERNAME"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    with pytest.raises(KeyError):
+        getpass.getuser()  # what kopf's own detection calls, as in a container running as uid 65532
+    assert peer_identity().startswith(f"uid-{__import__('os').getuid()}@")

@@ -80,8 +80,8 @@ def test_desired_objects_for_a_plan() -> None:
     assert edge["metadata"]["name"] == "edgeaigc-det-yolox-nano-day-pi-0"
     assert edge["spec"]["template"]["spec"]["nodeSelector"] == {"kubernetes.io/hostname": "node-pi-0"}
     container = edge["spec"]["template"]["spec"]["containers"][0]
-    # Half of a 4-core Pi (after the 50m floor); memory = 96 Mi + 3 x 3.7 Mi.
-    assert container["resources"]["limits"] == {"cpu": f"{50 + 3950 // 2}m", "memory": "108Mi"}
+    # Half of a 4-core Pi (after the 50m floor); memory = 192 Mi + 3 x 3.7 Mi.
+    assert container["resources"]["limits"] == {"cpu": f"{50 + 3950 // 2}m", "memory": "204Mi"}
     assert all(o["metadata"]["ownerReferences"][0]["uid"] == "u-1" for o in objects)
     table = parse_routing_table(objects[-1]["data"][c.ROUTING_TABLE_KEY])
     assert table.generation == 3
