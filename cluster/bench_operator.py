@@ -42,6 +42,7 @@ from edgeaigc.cluster.demo import _kubectl, _repo_file
 from edgeaigc.cluster.local import ClusterError, ClusterState, down, up
 from edgeaigc.cluster.processes import spawn_twin, stop
 from edgeaigc.cluster.prometheus import query
+from edgeaigc.inference.metrics_contract import REQUESTS_TOTAL
 
 REPRODUCE = """\
 how to reproduce (2 cores; each run starts and stops its own clusters, `edgeaigc cluster build` once first):
@@ -157,7 +158,7 @@ def run_mode(
     try:
         # Wait until Prometheus has scraped the twin over a whole decision interval.
         deadline = time.monotonic() + 120 + 3 * args.interval
-        count_query = f'count(edgeaigc_requests_total{{namespace="{namespace}"}})'
+        count_query = f'count({REQUESTS_TOTAL}{{namespace="{namespace}"}})'
         while time.monotonic() < deadline and not query(str(state.prometheus_url), count_query):
             time.sleep(1)
         time.sleep(args.interval)

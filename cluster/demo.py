@@ -21,6 +21,7 @@ from edgeaigc.cluster.components import binaries
 from edgeaigc.cluster.local import ClusterError, ClusterState, up
 from edgeaigc.cluster.processes import spawn_operator, spawn_twin, stop
 from edgeaigc.cluster.prometheus import query
+from edgeaigc.inference.metrics_contract import REQUESTS_TOTAL
 
 NAMESPACE = "traffic-city"
 POLICY = "traffic-city"
@@ -134,10 +135,10 @@ def run_phase(state: ClusterState, algorithm: str, minutes: float, seed: int, lo
         stop(twin)
     window = max(int(time.time() - started), 10)
     url, at = str(state.prometheus_url), time.time()
-    requests = f"sum(increase(edgeaigc_requests_total[{window}s]))"
+    requests = f"sum(increase({REQUESTS_TOTAL}[{window}s]))"
     return {
         "hit_rate": _ratio(
-            _scalar(url, f'sum(increase(edgeaigc_requests_total{{served_by="edge"}}[{window}s]))', at),
+            _scalar(url, f'sum(increase({REQUESTS_TOTAL}{{served_by="edge"}}[{window}s]))', at),
             _scalar(url, requests, at),
         ),
         "mean_response_time_s": _ratio(

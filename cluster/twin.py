@@ -64,8 +64,8 @@ from prometheus_client.utils import floatToGoString
 
 from edgeaigc.cluster import prometheus as prom
 from edgeaigc.cluster.local import DEFAULT_NAME, ClusterState, _alive, cluster_dir
-from edgeaigc.inference.metrics import REQUEST_LATENCY_BUCKETS
-from edgeaigc.inference.routing_table import RoutingTable, parse_routing_table
+from edgeaigc.inference.gateway.routing_table import RoutingTable, parse_routing_table
+from edgeaigc.inference.metrics_contract import REQUEST_LATENCY_BUCKETS
 from edgeaigc.policy import resources
 from edgeaigc.policy.demand import DemandGenerator, EpisodeTrace
 from edgeaigc.policy.fleet import scenario_from_resources

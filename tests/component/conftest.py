@@ -19,10 +19,11 @@ import uvicorn
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
-from edgeaigc.inference.gateway import Gateway, GatewaySettings, create_gateway_app
-from edgeaigc.inference.metrics import ServerMetrics
-from edgeaigc.inference.repository import ModelRepository
-from edgeaigc.inference.server import create_app
+from edgeaigc.inference.gateway.app import create_gateway_app
+from edgeaigc.inference.gateway.gateway import Gateway, GatewaySettings
+from edgeaigc.inference.server.metrics import ServerMetrics
+from edgeaigc.inference.server.repository import ModelRepository
+from edgeaigc.inference.server.routes import create_app
 from tests.component.builders import standard_repository
 
 #: Where the project's shared data would be, beside the repository (never inside it).
@@ -151,12 +152,12 @@ def wait_until_ready(url: str, process: subprocess.Popen[str] | None = None, tim
 
 @contextlib.contextmanager
 def server_process(root: Path, served_by: str, *extra: str, port: int | None = None) -> Iterator[ServerProcess]:
-    """``python -m edgeaigc.inference.serve`` over ``root`` (one worker thread), stopped at the end."""
+    """``python -m edgeaigc.inference.server.cli`` over ``root`` (one worker thread), stopped at the end."""
     port = port or free_port()
     command = [
         sys.executable,
         "-m",
-        "edgeaigc.inference.serve",
+        "edgeaigc.inference.server.cli",
         "--model-repository",
         str(root),
         "--host",

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from edgeaigc.inference import serve
+from edgeaigc.inference.server import cli as serve
 from tests.component.builders import affine_model
 from tests.component.conftest import sample_value
 
@@ -66,7 +66,7 @@ def test_server_process_serves_and_stops_cleanly_on_sigterm(tmp_path: Path) -> N
     command = [
         sys.executable,
         "-m",
-        "edgeaigc.inference.serve",
+        "edgeaigc.inference.server.cli",
         "--model-repository",
         str(tmp_path),
         "--host",
@@ -115,7 +115,7 @@ def test_server_process_serves_and_stops_cleanly_on_sigterm(tmp_path: Path) -> N
 
 def test_the_server_imports_neither_torch_nor_onnx() -> None:
     code = (
-        "import sys, edgeaigc.inference.serve, edgeaigc.inference.server; "
+        "import sys, edgeaigc.inference.server.cli, edgeaigc.inference.server.routes; "
         "print(sorted(m for m in ('torch', 'onnx') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)

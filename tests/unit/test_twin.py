@@ -26,7 +26,7 @@ from edgeaigc.cluster.twin import (
     response_seconds,
     serve_slot,
 )
-from edgeaigc.inference.routing_table import EdgeNodeRoutes, RoutingTable
+from edgeaigc.inference.gateway.routing_table import EdgeNodeRoutes, RoutingTable
 from edgeaigc.operator import builders
 from edgeaigc.policy.fleet import scenario_from_resources
 from edgeaigc.policy.system_model import Plan, evaluate_slot

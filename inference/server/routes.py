@@ -30,10 +30,11 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edgeaigc.inference import protocol
-from edgeaigc.inference.dataplane import DataPlane
 from edgeaigc.inference.errors import InvalidInput, PayloadTooLarge, register_error_handlers
-from edgeaigc.inference.metrics import UNKNOWN_MODEL, ModelFigures, RepositoryFigures, ServerMetrics
-from edgeaigc.inference.repository import ModelRepository, ModelState
+from edgeaigc.inference.metrics_contract import UNKNOWN_MODEL
+from edgeaigc.inference.server.dataplane import DataPlane
+from edgeaigc.inference.server.metrics import ModelFigures, RepositoryFigures, ServerMetrics
+from edgeaigc.inference.server.repository import ModelRepository, ModelState
 
 #: Default largest request body: a few uncompressed 1080p frames as FP32 would not fit, a JPEG does.
 DEFAULT_MAX_REQUEST_BYTES = 16 * 2**20
