@@ -42,7 +42,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "operator decision/reconcile time and API writes per interval",
     ),
     "twin": (
-        "edgeaigc.cluster.twin",
+        "edgeaigc.cluster.twin.cli",
         "play the edge gateways of a fleet (traffic twin) and export their metrics for Prometheus",
     ),
     "images": ("edgeaigc.cluster.images", "build the images here (Debian base, buildah), cached; list, export"),
