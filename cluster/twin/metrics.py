@@ -17,20 +17,15 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from edgeaigc.cluster.twin.slots import ServedSlot
-from edgeaigc.inference.metrics_contract import (
-    CAMERA_LINK,
-    GATEWAY_IN_FLIGHT_LABELS,
-    GATEWAY_REQUEST_BYTES,
-    GATEWAY_REQUEST_DURATION,
-    GATEWAY_REQUESTS,
-    GATEWAY_RESPONSE_BYTES,
-    REQUEST_LATENCY_BUCKETS,
-    REQUESTS_IN_FLIGHT,
-    SERVED_BY_VALUES,
-)
+from edgeaigc.inference import metrics_contract as contract
 from edgeaigc.policy.scenario import Scenario
 
-IN_FLIGHT_HELP = "Inference requests being handled now (the twin: mean over its last slot)."
+IN_FLIGHT = contract.Family(
+    contract.REQUESTS_IN_FLIGHT,
+    "gauge",
+    contract.GATEWAY_IN_FLIGHT_LABELS,
+    "Inference requests being handled now (the twin: mean over its last slot).",
+)
 #: The twin's own gauges and counter: (name, type, help).
 SLOT = ("edgeaigc_twin_slot", "gauge", "Slots the traffic twin has served (one per tick).")
 HOUR = ("edgeaigc_twin_hour_of_day", "gauge", "Hour of the simulated day at the twin's last slot.")
@@ -40,8 +35,7 @@ COST = (
     "counter",
     "Cost of the requests the twin served (cloud compute, transfer, edge energy, model downloads), dollars.",
 )
-PLACE_LABELS = GATEWAY_REQUEST_DURATION.labels
-BUCKET_LABELS = (*PLACE_LABELS, "le")
+BUCKET_LABELS = (*contract.GATEWAY_REQUEST_DURATION.labels, "le")
 
 #: A family's header: (name as exposed, type, help).
 FamilyStart = Callable[[str, str, str], None]
@@ -60,7 +54,7 @@ class TwinMetrics(Collector):
     a scrape never sees half a slot.
     """
 
-    def __init__(self, buckets: Sequence[float] = REQUEST_LATENCY_BUCKETS) -> None:
+    def __init__(self, buckets: Sequence[float] = contract.REQUEST_LATENCY_BUCKETS) -> None:
         self.buckets = np.asarray(buckets, dtype=float)
         # The ``le`` label of each bucket, as the text format writes it.
         self._bounds = [floatToGoString(b) for b in self.buckets] + ["+Inf"]
@@ -95,11 +89,11 @@ class TwinMetrics(Collector):
         for u, camera in enumerate(scenario.camera_names):
             node = scenario.node_names[scenario.camera_node[u]]
             for model in scenario.model_names:
-                for where in SERVED_BY_VALUES:
+                for where in contract.SERVED_BY_VALUES:
                     self._requests.setdefault((model, "200", where, node, camera), 0.0)
         for node in scenario.node_names:
             for model in scenario.model_names:
-                for where in SERVED_BY_VALUES:
+                for where in contract.SERVED_BY_VALUES:
                     place = (model, where, node)
                     self._bucket_counts.setdefault(place, np.zeros(self.buckets.size + 1))
                     self._duration_sum.setdefault(place, 0.0)
@@ -112,7 +106,7 @@ class TwinMetrics(Collector):
         output_bytes = scenario.model_output_mbit * 1e6 / 8
         bucket_index = np.searchsorted(self.buckets, served.seconds, side="left")  # le: seconds <= bound
         # Every gateway reports both places, as a real gateway's gauge does.
-        in_flight = {(where, node): 0.0 for where in SERVED_BY_VALUES for node in scenario.node_names}
+        in_flight = {(where, node): 0.0 for where in contract.SERVED_BY_VALUES for node in scenario.node_names}
         with self._lock:
             self._initialise(scenario)
             for u, m in zip(*np.nonzero(served.counts), strict=True):
@@ -153,31 +147,25 @@ class TwinMetrics(Collector):
 
     def _walk(self, family: FamilyStart, sample: SampleOut) -> None:
         """Every family and sample in exposition order (caller holds the lock): the one place that lists them."""
-        family(GATEWAY_REQUESTS.name, GATEWAY_REQUESTS.kind, GATEWAY_REQUESTS.help)
-        for key, value in sorted(self._requests.items()):
-            sample(GATEWAY_REQUESTS.name, GATEWAY_REQUESTS.labels, key, value)
-        places = sorted(self._bucket_counts)
-        duration = GATEWAY_REQUEST_DURATION.name
-        family(duration, GATEWAY_REQUEST_DURATION.kind, GATEWAY_REQUEST_DURATION.help)
-        for place in places:
-            cumulative = np.cumsum(self._bucket_counts[place])
+
+        def labelled(of: contract.Family, values: dict[Any, float]) -> None:
+            family(of.name, of.kind, of.help)
+            for key, value in sorted(values.items()):
+                sample(of.name, of.labels, key, value)
+
+        labelled(contract.GATEWAY_REQUESTS, self._requests)
+        duration = contract.GATEWAY_REQUEST_DURATION
+        family(duration.name, duration.kind, duration.help)
+        for place, counts in sorted(self._bucket_counts.items()):
+            cumulative = np.cumsum(counts)
             for bound, count in zip(self._bounds, cumulative, strict=True):
-                sample(f"{duration}_bucket", BUCKET_LABELS, (*place, bound), float(count))
-            sample(f"{duration}_count", PLACE_LABELS, place, float(cumulative[-1]))
-            sample(f"{duration}_sum", PLACE_LABELS, place, self._duration_sum[place])
-        for bytes_family, values in (
-            (GATEWAY_REQUEST_BYTES, self._request_bytes),
-            (GATEWAY_RESPONSE_BYTES, self._response_bytes),
-        ):
-            family(bytes_family.name, bytes_family.kind, bytes_family.help)
-            for place in places:
-                sample(bytes_family.name, bytes_family.labels, place, values[place])
-        family(REQUESTS_IN_FLIGHT, "gauge", IN_FLIGHT_HELP)
-        for gateway, value in sorted(self._in_flight.items()):
-            sample(REQUESTS_IN_FLIGHT, GATEWAY_IN_FLIGHT_LABELS, gateway, value)
-        family(CAMERA_LINK.name, CAMERA_LINK.kind, CAMERA_LINK.help)
-        for camera, value in sorted(self._link.items()):
-            sample(CAMERA_LINK.name, CAMERA_LINK.labels, camera, value)
+                sample(f"{duration.name}_bucket", BUCKET_LABELS, (*place, bound), float(count))
+            sample(f"{duration.name}_count", duration.labels, place, float(cumulative[-1]))
+            sample(f"{duration.name}_sum", duration.labels, place, self._duration_sum[place])
+        labelled(contract.GATEWAY_REQUEST_BYTES, self._request_bytes)
+        labelled(contract.GATEWAY_RESPONSE_BYTES, self._response_bytes)
+        labelled(IN_FLIGHT, self._in_flight)
+        labelled(contract.CAMERA_LINK, self._link)
         for (name, kind, documentation), value in (
             (SLOT, float(self._slot)),
             (HOUR, self._hour),

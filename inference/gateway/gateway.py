@@ -57,7 +57,6 @@ from edgeaigc.inference.errors import (
     InferenceServerError,
     InvalidInput,
     ModelNotFound,
-    PayloadTooLarge,
     ServerNotReady,
     error_body,
     upstream_error_message,
@@ -68,6 +67,7 @@ from edgeaigc.inference.gateway.metrics import GatewayMetrics, GatewayStateColle
 from edgeaigc.inference.gateway.routing_table import Endpoint, RoutingTable
 from edgeaigc.inference.gateway.table_watcher import RoutingTableWatcher
 from edgeaigc.inference.metrics_contract import SERVED_BY_VALUES, UNKNOWN_MODEL
+from edgeaigc.inference.request_body import read_limited_body
 
 logger = logging.getLogger(__name__)
 
@@ -414,21 +414,6 @@ def error_response(error: InferenceServerError, served_by: str) -> JSONResponse:
     return JSONResponse(
         status_code=error.status_code, content=error_body(error.message), headers={SERVED_BY_HEADER: served_by}
     )
-
-
-async def read_limited_body(request: Request, limit: int) -> bytes:
-    """The request body, 413 as soon as it is known to be larger than ``limit``."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes")
-    chunks: list[bytes] = []
-    received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _forwarded_headers(request: Request) -> dict[str, str]:

@@ -30,8 +30,9 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edgeaigc.inference import protocol
-from edgeaigc.inference.errors import InvalidInput, PayloadTooLarge, register_error_handlers
+from edgeaigc.inference.errors import InvalidInput, register_error_handlers
 from edgeaigc.inference.metrics_contract import UNKNOWN_MODEL
+from edgeaigc.inference.request_body import read_limited_body
 from edgeaigc.inference.server.dataplane import DataPlane
 from edgeaigc.inference.server.metrics import ModelFigures, RepositoryFigures, ServerMetrics
 from edgeaigc.inference.server.repository import ModelRepository, ModelState
@@ -77,30 +78,21 @@ async def read_body(request: Request, limit: int, align_at: int = 0) -> bytes | 
     tensor data after a JSON header of that length reaches onnxruntime aligned, without a copy.
     """
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes")
-    if declared is not None and declared.isdigit():
-        size = int(declared)
-        storage = bytearray(size + 64)
-        start = -(np.frombuffer(storage, dtype=np.uint8).ctypes.data + align_at) % 64
-        view = memoryview(storage)[start : start + size]
-        received = 0
-        async for chunk in request.stream():
-            if received + len(chunk) > size:
-                raise InvalidInput(f"the body is longer than its Content-Length of {size} bytes")
-            view[received : received + len(chunk)] = chunk
-            received += len(chunk)
-        if received != size:
-            raise InvalidInput(f"the body has {received} bytes but its Content-Length is {size}")
-        return view
-    chunks: list[bytes] = []
+    if declared is None or not declared.isdigit() or int(declared) > limit:
+        return await read_limited_body(request, limit)  # chunks joined; 413 at once for a declared size over it
+    size = int(declared)
+    storage = bytearray(size + 64)
+    start = -(np.frombuffer(storage, dtype=np.uint8).ctypes.data + align_at) % 64
+    view = memoryview(storage)[start : start + size]
     received = 0
     async for chunk in request.stream():
+        if received + len(chunk) > size:
+            raise InvalidInput(f"the body is longer than its Content-Length of {size} bytes")
+        view[received : received + len(chunk)] = chunk
         received += len(chunk)
-        if received > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    if received != size:
+        raise InvalidInput(f"the body has {received} bytes but its Content-Length is {size}")
+    return view
 
 
 class PartsResponse(Response):
