@@ -13,7 +13,7 @@ starts. Either one:
   file, and a failure leaves nothing behind but a download the server can resume (HTTP ranges),
   which the next run (the init container's restart) continues instead of starting over;
 * records the digest as ``sha256`` in the model's ``config.yaml``, so the server verifies the
-  file again when it loads it (:meth:`edgeaigc.inference.model.OnnxModel.load`).
+  file again when it loads it (:meth:`edgeaigc.inference.server.model.OnnxModel.load`).
 
 Failures are :class:`ArtifactError` subclasses whose ``exit_code`` is the command's exit status
 (:mod:`edgeaigc.inference.delivery.exit_codes`, where each code's condition reason lives too).

@@ -1,8 +1,8 @@
 """The HTTP app: Open Inference Protocol (KServe v2 REST) routes, thin, over the data plane.
 
-:func:`create_app` wires a :class:`~edgeaigc.inference.repository.ModelRepository` into a
+:func:`create_app` wires a :class:`~edgeaigc.inference.server.repository.ModelRepository` into a
 FastAPI app: routes decode with :mod:`~edgeaigc.inference.protocol`, call the
-:class:`~edgeaigc.inference.dataplane.DataPlane`, encode the result; errors are domain
+:class:`~edgeaigc.inference.server.dataplane.DataPlane`, encode the result; errors are domain
 exceptions mapped in :func:`~edgeaigc.inference.errors.register_error_handlers`; request
 metrics are taken by an ASGI middleware so that every status code (413 included) is counted.
 
