@@ -150,6 +150,17 @@ def wait_until_ready(url: str, process: subprocess.Popen[str] | None = None, tim
             time.sleep(0.05)
 
 
+def stop_gracefully(process: subprocess.Popen[str], timeout_s: float = 20.0) -> str:
+    """SIGTERM (how Kubernetes stops a pod), then what the process wrote on stderr; killed past ``timeout_s``."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    return stderr
+
+
 @contextlib.contextmanager
 def server_process(root: Path, served_by: str, *extra: str, port: int | None = None) -> Iterator[ServerProcess]:
     """``python -m edgeaigc.inference.server.cli`` over ``root`` (one worker thread), stopped at the end."""

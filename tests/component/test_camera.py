@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from tests.component.conftest import (
     free_port,
     sample_value,
     server_process,
+    stop_gracefully,
     wait_until_ready,
 )
 from tests.component.tables import EDGE_NODE, routing_table
@@ -63,12 +63,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, edge: ServerProcess) -> It
         wait_until_ready(url, process)
         yield ServerProcess(url, process)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            _, stderr = process.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
+        stderr = stop_gracefully(process)
     assert process.returncode == 0, stderr  # a graceful stop on SIGTERM
 
 

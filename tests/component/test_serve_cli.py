@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import socket
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import pytest
 
 from edgeaigc.inference.server import cli as serve
 from tests.component.builders import affine_model
-from tests.component.conftest import sample_value
+from tests.component.conftest import sample_value, stop_gracefully
 
 
 def free_port() -> int:
@@ -104,12 +103,7 @@ def test_server_process_serves_and_stops_cleanly_on_sigterm(tmp_path: Path) -> N
             assert sample_value(scrape, "edgeaigc_requests_total", model="affine", code="200", served_by="cloud") == 1
             assert sample_value(scrape, "edgeaigc_memory_budget_bytes") == 64 * 2**20
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            _, stderr = process.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
+        stderr = stop_gracefully(process)
     assert process.returncode == 0, stderr
 
 
