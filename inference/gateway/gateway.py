@@ -82,9 +82,6 @@ CAMERA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 FORWARDED_REQUEST_HEADERS = ("content-type", protocol.HEADER_CONTENT_LENGTH.lower(), "accept", CAMERA_HEADER.lower())
 FORWARDED_RESPONSE_HEADERS = ("content-type", protocol.HEADER_CONTENT_LENGTH.lower())
 
-# --------------------------------------------------------------------------------------------
-# The gateway
-
 
 @dataclass(frozen=True)
 class GatewaySettings:
