@@ -127,6 +127,8 @@ class ServerProcess:
 
     url: str
     process: subprocess.Popen[str]
+    stderr: str = ""
+    """What the process wrote on stderr, once it has stopped."""
 
     def scrape(self) -> str:
         return httpx.get(f"{self.url}/metrics", timeout=10).text
@@ -183,19 +185,26 @@ def server_process(root: Path, served_by: str, *extra: str, port: int | None = N
         "warning",
         *extra,
     ]
+    with serving(command, port) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def serving(command: list[str], port: int) -> Iterator[ServerProcess]:
+    """``command``, a server on ``port``, yielded once ready; stopped with SIGTERM at the end (killed after 15 s)."""
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
+    running = ServerProcess(f"http://127.0.0.1:{port}", process)
     try:
-        wait_until_ready(url, process)
-        yield ServerProcess(url, process)
+        wait_until_ready(running.url, process)
+        yield running
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        try:
+            running.stderr = process.communicate(timeout=15)[1]
+        except subprocess.TimeoutExpired:
+            process.kill()
+            running.stderr = process.communicate(timeout=10)[1]
 
 
 @dataclass

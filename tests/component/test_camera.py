@@ -22,8 +22,7 @@ from tests.component.conftest import (
     free_port,
     sample_value,
     server_process,
-    stop_gracefully,
-    wait_until_ready,
+    serving,
 )
 from tests.component.tables import EDGE_NODE, routing_table
 
@@ -57,14 +56,9 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, edge: ServerProcess) -> It
     port = free_port()
     command = [sys.executable, "-m", "edgeaigc.inference.gateway.cli", "--edge-node", EDGE_NODE]
     command += ["--routing-table", str(table), "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(url, process)
-        yield ServerProcess(url, process)
-    finally:
-        stderr = stop_gracefully(process)
-    assert process.returncode == 0, stderr  # a graceful stop on SIGTERM
+    with serving(command, port) as running:
+        yield running
+    assert running.process.returncode == 0, running.stderr  # a graceful stop on SIGTERM
 
 
 @pytest.fixture(scope="module")
