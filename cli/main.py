@@ -20,12 +20,15 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("edgeaigc.policy.train", "train a TD3 (or DDPG) placement policy on a scenario"),
     "export": ("edgeaigc.policy.export", "export a trained actor checkpoint to ONNX"),
     "simulate": ("edgeaigc.policy.simulate", "run one policy on a scenario and print per-slot figures"),
-    "serve": ("edgeaigc.inference.serve", "serve ONNX models over the Open Inference Protocol (KServe v2 REST)"),
-    "fetch-model": ("edgeaigc.inference.fetch_cli", "put a model's ONNX file in place, verified and within budget"),
-    "gateway": ("edgeaigc.inference.gateway_cli", "edge gateway: local replica on a hit, cloud relay on a miss"),
-    "camera": ("edgeaigc.inference.camera", "play a video or generated scene against a gateway and report latency"),
+    "serve": ("edgeaigc.inference.server.cli", "serve ONNX models over the Open Inference Protocol (KServe v2 REST)"),
+    "fetch-model": ("edgeaigc.inference.delivery.cli", "put a model's ONNX file in place, verified and within budget"),
+    "gateway": ("edgeaigc.inference.gateway.cli", "edge gateway: local replica on a hit, cloud relay on a miss"),
+    "camera": (
+        "edgeaigc.inference.pipeline.camera",
+        "play a video or generated scene against a gateway and report latency",
+    ),
     "bench-serving": (
-        "edgeaigc.inference.bench",
+        "edgeaigc.inference.bench.cli",
         "server overhead vs onnxruntime and KServe; per-model work per request",
     ),
     "build-demo-models": (
@@ -39,7 +42,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "operator decision/reconcile time and API writes per interval",
     ),
     "twin": (
-        "edgeaigc.cluster.twin",
+        "edgeaigc.cluster.twin.cli",
         "play the edge gateways of a fleet (traffic twin) and export their metrics for Prometheus",
     ),
     "images": ("edgeaigc.cluster.images", "build the images here (Debian base, buildah), cached; list, export"),

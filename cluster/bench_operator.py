@@ -38,10 +38,12 @@ from typing import Any
 
 import yaml
 
-from edgeaigc.cluster.demo import _kubectl, _repo_file
+from edgeaigc.cluster.demo import _repo_file
+from edgeaigc.cluster.kubectl import kubectl
 from edgeaigc.cluster.local import ClusterError, ClusterState, down, up
 from edgeaigc.cluster.processes import spawn_twin, stop
 from edgeaigc.cluster.prometheus import query
+from edgeaigc.inference.metrics_contract import REQUESTS_TOTAL
 
 REPRODUCE = """\
 how to reproduce (2 cores; each run starts and stops its own clusters, `edgeaigc cluster build` once first):
@@ -143,10 +145,10 @@ def run_mode(
     documents = fleet(namespace, args.edge_nodes, args.models, args.cameras, args.algorithm)
     policy_doc = documents[-1]
     policy_doc["spec"].update(intervalSeconds=int(args.interval), prometheusURL=state.prometheus_url)
-    _kubectl(state, "create", "namespace", namespace)
+    kubectl(state.kubeconfig, "create", "namespace", namespace)
     actor = _repo_file("policy", "actors", "traffic-city-td3.onnx")
-    _kubectl(state, "create", "configmap", "bench-actor", "-n", namespace, f"--from-file=actor.onnx={actor}")
-    _kubectl(state, "apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(documents))
+    kubectl(state.kubeconfig, "create", "configmap", "bench-actor", "-n", namespace, f"--from-file=actor.onnx={actor}")
+    kubectl(state.kubeconfig, "apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(documents))
     twin = spawn_twin(
         namespace, state.directory, logs / f"twin-{mode}.log", state.kubeconfig,
         seed=args.seed, tick_seconds=args.tick, extra=["--log-level", "WARNING"],
@@ -157,13 +159,13 @@ def run_mode(
     try:
         # Wait until Prometheus has scraped the twin over a whole decision interval.
         deadline = time.monotonic() + 120 + 3 * args.interval
-        count_query = f'count(edgeaigc_requests_total{{namespace="{namespace}"}})'
+        count_query = f'count({REQUESTS_TOTAL}{{namespace="{namespace}"}})'
         while time.monotonic() < deadline and not query(str(state.prometheus_url), count_query):
             time.sleep(1)
         time.sleep(args.interval)
         for interval in range(args.intervals + 1):
             started = time.monotonic()
-            raw = json.loads(_kubectl(state, "get", "pp", "bench", "-n", namespace, "-o", "json"))
+            raw = json.loads(kubectl(state.kubeconfig, "get", "pp", "bench", "-n", namespace, "-o", "json"))
             policy = {"metadata": raw["metadata"], "spec": raw["spec"], "status": raw.get("status") or {}}
             decision = loop.run_once(policy)
             written = decision.written
@@ -197,7 +199,7 @@ def run_mode(
             time.sleep(max(0.0, args.interval - (time.monotonic() - started)))
     finally:
         stop(twin)
-        _kubectl(state, "delete", "namespace", namespace, "--wait=false")
+        kubectl(state.kubeconfig, "delete", "namespace", namespace, "--wait=false")
     steady = [r for r in rows[1:] if not r["degraded"]]
     return {
         "mode": mode,
@@ -276,8 +278,8 @@ def run(args: argparse.Namespace) -> int:  # pragma: no cover - needs a cluster
             print(f"cannot start the local cluster: {error}", file=sys.stderr)
             return 1
         try:
-            _kubectl(state, "apply", "--server-side", "-f", str(_repo_file("crds")))
-            _kubectl(state, "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+            kubectl(state.kubeconfig, "apply", "--server-side", "-f", str(_repo_file("crds")))
+            kubectl(state.kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
             results["modes"].append(run_mode(state, mode, args, work))
         finally:
             if not args.keep_cluster:

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from edgeaigc.cluster.components import binaries
+from edgeaigc.cluster.kubectl import KubectlFailed, kubectl
 from edgeaigc.cluster.local import ClusterError, ClusterState, up
 from edgeaigc.cluster.processes import spawn_operator, spawn_twin, stop
 from edgeaigc.cluster.prometheus import query
+from edgeaigc.inference.metrics_contract import REQUESTS_TOTAL
 
 NAMESPACE = "traffic-city"
 POLICY = "traffic-city"
@@ -34,19 +34,6 @@ def _repo_file(*parts: str) -> Path:
     return path
 
 
-def _kubectl(state: ClusterState, *arguments: str, stdin: str | None = None) -> str:
-    result = subprocess.run(
-        [str(binaries().kubectl), f"--kubeconfig={state.kubeconfig}", *arguments],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if result.returncode != 0:
-        raise ClusterError(f"kubectl {' '.join(arguments)}: {result.stderr.strip()}")
-    return result.stdout
-
-
 def _scalar(url: str, promql: str, at: float | None = None) -> float | None:
     try:
         result = query(url, promql, at=at)
@@ -57,35 +44,28 @@ def _scalar(url: str, promql: str, at: float | None = None) -> float | None:
 
 def install_fleet(state: ClusterState, actor: Path, interval_s: int) -> None:
     # The demo owns its fleet: re-running it on a kept cluster takes the fields back from earlier patches.
-    _kubectl(state, "apply", "--server-side", "--force-conflicts", "-f", str(_repo_file("crds")))
-    _kubectl(state, "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
-    _kubectl(state, "apply", "--server-side", "--force-conflicts", "-f", str(_repo_file("examples")))
-    _kubectl(state, "delete", "configmap", "traffic-city-actor", "-n", NAMESPACE, "--ignore-not-found")
-    _kubectl(state, "create", "configmap", "traffic-city-actor", "-n", NAMESPACE, f"--from-file=actor.onnx={actor}")
+    cluster = state.kubeconfig
+    kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-f", str(_repo_file("crds")))
+    kubectl(cluster, "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+    kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-f", str(_repo_file("examples")))
+    kubectl(cluster, "delete", "configmap", "traffic-city-actor", "-n", NAMESPACE, "--ignore-not-found")
+    kubectl(cluster, "create", "configmap", "traffic-city-actor", "-n", NAMESPACE, f"--from-file=actor.onnx={actor}")
     patch = {"spec": {"intervalSeconds": interval_s, "prometheusURL": state.prometheus_url}}
-    _kubectl(state, "patch", "pp", POLICY, "-n", NAMESPACE, "--type=merge", "-p", json.dumps(patch))
+    kubectl(cluster, "patch", "pp", POLICY, "-n", NAMESPACE, "--type=merge", "-p", json.dumps(patch))
 
 
 def _set_algorithm(state: ClusterState, algorithm: str) -> None:
     patch = {"spec": {"algorithm": algorithm}}
-    _kubectl(state, "patch", "pp", POLICY, "-n", NAMESPACE, "--type=merge", "-p", json.dumps(patch))
+    kubectl(state.kubeconfig, "patch", "pp", POLICY, "-n", NAMESPACE, "--type=merge", "-p", json.dumps(patch))
     # Start every phase from an empty edge: the phases must differ only by the algorithm.
-    _kubectl(
-        state,
-        "delete",
-        "deploy,svc",
-        "-n",
-        NAMESPACE,
-        "-l",
-        "app.kubernetes.io/component=edge-inference",
-        "--wait=true",
-    )
+    edge_inference = "app.kubernetes.io/component=edge-inference"
+    kubectl(state.kubeconfig, "delete", "deploy,svc", "-n", NAMESPACE, "-l", edge_inference, "--wait=true")
 
 
 def _table(state: ClusterState, algorithm: str, phase_left_s: float) -> Any:
     from rich.table import Table
 
-    policy = json.loads(_kubectl(state, "get", "pp", POLICY, "-n", NAMESPACE, "-o", "json"))
+    policy = json.loads(kubectl(state.kubeconfig, "get", "pp", POLICY, "-n", NAMESPACE, "-o", "json"))
     status = policy.get("status", {})
     conditions = {c["type"]: c for c in status.get("conditions", [])}
     url = str(state.prometheus_url)
@@ -134,10 +114,10 @@ def run_phase(state: ClusterState, algorithm: str, minutes: float, seed: int, lo
         stop(twin)
     window = max(int(time.time() - started), 10)
     url, at = str(state.prometheus_url), time.time()
-    requests = f"sum(increase(edgeaigc_requests_total[{window}s]))"
+    requests = f"sum(increase({REQUESTS_TOTAL}[{window}s]))"
     return {
         "hit_rate": _ratio(
-            _scalar(url, f'sum(increase(edgeaigc_requests_total{{served_by="edge"}}[{window}s]))', at),
+            _scalar(url, f'sum(increase({REQUESTS_TOTAL}{{served_by="edge"}}[{window}s]))', at),
             _scalar(url, requests, at),
         ),
         "mean_response_time_s": _ratio(
@@ -181,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         results = {}
         for algorithm in ("td3", args.baseline):
             results[algorithm] = run_phase(state, algorithm, args.minutes, args.seed, logs)
-    except (ClusterError, OSError) as error:
+    except (ClusterError, KubectlFailed, OSError) as error:
         console.print(f"[red]edgeaigc demo: {error}[/red]")
         return 1
     except KeyboardInterrupt:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,6 +223,30 @@ def parse_infer_request(body: bytes | memoryview, header_length: str | None = No
     )
 
 
+def _tensor_entries(
+    tensors: Mapping[str, np.ndarray],
+    binary: Callable[[str], bool],
+    encode_binary: Callable[[np.ndarray, str], bytes | memoryview],
+) -> tuple[list[dict[str, Any]], list[bytes | memoryview], bool]:
+    """The ``inputs``/``outputs`` entries of a body, the binary parts they announce (in order), and whether
+    every number written as JSON is finite. ``binary(name)``: whether that tensor goes as binary data."""
+    entries: list[dict[str, Any]] = []
+    chunks: list[bytes | memoryview] = []
+    finite = True
+    for name, array in tensors.items():
+        datatype = datatype_of(array)
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        if binary(name):
+            raw = encode_binary(array, datatype)
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            entry["data"] = tensor_to_json_data(array, datatype)
+            finite = finite and (array.dtype.kind not in "fc" or bool(np.isfinite(array).all()))
+        entries.append(entry)
+    return entries, chunks, finite
+
+
 def encode_infer_response(
     model_name: str,
     model_version: str | None,
@@ -234,20 +258,9 @@ def encode_infer_response(
     A binary output that is already little-endian and contiguous goes into ``parts`` as a view
     of the array's memory, not a copy.
     """
-    entries: list[dict[str, Any]] = []
-    chunks: list[bytes | memoryview] = []
-    finite = True
-    for name, array in outputs.items():
-        datatype = datatype_of(array)
-        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
-        if request is not None and request.wants_binary(name):
-            raw = binary_tensor_view(array, datatype)
-            entry["parameters"] = {"binary_data_size": len(raw)}
-            chunks.append(raw)
-        else:
-            entry["data"] = tensor_to_json_data(array, datatype)
-            finite = finite and (array.dtype.kind not in "fc" or bool(np.isfinite(array).all()))
-        entries.append(entry)
+    entries, chunks, finite = _tensor_entries(
+        outputs, lambda name: request is not None and request.wants_binary(name), binary_tensor_view
+    )
     document: dict[str, Any] = {"model_name": model_name}
     if model_version is not None:
         document["model_version"] = model_version
@@ -273,20 +286,7 @@ def encode_infer_request(
     Returns the body and, for binary requests, the JSON-header length to send as
     ``Inference-Header-Content-Length``.
     """
-    entries: list[dict[str, Any]] = []
-    chunks: list[bytes] = []
-    finite = True
-    for name, array in inputs.items():
-        datatype = datatype_of(array)
-        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
-        if binary_data:
-            raw = encode_binary_tensor(array, datatype)
-            entry["parameters"] = {"binary_data_size": len(raw)}
-            chunks.append(raw)
-        else:
-            entry["data"] = tensor_to_json_data(array, datatype)
-            finite = finite and (array.dtype.kind not in "fc" or bool(np.isfinite(array).all()))
-        entries.append(entry)
+    entries, chunks, finite = _tensor_entries(inputs, lambda _: binary_data, encode_binary_tensor)
     document: dict[str, Any] = {"inputs": entries}
     if request_id is not None:
         document["id"] = request_id

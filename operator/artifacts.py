@@ -2,7 +2,7 @@
 
 The ``fetch-model`` init container of a model pod (see :mod:`edgeaigc.operator.builders`) exits
 with a status that names the failure and writes one line saying why as its termination message
-(:mod:`edgeaigc.inference.artifact`). From the pods as the API lists them,
+(:mod:`edgeaigc.inference.delivery.exit_codes`). From the pods as the API lists them,
 :func:`artifact_conditions` derives per model:
 
 * ``True`` / ``Fetched``: every pod of the model has its file;
@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from edgeaigc.inference.artifact import REASONS, ExitCode
+from edgeaigc.inference.delivery.exit_codes import REASONS, ExitCode
 from edgeaigc.operator import constants as c
 from edgeaigc.operator.builders import ARTIFACT_VOLUME, FETCH_CONTAINER
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeaigc.inference.routing_table import EdgeNodeRoutes, Endpoint, LocalModel, RoutingTable
+from edgeaigc.inference.gateway.routing_table import EdgeNodeRoutes, Endpoint, LocalModel, RoutingTable
 from edgeaigc.operator import constants as c
 from edgeaigc.policy.resources import object_name
 from edgeaigc.policy.scenario import Scenario

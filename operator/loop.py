@@ -22,7 +22,7 @@ import numpy as np
 from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
-from edgeaigc.inference.routing_table import InvalidRoutingTable, RoutingTable, parse_routing_table
+from edgeaigc.inference.gateway.routing_table import InvalidRoutingTable, RoutingTable, parse_routing_table
 from edgeaigc.operator import constants as c
 from edgeaigc.operator.builders import (
     build_routing_configmap,

@@ -20,6 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from edgeaigc.inference.metrics_contract import (
+    CAMERA_LINK_SPECTRAL_EFFICIENCY,
+    REQUEST_DURATION_SECONDS,
+    REQUESTS_TOTAL,
+)
 from edgeaigc.policy.observation import TREND_WINDOW_SLOTS, Observation
 from edgeaigc.policy.scenario import Scenario
 from edgeaigc.policy.system_model import node_rates_of
@@ -47,13 +52,13 @@ def series(name: str, selector: str = "", *matchers: str) -> str:
 
 def rate_query(window_s: int, selector: str = "") -> str:
     """Requests per second of every (edge node, camera, model) over the last ``window_s``."""
-    counter = series("edgeaigc_requests_total", selector)
+    counter = series(REQUESTS_TOTAL, selector)
     return f"sum by (edge_node, camera, model) (increase({counter}[{window_s}s])) / {window_s}"
 
 
 def link_query(selector: str = "") -> str:
     """The last spectral efficiency the gateways measured for each camera."""
-    return f"max by (edge_node, camera) ({series('edgeaigc_camera_link_spectral_efficiency', selector)})"
+    return f"max by (edge_node, camera) ({series(CAMERA_LINK_SPECTRAL_EFFICIENCY, selector)})"
 
 
 def served_query(window_s: int, selector: str = "") -> str:
@@ -63,13 +68,13 @@ def served_query(window_s: int, selector: str = "") -> str:
     count in ``edgeaigc_requests_total`` but without the ``camera`` and ``code`` labels: at 400 cameras
     this reads 4 000 series instead of 16 000, and its sum is the count of the mean response time.
     """
-    count = series("edgeaigc_request_duration_seconds_count", selector)
+    count = series(f"{REQUEST_DURATION_SECONDS}_count", selector)
     return f"sum by (edge_node, model, served_by) (increase({count}[{window_s}s]))"
 
 
 def duration_query(part: str, window_s: int, selector: str = "") -> str:
     """Sum (``part="sum"``) or count of the gateways' response times over the last ``window_s``."""
-    return f"sum(increase({series(f'edgeaigc_request_duration_seconds_{part}', selector)}[{window_s}s]))"
+    return f"sum(increase({series(f'{REQUEST_DURATION_SECONDS}_{part}', selector)}[{window_s}s]))"
 
 
 def relayed_bytes_query(window_s: int, selector: str = "") -> str:
@@ -239,7 +244,7 @@ class PrometheusObserver:
         # keep the placement (a decision on zero demand could delete a working one).
         if not last and np.asarray(cache).any():
             raise ObservationError(
-                "NoMetrics", "Prometheus has no edgeaigc_requests_total series yet (are the gateways scraped?)"
+                "NoMetrics", f"Prometheus has no {REQUESTS_TOTAL} series yet (are the gateways scraped?)"
             )
         recent = self._query(rate_query(interval_s * TREND_WINDOW_SLOTS, self.selector))
         link = self._query(link_query(self.selector))

@@ -39,7 +39,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.utils import parse_quantity
 
-from edgeaigc.inference.routing_table import RoutingTable
+from edgeaigc.inference.gateway.routing_table import RoutingTable
 from edgeaigc.operator import constants as c
 
 HASH_ANNOTATION = "edgeaigc.io/desired-hash"

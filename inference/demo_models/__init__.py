@@ -1,6 +1,6 @@
 """Demo models trained on the project's own generated traffic scenes: a vehicle detector and a type classifier.
 
-Nothing is downloaded: :mod:`edgeaigc.inference.scenes` renders every training and evaluation
+Nothing is downloaded: :mod:`edgeaigc.inference.pipeline.scenes` renders every training and evaluation
 frame from a seed. ``edgeaigc build-demo-models --output DIR`` (:mod:`.build`) renders training
 data, trains a day and a night detector and one vehicle-type classifier with torch, exports them
 to ONNX in the model-repository layout that ``edgeaigc serve --model-repository DIR`` serves, and

@@ -28,7 +28,7 @@ import numpy as np
 
 from edgeaigc.inference.pipeline.config import ClassifierConfig, DetectorConfig, FlowConfig
 from edgeaigc.inference.pipeline.image import Letterbox, crop, letterbox
-from edgeaigc.inference.scenes import SceneConfig, SceneGenerator, VehicleTruth
+from edgeaigc.inference.pipeline.scenes import SceneConfig, SceneGenerator, VehicleTruth
 
 #: Vehicle types in output order: the types the scene generator draws, and the default labels of
 #: :class:`~edgeaigc.inference.pipeline.config.ClassifierConfig`.

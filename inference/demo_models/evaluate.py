@@ -19,7 +19,7 @@ the boxes the detector found (matched to a vehicle), which is what it classifies
 
 **Counts** — the full pipeline (JPEG frames as a camera sends them, detector, classifier,
 tracker, vertical counting line through the middle) on a held-out clip, against the generator's
-ground truth (:meth:`~edgeaigc.inference.scenes.GeneratedClip.crossings`). For reference the same
+ground truth (:meth:`~edgeaigc.inference.pipeline.scenes.GeneratedClip.crossings`). For reference the same
 tracker and line fed with the true boxes (an ideal detector), and the pipeline without the
 classifier (types from the detector).
 """
@@ -51,8 +51,8 @@ from edgeaigc.inference.pipeline.classify import Classifier
 from edgeaigc.inference.pipeline.config import PipelineConfig
 from edgeaigc.inference.pipeline.detect import Detection, Detector, box_iou
 from edgeaigc.inference.pipeline.flow import FlowAnalyzer
+from edgeaigc.inference.pipeline.scenes import GeneratedClip, SceneGenerator, VehicleTruth
 from edgeaigc.inference.pipeline.traffic import TrafficPipeline
-from edgeaigc.inference.scenes import GeneratedClip, SceneGenerator, VehicleTruth
 
 IOU_THRESHOLD = 0.5
 #: Held-out frames are taken every this many frames of a 50-frame scene (10 per scene).

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import httpx
 import numpy as np
 
 from edgeaigc.inference import protocol
 from edgeaigc.inference.errors import InvalidInput, upstream_error_message
+from edgeaigc.inference.pipeline.config import ImageInput
 
 CAMERA_HEADER = "X-Edgeaigc-Camera"
 
@@ -47,6 +48,28 @@ def first_input_name(runner: ModelRunner, role: str) -> str:
     if not names:
         raise InvalidInput(f"{role} '{runner.name}' has no inputs")
     return names[0]
+
+
+ConfigT = TypeVar("ConfigT", bound=ImageInput)
+
+
+class ModelStage(Generic[ConfigT]):
+    """A stage of the pipeline that feeds one image tensor to one model (the detector, the classifier)."""
+
+    #: Names the stage in configuration errors and in "has no inputs".
+    role = "model"
+
+    def __init__(self, runner: ModelRunner, config: ConfigT) -> None:
+        config.validate(self.role)
+        self.runner = runner
+        self.config = config
+        self._input_name = config.input_name
+
+    def input_name(self) -> str:
+        """The configured input, else the model's first (asked of the runner once)."""
+        if self._input_name is None:
+            self._input_name = first_input_name(self.runner, self.role)
+        return self._input_name
 
 
 class LocalRunner:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from edgeaigc.inference.errors import InvalidInput
-from edgeaigc.inference.pipeline.backend import ModelRunner, first_input_name
+from edgeaigc.inference.pipeline.backend import ModelStage
 from edgeaigc.inference.pipeline.config import ClassifierConfig
 from edgeaigc.inference.pipeline.detect import Detection
 from edgeaigc.inference.pipeline.image import crop, letterbox, to_tensor
@@ -26,19 +26,10 @@ def softmax(scores: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-class Classifier:
+class Classifier(ModelStage[ClassifierConfig]):
     """Classifies the crops of detections and refines their vehicle type."""
 
-    def __init__(self, runner: ModelRunner, config: ClassifierConfig) -> None:
-        config.validate()
-        self.runner = runner
-        self.config = config
-        self._input_name = config.input_name
-
-    def input_name(self) -> str:
-        if self._input_name is None:
-            self._input_name = first_input_name(self.runner, "classifier")
-        return self._input_name
+    role = "classifier"
 
     def classify(self, image: np.ndarray, detections: Sequence[Detection]) -> list[Classification]:
         """One classification per detection (same order)."""

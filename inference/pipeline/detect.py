@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from edgeaigc.inference.errors import InvalidInput
-from edgeaigc.inference.pipeline.backend import ModelRunner, first_input_name
+from edgeaigc.inference.pipeline.backend import ModelStage
 from edgeaigc.inference.pipeline.config import DetectorConfig
 from edgeaigc.inference.pipeline.image import Letterbox, decode_frame, letterbox, to_tensor
 
@@ -139,19 +139,10 @@ def postprocess(
     ]
 
 
-class Detector:
+class Detector(ModelStage[DetectorConfig]):
     """Detects vehicles in frames with ``runner`` configured by ``config``."""
 
-    def __init__(self, runner: ModelRunner, config: DetectorConfig) -> None:
-        config.validate()
-        self.runner = runner
-        self.config = config
-        self._input_name = config.input_name
-
-    def input_name(self) -> str:
-        if self._input_name is None:
-            self._input_name = first_input_name(self.runner, "detector")
-        return self._input_name
+    role = "detector"
 
     def detect(self, frame: bytes | np.ndarray) -> list[Detection]:
         """Vehicles in one frame (encoded bytes or an array; see :func:`decode_frame`)."""

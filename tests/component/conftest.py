@@ -19,10 +19,11 @@ import uvicorn
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
-from edgeaigc.inference.gateway import Gateway, GatewaySettings, create_gateway_app
-from edgeaigc.inference.metrics import ServerMetrics
-from edgeaigc.inference.repository import ModelRepository
-from edgeaigc.inference.server import create_app
+from edgeaigc.inference.gateway.app import create_gateway_app
+from edgeaigc.inference.gateway.gateway import Gateway, GatewaySettings
+from edgeaigc.inference.server.metrics import ServerMetrics
+from edgeaigc.inference.server.repository import ModelRepository
+from edgeaigc.inference.server.routes import create_app
 from tests.component.builders import standard_repository
 
 #: Where the project's shared data would be, beside the repository (never inside it).
@@ -126,6 +127,8 @@ class ServerProcess:
 
     url: str
     process: subprocess.Popen[str]
+    stderr: str = ""
+    """What the process wrote on stderr, once it has stopped."""
 
     def scrape(self) -> str:
         return httpx.get(f"{self.url}/metrics", timeout=10).text
@@ -149,14 +152,25 @@ def wait_until_ready(url: str, process: subprocess.Popen[str] | None = None, tim
             time.sleep(0.05)
 
 
+def stop_gracefully(process: subprocess.Popen[str], timeout_s: float = 20.0) -> str:
+    """SIGTERM (how Kubernetes stops a pod), then what the process wrote on stderr; killed past ``timeout_s``."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    return stderr
+
+
 @contextlib.contextmanager
 def server_process(root: Path, served_by: str, *extra: str, port: int | None = None) -> Iterator[ServerProcess]:
-    """``python -m edgeaigc.inference.serve`` over ``root`` (one worker thread), stopped at the end."""
+    """``python -m edgeaigc.inference.server.cli`` over ``root`` (one worker thread), stopped at the end."""
     port = port or free_port()
     command = [
         sys.executable,
         "-m",
-        "edgeaigc.inference.serve",
+        "edgeaigc.inference.server.cli",
         "--model-repository",
         str(root),
         "--host",
@@ -171,19 +185,26 @@ def server_process(root: Path, served_by: str, *extra: str, port: int | None = N
         "warning",
         *extra,
     ]
+    with serving(command, port) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def serving(command: list[str], port: int) -> Iterator[ServerProcess]:
+    """``command``, a server on ``port``, yielded once ready; stopped with SIGTERM at the end (killed after 15 s)."""
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
+    running = ServerProcess(f"http://127.0.0.1:{port}", process)
     try:
-        wait_until_ready(url, process)
-        yield ServerProcess(url, process)
+        wait_until_ready(running.url, process)
+        yield running
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        try:
+            running.stderr = process.communicate(timeout=15)[1]
+        except subprocess.TimeoutExpired:
+            process.kill()
+            running.stderr = process.communicate(timeout=10)[1]
 
 
 @dataclass

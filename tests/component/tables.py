@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from edgeaigc.inference.routing_table import EdgeNodeRoutes, Endpoint, LocalModel, RoutingTable
+from edgeaigc.inference.gateway.routing_table import EdgeNodeRoutes, Endpoint, LocalModel, RoutingTable
 
 EDGE_NODE = "pi-0"
 

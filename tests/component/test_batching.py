@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
-from edgeaigc.inference.model import DynamicBatcher
+from edgeaigc.inference.server.model import DynamicBatcher
 from tests.component.builders import affine_model, identity_model, reference_run, write_config
 from tests.component.conftest import running_server
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
-from edgeaigc.inference import camera, gateway_cli
+from edgeaigc.inference.gateway import cli as gateway_cli
+from edgeaigc.inference.pipeline import camera
 from tests.component.builders import constant_detector_model
 from tests.component.conftest import (
     SHARED_DATA,
@@ -22,7 +22,7 @@ from tests.component.conftest import (
     free_port,
     sample_value,
     server_process,
-    wait_until_ready,
+    serving,
 )
 from tests.component.tables import EDGE_NODE, routing_table
 
@@ -49,26 +49,16 @@ def edge(models: Path) -> Iterator[ServerProcess]:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, edge: ServerProcess) -> Iterator[ServerProcess]:
-    """``python -m edgeaigc.inference.gateway_cli`` routing both models to the edge server; stopped with SIGTERM."""
+    """``python -m edgeaigc.inference.gateway.cli`` routing both models to the edge server; stopped with SIGTERM."""
     table = tmp_path_factory.mktemp("camera-routing") / "routing.json"
     local = {"detector": [edge.url], "yolox_nano": [edge.url]}
     table.write_text(routing_table(1, local, {}).to_json())
     port = free_port()
-    command = [sys.executable, "-m", "edgeaigc.inference.gateway_cli", "--edge-node", EDGE_NODE]
+    command = [sys.executable, "-m", "edgeaigc.inference.gateway.cli", "--edge-node", EDGE_NODE]
     command += ["--routing-table", str(table), "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(url, process)
-        yield ServerProcess(url, process)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            _, stderr = process.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
-    assert process.returncode == 0, stderr  # a graceful stop on SIGTERM
+    with serving(command, port) as running:
+        yield running
+    assert running.process.returncode == 0, running.stderr  # a graceful stop on SIGTERM
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +79,7 @@ def pipeline_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_camera(*args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "edgeaigc.inference.camera", "--no-progress", *args]
+    command = [sys.executable, "-m", "edgeaigc.inference.pipeline.camera", "--no-progress", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
 
 

@@ -30,8 +30,8 @@ from edgeaigc.inference.demo_models.data import (
 )
 from edgeaigc.inference.pipeline.backend import LocalRunner, RemoteRunner
 from edgeaigc.inference.pipeline.config import PipelineConfig, load_pipeline_config
+from edgeaigc.inference.pipeline.scenes import SceneConfig, SceneGenerator
 from edgeaigc.inference.pipeline.traffic import TrafficPipeline
-from edgeaigc.inference.scenes import SceneConfig, SceneGenerator
 from tests.component.conftest import RunningServer, running_server
 
 torch = pytest.importorskip("torch", reason="building the demo models needs torch (pip install 'edgeaigc[train]')")

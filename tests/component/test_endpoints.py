@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from edgeaigc.inference import protocol
-from edgeaigc.inference.metrics import ServerMetrics
+from edgeaigc.inference.server.metrics import ServerMetrics
 from tests.component.builders import (
     AFFINE_W,
     binary_request,

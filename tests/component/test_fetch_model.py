@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeaigc.inference import fetch_cli
-from edgeaigc.inference.repository import ModelRepository, ModelState
+from edgeaigc.inference.delivery import cli as fetch_cli
+from edgeaigc.inference.server.repository import ModelRepository, ModelState
 from tests.component.builders import affine_model
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from edgeaigc.inference.gateway import GATEWAY_METRIC_NAMES, GATEWAY_REQUEST_METRIC_LABELS, GatewaySettings
-from edgeaigc.inference.metrics import UNKNOWN_MODEL
+from edgeaigc.inference.gateway.gateway import GatewaySettings
+from edgeaigc.inference.gateway.metrics import GATEWAY_METRIC_NAMES
+from edgeaigc.inference.metrics_contract import GATEWAY_REQUEST_METRIC_LABELS, UNKNOWN_MODEL
 from tests.component.builders import affine_model
 from tests.component.conftest import RunningGateway, RunningServer, running_gateway, running_server, sample_value
 from tests.component.tables import EDGE_NODE, ConfigMapMount, routing_table

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeaigc.inference.gateway import SERVED_BY_HEADER, GatewaySettings
+from edgeaigc.inference.gateway.gateway import SERVED_BY_HEADER, GatewaySettings
 from tests.component.builders import affine_model
 from tests.component.conftest import (
     RunningGateway,

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeaigc.inference.gateway import SERVED_BY_HEADER, GatewaySettings
+from edgeaigc.inference.gateway.gateway import SERVED_BY_HEADER, GatewaySettings
 from tests.component.builders import AFFINE_W, binary_request, split_binary_response
 from tests.component.conftest import RunningGateway, ServerProcess, running_gateway, sample_value, server_process
 from tests.component.tables import EDGE_NODE, ConfigMapMount, routing_table

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from edgeaigc.inference.metrics import REQUEST_METRIC_NAMES, SERVER_METRIC_NAMES, UNKNOWN_MODEL
+from edgeaigc.inference.metrics_contract import REQUEST_METRIC_NAMES, UNKNOWN_MODEL
+from edgeaigc.inference.server.metrics import SERVER_METRIC_NAMES
 from tests.component.conftest import RunningServer, running_server, sample_value
 
 CONTRACT = Path(__file__).resolve().parents[2] / "docs" / "metrics-contract.md"

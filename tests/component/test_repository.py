@@ -14,7 +14,7 @@ from onnx import TensorProto
 
 from edgeaigc.inference.errors import ModelNotReady
 from edgeaigc.inference.protocol import InferInput
-from edgeaigc.inference.repository import MEMORY_FACTOR, ModelRepository, parse_byte_size
+from edgeaigc.inference.server.repository import MEMORY_FACTOR, ModelRepository, parse_byte_size
 from tests.component.builders import affine_model, identity_model, sha256_of, write_config
 from tests.component.conftest import RunningServer, running_server, sample_value
 

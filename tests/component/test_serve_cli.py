@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import socket
 import subprocess
 import sys
@@ -12,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from edgeaigc.inference import serve
+from edgeaigc.inference.server import cli as serve
 from tests.component.builders import affine_model
-from tests.component.conftest import sample_value
+from tests.component.conftest import sample_value, stop_gracefully
 
 
 def free_port() -> int:
@@ -66,7 +65,7 @@ def test_server_process_serves_and_stops_cleanly_on_sigterm(tmp_path: Path) -> N
     command = [
         sys.executable,
         "-m",
-        "edgeaigc.inference.serve",
+        "edgeaigc.inference.server.cli",
         "--model-repository",
         str(tmp_path),
         "--host",
@@ -104,18 +103,13 @@ def test_server_process_serves_and_stops_cleanly_on_sigterm(tmp_path: Path) -> N
             assert sample_value(scrape, "edgeaigc_requests_total", model="affine", code="200", served_by="cloud") == 1
             assert sample_value(scrape, "edgeaigc_memory_budget_bytes") == 64 * 2**20
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            _, stderr = process.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
+        stderr = stop_gracefully(process)
     assert process.returncode == 0, stderr
 
 
 def test_the_server_imports_neither_torch_nor_onnx() -> None:
     code = (
-        "import sys, edgeaigc.inference.serve, edgeaigc.inference.server; "
+        "import sys, edgeaigc.inference.server.cli, edgeaigc.inference.server.routes; "
         "print(sorted(m for m in ('torch', 'onnx') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from edgeaigc.cluster.components import binaries
+from edgeaigc.cluster.kubectl import run_kubectl
 from edgeaigc.cluster.local import ClusterState, down, up
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,16 +40,9 @@ class Kubectl:
 
     def __init__(self, state: ClusterState) -> None:
         self.state = state
-        self.binary = binaries().kubectl
 
     def run(self, *arguments: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [str(self.binary), f"--kubeconfig={self.state.kubeconfig}", *arguments],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        result = run_kubectl(self.state.kubeconfig, *arguments, stdin=stdin)
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(arguments)} failed: {result.stderr}")
         return result

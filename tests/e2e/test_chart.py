@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from edgeaigc.cluster.components import BuildError, ensure_helm
+from edgeaigc.cluster.kubectl import run_kubectl
 from edgeaigc.cluster.local import ClusterState
 from edgeaigc.cluster.processes import spawn_operator, spawn_twin, stop
 from tests.e2e.conftest import REPO, Kubectl, example_fleet, wait_for
@@ -303,8 +304,7 @@ def test_the_operator_with_the_charts_service_account_does_its_whole_job(
 
         # Refused what it does not need.
         def as_operator(*arguments: str) -> subprocess.CompletedProcess[str]:
-            command = [str(kubectl.binary), f"--kubeconfig={sa_kubeconfig}", *arguments]
-            return subprocess.run(command, capture_output=True, text=True, timeout=60)
+            return run_kubectl(sa_kubeconfig, *arguments, timeout_s=60)
 
         def can_i(*arguments: str) -> str:
             return as_operator("auth", "can-i", *arguments).stdout.strip()

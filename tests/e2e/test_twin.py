@@ -21,7 +21,11 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from edgeaigc.cluster import prometheus as prom
 from edgeaigc.cluster.local import ClusterState
-from edgeaigc.cluster.twin import JOB, KubernetesSource, ServedSlot, Twin, api_client, serve_metrics
+from edgeaigc.cluster.twin.fleet_source import KubernetesSource, api_client
+from edgeaigc.cluster.twin.metrics_server import serve_metrics
+from edgeaigc.cluster.twin.registration import JOB
+from edgeaigc.cluster.twin.slots import ServedSlot
+from edgeaigc.cluster.twin.twin import Twin
 from edgeaigc.operator import constants as c
 from edgeaigc.operator.builders import build_edge_deployment
 from tests.e2e.conftest import REPO, Kubectl

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgeaigc.inference import artifact
-from edgeaigc.inference.artifact import ChecksumMismatch, ExitCode, OverBudget, SourceUnreachable, copy_file
-from edgeaigc.inference.repository import CONFIG_FILE, MODEL_FILE, read_model_config
+from edgeaigc.inference.delivery import artifact, exit_codes
+from edgeaigc.inference.delivery.artifact import ChecksumMismatch, OverBudget, SourceUnreachable, copy_file
+from edgeaigc.inference.delivery.exit_codes import ExitCode
+from edgeaigc.inference.server.repository import CONFIG_FILE, MODEL_FILE, read_model_config
 
 DATA = b"onnx" * 50_000
 DATA_SHA = hashlib.sha256(DATA).hexdigest()
@@ -31,8 +32,8 @@ def test_the_layout_is_the_model_repositorys() -> None:
 
 def test_each_failure_has_its_exit_code_and_condition_reason() -> None:
     assert [ChecksumMismatch.exit_code, SourceUnreachable.exit_code, OverBudget.exit_code] == [3, 4, 5]
-    assert {artifact.REASONS[code] for code in (3, 4, 5)} == {"ChecksumMismatch", "SourceUnreachable", "OverBudget"}
-    assert set(artifact.REASONS) == set(ExitCode) - {ExitCode.OK}
+    assert {exit_codes.REASONS[code] for code in (3, 4, 5)} == {"ChecksumMismatch", "SourceUnreachable", "OverBudget"}
+    assert set(exit_codes.REASONS) == set(ExitCode) - {ExitCode.OK}
 
 
 def test_a_copy_records_its_checksum_where_the_server_reads_it(source: Path, tmp_path: Path) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from edgeaigc.inference.gateway import BreakerState, CircuitBreaker, RoutingTableWatcher, SmoothWeightedRoundRobin
-from edgeaigc.inference.routing_table import EdgeNodeRoutes, Endpoint, LocalModel, RoutingTable
+from edgeaigc.inference.gateway.balancing import SmoothWeightedRoundRobin
+from edgeaigc.inference.gateway.breaker import BreakerState, CircuitBreaker
+from edgeaigc.inference.gateway.routing_table import EdgeNodeRoutes, Endpoint, LocalModel, RoutingTable
+from edgeaigc.inference.gateway.table_watcher import RoutingTableWatcher
 
 
 def test_smooth_weighted_round_robin_interleaves_by_weight() -> None:

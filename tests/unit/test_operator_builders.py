@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from edgeaigc.inference.routing_table import InvalidRoutingTable, parse_routing_table
+from edgeaigc.inference.gateway.routing_table import InvalidRoutingTable, parse_routing_table
 from edgeaigc.operator import builders
 from edgeaigc.operator import constants as c
 from edgeaigc.policy.fleet import InvalidFleet, scenario_from_resources, unattached_cameras

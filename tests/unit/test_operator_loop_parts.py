@@ -129,7 +129,7 @@ def test_degraded_keeps_ready_and_says_why() -> None:
 
 
 def test_routing_table_generation_grows_only_when_the_table_changes() -> None:
-    from edgeaigc.inference.routing_table import parse_routing_table
+    from edgeaigc.inference.gateway.routing_table import parse_routing_table
     from edgeaigc.operator.builders import build_routing_configmap, build_routing_table
     from edgeaigc.operator.loop import DecisionLoop
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from edgeaigc.inference.routing_table import EdgeNodeRoutes, Endpoint, LocalModel, RoutingTable
+from edgeaigc.inference.gateway.routing_table import EdgeNodeRoutes, Endpoint, LocalModel, RoutingTable
 from edgeaigc.operator.builders import build_edge_deployment, build_service
 from edgeaigc.operator.loop import Decision
 from edgeaigc.operator.observe import (

@@ -22,7 +22,7 @@ from edgeaigc.inference.pipeline.config import (
 from edgeaigc.inference.pipeline.detect import Detection, decode_output, nms, postprocess
 from edgeaigc.inference.pipeline.flow import FlowAnalyzer, crosses
 from edgeaigc.inference.pipeline.image import Letterbox, decode_frame, letterbox
-from edgeaigc.inference.scenes import GeneratedClip, SceneConfig, generate_clip
+from edgeaigc.inference.pipeline.scenes import GeneratedClip, SceneConfig, generate_clip
 
 
 def noisy_detections(clip: GeneratedClip, seed: int, miss: float = 0.1, jitter: float = 2.0) -> list[list[Detection]]:

@@ -15,18 +15,11 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from edgeaigc.cluster.twin import (
-    Fleet,
-    FleetUnavailable,
-    Twin,
-    bandwidth_shares,
-    compute_shares,
-    cpu_limit_cores,
-    plan_for,
-    response_seconds,
-    serve_slot,
-)
-from edgeaigc.inference.routing_table import EdgeNodeRoutes, RoutingTable
+from edgeaigc.cluster.twin.fleet_source import Fleet, FleetUnavailable
+from edgeaigc.cluster.twin.placement import bandwidth_shares, compute_shares, cpu_limit_cores, plan_for
+from edgeaigc.cluster.twin.slots import response_seconds, serve_slot
+from edgeaigc.cluster.twin.twin import Twin
+from edgeaigc.inference.gateway.routing_table import EdgeNodeRoutes, RoutingTable
 from edgeaigc.operator import builders
 from edgeaigc.policy.fleet import scenario_from_resources
 from edgeaigc.policy.system_model import Plan, evaluate_slot
@@ -324,7 +317,8 @@ def test_the_twin_exports_exactly_the_metrics_of_its_contract_section() -> None:
 def test_the_twin_does_not_import_the_operator() -> None:
     """DESIGN: nothing imports the operator; the twin reads what it writes through ``edgeaigc.policy``."""
     probe = (
-        "import sys, edgeaigc.cluster.twin; print(sorted(m for m in sys.modules if m.startswith('edgeaigc.operator')))"
+        "import sys, edgeaigc.cluster.twin.cli; "
+        "print(sorted(m for m in sys.modules if m.startswith('edgeaigc.operator')))"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

@@ -43,9 +43,9 @@ from typing import Any
 
 import yaml
 
-from edgeaigc.inference.artifact import CONFIG_FILE, MODEL_FILE, mib
+from edgeaigc.inference.delivery.artifact import CONFIG_FILE, MODEL_FILE, mib
 from edgeaigc.inference.errors import ModelLoadError, ModelNotFound, ModelNotReady
-from edgeaigc.inference.model import DEFAULT_VERSION, InferenceObserver, ModelConfig, OnnxModel
+from edgeaigc.inference.server.model import DEFAULT_VERSION, InferenceObserver, ModelConfig, OnnxModel
 
 logger = logging.getLogger(__name__)
 

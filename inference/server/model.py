@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 import onnxruntime as ort
 
-from edgeaigc.inference.artifact import sha256_of
+from edgeaigc.inference.delivery.artifact import sha256_of
 from edgeaigc.inference.errors import InferenceFailed, InvalidInput, ModelLoadError
 from edgeaigc.inference.protocol import ONNX_TYPE_TO_DATATYPE, InferInput, format_shape
 

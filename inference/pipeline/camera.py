@@ -158,7 +158,7 @@ def video_frames(path: str, fps: float, limit: int) -> tuple[Iterator[tuple[int,
 
 
 def generated_frames(fps: float, limit: int, night: bool, seed: int) -> Iterator[tuple[int, float, np.ndarray]]:
-    from edgeaigc.inference.scenes import SceneConfig, SceneGenerator
+    from edgeaigc.inference.pipeline.scenes import SceneConfig, SceneGenerator
 
     generator = SceneGenerator(SceneConfig(fps=fps, frames=limit, night=night, seed=seed))
     for index in range(limit):
@@ -264,7 +264,7 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m edgeaigc.inference.camera``, the same as ``edgeaigc camera``."""
+    """``python -m edgeaigc.inference.pipeline.camera``, the same as ``edgeaigc camera``."""
     from edgeaigc.cli.main import run_subcommand
 
     return run_subcommand("camera", argv)

@@ -16,15 +16,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from edgeaigc.inference.artifact import (
+from edgeaigc.inference.delivery.artifact import (
     ArtifactError,
-    ExitCode,
     FetchResult,
     Progress,
     copy_file,
     fetch_url,
     mib,
 )
+from edgeaigc.inference.delivery.exit_codes import ExitCode
 
 #: Where Kubernetes reads a container's termination message (``terminationMessagePath``'s default).
 KUBERNETES_TERMINATION_LOG = Path("/dev/termination-log")
@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m edgeaigc.inference.fetch_cli``, the same as ``edgeaigc fetch-model``."""
+    """``python -m edgeaigc.inference.delivery.cli``, the same as ``edgeaigc fetch-model``."""
     from edgeaigc.cli.main import run_subcommand
 
     return run_subcommand("fetch-model", argv)

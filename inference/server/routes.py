@@ -1,8 +1,8 @@
 """The HTTP app: Open Inference Protocol (KServe v2 REST) routes, thin, over the data plane.
 
-:func:`create_app` wires a :class:`~edgeaigc.inference.repository.ModelRepository` into a
+:func:`create_app` wires a :class:`~edgeaigc.inference.server.repository.ModelRepository` into a
 FastAPI app: routes decode with :mod:`~edgeaigc.inference.protocol`, call the
-:class:`~edgeaigc.inference.dataplane.DataPlane`, encode the result; errors are domain
+:class:`~edgeaigc.inference.server.dataplane.DataPlane`, encode the result; errors are domain
 exceptions mapped in :func:`~edgeaigc.inference.errors.register_error_handlers`; request
 metrics are taken by an ASGI middleware so that every status code (413 included) is counted.
 
@@ -30,10 +30,12 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edgeaigc.inference import protocol
-from edgeaigc.inference.dataplane import DataPlane
-from edgeaigc.inference.errors import InvalidInput, PayloadTooLarge, register_error_handlers
-from edgeaigc.inference.metrics import UNKNOWN_MODEL, ModelFigures, RepositoryFigures, ServerMetrics
-from edgeaigc.inference.repository import ModelRepository, ModelState
+from edgeaigc.inference.errors import InvalidInput, register_error_handlers
+from edgeaigc.inference.metrics_contract import UNKNOWN_MODEL
+from edgeaigc.inference.request_body import read_limited_body
+from edgeaigc.inference.server.dataplane import DataPlane
+from edgeaigc.inference.server.metrics import ModelFigures, RepositoryFigures, ServerMetrics
+from edgeaigc.inference.server.repository import ModelRepository, ModelState
 
 #: Default largest request body: a few uncompressed 1080p frames as FP32 would not fit, a JPEG does.
 DEFAULT_MAX_REQUEST_BYTES = 16 * 2**20
@@ -76,30 +78,21 @@ async def read_body(request: Request, limit: int, align_at: int = 0) -> bytes | 
     tensor data after a JSON header of that length reaches onnxruntime aligned, without a copy.
     """
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes")
-    if declared is not None and declared.isdigit():
-        size = int(declared)
-        storage = bytearray(size + 64)
-        start = -(np.frombuffer(storage, dtype=np.uint8).ctypes.data + align_at) % 64
-        view = memoryview(storage)[start : start + size]
-        received = 0
-        async for chunk in request.stream():
-            if received + len(chunk) > size:
-                raise InvalidInput(f"the body is longer than its Content-Length of {size} bytes")
-            view[received : received + len(chunk)] = chunk
-            received += len(chunk)
-        if received != size:
-            raise InvalidInput(f"the body has {received} bytes but its Content-Length is {size}")
-        return view
-    chunks: list[bytes] = []
+    if declared is None or not declared.isdigit() or int(declared) > limit:
+        return await read_limited_body(request, limit)  # chunks joined; 413 at once for a declared size over it
+    size = int(declared)
+    storage = bytearray(size + 64)
+    start = -(np.frombuffer(storage, dtype=np.uint8).ctypes.data + align_at) % 64
+    view = memoryview(storage)[start : start + size]
     received = 0
     async for chunk in request.stream():
+        if received + len(chunk) > size:
+            raise InvalidInput(f"the body is longer than its Content-Length of {size} bytes")
+        view[received : received + len(chunk)] = chunk
         received += len(chunk)
-        if received > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    if received != size:
+        raise InvalidInput(f"the body has {received} bytes but its Content-Length is {size}")
+    return view
 
 
 class PartsResponse(Response):

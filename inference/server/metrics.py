@@ -1,4 +1,5 @@
-"""Prometheus metrics of the model server, as written down in ``docs/metrics-contract.md``.
+"""Prometheus metrics of the model server, as written down in ``docs/metrics-contract.md``
+(names and shared labels: :mod:`edgeaigc.inference.metrics_contract`).
 
 Two groups:
 
@@ -22,23 +23,40 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-#: Label value for requests naming a model the repository does not have (bounds cardinality).
-UNKNOWN_MODEL = "_unknown"
-SERVED_BY_VALUES = ("edge", "cloud")
+from edgeaigc.inference.metrics_contract import (
+    REQUEST_BYTES_TOTAL,
+    REQUEST_DURATION_SECONDS,
+    REQUEST_LATENCY_BUCKETS,
+    REQUESTS_IN_FLIGHT,
+    REQUESTS_TOTAL,
+    RESPONSE_BYTES_TOTAL,
+    SERVED_BY_VALUES,
+    Family,
+)
 
-#: Seconds; from 1 ms (a tiny model on a fast core) to 10 s (a detector on a loaded Pi over a bad link).
-REQUEST_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 INFERENCE_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
-#: Names exported by every component that serves inference requests (server and gateway).
-REQUEST_METRIC_NAMES = (
-    "edgeaigc_requests_total",
-    "edgeaigc_request_duration_seconds",
-    "edgeaigc_request_bytes_total",
-    "edgeaigc_response_bytes_total",
-    "edgeaigc_requests_in_flight",
+#: The request metrics as the model server labels them (no edge node or camera: see the gateway's).
+REQUESTS = Family(
+    REQUESTS_TOTAL,
+    "counter",
+    ("model", "code", "served_by"),
+    "Inference requests answered, by model, HTTP status code and where they were served.",
 )
+REQUEST_DURATION = Family(
+    REQUEST_DURATION_SECONDS,
+    "histogram",
+    ("model", "served_by"),
+    "Time from receiving an inference request to sending the last byte of its response.",
+)
+REQUEST_BYTES = Family(
+    REQUEST_BYTES_TOTAL, "counter", ("model", "served_by"), "Bytes of inference request bodies received."
+)
+RESPONSE_BYTES = Family(
+    RESPONSE_BYTES_TOTAL, "counter", ("model", "served_by"), "Bytes of inference response bodies sent."
+)
+IN_FLIGHT = Family(REQUESTS_IN_FLIGHT, "gauge", ("served_by",), "Inference requests being handled now.")
 #: Names exported by the model server only.
 SERVER_METRIC_NAMES = (
     "edgeaigc_inference_duration_seconds",
@@ -65,37 +83,21 @@ class RequestMetrics:
             raise ValueError(f"served_by must be one of {SERVED_BY_VALUES}, got {served_by!r}")
         self.registry = registry
         self.served_by = served_by
-        self.requests = Counter(
-            "edgeaigc_requests",
-            "Inference requests answered, by model, HTTP status code and where they were served.",
-            ["model", "code", "served_by"],
-            registry=registry,
-        )
+        self.requests = Counter(REQUESTS.client_name, REQUESTS.help, REQUESTS.labels, registry=registry)
         self.duration = Histogram(
-            "edgeaigc_request_duration_seconds",
-            "Time from receiving an inference request to sending the last byte of its response.",
-            ["model", "served_by"],
+            REQUEST_DURATION.client_name,
+            REQUEST_DURATION.help,
+            REQUEST_DURATION.labels,
             buckets=REQUEST_LATENCY_BUCKETS,
             registry=registry,
         )
         self.request_bytes = Counter(
-            "edgeaigc_request_bytes",
-            "Bytes of inference request bodies received.",
-            ["model", "served_by"],
-            registry=registry,
+            REQUEST_BYTES.client_name, REQUEST_BYTES.help, REQUEST_BYTES.labels, registry=registry
         )
         self.response_bytes = Counter(
-            "edgeaigc_response_bytes",
-            "Bytes of inference response bodies sent.",
-            ["model", "served_by"],
-            registry=registry,
+            RESPONSE_BYTES.client_name, RESPONSE_BYTES.help, RESPONSE_BYTES.labels, registry=registry
         )
-        self.in_flight = Gauge(
-            "edgeaigc_requests_in_flight",
-            "Inference requests being handled now.",
-            ["served_by"],
-            registry=registry,
-        )
+        self.in_flight = Gauge(IN_FLIGHT.client_name, IN_FLIGHT.help, IN_FLIGHT.labels, registry=registry)
 
     def observe_request(
         self,

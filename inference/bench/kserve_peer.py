@@ -12,7 +12,7 @@ tensor data when the request asks for it. ``--threaded`` runs the session in a t
 (``async def predict`` + ``asyncio.to_thread``) so that concurrent requests overlap; without it
 ``predict`` is a plain ``def`` and KServe calls it on the event loop, one request at a time.
 
-Usage: ``VENV/bin/python bench_kserve_peer.py --model model.onnx --name yolox_nano --port 8090``
+Usage: ``VENV/bin/python inference/bench/kserve_peer.py --model model.onnx --name yolox_nano --port 8090``
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import numpy as np
 
 from edgeaigc.inference.errors import ServerNotReady
 from edgeaigc.inference.protocol import InferInput
-from edgeaigc.inference.repository import ModelRepository
+from edgeaigc.inference.server.repository import ModelRepository
 
 SERVER_NAME = "edgeaigc"
 EXTENSIONS = ("model_repository", "binary_tensor_data")

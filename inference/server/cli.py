@@ -1,8 +1,8 @@
 """``edgeaigc serve``: the ONNX Runtime model server (Open Inference Protocol, KServe v2 REST).
 
 Serves every ``DIR/<model-name>/model.onnx`` of ``--model-repository DIR`` (optional
-``config.yaml`` beside it: see :mod:`edgeaigc.inference.repository`). Also runnable as
-``python -m edgeaigc.inference.serve``.
+``config.yaml`` beside it: see :mod:`edgeaigc.inference.server.repository`). Also runnable as
+``python -m edgeaigc.inference.server.cli``.
 
 Exit codes: 0 after a graceful shutdown on SIGTERM, 1 if the server could not start (e.g. the
 port is taken), 2 for bad usage (missing repository directory or named model, bad size), 130 on Ctrl-C.
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edgeaigc.inference.http_server import add_log_level_argument, run_app
-from edgeaigc.inference.metrics import SERVED_BY_VALUES
+from edgeaigc.inference.metrics_contract import SERVED_BY_VALUES
 
 DEFAULT_PORT = 8080
 DEFAULT_MEMORY_BUDGET = "512Mi"
@@ -77,9 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so that `edgeaigc --help` stays fast and needs none of the serving packages.
-    from edgeaigc.inference.artifact import MODEL_FILE
-    from edgeaigc.inference.repository import ModelRepository, parse_byte_size
-    from edgeaigc.inference.server import create_app
+    from edgeaigc.inference.delivery.artifact import MODEL_FILE
+    from edgeaigc.inference.server.repository import ModelRepository, parse_byte_size
+    from edgeaigc.inference.server.routes import create_app
 
     repository_dir = Path(args.model_repository)
     if not repository_dir.is_dir():
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m edgeaigc.inference.serve``, the same as ``edgeaigc serve``."""
+    """``python -m edgeaigc.inference.server.cli``, the same as ``edgeaigc serve``."""
     from edgeaigc.cli.main import run_subcommand
 
     return run_subcommand("serve", argv)

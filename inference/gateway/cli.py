@@ -1,6 +1,6 @@
 """``edgeaigc gateway``: the edge gateway of one edge node (local replica on a hit, cloud on a miss).
 
-Also runnable as ``python -m edgeaigc.inference.gateway_cli``. Exit codes: 0 after a graceful
+Also runnable as ``python -m edgeaigc.inference.gateway.cli``. Exit codes: 0 after a graceful
 shutdown on SIGTERM, 1 if the server could not start (e.g. the port is taken), 2 for bad usage,
 130 on Ctrl-C. A routing table that is missing or invalid at start-up is not fatal: the gateway
 answers 503 until a valid one appears (a ConfigMap may be mounted after the pod starts).
@@ -79,8 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgeaigc.inference.gateway import GatewaySettings, create_gateway_app
-    from edgeaigc.inference.repository import parse_byte_size
+    from edgeaigc.inference.gateway.app import create_gateway_app
+    from edgeaigc.inference.gateway.gateway import GatewaySettings
+    from edgeaigc.inference.server.repository import parse_byte_size
 
     def usage(message: str) -> int:
         print(f"edgeaigc gateway: {message}", file=sys.stderr)
@@ -120,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m edgeaigc.inference.gateway_cli``, the same as ``edgeaigc gateway``."""
+    """``python -m edgeaigc.inference.gateway.cli``, the same as ``edgeaigc gateway``."""
     from edgeaigc.cli.main import run_subcommand
 
     return run_subcommand("gateway", argv)

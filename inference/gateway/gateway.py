@@ -4,24 +4,24 @@ One gateway runs per edge node. It speaks the same Open Inference Protocol paths
 server (``POST /v2/models/{model}[/versions/{v}]/infer``, JSON or binary bodies passed through
 unchanged; ``GET /v2/models/{model}[/ready]`` is forwarded the same way) and routes every
 request by the routing table the operator writes (``docs/routing-table.md``, parsed by
-:mod:`edgeaigc.inference.routing_table`):
+:mod:`edgeaigc.inference.gateway.routing_table`):
 
 1. ``table.route(edge_node, model)`` gives the model's local replicas on this node (a hit) and
    its cloud URL. Neither: 404.
 2. Local replicas are tried first, the first one chosen by smooth weighted round-robin (nginx's
    algorithm: over any window each replica gets its share of the weights, evenly interleaved),
-   then the others by weight. A replica whose circuit breaker is open is skipped.
+   then the others by weight (:mod:`.balancing`). A replica whose circuit breaker is open is skipped.
 3. A connect error, a timeout, any other transport error or a 5xx answer is a failure: the
    next local replica is tried (up to ``max_local_attempts``), then the cloud. Any other answer
    (2xx, and 4xx, which is the client's fault) goes back to the client as it came.
 4. All failed: 504 if every attempt timed out, else 502, with what each upstream said.
 
-**Circuit breaker** (per local endpoint): after ``breaker_failures`` consecutive failures it
+**Circuit breaker** (per local endpoint, :mod:`.breaker`): after ``breaker_failures`` consecutive failures it
 opens and the endpoint gets no traffic (requests go straight to the cloud) for
 ``breaker_open_s`` seconds; then one request probes it (half-open): success closes the breaker,
 failure opens it again.
 
-**Routing table** (:class:`RoutingTableWatcher`): the file is polled every second (stat of the
+**Routing table** (:mod:`.table_watcher`): the file is polled every second (stat of the
 path, which follows the ``..data`` symlink a ConfigMap mount swaps on update); a changed file is
 parsed and validated, and used from the next request on. A file that does not parse or validate
 is ignored — the last valid table stays in use — and counted in
@@ -32,29 +32,24 @@ requests get 503 and ``/v2/health/ready`` is 503.
 parameter; ``unknown`` when absent); the name labels the request metrics. A malformed name is a
 400; past ``max_cameras`` distinct names (cameras of the routing table not counted) further ones
 are counted as ``_other`` so that clients cannot create series at will.
+
+The HTTP app around :class:`Gateway` is :mod:`.app`; its metrics are :mod:`.metrics`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import enum
 import logging
-import os
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlencode
 
 import httpx
-from fastapi import FastAPI, Request, Response
+from fastapi import Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 from starlette.requests import ClientDisconnect
 
 from edgeaigc.inference import protocol
@@ -62,14 +57,17 @@ from edgeaigc.inference.errors import (
     InferenceServerError,
     InvalidInput,
     ModelNotFound,
-    PayloadTooLarge,
     ServerNotReady,
     error_body,
-    register_error_handlers,
     upstream_error_message,
 )
-from edgeaigc.inference.metrics import REQUEST_LATENCY_BUCKETS, SERVED_BY_VALUES, UNKNOWN_MODEL
-from edgeaigc.inference.routing_table import Endpoint, InvalidRoutingTable, RoutingTable, parse_routing_table
+from edgeaigc.inference.gateway.balancing import SmoothWeightedRoundRobin
+from edgeaigc.inference.gateway.breaker import CircuitBreaker
+from edgeaigc.inference.gateway.metrics import GatewayMetrics, GatewayStateCollector
+from edgeaigc.inference.gateway.routing_table import Endpoint, RoutingTable
+from edgeaigc.inference.gateway.table_watcher import RoutingTableWatcher
+from edgeaigc.inference.metrics_contract import SERVED_BY_VALUES, UNKNOWN_MODEL
+from edgeaigc.inference.request_body import read_limited_body
 
 logger = logging.getLogger(__name__)
 
@@ -83,305 +81,6 @@ CAMERA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 #: Request headers passed on to the upstream, and response headers passed back.
 FORWARDED_REQUEST_HEADERS = ("content-type", protocol.HEADER_CONTENT_LENGTH.lower(), "accept", CAMERA_HEADER.lower())
 FORWARDED_RESPONSE_HEADERS = ("content-type", protocol.HEADER_CONTENT_LENGTH.lower())
-
-#: Names of the gateway's own metrics (besides the request metrics of the contract).
-GATEWAY_METRIC_NAMES = (
-    "edgeaigc_gateway_routing_table_generation",
-    "edgeaigc_gateway_routing_table_loads_total",
-    "edgeaigc_gateway_routing_table_errors_total",
-    "edgeaigc_gateway_circuit_breaker_state",
-    "edgeaigc_gateway_circuit_breaker_opens_total",
-    "edgeaigc_gateway_upstream_retries_total",
-    "edgeaigc_gateway_upstream_failures_total",
-)
-#: The request metrics of the contract as the gateway (and the traffic twin) label them.
-GATEWAY_REQUEST_METRIC_LABELS = {
-    "edgeaigc_requests_total": ("model", "code", "served_by", "edge_node", "camera"),
-    "edgeaigc_request_duration_seconds": ("model", "served_by", "edge_node"),
-    "edgeaigc_request_bytes_total": ("model", "served_by", "edge_node"),
-    "edgeaigc_response_bytes_total": ("model", "served_by", "edge_node"),
-    "edgeaigc_requests_in_flight": ("served_by", "edge_node"),
-}
-
-
-# --------------------------------------------------------------------------------------------
-# Circuit breaker and balancing
-
-
-class BreakerState(enum.IntEnum):
-    """Exported as the value of ``edgeaigc_gateway_circuit_breaker_state``."""
-
-    CLOSED = 0
-    OPEN = 1
-    HALF_OPEN = 2
-
-
-class CircuitBreaker:
-    """Consecutive-failure circuit breaker with a single half-open probe.
-
-    Args:
-        failure_threshold: consecutive failures that open the breaker.
-        open_seconds: how long it stays open before letting one probe through.
-        clock: monotonic seconds (injectable for tests).
-    """
-
-    def __init__(
-        self, failure_threshold: int, open_seconds: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        if failure_threshold < 1 or open_seconds < 0:
-            raise ValueError("failure_threshold must be >= 1 and open_seconds >= 0")
-        self.failure_threshold = failure_threshold
-        self.open_seconds = open_seconds
-        self.clock = clock
-        self.state = BreakerState.CLOSED
-        self.consecutive_failures = 0
-        self.opened_at = 0.0
-        self.opens = 0
-        self._probe_in_flight = False
-
-    def allow(self) -> bool:
-        """Whether a request may go to the endpoint now; a half-open breaker lets one probe through."""
-        if self.state is BreakerState.CLOSED:
-            return True
-        if self.state is BreakerState.OPEN:
-            if self.clock() - self.opened_at < self.open_seconds:
-                return False
-            self.state = BreakerState.HALF_OPEN
-            self._probe_in_flight = False
-        if self._probe_in_flight:
-            return False
-        self._probe_in_flight = True
-        return True
-
-    def record_success(self) -> None:
-        self.state = BreakerState.CLOSED
-        self.consecutive_failures = 0
-        self._probe_in_flight = False
-
-    def record_failure(self) -> None:
-        self.consecutive_failures += 1
-        if self.state is BreakerState.HALF_OPEN or (
-            self.state is BreakerState.CLOSED and self.consecutive_failures >= self.failure_threshold
-        ):
-            self.state = BreakerState.OPEN
-            self.opened_at = self.clock()
-            self.opens += 1
-        self._probe_in_flight = False
-
-
-class SmoothWeightedRoundRobin:
-    """nginx's smooth weighted round-robin over endpoints with weight > 0.
-
-    Each pick adds every weight to its endpoint's running score, takes the highest score and
-    subtracts the total weight from it: weights 5, 1, 1 give a a b a c a a, not a a a a a b c.
-    """
-
-    def __init__(self, endpoints: Sequence[Endpoint]) -> None:
-        self.endpoints = tuple(e for e in endpoints if e.weight > 0)
-        self._scores = [0.0] * len(self.endpoints)
-        self._total = sum(e.weight for e in self.endpoints)
-
-    def order(self) -> list[Endpoint]:
-        """The endpoints to try, in order: this request's pick, then the others by weight."""
-        if not self.endpoints:
-            return []
-        for i, endpoint in enumerate(self.endpoints):
-            self._scores[i] += endpoint.weight
-        best = max(range(len(self.endpoints)), key=lambda i: self._scores[i])
-        self._scores[best] -= self._total
-        rest = sorted((e for i, e in enumerate(self.endpoints) if i != best), key=lambda e: -e.weight)
-        return [self.endpoints[best], *rest]
-
-
-# --------------------------------------------------------------------------------------------
-# Metrics
-
-
-class GatewayMetrics:
-    """The contract's request metrics with ``edge_node`` and ``camera`` labels, and the gateway's own.
-
-    The routing-table and circuit-breaker figures are read from the gateway at scrape time.
-    """
-
-    def __init__(self, edge_node: str, registry: CollectorRegistry | None = None) -> None:
-        self.edge_node = edge_node
-        self.registry = registry or CollectorRegistry()
-        self.requests = Counter(
-            "edgeaigc_requests",
-            "Inference requests answered, by model, HTTP status code, where they were served, edge node and camera.",
-            ["model", "code", "served_by", "edge_node", "camera"],
-            registry=self.registry,
-        )
-        self.duration = Histogram(
-            "edgeaigc_request_duration_seconds",
-            "Time from receiving an inference request to sending the last byte of its response.",
-            ["model", "served_by", "edge_node"],
-            buckets=REQUEST_LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.request_bytes = Counter(
-            "edgeaigc_request_bytes",
-            "Bytes of inference request bodies received.",
-            ["model", "served_by", "edge_node"],
-            registry=self.registry,
-        )
-        self.response_bytes = Counter(
-            "edgeaigc_response_bytes",
-            "Bytes of inference response bodies sent.",
-            ["model", "served_by", "edge_node"],
-            registry=self.registry,
-        )
-        self.in_flight = Gauge(
-            "edgeaigc_requests_in_flight",
-            "Requests at an upstream now: at a local replica (edge) or relayed to the cloud (cloud).",
-            ["served_by", "edge_node"],
-            registry=self.registry,
-        )
-        self.retries = Counter(
-            "edgeaigc_gateway_upstream_retries",
-            "Upstream attempts made after a failed one (another local replica or the cloud).",
-            ["model", "edge_node"],
-            registry=self.registry,
-        )
-        self.failures = Counter(
-            "edgeaigc_gateway_upstream_failures",
-            "Failed upstream attempts, by where they went and why (connect, timeout, transport, http_5xx).",
-            ["model", "served_by", "reason", "edge_node"],
-            registry=self.registry,
-        )
-        self.set_edge_node(edge_node)
-
-    def set_edge_node(self, edge_node: str) -> None:
-        """Label what follows with ``edge_node`` (a gateway found by node name learns it from the table)."""
-        self.edge_node = edge_node
-        for served_by in SERVED_BY_VALUES:
-            self.in_flight.labels(served_by, edge_node)
-
-    def observe_request(
-        self,
-        model: str,
-        code: int,
-        served_by: str,
-        camera: str,
-        seconds: float,
-        request_bytes: int,
-        response_bytes: int,
-    ) -> None:
-        node = self.edge_node
-        self.requests.labels(model, str(code), served_by, node, camera).inc()
-        self.duration.labels(model, served_by, node).observe(seconds)
-        self.request_bytes.labels(model, served_by, node).inc(request_bytes)
-        self.response_bytes.labels(model, served_by, node).inc(response_bytes)
-
-
-class GatewayStateCollector(Collector):
-    """Routing-table and circuit-breaker figures, read from the gateway at each scrape."""
-
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-
-    def describe(self) -> Iterable[Metric]:
-        return []
-
-    def collect(self) -> Iterator[Metric]:
-        node = self.gateway.edge_node
-        watcher = self.gateway.watcher
-        generation = GaugeMetricFamily(
-            "edgeaigc_gateway_routing_table_generation",
-            "Generation of the routing table in use (absent until a valid table has been read).",
-            labels=["edge_node"],
-        )
-        if watcher.table is not None:
-            generation.add_metric([node], watcher.table.generation)
-        yield generation
-        loads = CounterMetricFamily(
-            "edgeaigc_gateway_routing_table_loads",
-            "Valid routing tables read and put in use.",
-            labels=["edge_node"],
-        )
-        loads.add_metric([node], watcher.loads)
-        yield loads
-        errors = CounterMetricFamily(
-            "edgeaigc_gateway_routing_table_errors",
-            "Routing table reads ignored: invalid (does not parse or validate) or unreadable (missing, I/O error).",
-            labels=["edge_node", "reason"],
-        )
-        for reason in ("invalid", "unreadable"):
-            errors.add_metric([node, reason], watcher.errors[reason])
-        yield errors
-        state = GaugeMetricFamily(
-            "edgeaigc_gateway_circuit_breaker_state",
-            "Circuit breaker of each local endpoint: 0 closed, 1 open, 2 half-open.",
-            labels=["edge_node", "endpoint"],
-        )
-        opens = CounterMetricFamily(
-            "edgeaigc_gateway_circuit_breaker_opens",
-            "Times the circuit breaker of a local endpoint opened.",
-            labels=["edge_node", "endpoint"],
-        )
-        for url, breaker in sorted(self.gateway.breakers.items()):
-            state.add_metric([node, url], int(breaker.state))
-            opens.add_metric([node, url], breaker.opens)
-        yield state
-        yield opens
-
-
-# --------------------------------------------------------------------------------------------
-# Routing table
-
-
-class RoutingTableWatcher:
-    """Keeps the last valid routing table read from ``path``; :meth:`poll` re-reads it when it changed."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.table: RoutingTable | None = None
-        self.loads = 0
-        self.errors = {"invalid": 0, "unreadable": 0}
-        self.last_error: str | None = None
-        self._seen: tuple[int, int, int, int] | None = None
-        self._unreadable_logged = False
-
-    def poll(self) -> bool:
-        """Read the file if it changed since the last poll; True when a new valid table is in use."""
-        try:
-            stat = os.stat(self.path)  # follows symlinks: a ConfigMap update swaps the ..data link
-        except OSError as error:
-            if not self._unreadable_logged:
-                self._error("unreadable", f"cannot stat {self.path}: {error.strerror or error}")
-                self._unreadable_logged = True
-            self._seen = None
-            return False
-        self._unreadable_logged = False
-        key = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
-        if key == self._seen:
-            return False
-        self._seen = key
-        try:
-            text = self.path.read_text()
-        except (OSError, UnicodeDecodeError) as error:
-            self._error("unreadable", f"cannot read {self.path}: {error}")
-            return False
-        try:
-            table = parse_routing_table(text)
-        except InvalidRoutingTable as error:
-            kept = "none" if self.table is None else f"generation {self.table.generation}"
-            self._error("invalid", f"{self.path} is not a valid routing table ({error}); keeping {kept}")
-            return False
-        self.table = table
-        self.loads += 1
-        self.last_error = None
-        logger.info("routing table generation %d in use (%s)", table.generation, self.path)
-        return True
-
-    def _error(self, reason: str, message: str) -> None:
-        self.errors[reason] += 1
-        self.last_error = message
-        logger.warning("%s", message)
-
-
-# --------------------------------------------------------------------------------------------
-# The gateway
 
 
 @dataclass(frozen=True)
@@ -714,96 +413,9 @@ def error_response(error: InferenceServerError, served_by: str) -> JSONResponse:
     )
 
 
-async def read_limited_body(request: Request, limit: int) -> bytes:
-    """The request body, 413 as soon as it is known to be larger than ``limit``."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes")
-    chunks: list[bytes] = []
-    received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _forwarded_headers(request: Request) -> dict[str, str]:
     return {k: v for k, v in request.headers.items() if k.lower() in FORWARDED_REQUEST_HEADERS}
 
 
 def _query_without_camera(request: Request) -> str:
     return urlencode([(k, v) for k, v in request.query_params.multi_items() if k != CAMERA_QUERY])
-
-
-def create_gateway_app(settings: GatewaySettings, gateway: Gateway | None = None) -> FastAPI:
-    """The gateway's HTTP app; the routing table is read at start-up and polled while it runs.
-
-    Endpoints: ``POST /v2/models/{model}[/versions/{v}]/infer``, ``GET /v2/models/{model}[/versions/{v}]``
-    and ``.../ready`` (forwarded), ``GET /v2/health/live``, ``GET /v2/health/ready`` (200 once a valid
-    routing table is in use), ``GET /v2`` and ``GET /metrics``.
-    """
-    gateway = gateway or Gateway(settings)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        own_client = gateway.client is None
-        if own_client:
-            gateway.client = httpx.AsyncClient(
-                timeout=httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s),
-                limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
-            )
-        gateway.poll_routing_table()
-        watcher = asyncio.create_task(gateway.watch_routing_table())
-        try:
-            yield
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
-            if own_client and gateway.client is not None:
-                await gateway.client.aclose()
-                gateway.client = None
-
-    app = FastAPI(
-        title="edgeaigc gateway",
-        description="Routes Open Inference Protocol requests to local replicas or the cloud.",
-        lifespan=lifespan,
-        docs_url=None,
-        redoc_url=None,
-        openapi_url=None,
-    )
-    register_error_handlers(app)
-
-    async def infer(request: Request, model: str, version: str | None = None) -> Response:
-        return await gateway.infer(request, model)
-
-    async def model_get(request: Request, model: str, version: str | None = None) -> Response:
-        return await gateway.get(request, model)
-
-    for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
-        app.add_api_route(f"{prefix}/infer", infer, methods=["POST"])
-        app.add_api_route(prefix, model_get, methods=["GET"])
-        app.add_api_route(f"{prefix}/ready", model_get, methods=["GET"])
-
-    @app.get("/v2/health/live")
-    async def live() -> dict[str, bool]:
-        return {"live": True}
-
-    @app.get("/v2/health/ready")
-    async def ready() -> dict[str, Any]:
-        if gateway.watcher.table is None:
-            raise ServerNotReady(f"no valid routing table has been read yet from {settings.routing_table}")
-        return {"ready": True, "generation": gateway.watcher.table.generation}
-
-    @app.get("/v2")
-    async def metadata() -> dict[str, Any]:
-        return {"name": "edgeaigc-gateway", "edge_node": gateway.edge_node, "extensions": ["binary_tensor_data"]}
-
-    @app.get("/metrics")
-    async def prometheus_metrics() -> Response:
-        return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    app.state.gateway = gateway
-    return app

@@ -13,13 +13,12 @@ starts. Either one:
   file, and a failure leaves nothing behind but a download the server can resume (HTTP ranges),
   which the next run (the init container's restart) continues instead of starting over;
 * records the digest as ``sha256`` in the model's ``config.yaml``, so the server verifies the
-  file again when it loads it (:meth:`edgeaigc.inference.model.OnnxModel.load`).
+  file again when it loads it (:meth:`edgeaigc.inference.server.model.OnnxModel.load`).
 
 Failures are :class:`ArtifactError` subclasses whose ``exit_code`` is the command's exit status
-and whose :data:`REASONS` entry is the reason of the InferenceModel's ``ArtifactReady``
-condition (``operator/artifacts.py`` reads it back from the pod). This module imports only the
-standard library and PyYAML at load time (httpx when downloading), so the operator can import
-the contract and the init container starts fast with little memory.
+(:mod:`edgeaigc.inference.delivery.exit_codes`, where each code's condition reason lives too).
+This module imports only the standard library and PyYAML at load time (httpx when downloading), so
+the init container starts fast with little memory.
 """
 
 from __future__ import annotations
@@ -34,11 +33,12 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from enum import IntEnum
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import yaml
+
+from edgeaigc.inference.delivery.exit_codes import ExitCode
 
 if TYPE_CHECKING:
     import httpx
@@ -54,27 +54,6 @@ CHUNK_BYTES = 1 << 16
 
 #: Progress callback: (bytes so far, total bytes or None when the source does not say).
 Progress = Callable[[int, int | None], None]
-
-
-class ExitCode(IntEnum):
-    """Exit status of ``edgeaigc fetch-model`` (the operator reads it from the pod)."""
-
-    OK = 0
-    FAILED = 1
-    USAGE = 2
-    CHECKSUM_MISMATCH = 3
-    SOURCE_UNREACHABLE = 4
-    OVER_BUDGET = 5
-
-
-#: Reason of the ``ArtifactReady=False`` condition for each failing exit status.
-REASONS: dict[int, str] = {
-    ExitCode.FAILED: "FetchFailed",
-    ExitCode.USAGE: "FetchFailed",
-    ExitCode.CHECKSUM_MISMATCH: "ChecksumMismatch",
-    ExitCode.SOURCE_UNREACHABLE: "SourceUnreachable",
-    ExitCode.OVER_BUDGET: "OverBudget",
-}
 
 
 class ArtifactError(Exception):

@@ -1,0 +1,92 @@
+"""The names, labels and buckets of ``docs/metrics-contract.md``: one place for every exporter and reader.
+
+The model server (:mod:`edgeaigc.inference.server.metrics`), the edge gateway
+(:mod:`edgeaigc.inference.gateway.metrics`) and the traffic twin (:mod:`edgeaigc.cluster.twin`)
+export these families; the operator's observer and the demo query them. Standard library only:
+the operator imports it without the Prometheus client or the serving stack.
+
+Names are the ones Prometheus stores (counters end in ``_total``); the Python client wants a
+counter's name without that suffix, which :attr:`Family.client_name` gives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Label value for requests naming a model the component does not know (bounds cardinality).
+UNKNOWN_MODEL = "_unknown"
+#: Values of the ``served_by`` label.
+SERVED_BY_VALUES = ("edge", "cloud")
+
+#: Seconds; from 1 ms (a tiny model on a fast core) to 10 s (a detector on a loaded Pi over a bad link).
+REQUEST_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+REQUESTS_TOTAL = "edgeaigc_requests_total"
+REQUEST_DURATION_SECONDS = "edgeaigc_request_duration_seconds"
+REQUEST_BYTES_TOTAL = "edgeaigc_request_bytes_total"
+RESPONSE_BYTES_TOTAL = "edgeaigc_response_bytes_total"
+REQUESTS_IN_FLIGHT = "edgeaigc_requests_in_flight"
+CAMERA_LINK_SPECTRAL_EFFICIENCY = "edgeaigc_camera_link_spectral_efficiency"
+
+#: Names exported by every component that serves inference requests (server, gateway, twin).
+REQUEST_METRIC_NAMES = (
+    REQUESTS_TOTAL,
+    REQUEST_DURATION_SECONDS,
+    REQUEST_BYTES_TOTAL,
+    RESPONSE_BYTES_TOTAL,
+    REQUESTS_IN_FLIGHT,
+)
+
+
+@dataclass(frozen=True)
+class Family:
+    """One metric family of the contract as a gateway (and the twin playing one) exports it."""
+
+    name: str
+    """As Prometheus stores it (a counter's ends in ``_total``)."""
+    kind: str
+    """``counter``, ``gauge`` or ``histogram``."""
+    labels: tuple[str, ...]
+    help: str
+
+    @property
+    def client_name(self) -> str:
+        """The name to give ``prometheus_client`` (it appends ``_total`` to a counter's)."""
+        return self.name.removesuffix("_total") if self.kind == "counter" else self.name
+
+
+#: The request metrics with the gateway's ``edge_node`` and ``camera`` labels.
+GATEWAY_REQUESTS = Family(
+    REQUESTS_TOTAL,
+    "counter",
+    ("model", "code", "served_by", "edge_node", "camera"),
+    "Inference requests answered, by model, HTTP status code, where they were served, edge node and camera.",
+)
+GATEWAY_REQUEST_DURATION = Family(
+    REQUEST_DURATION_SECONDS,
+    "histogram",
+    ("model", "served_by", "edge_node"),
+    "Time from receiving an inference request to sending the last byte of its response.",
+)
+GATEWAY_REQUEST_BYTES = Family(
+    REQUEST_BYTES_TOTAL, "counter", ("model", "served_by", "edge_node"), "Bytes of inference request bodies received."
+)
+GATEWAY_RESPONSE_BYTES = Family(
+    RESPONSE_BYTES_TOTAL, "counter", ("model", "served_by", "edge_node"), "Bytes of inference response bodies sent."
+)
+GATEWAY_IN_FLIGHT_LABELS = ("served_by", "edge_node")
+CAMERA_LINK = Family(
+    CAMERA_LINK_SPECTRAL_EFFICIENCY,
+    "gauge",
+    ("edge_node", "camera"),
+    "Spectral efficiency of a camera's uplink in its last slot, bit/s/Hz.",
+)
+
+#: The request metrics of the contract as the gateway (and the traffic twin) label them.
+GATEWAY_REQUEST_METRIC_LABELS = {
+    **{
+        family.name: family.labels
+        for family in (GATEWAY_REQUESTS, GATEWAY_REQUEST_DURATION, GATEWAY_REQUEST_BYTES, GATEWAY_RESPONSE_BYTES)
+    },
+    REQUESTS_IN_FLIGHT: GATEWAY_IN_FLIGHT_LABELS,
+}
