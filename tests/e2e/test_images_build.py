@@ -32,6 +32,19 @@ BUILDAH = pytest.mark.skipif(
 YOLOX = SHARED_DATA / "yolox_nano.onnx"
 #: Raspberry Pi 4 and Pi 5 cores, as qemu-user names them (QEMU_CPU).
 PI_CPUS = {"pi4": "cortex-a72", "pi5": "cortex-a76"}
+#: What each board's kernel says in /proc/cpuinfo per core: Features (the HWCAPs qemu also gives
+#: that CPU model), variant, part, revision; then the board's revision code and model.
+PI_CPUINFO = {
+    "pi4": ("fp asimd evtstrm crc32 cpuid", "0x0", "0xd08", "3", "c03114", "Raspberry Pi 4 Model B Rev 1.4"),
+    "pi5": (
+        "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp",
+        "0x4",
+        "0xd0b",
+        "1",
+        "d04170",
+        "Raspberry Pi 5 Model B Rev 1.0",
+    ),
+}
 ARM64 = pytest.mark.skipif(
     os.environ.get("EDGEAIGC_TEST_ARM64") != "1", reason="arm64 under emulation is slow: set EDGEAIGC_TEST_ARM64=1"
 )
@@ -55,11 +68,35 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def pi_cpuinfo(board: str, directory: Path) -> Path:
+    """A Raspberry Pi's /proc/cpuinfo, one block per host CPU (the cores the container really has).
+
+    qemu-user 7.2 passes the host's x86 /proc/cpuinfo through, and onnxruntime's CPU detection
+    (pytorch/cpuinfo) then dies on a NULL pointer at import, under every CPU model. A Pi's kernel
+    shows an ARM one; bind-mounted over /proc/cpuinfo, it is what the board would show.
+    """
+    features, variant, part, revision, board_revision, model = PI_CPUINFO[board]
+    core = "BogoMIPS\t: 108.00\nFeatures\t: {}\nCPU implementer\t: 0x41\nCPU architecture: 8\n"
+    core += "CPU variant\t: {}\nCPU part\t: {}\nCPU revision\t: {}\n"
+    blocks = [
+        f"processor\t: {index}\n" + core.format(features, variant, part, revision)
+        for index in range(os.cpu_count() or 1)
+    ]
+    path = directory / f"cpuinfo-{board}"
+    path.write_text("\n".join(blocks) + f"\nRevision\t: {board_revision}\nModel\t\t: {model}\n")
+    path.chmod(0o644)
+    return path
+
+
 @contextlib.contextmanager
 def served_from_image(
-    arch: str, repository: Path, env: dict[str, str] | None = None, ready_timeout_s: float = 60.0
+    arch: str,
+    repository: Path,
+    env: dict[str, str] | None = None,
+    cpuinfo: Path | None = None,
+    ready_timeout_s: float = 60.0,
 ) -> Iterator[str]:
-    """``edgeaigc serve`` run by the stored inference image (buildah, host network, 127.0.0.1 only)."""
+    """``edgeaigc serve`` run by the stored inference image (buildah, runc, host network, 127.0.0.1 only)."""
     container = subprocess.run(
         ["buildah", "from", "--pull=never", "--quiet", images.stored_ref("inference", arch)],
         capture_output=True,
@@ -67,8 +104,10 @@ def served_from_image(
         check=True,
     ).stdout.strip()
     port = free_port()
-    command = ["buildah", "run", "--isolation", "chroot", "--network", "host"]
+    # runc (the runtime of the real nodes), not buildah's chroot: only runc lets a file be mounted over /proc/cpuinfo.
+    command = ["buildah", "run", "--isolation", "oci", "--network", "host"]
     command += [f"--env={name}={value}" for name, value in (env or {}).items()]
+    command += ["--volume", f"{cpuinfo}:/proc/cpuinfo:ro"] if cpuinfo else []
     command += ["--volume", f"{repository}:/models:ro", container, "--"]
     command += ["edgeaigc", "serve", "--model-repository", "/models", "--host", "127.0.0.1", "--port", str(port)]
     process = subprocess.Popen(
@@ -144,12 +183,13 @@ def test_images_export_as_archives_named_for_containerd() -> None:
 @ARM64
 @pytest.mark.parametrize("board", PI_CPUS)
 def test_arm64_inference_image_answers_on_pi_cpus(
-    board: str, repository: Path, amd64_answers: dict[str, np.ndarray]
+    board: str, repository: Path, amd64_answers: dict[str, np.ndarray], tmp_path: Path
 ) -> None:
     images.ensure_images(["inference"], ["arm64"], progress)
     images.ensure_binfmt("arm64")
     # qemu-user takes its CPU model from the environment of the process it runs.
-    with served_from_image("arm64", repository, env={"QEMU_CPU": PI_CPUS[board]}, ready_timeout_s=600) as url:
+    environment = {"QEMU_CPU": PI_CPUS[board]}
+    with served_from_image("arm64", repository, environment, pi_cpuinfo(board, tmp_path), ready_timeout_s=600) as url:
         arm64 = answers(url)
     for model, expected in amd64_answers.items():
         np.testing.assert_allclose(arm64[model], expected, rtol=1e-3, atol=1e-3, err_msg=f"{model} on {board}")
