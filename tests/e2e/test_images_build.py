@@ -98,7 +98,14 @@ def served_from_image(
 ) -> Iterator[str]:
     """``edgeaigc serve`` run by the stored inference image (buildah, runc, host network, 127.0.0.1 only)."""
     container = subprocess.run(
-        ["buildah", "from", "--pull=never", "--quiet", images.stored_ref("inference", arch)],
+        [
+            "buildah",
+            "from",
+            "--pull=never",
+            "--quiet",
+            f"--platform=linux/{arch}",
+            images.stored_ref("inference", arch),
+        ],
         capture_output=True,
         text=True,
         check=True,
