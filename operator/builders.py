@@ -225,6 +225,11 @@ def build_edge_deployment(
         },
         "spec": {
             "replicas": 1,
+            # A Pi holds one copy of a model, not two: a rolling update's surge pod found no CPU on the
+            # real node and stayed Pending beside the old one. No surge: the old pod goes first (the gateway
+            # relays to the cloud meanwhile). Still a RollingUpdate, because a server-side apply cannot turn
+            # an existing Deployment into Recreate (the defaulted rollingUpdate field then makes it invalid).
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
             "selector": {
                 "matchLabels": {c.LABEL_POLICY: policy_name, c.LABEL_MODEL: model, c.LABEL_EDGE_NODE: edge_node}
             },

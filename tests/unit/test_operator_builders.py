@@ -78,6 +78,8 @@ def test_desired_objects_for_a_plan() -> None:
         if o["kind"] == "Deployment" and o["metadata"]["labels"][c.LABEL_COMPONENT] == c.COMPONENT_EDGE_INFERENCE
     )
     assert edge["metadata"]["name"] == "edgeaigc-det-yolox-nano-day-pi-0"
+    # No room on a Pi for a surge copy: the old pod goes first.
+    assert edge["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
     assert edge["spec"]["template"]["spec"]["nodeSelector"] == {"kubernetes.io/hostname": "node-pi-0"}
     container = edge["spec"]["template"]["spec"]["containers"][0]
     # Half of a 4-core Pi (after the 50m floor); memory = 192 Mi + 3 x 3.7 Mi.
