@@ -443,6 +443,26 @@ def remove_network(node: RealNode) -> None:
     shutil.rmtree(node.directory / "cni-ipam", ignore_errors=True)
 
 
+def remove_kube_chains() -> None:
+    """The ``KUBE-*`` iptables chains the kubelet and kube-proxy leave (the kubelet's KUBE-FIREWALL among
+    them, which would go on dropping packets to 127.0.0.0/8 from other sources), and the rules that jump
+    to them, in every table, for IPv4 and IPv6."""
+    for tool in ("iptables", "ip6tables"):
+        if shutil.which(tool) is None:
+            continue
+        for table in ("filter", "nat", "mangle"):
+            rules = _run([tool, "-t", table, "-S"], f"{tool} -S", check=False).stdout.splitlines()
+            for rule in rules:
+                words = rule.split()
+                if words[:1] == ["-A"] and not words[1].startswith("KUBE-") and "KUBE-" in rule:
+                    _run([tool, "-t", table, "-D", *words[1:]], f"{tool} -D", check=False)
+            chains = [rule.split()[1] for rule in rules if rule.startswith("-N KUBE-")]
+            for chain in chains:
+                _run([tool, "-t", table, "-F", chain], f"{tool} -F {chain}", check=False)
+            for chain in chains:
+                _run([tool, "-t", table, "-X", chain], f"{tool} -X {chain}", check=False)
+
+
 def teardown_host() -> None:
     """The host interface and the unreachable routes."""
     if _run(["ip", "link", "show", network.HOST_INTERFACE], "ip link show", check=False).returncode == 0:
@@ -595,5 +615,6 @@ def stop_real_nodes(directory: Path, kube_proxy: Path | None, progress: Progress
     if nodes:
         if kube_proxy is not None and kube_proxy.exists():
             _run([str(kube_proxy), "--cleanup"], "kube-proxy --cleanup", check=False)
+        remove_kube_chains()
         teardown_host()
         progress(f"removed {len(nodes)} real node(s): containers, mounts, network namespaces, bridges, cgroups")

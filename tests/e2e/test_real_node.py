@@ -318,3 +318,6 @@ def test_cluster_down_leaves_nothing_behind(real_cluster: ClusterState) -> None:
     assert not any(netns.glob("cni-*")) if netns.exists() else True
     assert not realnode._pids_of(str(directory))
     assert not any(Path(c, f"edgeaigc-{NODE}").exists() for c in realnode._cgroup_controllers())
+    for table in ("filter", "nat"):
+        rules = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True, check=True).stdout
+        assert "KUBE-" not in rules, rules  # the kubelet's and kube-proxy's chains are gone too
