@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import fcntl
 import hashlib
 import json
 import platform
@@ -40,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from edgeaigc.cluster.components import cache_dir
@@ -424,6 +426,27 @@ def export_archive(name: str, arch: str, key: str, progress: Progress) -> Path:
     return archive
 
 
+@contextlib.contextmanager
+def _locked(what: str) -> Iterator[None]:
+    """One build of ``what`` at a time on this machine (the real-node cluster and the tests both call
+    :func:`ensure_images`): a second caller waits, then finds the image cached."""
+    images_dir().mkdir(parents=True, exist_ok=True)
+    with (images_dir() / f".{what}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _ensure_base(arch: str, progress: Progress) -> None:
+    with _locked(f"base-{arch}"):
+        if stored_hash(base_ref(arch)) == base_hash(arch):
+            return
+        started = time.monotonic()
+        old_base = _image_id(base_ref(arch))
+        build_base(arch, progress)
+        _drop_replaced(old_base, base_ref(arch))
+        progress(f"base/{arch}: built in {time.monotonic() - started:.0f} s")
+
+
 def ensure_image(name: str, arch: str, progress: Progress) -> str:
     """Build ``name`` for ``arch`` unless the stored image has the same input hash; returns the hash."""
     key = input_hash(name, arch)
@@ -431,12 +454,8 @@ def ensure_image(name: str, arch: str, progress: Progress) -> str:
     if stored_hash(ref) == key:
         progress(f"{name}/{arch}: cached ({key[:12]})")
         return key
-    if name in DOCKERFILE_IMAGES and stored_hash(base_ref(arch)) != base_hash(arch):
-        started = time.monotonic()
-        old_base = _image_id(base_ref(arch))
-        build_base(arch, progress)
-        _drop_replaced(old_base, base_ref(arch))
-        progress(f"base/{arch}: built in {time.monotonic() - started:.0f} s")
+    if name in DOCKERFILE_IMAGES:
+        _ensure_base(arch, progress)
     started = time.monotonic()
     old_id = _image_id(ref)
     if name == "pause":
@@ -455,8 +474,9 @@ def ensure_images(
     archives: dict[tuple[str, str], Path] = {}
     for arch in archs:
         for name in names:
-            key = ensure_image(name, arch, progress)
-            archives[(name, arch)] = export_archive(name, arch, key, progress)
+            with _locked(f"{name}-{arch}"):
+                key = ensure_image(name, arch, progress)
+                archives[(name, arch)] = export_archive(name, arch, key, progress)
     return archives
 
 
