@@ -236,3 +236,27 @@ def test_bad_usage_exits_2(arguments: list[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["images", *arguments])
     assert exited.value.code == 2
+
+
+def test_a_build_step_streams_its_steps_and_fails_with_its_last_lines() -> None:
+    seen: list[str] = []
+    script = (
+        "echo '[1/2] STEP 1/9: FROM base'; echo noise; echo 'COMMIT x'; echo 'pip: no matching distribution'; exit 3"
+    )
+    with pytest.raises(images.ImageBuildError) as failed:
+        images._stream(["sh", "-c", script], "inference/amd64", seen.append)
+    assert seen == ["inference/amd64: [1/2] STEP 1/9: FROM base", "inference/amd64: COMMIT x"]
+    assert "exit 3" in str(failed.value) and str(failed.value).endswith("pip: no matching distribution")
+
+
+def test_a_failed_build_exits_1_with_the_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edgeaigc.cli.main import main
+
+    def fail(*_: object) -> None:
+        raise images.ImageBuildError("inference/amd64 failed (exit 1); last lines:\nboom")
+
+    monkeypatch.setattr(images, "ensure_images", fail)
+    assert main(["images", "build", "--platform", "linux/amd64", "--image", "inference"]) == 1
+    assert capsys.readouterr().err.endswith("boom\n")
