@@ -562,6 +562,9 @@ def run(args: argparse.Namespace) -> int:
             _print_list()
             return 0
         if args.action == "export":
+            if len(args.platform) != 1:
+                print("edgeaigc images export: one --platform (an archive holds one)", file=sys.stderr)
+                return 2
             print(export_image(args.name, args.platform[0], progress))
             return 0
         started = time.monotonic()
