@@ -313,6 +313,8 @@ def test_the_helm_test_is_a_job_hook_probing_every_component(helm: list[str]) ->
     (job,) = [d for d in yaml.safe_load_all(out) if d and d["kind"] == "Job"]
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "test"
     arguments = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    # `python -c SCRIPT ARGS...` hands the script sys.argv[1:] == ARGS: every one must be a URL it checks.
+    assert all(a.startswith("http://") for a in arguments[1:]), arguments[1:]
     assert [a for a in arguments if a.startswith("http://")] == [
         "http://rel-edgeaigc-operator.city.svc:8080/healthz",
         "http://rel-edgeaigc-operator.city.svc:8000/metrics",
