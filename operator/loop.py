@@ -12,10 +12,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 import logging
-import tempfile
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,14 +44,11 @@ from edgeaigc.policy.base import PlacementPolicy
 from edgeaigc.policy.fleet import InvalidFleet, scenario_from_resources, unattached_cameras
 from edgeaigc.policy.observation import Observation
 from edgeaigc.policy.plan import plan_for
+from edgeaigc.policy.registry import PolicyUnavailable, make_policy
 from edgeaigc.policy.scenario import Scenario
 from edgeaigc.policy.system_model import Plan, evaluate_slot
 
 log = logging.getLogger(__name__)
-
-
-class PolicyUnavailable(RuntimeError):
-    """The decision algorithm cannot be set up (actor ConfigMap missing, corrupt ONNX, ...)."""
 
 
 @dataclasses.dataclass
@@ -87,22 +82,6 @@ def placement_of(scenario: Scenario, cache: np.ndarray) -> dict[str, list[str]]:
         node: [scenario.model_names[m] for m in np.flatnonzero(cache[e] > 0)]
         for e, node in enumerate(scenario.node_names)
     }
-
-
-def make_policy(algorithm: str, actor_bytes: bytes | None) -> PlacementPolicy:
-    """The decision algorithm of ``spec.algorithm`` (numpy and onnxruntime only)."""
-    from edgeaigc.policy.registry import BUILT_IN_POLICIES
-
-    if algorithm in BUILT_IN_POLICIES:
-        return BUILT_IN_POLICIES[algorithm]()
-    from edgeaigc.policy.actor_runner import OnnxActorPolicy
-
-    if actor_bytes is None:
-        raise ValueError(f"spec.algorithm {algorithm} needs spec.actor")
-    # onnxruntime loads from a path; the ConfigMap's bytes are written to a private temp file.
-    with tempfile.NamedTemporaryFile(suffix=".onnx", delete=False) as handle:
-        handle.write(actor_bytes)
-    return OnnxActorPolicy(Path(handle.name), name=algorithm)
 
 
 class DecisionLoop:
@@ -151,8 +130,9 @@ class DecisionLoop:
             from edgeaigc.policy.actor_runner import ActorLoadError
 
             try:
-                self._policy = make_policy(spec["algorithm"], self._actor_bytes(namespace, spec))
-            except (ApiException, ValueError, ActorLoadError) as error:
+                source = f"ConfigMap {spec['actor']['configMapName']}" if spec.get("actor") else None
+                self._policy = make_policy(spec["algorithm"], self._actor_bytes(namespace, spec), source)
+            except (ApiException, ValueError, ActorLoadError, PolicyUnavailable) as error:
                 detail = f"{error.status} {error.reason}" if isinstance(error, ApiException) else str(error)
                 raise PolicyUnavailable(f"cannot load the {spec['algorithm']} policy: {detail}") from error
             self._policy.reset(scenario, seed=0)
