@@ -23,6 +23,7 @@ from edgeaigc.operator import metrics
 from edgeaigc.operator.artifacts import artifact_conditions
 from edgeaigc.operator.loop import Decision, DecisionLoop
 from edgeaigc.operator.status import edge_node_status, model_status, policy_status
+from edgeaigc.policy.crd_defaults import with_defaults
 
 log = logging.getLogger(__name__)
 _MERGE = "application/merge-patch+json"
@@ -145,4 +146,4 @@ async def decision_loop(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, *
             logger.info(
                 f"decided in {decision.decision_seconds * 1000:.0f} ms: {cached} models cached; {decision.message}"
             )
-        await asyncio.sleep(float(body["spec"].get("intervalSeconds", 30)))
+        await asyncio.sleep(float(with_defaults("PlacementPolicy", body["spec"])["intervalSeconds"]))

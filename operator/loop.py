@@ -41,6 +41,7 @@ from edgeaigc.operator.reconcile import (
     status_message,
 )
 from edgeaigc.policy.base import PlacementPolicy
+from edgeaigc.policy.crd_defaults import with_defaults
 from edgeaigc.policy.fleet import InvalidFleet, scenario_from_resources, unattached_cameras
 from edgeaigc.policy.observation import Observation
 from edgeaigc.policy.plan import plan_for
@@ -111,14 +112,14 @@ class DecisionLoop:
         if not actor:
             return None
         config_map = self.core.read_namespaced_config_map(actor["configMapName"], namespace)
-        key = actor.get("key", "actor.onnx")
+        key = actor["key"]
         data = (config_map.binary_data or {}).get(key)
         if data is None:
             raise ValueError(f"ConfigMap {actor['configMapName']} has no binaryData key {key!r}")
         return base64.b64decode(data)
 
     def _policy_for(self, policy: Mapping[str, Any], scenario: Scenario) -> PlacementPolicy:
-        spec, namespace = policy["spec"], policy["metadata"]["namespace"]
+        spec, namespace = with_defaults("PlacementPolicy", policy["spec"]), policy["metadata"]["namespace"]
         key = (
             spec["algorithm"],
             repr(spec.get("actor")),
@@ -169,8 +170,9 @@ class DecisionLoop:
     def run_once(self, policy: Mapping[str, Any]) -> Decision:
         started = time.perf_counter()
         decision = Decision()
-        spec, namespace, name = policy["spec"], policy["metadata"]["namespace"], policy["metadata"]["name"]
-        decision.dry_run = spec.get("mode", "apply") == "dry-run"
+        spec = with_defaults("PlacementPolicy", policy["spec"])
+        namespace, name = policy["metadata"]["namespace"], policy["metadata"]["name"]
+        decision.dry_run = spec["mode"] == "dry-run"
         try:
             edge_nodes = self._list(namespace, c.PLURAL_EDGE_NODES)
             cameras = self._list(namespace, c.PLURAL_CAMERAS)
@@ -180,10 +182,8 @@ class DecisionLoop:
             existing = self.reconciler.existing(namespace, name)
             cache = current_cache(scenario, [o for o in existing if o["kind"] == "Deployment"])
             decision.placement = placement_of(scenario, cache)
-            observer = self.observer_factory(
-                spec.get("prometheusURL", "http://prometheus:9090"), spec.get("prometheusSelector", "")
-            )
-            interval = int(spec.get("intervalSeconds", 30))
+            observer = self.observer_factory(spec["prometheusURL"], spec.get("prometheusSelector", ""))
+            interval = int(spec["intervalSeconds"])
             observation: Observation = observer.observe(scenario, cache, interval)
             decision.observed = observer.observed(scenario, interval)
             decision.observe_seconds = time.perf_counter() - started
@@ -191,7 +191,7 @@ class DecisionLoop:
             action = self._policy_for(policy, scenario).act(observation)
             decision.decide_seconds = time.perf_counter() - decide_started
             plan_started = time.perf_counter()
-            plan = plan_for(scenario, observation, action, spec.get("churnLimit"))
+            plan = plan_for(scenario, observation, action, spec["churnLimit"])
             node_names = {n["metadata"]["name"]: n["spec"]["nodeName"] for n in edge_nodes}
             allocatable = self._allocatable()
             problems = plan_fits_nodes(scenario, plan, node_names, allocatable)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from kubernetes.utils import parse_quantity
 
+from edgeaigc.policy.crd_defaults import with_defaults
 from edgeaigc.policy.scenario import Scenario, ScenarioError, scenario_from_dict
 
 Resource = Mapping[str, Any]
@@ -55,51 +56,53 @@ def scenario_from_resources(
             f"need at least one EdgeNode, InferenceModel and Camera attached to an EdgeNode "
             f"(have {len(nodes)}, {len(models)}, {len(attached)})"
         )
-    spec = policy.get("spec", {})
-    reward, cloud = spec.get("reward", {}), spec.get("cloud", {})
+    spec = with_defaults("PlacementPolicy", policy.get("spec"))
+    reward, cloud = spec["reward"], spec["cloud"]
+    node_specs = [(_name(n), with_defaults("EdgeNode", n["spec"])) for n in nodes]
+    model_specs = [(_name(m), with_defaults("InferenceModel", m["spec"])) for m in sorted(models, key=_name)]
     document: dict[str, Any] = {
         "name": _name(policy),
         # The slot the policy plans for, not how often it decides: an actor trained on 60 s slots
         # weighs a download against 60 s of benefit whatever the decision interval.
-        "slot_seconds": spec.get("planningSlotSeconds", 60),
+        "slot_seconds": spec["planningSlotSeconds"],
         "episode_slots": 1,
-        "slo_s": spec.get("sloSeconds", 0.5),
+        "slo_s": spec["sloSeconds"],
         "reward": {
-            "alpha": reward.get("alpha", 1.0),
-            "beta": reward.get("beta", 1.0),
-            "t_ref_s": reward.get("tRefSeconds", 0.1),
-            "c_ref_per_request": reward.get("cRefPerRequest", 5e-6),
+            "alpha": reward["alpha"],
+            "beta": reward["beta"],
+            "t_ref_s": reward["tRefSeconds"],
+            "c_ref_per_request": reward["cRefPerRequest"],
         },
         "cloud": {
-            "core_speed": cloud.get("coreSpeed", 1.5),
-            "price_per_core_second": cloud.get("pricePerCoreSecond", 1.1e-5),
-            "price_per_gb_transfer": cloud.get("pricePerGBTransfer", 0.09),
-            "download_price_per_gb": cloud.get("downloadPricePerGB", 2.0),
+            "core_speed": cloud["coreSpeed"],
+            "price_per_core_second": cloud["pricePerCoreSecond"],
+            "price_per_gb_transfer": cloud["pricePerGBTransfer"],
+            "download_price_per_gb": cloud["downloadPricePerGB"],
         },
         "edge_nodes": [
             {
-                "name": _name(n),
-                "storage_mb": _megabytes(n["spec"]["modelStorage"], f"EdgeNode {_name(n)} spec.modelStorage"),
-                "cores": n["spec"]["cores"],
-                "core_speed": n["spec"].get("coreSpeed", 0.3),
-                "bandwidth_mhz": n["spec"].get("bandwidthMHz", 40),
-                "backhaul_mbps": n["spec"].get("backhaulMbps", 20),
-                "rtt_ms": n["spec"].get("rttMs", 80),
-                "energy_price_per_core_second": n["spec"].get("energyPricePerCoreSecond", 1.25e-7),
+                "name": name,
+                "storage_mb": _megabytes(node["modelStorage"], f"EdgeNode {name} spec.modelStorage"),
+                "cores": node["cores"],
+                "core_speed": node["coreSpeed"],
+                "bandwidth_mhz": node["bandwidthMHz"],
+                "backhaul_mbps": node["backhaulMbps"],
+                "rtt_ms": node["rttMs"],
+                "energy_price_per_core_second": node["energyPricePerCoreSecond"],
             }
-            for n in nodes
+            for name, node in node_specs
         ],
         "models": [
             {
-                "name": _name(m),
-                "stage": m["spec"]["stage"],
-                "daypart": m["spec"].get("daypart", "any"),
-                "size_mb": _megabytes(m["spec"]["size"], f"InferenceModel {_name(m)} spec.size"),
-                "work_ms": m["spec"]["workMs"],
-                "input_kb": m["spec"].get("inputKB", 60),
-                "output_kb": m["spec"].get("outputKB", 1),
+                "name": name,
+                "stage": model["stage"],
+                "daypart": model["daypart"],
+                "size_mb": _megabytes(model["size"], f"InferenceModel {name} spec.size"),
+                "work_ms": model["workMs"],
+                "input_kb": model["inputKB"],
+                "output_kb": model["outputKB"],
             }
-            for m in sorted(models, key=_name)
+            for name, model in model_specs
         ],
         # Camera attachments and frame rates come from the Camera objects (set below).
         "cameras": {"count": len(attached), "fps": 1.0},
