@@ -6,11 +6,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from kubernetes.utils import parse_quantity
 
 from edgeaigc.operator import constants as c
 from edgeaigc.operator.builders import cpu_millicores, memory_mebibytes
-from edgeaigc.operator.reconcile import millicores
+from edgeaigc.policy.quantities import mebibytes, millicores
 from edgeaigc.policy.scenario import Scenario
 from edgeaigc.policy.system_model import Plan
 
@@ -58,7 +57,7 @@ def plan_fits_nodes(
         cpu_m = int(cpu_millicores(plan.compute_share[e, cached], float(scenario.node_cores[e])).sum())
         memory_mi = sum(memory_mebibytes(float(scenario.model_size_mb[m])) for m in cached)
         cpu_available = allocatable_millicores(allocatable, node)
-        memory_available = float(parse_quantity(allocatable[node].get("memory", "0"))) / 2**20
+        memory_available = mebibytes(allocatable[node].get("memory", "0"))
         if cpu_m > cpu_available:
             problems.append(f"EdgeNode {edge_node}: {cpu_m}m CPU planned, node {node} has {cpu_available:.0f}m")
         if memory_mi > memory_available:

@@ -13,9 +13,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from kubernetes.utils import parse_quantity
 
 from edgeaigc.policy.crd_defaults import with_defaults
+from edgeaigc.policy.quantities import mebibytes
 from edgeaigc.policy.scenario import Scenario, ScenarioError, scenario_from_dict
 
 Resource = Mapping[str, Any]
@@ -28,7 +28,7 @@ class InvalidFleet(ValueError):
 def _megabytes(quantity: Any, where: str) -> float:
     """A quantity in MiB, the unit of the scenario files' ``*_mb`` fields (``24Mi`` -> 24)."""
     try:
-        return float(parse_quantity(str(quantity))) / 2**20
+        return mebibytes(quantity)
     except ValueError as error:
         raise InvalidFleet(f"{where}: {quantity!r} is not a Kubernetes quantity") from error
 
