@@ -38,25 +38,20 @@ def api_client() -> client.ApiClient:
     return client.ApiClient()
 
 
-@kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+def operator_settings() -> kopf.OperatorSettings:
+    """How kopf runs this operator (given to ``kopf.run``; the peering is given with it)."""
+    settings = kopf.OperatorSettings()
     settings.posting.level = logging.INFO
     settings.persistence.finalizer = f"{c.GROUP}/finalizer"
     # No namespace/CRD scans: the operator watches the namespaces it is given, and least-privilege RBAC
     # (the chart's Roles) does not let it list namespaces; scanning would retry 403s for ~50 s first.
     settings.scanning.disabled = True
-    # Two replicas never both act: with a peering object the others pause (see the Helm chart).
-    peering = os.environ.get("EDGEAIGC_PEERING", "")
-    if peering:
-        settings.peering.name, settings.peering.mandatory = peering, True
-    else:
-        settings.peering.standalone = True
-    memo["api_client"] = api_client()
-    port = int(os.environ.get("EDGEAIGC_METRICS_PORT", "0"))
-    if port:
-        from prometheus_client import start_http_server
+    return settings
 
-        start_http_server(port)
+
+@kopf.on.startup()
+def connect(memo: kopf.Memo, **_: Any) -> None:
+    memo["api_client"] = api_client()
 
 
 def _patch_status(api: client.CustomObjectsApi, namespace: str, plural: str, name: str, status: dict[str, Any]) -> None:
