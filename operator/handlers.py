@@ -20,9 +20,9 @@ from kubernetes.client.exceptions import ApiException
 
 from edgeaigc.operator import constants as c
 from edgeaigc.operator import metrics
-from edgeaigc.operator.artifacts import artifact_conditions
-from edgeaigc.operator.loop import Decision, DecisionLoop
-from edgeaigc.operator.status import edge_node_status, model_status, policy_status
+from edgeaigc.operator.decide import Decision
+from edgeaigc.operator.loop import DecisionLoop
+from edgeaigc.operator.status import policy_status
 from edgeaigc.policy.crd_defaults import with_defaults
 
 log = logging.getLogger(__name__)
@@ -71,20 +71,10 @@ def write_results(api_client_: client.ApiClient, policy: dict[str, Any], decisio
     _patch_status(api, namespace, c.PLURAL_POLICIES, name, policy_status(decision, policy.get("status") or {}, now))
     if decision.degraded_reason or decision.dry_run:
         return
-    for node, models in decision.placement.items():
-        _patch_status(api, namespace, c.PLURAL_EDGE_NODES, node, edge_node_status(models))
-    cached_on: dict[str, list[str]] = {}
-    for node, models in decision.placement.items():
-        for model in models:
-            cached_on.setdefault(model, []).append(node)
-    listing: dict[str, Any] = api.list_namespaced_custom_object(c.GROUP, c.VERSION, namespace, c.PLURAL_MODELS)  # type: ignore[assignment]
-    # Edge and cloud pods of the policy: their init containers say whether each artifact could be fetched.
-    pods = client.CoreV1Api(api_client_).list_namespaced_pod(namespace, label_selector=f"{c.LABEL_POLICY}={name}")
-    artifacts = artifact_conditions(pods.items)
-    for model in listing["items"]:
-        model_name = model["metadata"]["name"]
-        status = model_status(cached_on.get(model_name, []), artifacts.get(model_name), model.get("status"), now)
-        _patch_status(api, namespace, c.PLURAL_MODELS, model_name, status)
+    for node, status in decision.edge_node_status.items():
+        _patch_status(api, namespace, c.PLURAL_EDGE_NODES, node, status)
+    for model, status in decision.model_status.items():
+        _patch_status(api, namespace, c.PLURAL_MODELS, model, status)
 
 
 def record(body: kopf.Body, decision: Decision) -> None:

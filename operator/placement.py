@@ -1,32 +1,15 @@
-"""The placement as it stands in the cluster, and whether a plan fits the nodes (pure)."""
+"""Whether a plan fits the Kubernetes nodes it would run on (pure)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
 
 import numpy as np
 
-from edgeaigc.operator import constants as c
 from edgeaigc.operator.builders import cpu_millicores, memory_mebibytes
 from edgeaigc.policy.quantities import mebibytes, millicores
 from edgeaigc.policy.scenario import Scenario
 from edgeaigc.policy.system_model import Plan
-
-
-def current_cache(scenario: Scenario, deployments: Sequence[Mapping[str, Any]]) -> np.ndarray:
-    """x[e, m] from the policy's edge Deployments (whatever their readiness: they are placed)."""
-    nodes = {name: e for e, name in enumerate(scenario.node_names)}
-    models = {name: m for m, name in enumerate(scenario.model_names)}
-    cache = np.zeros((scenario.num_nodes, scenario.num_models))
-    for deployment in deployments:
-        labels = deployment["metadata"].get("labels", {})
-        if labels.get(c.LABEL_COMPONENT) != c.COMPONENT_EDGE_INFERENCE:
-            continue
-        e, m = nodes.get(labels.get(c.LABEL_EDGE_NODE, "")), models.get(labels.get(c.LABEL_MODEL, ""))
-        if e is not None and m is not None:
-            cache[e, m] = 1.0
-    return cache
 
 
 def allocatable_millicores(allocatable: Mapping[str, Mapping[str, str]], node: str) -> int:

@@ -5,15 +5,20 @@ on: :func:`scenario_from_resources` turns a PlacementPolicy and the namespace's 
 InferenceModels and Cameras into a :class:`~edgeaigc.policy.scenario.Scenario` (through the
 same validation as a scenario file), so encoder, plan projection and actors are reused as is.
 The traffic twin builds the fleet it plays with the same function.
+
+The placement a cluster runs is read from the operator's edge Deployments the same way for
+everyone: :func:`placed_models` says which (EdgeNode, model) each one places, :func:`current_cache`
+turns that into the simulator's ``x[e, m]``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from edgeaigc.policy import resources
 from edgeaigc.policy.crd_defaults import with_defaults
 from edgeaigc.policy.quantities import mebibytes
 from edgeaigc.policy.scenario import Scenario, ScenarioError, scenario_from_dict
@@ -122,3 +127,43 @@ def unattached_cameras(edge_nodes: Sequence[Resource], cameras: Sequence[Resourc
     """Cameras whose EdgeNode does not exist (they are left out of decisions)."""
     names = {_name(n) for n in edge_nodes}
     return sorted(_name(c) for c in cameras if c["spec"].get("edgeNode") not in names)
+
+
+class PlacedModel(NamedTuple):
+    """A model the operator placed on an EdgeNode: one of its edge Deployments."""
+
+    edge_node: str
+    model: str
+    deployment: Resource
+
+
+def placed_models(deployments: Iterable[Resource], policy: str | None = None) -> list[PlacedModel]:
+    """The (EdgeNode, model) pairs that the operator's edge Deployments place, whatever their readiness.
+
+    Args:
+        deployments: Deployments as listed (others than edge inference ones are skipped).
+        policy: only those of this PlacementPolicy (None: whichever policy's).
+    """
+    placed = []
+    for deployment in deployments:
+        labels = deployment.get("metadata", {}).get("labels") or {}
+        if labels.get(resources.LABEL_COMPONENT) != resources.COMPONENT_EDGE_INFERENCE:
+            continue
+        if policy is not None and labels.get(resources.LABEL_POLICY) != policy:
+            continue
+        edge_node, model = labels.get(resources.LABEL_EDGE_NODE, ""), labels.get(resources.LABEL_MODEL, "")
+        if edge_node and model:
+            placed.append(PlacedModel(str(edge_node), str(model), deployment))
+    return placed
+
+
+def current_cache(scenario: Scenario, deployments: Iterable[Resource]) -> np.ndarray:
+    """x[e, m] of the placed models (:func:`placed_models`) on the scenario's nodes and models."""
+    nodes = {name: e for e, name in enumerate(scenario.node_names)}
+    models = {name: m for m, name in enumerate(scenario.model_names)}
+    cache = np.zeros((scenario.num_nodes, scenario.num_models))
+    for placed in placed_models(deployments):
+        e, m = nodes.get(placed.edge_node), models.get(placed.model)
+        if e is not None and m is not None:
+            cache[e, m] = 1.0
+    return cache
