@@ -106,6 +106,13 @@ def test_dry_run_decides_and_writes_nothing() -> None:
     assert decision.message == "dry-run: placement computed, nothing applied" and any(decision.placement.values())
 
 
+def test_a_new_fleet_without_request_series_is_decided_on_zero_demand() -> None:
+    # Its gateways count nothing until they have a routing table, which only a decision writes.
+    decision, changes = decide(snapshot(samples=dataclasses.replace(_samples(), last_interval=[])), PolicyCache())
+    assert decision.degraded_reason is None and changes is not None
+    assert [m["kind"] for m in changes.apply].count("ConfigMap") == 1
+
+
 def test_an_invalid_fleet_is_reported_before_missing_metrics() -> None:
     no_metrics = ObservationError("NoMetrics", "no series yet")
     decision, changes = decide(snapshot(cameras=[], samples=no_metrics), PolicyCache())
@@ -116,6 +123,7 @@ def test_an_invalid_fleet_is_reported_before_missing_metrics() -> None:
     ("changes", "reason"),
     [
         ({"samples": ObservationError("PrometheusUnreachable", "refused")}, "PrometheusUnreachable"),
+        ({"samples": dataclasses.replace(_samples(), last_interval=[])}, "NoMetrics"),
         ({"actor": PolicyUnavailable("cannot load the td3 policy: 404 Not Found")}, "PolicyUnavailable"),
         ({"allocatable": {n: {"cpu": "100m", "memory": "8Gi"} for n in NODES}}, "PlanDoesNotFit"),
     ],
