@@ -20,7 +20,7 @@ from edgeaigc.policy.registry import PolicyUnavailable, shipped_actor
 
 NOW = datetime.datetime(2026, 11, 27, 7, 30, tzinfo=datetime.UTC)
 NODES = ("pi-0", "pi-1")
-#: One model per stage (a fleet needs all three); the detector is what the cameras ask for most.
+#: One model per stage (a fleet needs all three).
 MODELS = {"det": "detection", "cls": "classification", "flow": "flow"}
 CAMERAS = {"cam-0": "pi-0", "cam-1": "pi-0", "cam-2": "pi-1", "cam-3": "pi-1"}
 
@@ -66,7 +66,8 @@ def snapshot(**changes: Any) -> Snapshot:
     return dataclasses.replace(base, **changes)
 
 
-def _with_spec(**spec: Any) -> dict[str, Any]:
+def _policy_with(**spec: Any) -> dict[str, Any]:
+    """The snapshot's policy with ``spec`` fields changed."""
     policy = snapshot().policy
     return {**policy, "spec": with_defaults("PlacementPolicy", {**policy["spec"], **spec})}
 
@@ -92,7 +93,7 @@ def test_a_decision_places_models_and_writes_only_what_the_plan_needs() -> None:
 
 
 def test_a_steady_placement_writes_nothing() -> None:
-    policies, policy = PolicyCache(), _with_spec(churnLimit=10)  # everything wanted is cached at once
+    policies, policy = PolicyCache(), _policy_with(churnLimit=10)  # everything wanted is cached at once
     first, changes = decide(snapshot(policy=policy), policies)
     assert changes is not None
     second, again = decide(snapshot(policy=policy, owned=changes.apply), policies)
@@ -101,7 +102,7 @@ def test_a_steady_placement_writes_nothing() -> None:
 
 
 def test_dry_run_decides_and_writes_nothing() -> None:
-    decision, changes = decide(snapshot(policy=_with_spec(mode="dry-run")), PolicyCache())
+    decision, changes = decide(snapshot(policy=_policy_with(mode="dry-run")), PolicyCache())
     assert changes is None and decision.dry_run and decision.degraded_reason is None
     assert decision.message == "dry-run: placement computed, nothing applied" and any(decision.placement.values())
 
@@ -137,7 +138,7 @@ def test_a_degraded_decision_keeps_the_placement_and_writes_nothing(changes: dic
 
 
 def test_an_actor_needs_its_bytes_and_a_corrupt_one_is_reported() -> None:
-    td3 = _with_spec(algorithm="td3", actor={"configMapName": "city-actor"})
+    td3 = _policy_with(algorithm="td3", actor={"configMapName": "city-actor"})
     corrupt = decide(snapshot(policy=td3, actor=b"not onnx"), PolicyCache())[0]
     assert corrupt.degraded_reason == "PolicyUnavailable"
     assert corrupt.message.startswith("cannot load the td3 policy: ConfigMap city-actor: not a loadable ONNX model")
@@ -149,7 +150,7 @@ def test_an_actor_needs_its_bytes_and_a_corrupt_one_is_reported() -> None:
 def test_the_actor_cache_follows_the_configmaps_content() -> None:
     base = snapshot()
     scenario = scenario_from_resources(base.policy, base.edge_nodes, base.models, base.cameras)
-    spec = _with_spec(algorithm="td3", actor={"configMapName": "city-actor"})["spec"]
+    spec = _policy_with(algorithm="td3", actor={"configMapName": "city-actor"})["spec"]
     first, second = (shipped_actor(name, "td3")[0].read_bytes() for name in ("traffic-city", "paper"))
     assert first != second
     policies = PolicyCache()
