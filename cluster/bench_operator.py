@@ -44,6 +44,7 @@ from edgeaigc.cluster.local import ClusterError, ClusterState, down, up
 from edgeaigc.cluster.processes import spawn_twin, stop
 from edgeaigc.cluster.prometheus import query
 from edgeaigc.inference.metrics_contract import REQUESTS_TOTAL
+from edgeaigc.policy.registry import shipped_actor
 
 REPRODUCE = """\
 how to reproduce (2 cores; each run starts and stops its own clusters, `edgeaigc cluster build` once first):
@@ -146,7 +147,7 @@ def run_mode(
     policy_doc = documents[-1]
     policy_doc["spec"].update(intervalSeconds=int(args.interval), prometheusURL=state.prometheus_url)
     kubectl(state.kubeconfig, "create", "namespace", namespace)
-    actor = _repo_file("policy", "actors", "traffic-city-td3.onnx")
+    actor, _ = shipped_actor("traffic-city", "td3")
     kubectl(state.kubeconfig, "create", "configmap", "bench-actor", "-n", namespace, f"--from-file=actor.onnx={actor}")
     kubectl(state.kubeconfig, "apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(documents))
     twin = spawn_twin(

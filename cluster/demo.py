@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from edgeaigc.cluster.local import ClusterError, ClusterState, up
 from edgeaigc.cluster.processes import spawn_operator, spawn_twin, stop
 from edgeaigc.cluster.prometheus import query
 from edgeaigc.inference.metrics_contract import REQUESTS_TOTAL
+from edgeaigc.policy.registry import shipped_actor
 
 NAMESPACE = "traffic-city"
 POLICY = "traffic-city"
@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     console = Console()
-    actor = Path(str(resources.files("edgeaigc.policy").joinpath("actors", "traffic-city-td3.onnx")))
+    actor, _ = shipped_actor("traffic-city", "td3")
     try:
         state = up(
             "demo",

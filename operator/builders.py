@@ -76,6 +76,12 @@ def _labels(policy_name: str, component: str, **extra: str) -> dict[str, str]:
     return {c.LABEL_MANAGED_BY: c.MANAGED_BY, c.LABEL_POLICY: policy_name, c.LABEL_COMPONENT: component, **extra}
 
 
+def _metadata(policy: Mapping[str, Any], name: str, labels: dict[str, str]) -> dict[str, Any]:
+    """Metadata of an object of the policy: in its namespace, labelled, deleted with it."""
+    namespace = policy["metadata"]["namespace"]
+    return {"name": name, "namespace": namespace, "labels": labels, "ownerReferences": [owner_reference(policy)]}
+
+
 def cpu_millicores(compute_shares: np.ndarray, node_cores: float) -> np.ndarray:
     """CPU of each cached model's pod on a node: a floor for each, the rest split by share.
 
@@ -217,12 +223,7 @@ def build_edge_deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {
-            "name": object_name(model, edge_node),
-            "namespace": policy["metadata"]["namespace"],
-            "labels": labels,
-            "ownerReferences": [owner_reference(policy)],
-        },
+        "metadata": _metadata(policy, object_name(model, edge_node), labels),
         "spec": {
             "replicas": 1,
             # A Pi holds one copy of a model, not two: a rolling update's surge pod found no CPU on the
@@ -266,12 +267,7 @@ def build_cloud_deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {
-            "name": object_name("cloud", model),
-            "namespace": policy["metadata"]["namespace"],
-            "labels": labels,
-            "ownerReferences": [owner_reference(policy)],
-        },
+        "metadata": _metadata(policy, object_name("cloud", model), labels),
         "spec": {
             "replicas": 1,
             "selector": {
@@ -355,12 +351,7 @@ def build_routing_configmap(policy: Mapping[str, Any], table: RoutingTable) -> d
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {
-            "name": object_name(policy_name, "routing"),
-            "namespace": policy["metadata"]["namespace"],
-            "labels": _labels(policy_name, c.COMPONENT_ROUTING),
-            "ownerReferences": [owner_reference(policy)],
-        },
+        "metadata": _metadata(policy, object_name(policy_name, "routing"), _labels(policy_name, c.COMPONENT_ROUTING)),
         "data": {c.ROUTING_TABLE_KEY: table.to_json()},
     }
 
@@ -370,7 +361,7 @@ def desired_objects(
     scenario: Scenario,
     plan: Plan,
     node_names: Mapping[str, str],
-    generation: int,
+    routing_table: RoutingTable,
     image: str = c.DEFAULT_INFERENCE_IMAGE,
     artifacts: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
@@ -378,6 +369,7 @@ def desired_objects(
 
     Args:
         node_names: EdgeNode name -> Kubernetes Node name (``spec.nodeName``).
+        routing_table: the table for the gateways (:func:`build_routing_table`, or the one kept).
         artifacts: InferenceModel name -> ``spec.artifact`` (:func:`model_artifacts`); a model
             not in it is expected in the inference image.
     """
@@ -402,5 +394,5 @@ def desired_objects(
                 float(scenario.model_size_mb[m]),
             )
             objects += [deployment, build_service(deployment)]
-    objects.append(build_routing_configmap(policy, build_routing_table(policy, scenario, plan, generation, node_names)))
+    objects.append(build_routing_configmap(policy, routing_table))
     return objects

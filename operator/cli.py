@@ -37,13 +37,18 @@ def run(args: argparse.Namespace) -> int:
     import kopf
     from kopf._core.engines.peering import Identity  # kopf.run's identity type (a NewType of str)
 
-    import edgeaigc.operator.handlers  # noqa: F401  (registers the handlers)
+    from edgeaigc.operator.handlers import operator_settings  # importing it registers the handlers
 
-    os.environ["EDGEAIGC_METRICS_PORT"] = str(args.metrics_port)
-    os.environ["EDGEAIGC_PEERING"] = args.peering
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port)
     kopf.configure(verbose=args.verbose)
     kopf.run(
+        settings=operator_settings(),
+        # Two replicas never both act: with a peering object the others pause (see the Helm chart).
         standalone=not args.peering,
+        peering_name=args.peering or None,
         namespaces=args.namespace,
         clusterwide=args.all_namespaces,
         identity=Identity(peer_identity()),

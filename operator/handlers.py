@@ -20,9 +20,10 @@ from kubernetes.client.exceptions import ApiException
 
 from edgeaigc.operator import constants as c
 from edgeaigc.operator import metrics
-from edgeaigc.operator.artifacts import artifact_conditions
-from edgeaigc.operator.loop import Decision, DecisionLoop
-from edgeaigc.operator.status import edge_node_status, model_status, policy_status
+from edgeaigc.operator.decide import Decision
+from edgeaigc.operator.loop import DecisionLoop
+from edgeaigc.operator.status import policy_status
+from edgeaigc.policy.crd_defaults import with_defaults
 
 log = logging.getLogger(__name__)
 _MERGE = "application/merge-patch+json"
@@ -37,25 +38,20 @@ def api_client() -> client.ApiClient:
     return client.ApiClient()
 
 
-@kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+def operator_settings() -> kopf.OperatorSettings:
+    """How kopf runs this operator (given to ``kopf.run``; the peering is given with it)."""
+    settings = kopf.OperatorSettings()
     settings.posting.level = logging.INFO
     settings.persistence.finalizer = f"{c.GROUP}/finalizer"
     # No namespace/CRD scans: the operator watches the namespaces it is given, and least-privilege RBAC
     # (the chart's Roles) does not let it list namespaces; scanning would retry 403s for ~50 s first.
     settings.scanning.disabled = True
-    # Two replicas never both act: with a peering object the others pause (see the Helm chart).
-    peering = os.environ.get("EDGEAIGC_PEERING", "")
-    if peering:
-        settings.peering.name, settings.peering.mandatory = peering, True
-    else:
-        settings.peering.standalone = True
-    memo["api_client"] = api_client()
-    port = int(os.environ.get("EDGEAIGC_METRICS_PORT", "0"))
-    if port:
-        from prometheus_client import start_http_server
+    return settings
 
-        start_http_server(port)
+
+@kopf.on.startup()
+def connect(memo: kopf.Memo, **_: Any) -> None:
+    memo["api_client"] = api_client()
 
 
 def _patch_status(api: client.CustomObjectsApi, namespace: str, plural: str, name: str, status: dict[str, Any]) -> None:
@@ -75,20 +71,10 @@ def write_results(api_client_: client.ApiClient, policy: dict[str, Any], decisio
     _patch_status(api, namespace, c.PLURAL_POLICIES, name, policy_status(decision, policy.get("status") or {}, now))
     if decision.degraded_reason or decision.dry_run:
         return
-    for node, models in decision.placement.items():
-        _patch_status(api, namespace, c.PLURAL_EDGE_NODES, node, edge_node_status(models))
-    cached_on: dict[str, list[str]] = {}
-    for node, models in decision.placement.items():
-        for model in models:
-            cached_on.setdefault(model, []).append(node)
-    listing: dict[str, Any] = api.list_namespaced_custom_object(c.GROUP, c.VERSION, namespace, c.PLURAL_MODELS)  # type: ignore[assignment]
-    # Edge and cloud pods of the policy: their init containers say whether each artifact could be fetched.
-    pods = client.CoreV1Api(api_client_).list_namespaced_pod(namespace, label_selector=f"{c.LABEL_POLICY}={name}")
-    artifacts = artifact_conditions(pods.items)
-    for model in listing["items"]:
-        model_name = model["metadata"]["name"]
-        status = model_status(cached_on.get(model_name, []), artifacts.get(model_name), model.get("status"), now)
-        _patch_status(api, namespace, c.PLURAL_MODELS, model_name, status)
+    for node, status in decision.edge_node_status.items():
+        _patch_status(api, namespace, c.PLURAL_EDGE_NODES, node, status)
+    for model, status in decision.model_status.items():
+        _patch_status(api, namespace, c.PLURAL_MODELS, model, status)
 
 
 def record(body: kopf.Body, decision: Decision) -> None:
@@ -145,4 +131,4 @@ async def decision_loop(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, *
             logger.info(
                 f"decided in {decision.decision_seconds * 1000:.0f} ms: {cached} models cached; {decision.message}"
             )
-        await asyncio.sleep(float(body["spec"].get("intervalSeconds", 30)))
+        await asyncio.sleep(float(with_defaults("PlacementPolicy", body["spec"])["intervalSeconds"]))

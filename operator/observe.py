@@ -1,36 +1,50 @@
-"""Observe: what Prometheus and the API server say, turned into the policy's Observation.
+"""Observe: every read of one decision, from the API server and Prometheus, in a :class:`Snapshot`.
 
-The observation is built exactly as the simulator builds it (DESIGN §3, observation contract):
-per (camera, model) request rate over the last interval and its mean over the last
-:data:`~edgeaigc.policy.observation.TREND_WINDOW_SLOTS` intervals, each camera's link
-quality, node compute use, the current placement and the clock. The queries follow
-``docs/metrics-contract.md`` (gateway series carry ``edge_node`` and ``camera`` labels).
+:func:`observe` lists the fleet (EdgeNodes, InferenceModels, Cameras), what the operator created
+for the policy (Deployments, Services, the routing ConfigMap) and its model pods, the nodes'
+allocatable resources and the actor ConfigMap, and runs the Prometheus queries; it interprets
+nothing. :func:`~edgeaigc.operator.decide.decide` turns the snapshot into a decision.
 
-:func:`observation_from_samples` is pure (tested on hand-made query results);
-:class:`PrometheusObserver` runs the queries and classifies failures so the caller can keep
+The queries follow ``docs/metrics-contract.md`` (gateway series carry ``edge_node`` and
+``camera`` labels). Their results become the policy's observation exactly as the simulator
+builds it (DESIGN §3, observation contract): per (camera, model) request rate over the last
+interval and its mean over the last :data:`~edgeaigc.policy.observation.TREND_WINDOW_SLOTS`
+intervals, each camera's link quality, node compute use, the current placement and the clock
+(:func:`observation_from_samples`, pure, tested on hand-made query results).
+:class:`PrometheusObserver` runs the queries and classifies failures so the decision can keep
 the last good placement and say why.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
 
 from edgeaigc.inference.metrics_contract import (
     CAMERA_LINK_SPECTRAL_EFFICIENCY,
     REQUEST_DURATION_SECONDS,
     REQUESTS_TOTAL,
 )
+from edgeaigc.operator import constants as c
+from edgeaigc.operator.reconcile import MANAGED_KINDS, RetryPolicy, with_retries
+from edgeaigc.policy.crd_defaults import with_defaults
 from edgeaigc.policy.observation import TREND_WINDOW_SLOTS, Observation
+from edgeaigc.policy.registry import PolicyUnavailable
 from edgeaigc.policy.scenario import Scenario
 from edgeaigc.policy.system_model import node_rates_of
 
 Sample = Mapping[str, Any]
 """One element of a Prometheus instant-vector result: ``{"metric": {...}, "value": [t, "v"]}``."""
+Resource = dict[str, Any]
 
 
 class ObservationError(RuntimeError):
@@ -236,29 +250,168 @@ class PrometheusObserver:
         except PrometheusApiClientException as error:
             raise ObservationError("PrometheusQueryFailed", f"query {query!r} failed: {error}") from error
 
-    def observe(self, scenario: Scenario, cache: np.ndarray, interval_s: int) -> Observation:
-        last = self._query(rate_query(interval_s, self.selector))
+    def read_demand(self, interval_s: int) -> tuple[Sequence[Sample], Sequence[Sample], Sequence[Sample]]:
+        """Request rates over the last interval and over the trend window, and the cameras' links."""
+        return (
+            self._query(rate_query(interval_s, self.selector)),
+            self._query(rate_query(interval_s * TREND_WINDOW_SLOTS, self.selector)),
+            self._query(link_query(self.selector)),
+        )
+
+    def read_served(self, window_s: int) -> tuple[Sequence[Sample], Sequence[Sample], Sequence[Sample]]:
+        """Requests by where they were served, the sum of their response times and the relayed bytes."""
+        # Every served request is one observation of the histogram: ``served`` also counts the mean's requests.
+        return (
+            self._query(served_query(window_s, self.selector)),
+            self._query(duration_query("sum", window_s, self.selector)),
+            self._query(relayed_bytes_query(window_s, self.selector)),
+        )
+
+    def read(self, interval_s: int) -> PrometheusSamples:
+        return PrometheusSamples(*self.read_demand(interval_s), *self.read_served(interval_s), window_s=interval_s)
+
+
+@dataclasses.dataclass(frozen=True)
+class PrometheusSamples:
+    """The query results of one decision (see :meth:`PrometheusObserver.read`)."""
+
+    last_interval: Sequence[Sample]
+    recent_window: Sequence[Sample]
+    link: Sequence[Sample]
+    served: Sequence[Sample]
+    duration_sum: Sequence[Sample]
+    relayed_bytes: Sequence[Sample]
+    window_s: int
+
+    def observation(self, scenario: Scenario, cache: np.ndarray, now: datetime.datetime) -> Observation:
+        """The policy's observation (pure).
+
+        Raises:
+            ObservationError: ``NoMetrics``, no request series while models are cached.
+        """
         # No series and nothing cached: a new fleet, whose gateways count nothing until they have a
         # routing table, which the operator writes only after a decision. Decide on zero demand (every
         # request to the cloud) to break that circle. With models cached, no series means lost metrics:
         # keep the placement (a decision on zero demand could delete a working one).
-        if not last and np.asarray(cache).any():
+        if not self.last_interval and np.asarray(cache).any():
             raise ObservationError(
                 "NoMetrics", f"Prometheus has no {REQUESTS_TOTAL} series yet (are the gateways scraped?)"
             )
-        recent = self._query(rate_query(interval_s * TREND_WINDOW_SLOTS, self.selector))
-        link = self._query(link_query(self.selector))
-        return observation_from_samples(scenario, last, recent, link, cache, datetime.datetime.now(datetime.UTC))
+        return observation_from_samples(scenario, self.last_interval, self.recent_window, self.link, cache, now)
 
-    def observed(self, scenario: Scenario, window_s: int) -> Observed:
-        """Hit rate, response time and cost the gateways measured over the window."""
-        served = self._query(served_query(window_s, self.selector))
-        # Every served request is one observation of the histogram: ``served`` also counts the mean's requests.
+    def observed(self, scenario: Scenario) -> Observed:
+        """What the gateways measured over the window (pure)."""
         return observed_from_samples(
-            scenario,
-            served,
-            self._query(duration_query("sum", window_s, self.selector)),
-            served,
-            self._query(relayed_bytes_query(window_s, self.selector)),
-            window_s,
+            scenario, self.served, self.duration_sum, self.served, self.relayed_bytes, self.window_s
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """Everything one decision reads, as it was read.
+
+    A failed read that has a reason of its own (Prometheus's, the actor's) is kept as that failure
+    instead of raised, so the decision reports problems in the order it meets them: the fleet
+    first, then the metrics, then the policy. Other API failures are raised by :func:`observe`.
+    """
+
+    policy: Resource
+    """The PlacementPolicy: ``metadata``, ``spec`` (with the CRD's defaults) and ``status``."""
+    edge_nodes: list[Resource]
+    models: list[Resource]
+    cameras: list[Resource]
+    owned: list[Resource]
+    """The Deployments, Services and ConfigMaps the operator created for the policy (``kind`` set)."""
+    pods: list[Resource]
+    """The policy's model pods, edge and cloud (their CPU, whether their artifact was fetched)."""
+    allocatable: dict[str, dict[str, str]]
+    """Kubernetes Node name -> its ``status.allocatable``."""
+    actor: bytes | PolicyUnavailable | None
+    """The ONNX actor of ``spec.actor`` (None: the policy has none)."""
+    samples: PrometheusSamples | ObservationError
+    now: datetime.datetime
+
+
+class ClusterReader:
+    """The API reads of a decision (the lists of the operator's objects and pods are retried like its writes)."""
+
+    def __init__(self, api_client: ApiClient, retry: RetryPolicy | None = None) -> None:
+        self.custom = CustomObjectsApi(api_client)
+        self.core = CoreV1Api(api_client)
+        self.dynamic = DynamicClient(api_client)
+        self.retry = retry or RetryPolicy()
+
+    def custom_objects(self, namespace: str, plural: str) -> list[Resource]:
+        result: dict[str, Any] = self.custom.list_namespaced_custom_object(c.GROUP, c.VERSION, namespace, plural)  # type: ignore[assignment]
+        return list(result["items"])
+
+    def _list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[Resource]:
+        """The objects of one kind matching ``selector``, each with its ``apiVersion`` and ``kind`` set."""
+        resource = self.dynamic.resources.get(api_version=api_version, kind=kind)
+        listing = with_retries(
+            functools.partial(resource.get, namespace=namespace, label_selector=selector), f"list {kind}s", self.retry
+        )
+        items: list[Resource] = listing.to_dict()["items"]
+        for item in items:
+            item.setdefault("apiVersion", api_version)
+            item.setdefault("kind", kind)
+        return items
+
+    def owned(self, namespace: str, policy_name: str) -> list[Resource]:
+        selector = f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY},{c.LABEL_POLICY}={policy_name}"
+        return [item for version, kind in MANAGED_KINDS for item in self._list(version, kind, namespace, selector)]
+
+    def pods(self, namespace: str, policy_name: str) -> list[Resource]:
+        return self._list("v1", "Pod", namespace, f"{c.LABEL_POLICY}={policy_name}")
+
+    def allocatable(self) -> dict[str, dict[str, str]]:
+        return {
+            str(node.metadata.name): dict(node.status.allocatable or {})
+            for node in self.core.list_node().items
+            if node.metadata is not None and node.status is not None
+        }
+
+    def actor(self, namespace: str, spec: Mapping[str, Any]) -> bytes | PolicyUnavailable | None:
+        """The bytes of ``spec.actor`` (None without one; the failure when they cannot be read)."""
+        actor = spec.get("actor")
+        if not actor:
+            return None
+        name, key = actor["configMapName"], actor["key"]
+        try:
+            data = (self.core.read_namespaced_config_map(name, namespace).binary_data or {}).get(key)
+        except ApiException as error:
+            return PolicyUnavailable(f"cannot load the {spec['algorithm']} policy: {error.status} {error.reason}")
+        if data is None:
+            return PolicyUnavailable(
+                f"cannot load the {spec['algorithm']} policy: ConfigMap {name} has no binaryData key {key!r}"
+            )
+        return base64.b64decode(data)
+
+
+def observe(cluster: ClusterReader, prometheus: PrometheusObserver, policy: Mapping[str, Any]) -> Snapshot:
+    """Read everything one decision of ``policy`` needs (raises ApiException for a failed API read)."""
+    metadata = policy["metadata"]
+    spec = with_defaults("PlacementPolicy", policy["spec"])
+    namespace, name = metadata["namespace"], metadata["name"]
+    edge_nodes = cluster.custom_objects(namespace, c.PLURAL_EDGE_NODES)
+    models = cluster.custom_objects(namespace, c.PLURAL_MODELS)
+    cameras = cluster.custom_objects(namespace, c.PLURAL_CAMERAS)
+    owned, pods = cluster.owned(namespace, name), cluster.pods(namespace, name)
+    allocatable, actor = cluster.allocatable(), cluster.actor(namespace, spec)
+    samples: PrometheusSamples | ObservationError
+    try:
+        samples = prometheus.read(int(spec["intervalSeconds"]))
+    except ObservationError as error:
+        samples = error
+    return Snapshot(
+        policy={"metadata": metadata, "spec": spec, "status": policy.get("status") or {}},
+        edge_nodes=edge_nodes,
+        models=models,
+        cameras=cameras,
+        owned=owned,
+        pods=pods,
+        allocatable=allocatable,
+        actor=actor,
+        samples=samples,
+        now=datetime.datetime.now(datetime.UTC),
+    )

@@ -1,33 +1,15 @@
-"""The placement as it stands in the cluster, and whether a plan fits the nodes (pure)."""
+"""Whether a plan fits the Kubernetes nodes it would run on (pure)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
 
 import numpy as np
-from kubernetes.utils import parse_quantity
 
-from edgeaigc.operator import constants as c
 from edgeaigc.operator.builders import cpu_millicores, memory_mebibytes
-from edgeaigc.operator.reconcile import millicores
+from edgeaigc.policy.quantities import mebibytes, millicores
 from edgeaigc.policy.scenario import Scenario
 from edgeaigc.policy.system_model import Plan
-
-
-def current_cache(scenario: Scenario, deployments: Sequence[Mapping[str, Any]]) -> np.ndarray:
-    """x[e, m] from the policy's edge Deployments (whatever their readiness: they are placed)."""
-    nodes = {name: e for e, name in enumerate(scenario.node_names)}
-    models = {name: m for m, name in enumerate(scenario.model_names)}
-    cache = np.zeros((scenario.num_nodes, scenario.num_models))
-    for deployment in deployments:
-        labels = deployment["metadata"].get("labels", {})
-        if labels.get(c.LABEL_COMPONENT) != c.COMPONENT_EDGE_INFERENCE:
-            continue
-        e, m = nodes.get(labels.get(c.LABEL_EDGE_NODE, "")), models.get(labels.get(c.LABEL_MODEL, ""))
-        if e is not None and m is not None:
-            cache[e, m] = 1.0
-    return cache
 
 
 def allocatable_millicores(allocatable: Mapping[str, Mapping[str, str]], node: str) -> int:
@@ -58,7 +40,7 @@ def plan_fits_nodes(
         cpu_m = int(cpu_millicores(plan.compute_share[e, cached], float(scenario.node_cores[e])).sum())
         memory_mi = sum(memory_mebibytes(float(scenario.model_size_mb[m])) for m in cached)
         cpu_available = allocatable_millicores(allocatable, node)
-        memory_available = float(parse_quantity(allocatable[node].get("memory", "0"))) / 2**20
+        memory_available = mebibytes(allocatable[node].get("memory", "0"))
         if cpu_m > cpu_available:
             problems.append(f"EdgeNode {edge_node}: {cpu_m}m CPU planned, node {node} has {cpu_available:.0f}m")
         if memory_mi > memory_available:

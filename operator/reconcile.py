@@ -37,10 +37,10 @@ from typing import Any, TypeVar
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
-from kubernetes.utils import parse_quantity
 
 from edgeaigc.inference.gateway.routing_table import RoutingTable
 from edgeaigc.operator import constants as c
+from edgeaigc.policy.quantities import millicores
 
 HASH_ANNOTATION = "edgeaigc.io/desired-hash"
 #: The container whose CPU follows the plan.
@@ -131,10 +131,6 @@ def with_retries(
             )
             sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
-
-
-def millicores(quantity: Any) -> int:
-    return round(float(parse_quantity(str(quantity))) * 1000)
 
 
 def _inference_container(pod_spec: Mapping[str, Any]) -> Any:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeaigc.operator.artifacts import ArtifactCondition
-from edgeaigc.operator.loop import Decision
+
+if TYPE_CHECKING:  # decide computes the EdgeNodes' and InferenceModels' status with this module
+    from edgeaigc.operator.decide import Decision
 
 
 def _condition(

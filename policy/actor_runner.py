@@ -17,7 +17,6 @@ Example::
 from __future__ import annotations
 
 import json
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +33,8 @@ class ActorLoadError(RuntimeError):
     def __init__(self, path: str | Path, reason: str) -> None:
         super().__init__(f"{path}: {reason}")
         self.path = Path(path)
+        """The file (for an actor given as bytes: what they came from)."""
         self.reason = reason
-
-
-def shipped_actor_path(scenario_name: str, algorithm: str = "td3") -> Path:
-    """Path of an actor shipped in the package, ``policy/actors/<scenario>-<algorithm>.onnx``."""
-    return Path(str(resources.files("edgeaigc.policy").joinpath("actors", f"{scenario_name}-{algorithm}.onnx")))
 
 
 def read_actor_metadata(path: str | Path) -> dict[str, Any]:
@@ -71,43 +66,49 @@ class OnnxActorPolicy:
     """A trained actor (TD3 or DDPG) as a placement policy, on onnxruntime with one thread.
 
     Args:
-        path: the ``.onnx`` file (embedded metadata; a ``.json`` beside it is checked too).
+        actor: the ``.onnx`` file (embedded metadata; a ``.json`` beside it is checked too), or the
+            file's bytes (embedded metadata only), as the operator reads them from a ConfigMap.
         name: the policy's name in reports (``td3``, ``ddpg``).
+        source: what to call bytes in error messages (default ``<bytes>``).
 
     Raises:
         ActorLoadError: the file is missing or not a loadable ONNX model, it carries no metadata,
             or the feature names it was trained on differ from this encoder's.
     """
 
-    def __init__(self, path: str | Path, name: str = "td3") -> None:
-        self.path = Path(path)
+    def __init__(self, actor: str | Path | bytes, name: str = "td3", source: str | None = None) -> None:
+        self.path = None if isinstance(actor, bytes) else Path(actor)
+        """The ``.onnx`` file (None: the actor was given as bytes)."""
         self.name = name
-        if not self.path.is_file():
-            raise ActorLoadError(self.path, "no such file")
+        where = str(self.path) if self.path is not None else source or "<bytes>"
+        if self.path is not None and not self.path.is_file():
+            raise ActorLoadError(where, "no such file")
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            model = actor if isinstance(actor, bytes) else str(self.path)
+            self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/... types
-            raise ActorLoadError(self.path, f"not a loadable ONNX model: {error}") from error
-        # Feature names: embedded in the model (always checked), and in the JSON beside it if any.
-        embedded = embedded_metadata(self.path, self.session)
-        beside = read_actor_metadata(self.path) if self.path.with_suffix(".json").exists() else {}
+            raise ActorLoadError(where, f"not a loadable ONNX model: {error}") from error
+        # Feature names: embedded in the model (always checked), and in the JSON beside a file if any.
+        embedded = embedded_metadata(where, self.session)
+        beside_file = self.path.with_suffix(".json") if self.path is not None else None
+        beside = read_actor_metadata(where) if beside_file is not None and beside_file.exists() else {}
         if not embedded and not beside:
-            raise ActorLoadError(self.path, "no metadata: neither embedded feature names nor a .json beside it")
-        for source, document in (("embedded metadata", embedded), (self.path.with_suffix(".json").name, beside)):
+            raise ActorLoadError(where, "no metadata: neither embedded feature names nor a .json beside it")
+        for document_name, document in (("embedded metadata", embedded), (beside_file and beside_file.name, beside)):
             for key, expected in (("pair_features", PAIR_FEATURES), ("camera_features", CAMERA_FEATURES)):
                 if document and document.get(key) != list(expected):
                     raise ActorLoadError(
-                        self.path,
-                        f"{source}: trained on {key} {document.get(key)}, but this encoder produces "
+                        where,
+                        f"{document_name}: trained on {key} {document.get(key)}, but this encoder produces "
                         f"{list(expected)}; retrain or re-export",
                     )
         self.metadata = {**beside, **embedded}
         inputs = {i.name for i in self.session.get_inputs()}
         if inputs != {"pair", "camera"}:
-            raise ActorLoadError(self.path, f"expected inputs 'pair' and 'camera', found {sorted(inputs)}")
+            raise ActorLoadError(where, f"expected inputs 'pair' and 'camera', found {sorted(inputs)}")
         self.scenario: Scenario | None = None
 
     def reset(self, scenario: Scenario, seed: int) -> None:

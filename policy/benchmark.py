@@ -25,7 +25,6 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from tqdm import tqdm
 
 from edgeaigc.policy.base import PlacementPolicy
 from edgeaigc.policy.env import EdgePlacementEnv
+from edgeaigc.policy.registry import LEARNED_POLICIES, PolicyUnavailable, make_policy, shipped_actor
 from edgeaigc.policy.scenario import BUNDLED_SCENARIOS, Scenario, ScenarioError, load_scenario
 from edgeaigc.policy.system_model import RESPONSE_TIME_BINS, histogram_quantile, node_rates_of
 
@@ -50,8 +50,6 @@ METRICS: tuple[str, ...] = (
 )
 #: Seeds at and above this are never used for training (held out for evaluation).
 DEFAULT_SEED_BASE = 1000
-#: The scenario whose actor serves scenarios without a shipped actor of their own.
-FALLBACK_ACTOR_SCENARIO = "traffic-city"
 
 
 @dataclasses.dataclass
@@ -64,38 +62,12 @@ class EpisodeResult:
     decision_seconds: float
 
 
-class PolicyUnavailable(RuntimeError):
-    """A policy cannot run on this scenario (no actor shipped, oracle too large); says why."""
-
-
-def shipped_actor(scenario: Scenario, algorithm: str, actor_dir: Path | None = None) -> tuple[Path, str]:
-    """The ONNX actor to use for ``algorithm`` on ``scenario`` and a note on where it came from.
-
-    Actors are permutation-equivariant, so one trained on another fleet still runs; the note
-    says so when the scenario has no actor of its own.
-    """
-    directory = actor_dir or Path(str(resources.files("edgeaigc.policy").joinpath("actors")))
-    own = directory / f"{scenario.name}-{algorithm}.onnx"
-    if own.exists():
-        return own, f"trained on {scenario.name}"
-    fallback = directory / f"{FALLBACK_ACTOR_SCENARIO}-{algorithm}.onnx"
-    if fallback.exists():
-        return fallback, f"trained on {FALLBACK_ACTOR_SCENARIO}, run unchanged on {scenario.name}"
-    raise PolicyUnavailable(f"no {algorithm} actor in {directory} (train one with `edgeaigc train`)")
-
-
-def make_policy(name: str, scenario: Scenario, actor_dir: Path | None = None) -> tuple[PlacementPolicy, str]:
-    """An online policy by name, with a note for the report."""
-    from edgeaigc.policy.registry import BUILT_IN_POLICIES
-
-    if name in BUILT_IN_POLICIES:
-        return BUILT_IN_POLICIES[name](), ""
-    if name in ("td3", "ddpg"):
-        from edgeaigc.policy.actor_runner import OnnxActorPolicy
-
-        path, note = shipped_actor(scenario, name, actor_dir)
-        return OnnxActorPolicy(path, name=name), note
-    raise PolicyUnavailable(f"unknown policy {name!r}; choose from {', '.join(POLICY_NAMES)}")
+def online_policy(name: str, scenario: Scenario, actor_dir: Path | None = None) -> tuple[PlacementPolicy, str]:
+    """An online policy by name, with a note for the report (where a learned policy's actor came from)."""
+    if name in LEARNED_POLICIES:
+        path, note = shipped_actor(scenario.name, name, actor_dir)
+        return make_policy(name, path), note
+    return make_policy(name), ""
 
 
 def _accumulate(env: EdgePlacementEnv, step: Callable[[], tuple[float, dict[str, Any]]]) -> EpisodeResult:
@@ -319,7 +291,7 @@ def run_benchmark(
                     bar.update()
                 notes[name] = "clairvoyant: exact DP over caches with the realised future demand"
             else:
-                policy, note = make_policy(name, scenario, actor_dir)
+                policy, note = online_policy(name, scenario, actor_dir)
                 if note:
                     notes[name] = note
                 results = []

@@ -5,16 +5,22 @@ on: :func:`scenario_from_resources` turns a PlacementPolicy and the namespace's 
 InferenceModels and Cameras into a :class:`~edgeaigc.policy.scenario.Scenario` (through the
 same validation as a scenario file), so encoder, plan projection and actors are reused as is.
 The traffic twin builds the fleet it plays with the same function.
+
+The placement a cluster runs is read from the operator's edge Deployments the same way for
+everyone: :func:`placed_models` says which (EdgeNode, model) each one places, :func:`current_cache`
+turns that into the simulator's ``x[e, m]``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
-from kubernetes.utils import parse_quantity
 
+from edgeaigc.policy import resources
+from edgeaigc.policy.crd_defaults import with_defaults
+from edgeaigc.policy.quantities import mebibytes
 from edgeaigc.policy.scenario import Scenario, ScenarioError, scenario_from_dict
 
 Resource = Mapping[str, Any]
@@ -27,7 +33,7 @@ class InvalidFleet(ValueError):
 def _megabytes(quantity: Any, where: str) -> float:
     """A quantity in MiB, the unit of the scenario files' ``*_mb`` fields (``24Mi`` -> 24)."""
     try:
-        return float(parse_quantity(str(quantity))) / 2**20
+        return mebibytes(quantity)
     except ValueError as error:
         raise InvalidFleet(f"{where}: {quantity!r} is not a Kubernetes quantity") from error
 
@@ -55,51 +61,53 @@ def scenario_from_resources(
             f"need at least one EdgeNode, InferenceModel and Camera attached to an EdgeNode "
             f"(have {len(nodes)}, {len(models)}, {len(attached)})"
         )
-    spec = policy.get("spec", {})
-    reward, cloud = spec.get("reward", {}), spec.get("cloud", {})
+    spec = with_defaults("PlacementPolicy", policy.get("spec"))
+    reward, cloud = spec["reward"], spec["cloud"]
+    node_specs = [(_name(n), with_defaults("EdgeNode", n["spec"])) for n in nodes]
+    model_specs = [(_name(m), with_defaults("InferenceModel", m["spec"])) for m in sorted(models, key=_name)]
     document: dict[str, Any] = {
         "name": _name(policy),
         # The slot the policy plans for, not how often it decides: an actor trained on 60 s slots
         # weighs a download against 60 s of benefit whatever the decision interval.
-        "slot_seconds": spec.get("planningSlotSeconds", 60),
+        "slot_seconds": spec["planningSlotSeconds"],
         "episode_slots": 1,
-        "slo_s": spec.get("sloSeconds", 0.5),
+        "slo_s": spec["sloSeconds"],
         "reward": {
-            "alpha": reward.get("alpha", 1.0),
-            "beta": reward.get("beta", 1.0),
-            "t_ref_s": reward.get("tRefSeconds", 0.1),
-            "c_ref_per_request": reward.get("cRefPerRequest", 5e-6),
+            "alpha": reward["alpha"],
+            "beta": reward["beta"],
+            "t_ref_s": reward["tRefSeconds"],
+            "c_ref_per_request": reward["cRefPerRequest"],
         },
         "cloud": {
-            "core_speed": cloud.get("coreSpeed", 1.5),
-            "price_per_core_second": cloud.get("pricePerCoreSecond", 1.1e-5),
-            "price_per_gb_transfer": cloud.get("pricePerGBTransfer", 0.09),
-            "download_price_per_gb": cloud.get("downloadPricePerGB", 2.0),
+            "core_speed": cloud["coreSpeed"],
+            "price_per_core_second": cloud["pricePerCoreSecond"],
+            "price_per_gb_transfer": cloud["pricePerGBTransfer"],
+            "download_price_per_gb": cloud["downloadPricePerGB"],
         },
         "edge_nodes": [
             {
-                "name": _name(n),
-                "storage_mb": _megabytes(n["spec"]["modelStorage"], f"EdgeNode {_name(n)} spec.modelStorage"),
-                "cores": n["spec"]["cores"],
-                "core_speed": n["spec"].get("coreSpeed", 0.3),
-                "bandwidth_mhz": n["spec"].get("bandwidthMHz", 40),
-                "backhaul_mbps": n["spec"].get("backhaulMbps", 20),
-                "rtt_ms": n["spec"].get("rttMs", 80),
-                "energy_price_per_core_second": n["spec"].get("energyPricePerCoreSecond", 1.25e-7),
+                "name": name,
+                "storage_mb": _megabytes(node["modelStorage"], f"EdgeNode {name} spec.modelStorage"),
+                "cores": node["cores"],
+                "core_speed": node["coreSpeed"],
+                "bandwidth_mhz": node["bandwidthMHz"],
+                "backhaul_mbps": node["backhaulMbps"],
+                "rtt_ms": node["rttMs"],
+                "energy_price_per_core_second": node["energyPricePerCoreSecond"],
             }
-            for n in nodes
+            for name, node in node_specs
         ],
         "models": [
             {
-                "name": _name(m),
-                "stage": m["spec"]["stage"],
-                "daypart": m["spec"].get("daypart", "any"),
-                "size_mb": _megabytes(m["spec"]["size"], f"InferenceModel {_name(m)} spec.size"),
-                "work_ms": m["spec"]["workMs"],
-                "input_kb": m["spec"].get("inputKB", 60),
-                "output_kb": m["spec"].get("outputKB", 1),
+                "name": name,
+                "stage": model["stage"],
+                "daypart": model["daypart"],
+                "size_mb": _megabytes(model["size"], f"InferenceModel {name} spec.size"),
+                "work_ms": model["workMs"],
+                "input_kb": model["inputKB"],
+                "output_kb": model["outputKB"],
             }
-            for m in sorted(models, key=_name)
+            for name, model in model_specs
         ],
         # Camera attachments and frame rates come from the Camera objects (set below).
         "cameras": {"count": len(attached), "fps": 1.0},
@@ -119,3 +127,43 @@ def unattached_cameras(edge_nodes: Sequence[Resource], cameras: Sequence[Resourc
     """Cameras whose EdgeNode does not exist (they are left out of decisions)."""
     names = {_name(n) for n in edge_nodes}
     return sorted(_name(c) for c in cameras if c["spec"].get("edgeNode") not in names)
+
+
+class PlacedModel(NamedTuple):
+    """A model the operator placed on an EdgeNode: one of its edge Deployments."""
+
+    edge_node: str
+    model: str
+    deployment: Resource
+
+
+def placed_models(deployments: Iterable[Resource], policy: str | None = None) -> list[PlacedModel]:
+    """The (EdgeNode, model) pairs that the operator's edge Deployments place, whatever their readiness.
+
+    Args:
+        deployments: Deployments as listed (others than edge inference ones are skipped).
+        policy: only those of this PlacementPolicy (None: whichever policy's).
+    """
+    placed = []
+    for deployment in deployments:
+        labels = deployment.get("metadata", {}).get("labels") or {}
+        if labels.get(resources.LABEL_COMPONENT) != resources.COMPONENT_EDGE_INFERENCE:
+            continue
+        if policy is not None and labels.get(resources.LABEL_POLICY) != policy:
+            continue
+        edge_node, model = labels.get(resources.LABEL_EDGE_NODE, ""), labels.get(resources.LABEL_MODEL, "")
+        if edge_node and model:
+            placed.append(PlacedModel(str(edge_node), str(model), deployment))
+    return placed
+
+
+def current_cache(scenario: Scenario, deployments: Iterable[Resource]) -> np.ndarray:
+    """x[e, m] of the placed models (:func:`placed_models`) on the scenario's nodes and models."""
+    nodes = {name: e for e, name in enumerate(scenario.node_names)}
+    models = {name: m for m, name in enumerate(scenario.model_names)}
+    cache = np.zeros((scenario.num_nodes, scenario.num_models))
+    for placed in placed_models(deployments):
+        e, m = nodes.get(placed.edge_node), models.get(placed.model)
+        if e is not None and m is not None:
+            cache[e, m] = 1.0
+    return cache

@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from edgeaigc.policy.crd_defaults import POLICY_DEFAULTS
+
 STAGES: tuple[str, ...] = ("detection", "classification", "flow")
 DAYPARTS: tuple[str, ...] = ("any", "day", "night")
 BUNDLED_SCENARIOS: tuple[str, ...] = ("paper", "traffic-city", "traffic-city-calibrated", "large", "tiny")
@@ -361,11 +363,18 @@ def scenario_from_dict(document: dict[str, Any], base_dir: Path | None = None) -
     name = str(document.get("name", "custom"))
 
     reward_doc = document.get("reward", {}) or {}
+    # A scenario file and a PlacementPolicy leave out the same things with the same meaning.
     reward = RewardWeights(
-        alpha=_number(reward_doc.get("alpha", 1.0), "reward.alpha", minimum=0),
-        beta=_number(reward_doc.get("beta", 1.0), "reward.beta", minimum=0),
-        t_ref_s=_number(reward_doc.get("t_ref_s", 0.2), "reward.t_ref_s", positive=True),
-        c_ref_per_request=_number(reward_doc.get("c_ref_per_request", 1e-5), "reward.c_ref_per_request", positive=True),
+        alpha=_number(reward_doc.get("alpha", POLICY_DEFAULTS["reward.alpha"]), "reward.alpha", minimum=0),
+        beta=_number(reward_doc.get("beta", POLICY_DEFAULTS["reward.beta"]), "reward.beta", minimum=0),
+        t_ref_s=_number(
+            reward_doc.get("t_ref_s", POLICY_DEFAULTS["reward.tRefSeconds"]), "reward.t_ref_s", positive=True
+        ),
+        c_ref_per_request=_number(
+            reward_doc.get("c_ref_per_request", POLICY_DEFAULTS["reward.cRefPerRequest"]),
+            "reward.c_ref_per_request",
+            positive=True,
+        ),
     )
     cloud = _require(document, "cloud", "scenario")
 
@@ -447,7 +456,9 @@ def scenario_from_dict(document: dict[str, Any], base_dir: Path | None = None) -
         ]
     )
 
-    slot_seconds = _number(document.get("slot_seconds", 60), "slot_seconds", positive=True)
+    slot_seconds = _number(
+        document.get("slot_seconds", POLICY_DEFAULTS["planningSlotSeconds"]), "slot_seconds", positive=True
+    )
     rho_max = _number(document.get("rho_max", 0.95), "rho_max", positive=True)
     if rho_max >= 1:
         raise ScenarioError("rho_max must be < 1")
@@ -457,7 +468,7 @@ def scenario_from_dict(document: dict[str, Any], base_dir: Path | None = None) -
         description=str(document.get("description", "")).strip(),
         slot_seconds=slot_seconds,
         episode_slots=int(_number(document.get("episode_slots", 240), "episode_slots", positive=True)),
-        slo_s=_number(document.get("slo_s", 0.5), "slo_s", positive=True),
+        slo_s=_number(document.get("slo_s", POLICY_DEFAULTS["sloSeconds"]), "slo_s", positive=True),
         rho_max=rho_max,
         reward=reward,
         demand=_demand_config(document, base_dir),

@@ -8,14 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeaigc.policy.benchmark import (
-    POLICY_NAMES,
-    PolicyUnavailable,
-    make_policy,
-    run_online_episode,
-    run_oracle_episode,
-)
+from edgeaigc.policy.benchmark import POLICY_NAMES, online_policy, run_online_episode, run_oracle_episode
 from edgeaigc.policy.env import EdgePlacementEnv
+from edgeaigc.policy.registry import PolicyUnavailable
 from edgeaigc.policy.scenario import ScenarioError, load_scenario
 
 
@@ -41,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         if args.policy == "oracle":
             result = run_oracle_episode(env, args.seed)
         else:
-            policy, note = make_policy(args.policy, scenario, args.actor_dir)
+            policy, note = online_policy(args.policy, scenario, args.actor_dir)
             if note:
                 print(f"{args.policy}: {note}")
             result = run_online_episode(env, policy, args.seed)

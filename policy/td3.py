@@ -3,7 +3,7 @@
 TD3 (Fujimoto et al., 2018) = DDPG + three fixes: twin critics whose minimum forms the target
 (clipped double Q-learning), target policy smoothing (clipped noise on the target action) and
 delayed actor and target updates. DDPG here is the same agent with one critic, no smoothing
-and no delay (:meth:`AgentConfig.ddpg`), so the two differ only where the algorithms do.
+and no delay (:meth:`AgentConfig.as_algorithm`), so the two differ only where the algorithms do.
 
 Demonstrations (optional): transitions whose ``demo_action`` is set came from a teacher
 (:mod:`.demonstrator`). The actor loss then adds ``bc_weight * ||pi(s) - a_demo||^2`` over
@@ -57,15 +57,17 @@ class AgentConfig:
 
     @classmethod
     def for_algorithm(cls, algorithm: Algorithm, **overrides: Any) -> AgentConfig:
-        """TD3 defaults, or DDPG's: one critic, no target smoothing, no delay."""
+        """TD3 defaults, or DDPG's (:meth:`as_algorithm`), then ``overrides``."""
+        return dataclasses.replace(cls().as_algorithm(algorithm), **overrides)
+
+    def as_algorithm(self, algorithm: str) -> AgentConfig:
+        """These settings for ``algorithm``: as they are for TD3; DDPG has one critic, no target
+        smoothing and no delay."""
         if algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
-        config = cls.ddpg() if algorithm == "ddpg" else cls()
-        return dataclasses.replace(config, **overrides)
-
-    @classmethod
-    def ddpg(cls) -> AgentConfig:
-        return cls(twin_critics=False, policy_noise=0.0, policy_delay=1)
+        if algorithm == "td3":
+            return self
+        return dataclasses.replace(self, twin_critics=False, policy_noise=0.0, policy_delay=1)
 
 
 @dataclasses.dataclass(frozen=True)

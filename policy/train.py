@@ -69,10 +69,13 @@ LOG_COLUMNS = (
     "q",
 )
 
+#: The agent's hyper-parameters that ``edgeaigc train`` has flags for (``--hidden``, ``--actor-lr``, ...).
+AGENT_FLAGS: tuple[str, ...] = ("hidden", "gamma", "reward_scale", "actor_lr", "critic_lr", "bc_weight")
+
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Everything ``edgeaigc train`` accepts (one field per flag)."""
+    """Everything ``edgeaigc train`` accepts (one field per flag; the agent's flags set fields of ``agent``)."""
 
     scenario: str = "traffic-city"
     """Bundled scenario name or path to a scenario YAML."""
@@ -102,8 +105,6 @@ class TrainConfig:
     """Slots the teacher amortises a download over."""
     bc_pretrain_steps: int = 3_000
     """Supervised actor steps on the warm-up demonstrations."""
-    bc_weight: float = 5.0
-    """Weight of the behaviour-cloning term in the actor loss (0: plain TD3/DDPG)."""
     exploration_noise: float = 0.1
     """Std of the Gaussian noise added to actions while collecting."""
     batch_size: int = 64
@@ -112,16 +113,10 @@ class TrainConfig:
     """Replay capacity."""
     update_every: int = 1
     """Environment steps per gradient update."""
-    hidden: int = 64
-    """Hidden width of actor and critics."""
-    gamma: float = 0.95
-    """Discount factor."""
-    reward_scale: float = 1.0
-    """Rewards are multiplied by this for learning."""
-    actor_lr: float = 3e-4
-    """Actor learning rate."""
-    critic_lr: float = 1e-3
-    """Critic learning rate."""
+    agent: AgentConfig = dataclasses.field(default_factory=lambda: AgentConfig(bc_weight=5.0))
+    """The agent's hyper-parameters for TD3 (``algorithm`` ddpg makes DDPG's of them); training
+    learns from the teacher's demonstrations by default. :data:`AGENT_FLAGS` can be set from the
+    command line."""
     save_replay: bool = False
     """Also save the replay buffer in checkpoints (large; lets --resume keep it)."""
     threads: int = 1
@@ -231,16 +226,7 @@ def train(config: TrainConfig) -> Path:
 
     env = EdgePlacementEnv(scenario)
     eval_env = EdgePlacementEnv(scenario)
-    agent_config = AgentConfig.for_algorithm(
-        config.algorithm,
-        hidden=config.hidden,
-        gamma=config.gamma,
-        actor_lr=config.actor_lr,
-        critic_lr=config.critic_lr,
-        bc_weight=config.bc_weight,
-        reward_scale=config.reward_scale,
-    )
-    agent = Agent(len(PAIR_FEATURES), len(CAMERA_FEATURES), agent_config)
+    agent = Agent(len(PAIR_FEATURES), len(CAMERA_FEATURES), config.agent.as_algorithm(config.algorithm))
     # The env's spaces are Boxes of fixed shapes (the Space base class types them as optional).
     observation_spaces = cast(dict[str, Any], env.observation_space.spaces)  # type: ignore[attr-defined]
     pair_shape = cast(tuple[int, ...], observation_spaces["pair"].shape)
@@ -299,7 +285,7 @@ def train(config: TrainConfig) -> Path:
             "actor_spec": {
                 "pair_features": len(PAIR_FEATURES),
                 "camera_features": len(CAMERA_FEATURES),
-                "hidden": config.hidden,
+                "hidden": config.agent.hidden,
             },
             "actor": agent.actor.state_dict(),
             "metadata": {**metadata, "steps": step},
@@ -491,7 +477,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bc-weight",
         type=float,
-        default=defaults.bc_weight,
+        default=defaults.agent.bc_weight,
         help="behaviour-cloning weight in the actor loss (0: off)",
     )
     parser.add_argument("--exploration-noise", type=float, default=defaults.exploration_noise)
@@ -500,19 +486,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--update-every", type=int, default=defaults.update_every, help="environment steps per gradient update"
     )
-    parser.add_argument("--hidden", type=int, default=defaults.hidden)
-    parser.add_argument("--gamma", type=float, default=defaults.gamma)
-    parser.add_argument("--reward-scale", type=float, default=defaults.reward_scale)
-    parser.add_argument("--actor-lr", type=float, default=defaults.actor_lr)
-    parser.add_argument("--critic-lr", type=float, default=defaults.critic_lr)
+    parser.add_argument("--hidden", type=int, default=defaults.agent.hidden)
+    parser.add_argument("--gamma", type=float, default=defaults.agent.gamma)
+    parser.add_argument("--reward-scale", type=float, default=defaults.agent.reward_scale)
+    parser.add_argument("--actor-lr", type=float, default=defaults.agent.actor_lr)
+    parser.add_argument("--critic-lr", type=float, default=defaults.agent.critic_lr)
     parser.add_argument("--save-replay", action="store_true", help="store the replay buffer in checkpoints")
     parser.add_argument("--threads", type=int, default=defaults.threads, help="torch threads (default 1)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    values = vars(args)
     fields = {field.name for field in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{name: value for name, value in vars(args).items() if name in fields})
+    agent = dataclasses.replace(TrainConfig().agent, **{name: values[name] for name in AGENT_FLAGS if name in values})
+    return TrainConfig(**{name: value for name, value in values.items() if name in fields}, agent=agent)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ cached it still means lost metrics, and the placement is kept.
 
 from __future__ import annotations
 
+import datetime
 import subprocess
 import time
 import urllib.request
@@ -22,6 +23,7 @@ from edgeaigc.policy.scenario import load_scenario
 from tests.component.conftest import free_port
 
 TINY = load_scenario("tiny")
+NOW = datetime.datetime(2026, 11, 27, 7, 30, tzinfo=datetime.UTC)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +53,7 @@ def empty_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def test_a_new_fleet_is_observed_with_zero_demand(empty_prometheus: str) -> None:
     cache = np.zeros((len(TINY.node_names), len(TINY.model_names)))
-    observation = PrometheusObserver(empty_prometheus).observe(TINY, cache, 15)
+    observation = PrometheusObserver(empty_prometheus).read(15).observation(TINY, cache, NOW)
     assert observation.camera_rates.sum() == 0.0
     assert observation.cache.sum() == 0.0
 
@@ -60,5 +62,5 @@ def test_lost_metrics_with_models_cached_keep_the_placement(empty_prometheus: st
     cache = np.zeros((len(TINY.node_names), len(TINY.model_names)))
     cache[0, 0] = 1
     with pytest.raises(ObservationError) as raised:
-        PrometheusObserver(empty_prometheus).observe(TINY, cache, 15)
+        PrometheusObserver(empty_prometheus).read(15).observation(TINY, cache, NOW)
     assert raised.value.reason == "NoMetrics"

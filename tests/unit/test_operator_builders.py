@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from edgeaigc.inference.gateway.routing_table import InvalidRoutingTable, parse_
 from edgeaigc.operator import builders
 from edgeaigc.operator import constants as c
 from edgeaigc.policy.fleet import InvalidFleet, scenario_from_resources, unattached_cameras
-from edgeaigc.policy.scenario import load_scenario
+from edgeaigc.policy.scenario import Scenario, load_scenario
 from edgeaigc.policy.system_model import Plan
 from tests.e2e.conftest import REPO
 
@@ -65,10 +66,18 @@ def _plan(fleet) -> Plan:
     return Plan(cache, compute, bandwidth)
 
 
+def _desired(fleet: Scenario, plan: Plan, nodes: dict[str, str], **options: Any) -> list[dict]:
+    """Every object of ``plan``, with a routing table of generation 1."""
+    table = builders.build_routing_table(POLICY, fleet, plan, 1, nodes)
+    return builders.desired_objects(POLICY, fleet, plan, nodes, table, **options)
+
+
 def test_desired_objects_for_a_plan() -> None:
     fleet = _fleet()
     node_names = {n: f"node-{n}" for n in fleet.node_names}
-    objects = builders.desired_objects(POLICY, fleet, _plan(fleet), node_names, generation=3)
+    plan = _plan(fleet)
+    table = builders.build_routing_table(POLICY, fleet, plan, 3, node_names)
+    objects = builders.desired_objects(POLICY, fleet, plan, node_names, table)
     kinds = [o["kind"] for o in objects]
     # 12 cloud Deployments + Services, 1 edge Deployment + Service, 1 routing ConfigMap.
     assert kinds.count("Deployment") == 13 and kinds.count("Service") == 13 and kinds[-1] == "ConfigMap"
@@ -191,7 +200,7 @@ def test_models_with_an_artifact_get_a_models_volume_and_a_fetch_container() -> 
     fleet = _fleet()
     plan = _plan_caching(fleet, list(ARTIFACTS))
     nodes = {n: n for n in fleet.node_names}
-    deployments = _deployments(builders.desired_objects(POLICY, fleet, plan, nodes, 1, artifacts=ARTIFACTS))
+    deployments = _deployments(_desired(fleet, plan, nodes, artifacts=ARTIFACTS))
     for component in (c.COMPONENT_EDGE_INFERENCE, c.COMPONENT_CLOUD_INFERENCE):
         pod = deployments[(component, "det-yolox-nano-day")]["spec"]["template"]["spec"]
         # spec.size 3789Ki is the largest file accepted; the volume holds it plus config.yaml.
@@ -227,9 +236,7 @@ def test_models_with_an_artifact_get_a_models_volume_and_a_fetch_container() -> 
 def test_volume_and_image_artifacts_are_mounted_read_only_and_copied() -> None:
     fleet = _fleet()
     plan = _plan_caching(fleet, list(ARTIFACTS))
-    deployments = _deployments(
-        builders.desired_objects(POLICY, fleet, plan, {n: n for n in fleet.node_names}, 1, artifacts=ARTIFACTS)
-    )
+    deployments = _deployments(_desired(fleet, plan, {n: n for n in fleet.node_names}, artifacts=ARTIFACTS))
     claim = deployments[(c.COMPONENT_EDGE_INFERENCE, "det-yolox-nano-night")]["spec"]["template"]["spec"]
     claim_volume = {"name": "artifact", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}}
     assert claim["volumes"][1] == claim_volume
@@ -250,8 +257,8 @@ def test_models_without_an_artifact_keep_their_pods_as_before() -> None:
     fleet = _fleet()
     plan = _plan_caching(fleet, list(ARTIFACTS))
     nodes = {n: n for n in fleet.node_names}
-    before = builders.desired_objects(POLICY, fleet, plan, nodes, 1)
-    after = builders.desired_objects(POLICY, fleet, plan, nodes, 1, artifacts=ARTIFACTS)
+    before = _desired(fleet, plan, nodes)
+    after = _desired(fleet, plan, nodes, artifacts=ARTIFACTS)
     changed = [a["metadata"]["name"] for a, b in zip(after, before, strict=True) if a != b]
     assert sorted(changed) == sorted(
         builders.object_name(*parts) for model in ARTIFACTS for parts in (("cloud", model), (model, "pi-0"))

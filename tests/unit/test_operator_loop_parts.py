@@ -7,11 +7,12 @@ import datetime
 import numpy as np
 import pytest
 
-from edgeaigc.operator.loop import Decision
+from edgeaigc.operator.decide import Decision
 from edgeaigc.operator.observe import observation_from_samples, rate_query
-from edgeaigc.operator.placement import current_cache, plan_fits_nodes
+from edgeaigc.operator.placement import plan_fits_nodes
 from edgeaigc.operator.reconcile import HASH_ANNOTATION, changes, manifest_hash
 from edgeaigc.operator.status import policy_status
+from edgeaigc.policy.fleet import current_cache
 from edgeaigc.policy.scenario import load_scenario
 from edgeaigc.policy.system_model import Plan
 
@@ -129,22 +130,21 @@ def test_degraded_keeps_ready_and_says_why() -> None:
 
 
 def test_routing_table_generation_grows_only_when_the_table_changes() -> None:
-    from edgeaigc.inference.gateway.routing_table import parse_routing_table
     from edgeaigc.operator.builders import build_routing_configmap, build_routing_table
-    from edgeaigc.operator.loop import DecisionLoop
+    from edgeaigc.operator.decide import routing_table
 
-    def generation(config_map: dict) -> int:
-        return parse_routing_table(config_map["data"]["routing.json"]).generation
+    def generation(existing: list[dict], plan: Plan) -> int:
+        return routing_table(existing, policy, TINY, plan, {}).generation
 
     policy = {"metadata": {"name": "p", "namespace": "ns", "uid": "u"}}
     cache = np.zeros((2, 6))
     cache[0, 0] = 1
     plan = Plan(cache, cache, np.full(6, 1 / 3))
-    assert generation(DecisionLoop._routing_configmap([], TINY, plan, policy)) == 1
+    assert generation([], plan) == 1
     existing = [build_routing_configmap(policy, build_routing_table(policy, TINY, plan, 4))]
-    assert generation(DecisionLoop._routing_configmap(existing, TINY, plan, policy)) == 4
+    assert generation(existing, plan) == 4
     moved = Plan(cache[::-1].copy(), cache[::-1].copy(), plan.bandwidth_share)
-    assert generation(DecisionLoop._routing_configmap(existing, TINY, moved, policy)) == 5
+    assert generation(existing, moved) == 5
 
 
 def test_model_status_reports_the_artifact_and_keeps_other_conditions() -> None:

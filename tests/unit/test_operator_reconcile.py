@@ -13,7 +13,7 @@ from kubernetes.client.exceptions import ApiException
 
 from edgeaigc.inference.gateway.routing_table import EdgeNodeRoutes, Endpoint, LocalModel, RoutingTable
 from edgeaigc.operator.builders import build_edge_deployment, build_service
-from edgeaigc.operator.loop import Decision
+from edgeaigc.operator.decide import Decision
 from edgeaigc.operator.observe import (
     Observed,
     PrometheusObserver,
@@ -203,7 +203,8 @@ def test_observed_figures_read_the_histogram_not_the_per_camera_counters() -> No
             sent.append(query)
             return answers[query]
 
-    observed = Observer("http://prometheus:9090").observed(TINY, 60)
+    served, duration_sum, relayed_bytes = Observer("http://prometheus:9090").read_served(60)
+    observed = observed_from_samples(TINY, served, duration_sum, served, relayed_bytes, 60)
     # 4 000 histogram series at 100 x 20 instead of 16 000 request counters; their sum counts the mean too.
     assert all("edgeaigc_requests_total" not in query for query in sent) and len(sent) == 3
     assert observed.hit_rate == pytest.approx(30 / 40) and observed.mean_response_time_s == pytest.approx(8 / 40)

@@ -1,0 +1,266 @@
+"""Decide: from a :class:`~edgeaigc.operator.observe.Snapshot` to the placement and the writes that realise it.
+
+:func:`decide` is pure — no API server, no Prometheus: the fleet as the simulator knows it, the
+placement the cluster runs, the policy's observation and action, the feasible plan, whether it fits
+the nodes, the predicted figures, the manifests and routing table, the writes that differ from what
+the cluster has, and the status of the EdgeNodes and InferenceModels. A problem it meets (an invalid
+fleet, no metrics, no usable policy, a plan that does not fit, a bug) becomes a :class:`Decision`
+with ``degraded_reason`` set and nothing to write: the last good placement keeps serving.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from edgeaigc.inference.gateway.routing_table import InvalidRoutingTable, RoutingTable, parse_routing_table
+from edgeaigc.operator import constants as c
+from edgeaigc.operator.artifacts import artifact_conditions
+from edgeaigc.operator.builders import build_routing_table, desired_objects, model_artifacts, object_name
+from edgeaigc.operator.observe import ObservationError, Observed, Snapshot
+from edgeaigc.operator.placement import allocatable_millicores, plan_fits_nodes
+from edgeaigc.operator.reconcile import (
+    DEFAULT_WRITES,
+    Changes,
+    WritePolicy,
+    Written,
+    plan_writes,
+    routing_table_to_write,
+)
+from edgeaigc.operator.status import edge_node_status, model_status
+from edgeaigc.policy.actor_runner import ActorLoadError
+from edgeaigc.policy.base import PlacementPolicy
+from edgeaigc.policy.fleet import InvalidFleet, current_cache, scenario_from_resources, unattached_cameras
+from edgeaigc.policy.observation import Observation
+from edgeaigc.policy.plan import plan_for
+from edgeaigc.policy.registry import PolicyUnavailable, make_policy
+from edgeaigc.policy.scenario import Scenario
+from edgeaigc.policy.system_model import Plan, evaluate_slot
+
+log = logging.getLogger(__name__)
+
+Placement = dict[str, list[str]]
+"""EdgeNode -> the models cached on it."""
+
+
+@dataclasses.dataclass
+class Decision:
+    """What one run decided and did (or why it did nothing)."""
+
+    placement: Placement = dataclasses.field(default_factory=dict)
+    """EdgeNode -> models cached after this decision (the kept placement when degraded)."""
+    degraded_reason: str | None = None
+    message: str = ""
+    writes: int = 0
+    """API writes of the reconcile (applies, in-place resizes, CPU annotations; deletes apart)."""
+    deletes: int = 0
+    written: Written = dataclasses.field(default_factory=Written)
+    newly_cached: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    evicted: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    predicted: dict[str, float] = dataclasses.field(default_factory=dict)
+    observed: Observed = dataclasses.field(default_factory=lambda: Observed(None, None, None))
+    decision_seconds: float = 0.0
+    """Observe + decide + plan (also set when degraded: time until the failure)."""
+    observe_seconds: float = 0.0
+    decide_seconds: float = 0.0
+    plan_seconds: float = 0.0
+    reconcile_seconds: float = 0.0
+    dry_run: bool = False
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    previous_placement: Placement = dataclasses.field(default_factory=dict)
+    """The placement the cluster ran before this decision (empty until it was read)."""
+    edge_node_status: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    """EdgeNode -> its ``status`` once the decision is applied."""
+    model_status: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    """InferenceModel -> its ``status`` once the decision is applied."""
+
+
+def degraded(decision: Decision, reason: str, message: str) -> Decision:
+    """``decision`` not carried out: nothing is written and the placement stays the one the cluster has."""
+    return dataclasses.replace(decision, degraded_reason=reason, message=message, placement=decision.previous_placement)
+
+
+def placement_of(scenario: Scenario, cache: np.ndarray) -> Placement:
+    return {
+        node: [scenario.model_names[m] for m in np.flatnonzero(cache[e] > 0)]
+        for e, node in enumerate(scenario.node_names)
+    }
+
+
+class PolicyCache:
+    """The policy object of one PlacementPolicy, kept from one decision to the next (a baseline's
+    state, a loaded actor) while its algorithm, its actor and the fleet stay the same.
+
+    The actor counts by its content, not by the ConfigMap's name: an actor updated in place is
+    loaded at the next decision.
+    """
+
+    def __init__(self) -> None:
+        self._policy: PlacementPolicy | None = None
+        self._key: tuple[Any, ...] | None = None
+
+    def policy_for(
+        self, spec: Mapping[str, Any], actor: bytes | PolicyUnavailable | None, scenario: Scenario
+    ) -> PlacementPolicy:
+        """The policy of ``spec.algorithm`` with ``actor``, reset on ``scenario`` when new.
+
+        Raises:
+            PolicyUnavailable: the actor could not be read or loaded.
+        """
+        if isinstance(actor, PolicyUnavailable):
+            raise actor
+        algorithm = spec["algorithm"]
+        actor_digest = None if actor is None else hashlib.sha256(actor).hexdigest()
+        key = (algorithm, actor_digest, scenario.node_names, scenario.model_names, scenario.camera_names)
+        if self._policy is None or self._key != key:
+            source = f"ConfigMap {spec['actor']['configMapName']}" if spec.get("actor") else None
+            try:
+                policy = make_policy(algorithm, actor, source)
+            except (PolicyUnavailable, ActorLoadError) as error:
+                raise PolicyUnavailable(f"cannot load the {algorithm} policy: {error}") from error
+            policy.reset(scenario, seed=0)
+            self._policy, self._key = policy, key
+        return self._policy
+
+
+def routing_table(
+    owned: Sequence[Mapping[str, Any]],
+    policy: Mapping[str, Any],
+    scenario: Scenario,
+    plan: Plan,
+    node_names: Mapping[str, str],
+    write_policy: WritePolicy = DEFAULT_WRITES,
+) -> RoutingTable:
+    """The routing table to write: the cluster's own unless routes or shares moved (hysteresis)."""
+    name = object_name(policy["metadata"]["name"], "routing")
+    config_map = next((o for o in owned if o["kind"] == "ConfigMap" and o["metadata"]["name"] == name), None)
+    old: RoutingTable | None
+    try:
+        old = parse_routing_table(((config_map or {}).get("data") or {})[c.ROUTING_TABLE_KEY])
+    except (KeyError, InvalidRoutingTable):
+        old = None
+    # routing_table_to_write gives the table its generation: the old one's, or the next.
+    new = build_routing_table(policy, scenario, plan, 0, node_names)
+    return routing_table_to_write(old, new, write_policy)
+
+
+def _predicted(scenario: Scenario, plan: Plan, observation: Observation, cache: np.ndarray) -> dict[str, float]:
+    """Hit rate, response time and cost the system model expects of ``plan`` under the observed demand."""
+    outcome = evaluate_slot(scenario, plan, observation.camera_rates, observation.link_quality, cache)
+    return {
+        "hitRate": outcome.hit_rate,
+        "meanResponseTimeSeconds": outcome.mean_response_time_s,
+        # Serving cost (what the gateways' counts measure) and the one-off downloads apart.
+        "costPerHour": (outcome.cost - outcome.download_cost) * 3600 / scenario.slot_seconds,
+        "downloadCost": outcome.download_cost,
+    }
+
+
+def _moved(placement: Placement, other: Placement) -> list[tuple[str, str]]:
+    """(EdgeNode, model) pairs of ``placement`` that ``other`` does not have."""
+    return [(node, model) for node, models in placement.items() for model in models if model not in other[node]]
+
+
+def writes(
+    snapshot: Snapshot,
+    scenario: Scenario,
+    plan: Plan,
+    node_names: Mapping[str, str],
+    write_policy: WritePolicy = DEFAULT_WRITES,
+) -> Changes:
+    """What to write so that the cluster runs ``plan``: the objects that differ from what it has,
+    in-place CPU resizes, the routing table if it moved (hysteresis), and what to delete."""
+    policy = snapshot.policy
+    table = routing_table(snapshot.owned, policy, scenario, plan, node_names, write_policy)
+    desired = desired_objects(policy, scenario, plan, node_names, table, artifacts=model_artifacts(snapshot.models))
+    # What the EdgeNode offers, but never more than its Kubernetes node can allocate: the bound
+    # that CPU decreases kept back by hysteresis must respect.
+    capacity = {
+        node: min(int(cores * 1000), allocatable_millicores(snapshot.allocatable, node_names[node]))
+        for node, cores in zip(scenario.node_names, scenario.node_cores, strict=True)
+    }
+    # Pods count where their CPU is resized in place.
+    edge_pods = [
+        pod
+        for pod in snapshot.pods
+        if write_policy.in_place
+        and (pod["metadata"].get("labels") or {}).get(c.LABEL_COMPONENT) == c.COMPONENT_EDGE_INFERENCE
+    ]
+    return plan_writes(desired, snapshot.owned, edge_pods, capacity, write_policy)
+
+
+def _statuses(decision: Decision, snapshot: Snapshot) -> None:
+    """The EdgeNodes' and InferenceModels' status once ``decision.placement`` is applied."""
+    decision.edge_node_status = {node: edge_node_status(models) for node, models in decision.placement.items()}
+    cached_on: dict[str, list[str]] = {}
+    for node, models in decision.placement.items():
+        for model in models:
+            cached_on.setdefault(model, []).append(node)
+    # The pods' init containers say whether each model's artifact could be fetched.
+    artifacts = artifact_conditions(snapshot.pods)
+    for resource in snapshot.models:
+        name = resource["metadata"]["name"]
+        decision.model_status[name] = model_status(
+            cached_on.get(name, []), artifacts.get(name), resource.get("status"), snapshot.now
+        )
+
+
+def decide(
+    snapshot: Snapshot, policies: PolicyCache, write_policy: WritePolicy = DEFAULT_WRITES
+) -> tuple[Decision, Changes | None]:
+    """The decision for ``snapshot`` and the writes that carry it out (None: nothing to write).
+
+    Without a problem, ``placement`` is the placement once the writes are applied; ``message``
+    is left to the caller, who applies them.
+    """
+    policy, spec = snapshot.policy, snapshot.policy["spec"]
+    decision = Decision(dry_run=spec["mode"] == "dry-run")
+    try:
+        scenario = scenario_from_resources(policy, snapshot.edge_nodes, snapshot.models, snapshot.cameras)
+        decision.warnings += [
+            f"Camera {u} names no EdgeNode" for u in unattached_cameras(snapshot.edge_nodes, snapshot.cameras)
+        ]
+        cache = current_cache(scenario, [o for o in snapshot.owned if o["kind"] == "Deployment"])
+        decision.placement = decision.previous_placement = placement_of(scenario, cache)
+        if isinstance(snapshot.samples, ObservationError):
+            raise snapshot.samples
+        observation = snapshot.samples.observation(scenario, cache, snapshot.now)
+        decision.observed = snapshot.samples.observed(scenario)
+
+        decide_started = time.perf_counter()
+        action = policies.policy_for(spec, snapshot.actor, scenario).act(observation)
+        decision.decide_seconds = time.perf_counter() - decide_started
+
+        plan_started = time.perf_counter()
+        plan = plan_for(scenario, observation, action, spec["churnLimit"])
+        node_names = {n["metadata"]["name"]: n["spec"]["nodeName"] for n in snapshot.edge_nodes}
+        problems = plan_fits_nodes(scenario, plan, node_names, snapshot.allocatable)
+        if problems:
+            return degraded(decision, "PlanDoesNotFit", "; ".join(problems)), None
+        decision.predicted = _predicted(scenario, plan, observation, cache)
+        decision.placement = placement_of(scenario, plan.cache)
+        decision.newly_cached = _moved(decision.placement, decision.previous_placement)
+        decision.evicted = _moved(decision.previous_placement, decision.placement)
+        if decision.dry_run:
+            decision.message = "dry-run: placement computed, nothing applied"
+            decision.plan_seconds = time.perf_counter() - plan_started
+            return decision, None
+        changes = writes(snapshot, scenario, plan, node_names, write_policy)
+        _statuses(decision, snapshot)
+        decision.plan_seconds = time.perf_counter() - plan_started
+        return decision, changes
+    except ObservationError as error:
+        return degraded(decision, error.reason, str(error)), None
+    except PolicyUnavailable as error:
+        return degraded(decision, "PolicyUnavailable", str(error)), None
+    except InvalidFleet as error:
+        return degraded(decision, "InvalidFleet", str(error)), None
+    except Exception as error:  # an actor that fails at run time, a bug: report, never crash the loop
+        log.exception("decision for %s/%s failed", policy["metadata"]["namespace"], policy["metadata"]["name"])
+        return degraded(decision, "DecisionFailed", f"{type(error).__name__}: {error}"), None
