@@ -364,7 +364,10 @@ def build_base(arch: str, progress: Progress) -> None:
         _stream(["chroot", rootfs, "/bin/sh", "-c", BASE_SETUP], f"base/{arch} setup", progress, steps=(), env=BASE_ENV)
         # Device nodes come from the runtime, never from an image.
         for device in (rootfs / "dev").iterdir():
-            device.unlink() if not device.is_dir() or device.is_symlink() else shutil.rmtree(device)
+            if device.is_dir() and not device.is_symlink():
+                shutil.rmtree(device)
+            else:
+                device.unlink()
         config = [f"--env={name}={value}" for name, value in BASE_ENV.items()] + ["--cmd", "python3"]
         _from_rootfs(rootfs, arch, base_ref(arch), base_hash(arch), config)
     finally:
