@@ -2,9 +2,10 @@
 answers a real inference over loopback, on amd64 and (opt-in, slow) on arm64 under emulation of the
 Raspberry Pi 4 and 5 CPUs.
 
-A cold amd64 build takes about 5 minutes (Debian base, then pip inside buildah); later runs reuse the
-cached images in seconds. The arm64 tests run only with ``EDGEAIGC_TEST_ARM64=1`` (cold: the arm64
-build under qemu, much longer; warm: about a minute per CPU, mostly onnxruntime starting in emulation).
+Measured here (docs/images.md): the inference image cold (Debian base, then pip inside buildah) takes
+about 4 minutes on amd64, after a source change 1-2 minutes; cached, the amd64 tests take 5-11 s. The
+arm64 tests run only with ``EDGEAIGC_TEST_ARM64=1``: about 12 s per Pi CPU with the image cached,
+3-4 minutes more when a source change rebuilds it under qemu, 15 more without the arm64 base.
 """
 
 from __future__ import annotations
