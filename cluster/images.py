@@ -276,9 +276,21 @@ def _image_id(ref: str) -> str | None:
 
 
 def _drop_replaced(old_id: str | None, ref: str) -> None:
-    """Remove the image a rebuild untagged, so that rebuilds do not fill the disk."""
+    """Remove the image a rebuild untagged, so that rebuilds do not fill the disk.
+
+    buildah refuses while a container still runs from it (a test's server, a real node's pod): such
+    images are noted and removed by a later build.
+    """
+    noted = images_dir() / "replaced-images"
+    pending = set(noted.read_text().split()) if noted.is_file() else set()
     if old_id is not None and old_id != _image_id(ref):
-        subprocess.run(["buildah", "rmi", old_id], capture_output=True)
+        pending.add(old_id)
+    still_used = {
+        image for image in sorted(pending) if subprocess.run(["buildah", "rmi", image], capture_output=True).returncode
+    }
+    # An image that is gone for another reason also fails rmi; keep only those buildah still has.
+    still_used = {image for image in still_used if _image_id(image) is not None}
+    noted.write_text("".join(f"{image}\n" for image in sorted(still_used)))
 
 
 def ensure_binfmt(arch: str) -> None:
