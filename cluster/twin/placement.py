@@ -13,10 +13,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from kubernetes.utils import parse_quantity
 
 from edgeaigc.inference.gateway.routing_table import RoutingTable
-from edgeaigc.policy import resources
+from edgeaigc.policy.fleet import placed_models
+from edgeaigc.policy.quantities import quantity
 from edgeaigc.policy.scenario import Scenario
 from edgeaigc.policy.system_model import (
     Plan,
@@ -35,7 +35,7 @@ def cpu_limit_cores(deployment: Mapping[str, Any]) -> float | None:
         limit = ((container.get("resources") or {}).get("limits") or {}).get("cpu")
         if limit is None:
             return None
-        total += float(parse_quantity(str(limit)))
+        total += quantity(limit)
     return total
 
 
@@ -53,7 +53,7 @@ def pod_cpu_limit_cores(pod: Mapping[str, Any]) -> float | None:
         )
         if limit is None:
             return None
-        total += float(parse_quantity(str(limit)))
+        total += quantity(limit)
     return total
 
 
@@ -91,16 +91,10 @@ def compute_shares(
     or on an unknown EdgeNode, are ignored.
     """
     shares: ComputeShares = {}
-    for deployment in deployments:
-        labels = deployment.get("metadata", {}).get("labels") or {}
-        if (
-            labels.get(resources.LABEL_COMPONENT) != resources.COMPONENT_EDGE_INFERENCE
-            or labels.get(resources.LABEL_POLICY) != policy
-        ):
-            continue
-        node, model = str(labels.get(resources.LABEL_EDGE_NODE, "")), str(labels.get(resources.LABEL_MODEL, ""))
+    # The operator's own reading of its placement (policy.fleet), then this twin's readiness and CPU rules.
+    for node, model, deployment in placed_models(deployments, policy):
         ready = int((deployment.get("status") or {}).get("readyReplicas") or 0)
-        if node not in node_cores or not model or ready < 1:
+        if node not in node_cores or ready < 1:
             continue
         running = _pods_of(deployment, pods)
         if running:
