@@ -9,9 +9,9 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # Root shells (containers, CI) have no sudo; a user's shell does.
 SUDO ?= $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 # Debian packages: Prometheus for the tests and the demo; the container runtime, CNI plugins,
-# image builder and arm64 emulation for the real nodes of the local cluster.
+# image builder, arm64 emulation and the C compilers of the pause image for the real nodes.
 DEBIAN_PACKAGES ?= python3-venv prometheus containerd runc containernetworking-plugins iptables iproute2 buildah skopeo \
-	debootstrap qemu-user-static binfmt-support
+	debootstrap qemu-user-static binfmt-support gcc libc6-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross
 
 .PHONY: deps debian-packages install test lint unit deptry benchmark constraints images
 
