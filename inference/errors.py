@@ -9,10 +9,12 @@ below to its status code and a body of the Open Inference Protocol's form,
 |---|---|---|
 | :class:`InvalidInput` | 400 | malformed JSON or tensors, wrong shape or datatype, unknown output |
 | :class:`ModelNotFound` | 404 | no such model (or version) in the repository |
-| :class:`PayloadTooLarge` | 413 | request body over ``--max-request-bytes`` |
+| :class:`RequestTimeout` | 408 | the body did not arrive within ``--body-timeout`` |
+| :class:`PayloadTooLarge` | 413 | request body over ``--max-request-bytes`` (a JSON body: ``--max-json-bytes``) |
 | :class:`InferenceFailed` | 500 | onnxruntime failed on input that passed validation |
 | :class:`ModelNotReady` | 503 | model known but not loaded, loading, or failed to load (reason given) |
 | :class:`ServerNotReady` | 503 | start-up loading has not finished |
+| :class:`ServerBusy` | 503 + ``Retry-After`` | too many requests in flight, or request bodies over their memory |
 """
 
 from __future__ import annotations
@@ -35,10 +37,17 @@ class InferenceServerError(Exception):
     """Base of the server's domain exceptions; ``status_code`` is the HTTP status it maps to."""
 
     status_code = 500
+    #: Set when the request's body was left unread: the answer closes the connection.
+    close_connection = False
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Response headers that go with the error."""
+        return {"Connection": "close"} if self.close_connection else {}
 
 
 class InvalidInput(InferenceServerError):
@@ -58,6 +67,12 @@ class ModelNotFound(InferenceServerError):
         else:
             super().__init__(f"model '{name}' version '{version}' not found in the model repository")
         self.name = name
+
+
+class RequestTimeout(InferenceServerError):
+    """The request body did not arrive in time (a slow or stalled client)."""
+
+    status_code = 408
 
 
 class PayloadTooLarge(InferenceServerError):
@@ -87,6 +102,23 @@ class ServerNotReady(InferenceServerError):
     """The server is live but has not finished loading its models at start-up."""
 
     status_code = 503
+
+
+class ServerBusy(InferenceServerError):
+    """The server is at a limit it keeps to protect itself; the client may retry after ``retry_after_s``.
+
+    A gateway takes it from a local replica as a signal to relay the request to the cloud.
+    """
+
+    status_code = 503
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {**super().headers, "Retry-After": str(self.retry_after_s)}
 
 
 class ModelLoadError(Exception):
@@ -120,7 +152,7 @@ def register_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, InferenceServerError)
         if exc.status_code >= 500:
             logger.warning("%s: %s", type(exc).__name__, exc.message)
-        return JSONResponse(status_code=exc.status_code, content=error_body(exc.message))
+        return JSONResponse(status_code=exc.status_code, content=error_body(exc.message), headers=exc.headers)
 
     async def http_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)

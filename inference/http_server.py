@@ -2,6 +2,12 @@
 
 A graceful stop on SIGTERM (how Kubernetes ends a pod) exits 0; a server that cannot start (port
 taken, start-up failure) exits 1.
+
+**Connection limits** (:class:`ConnectionLimits`): uvicorn's own ``limit_concurrency``
+(connections and requests at once; past it 503) and ``timeout_keep_alive``, and a size limit and
+a deadline for request heads, which uvicorn's fast httptools protocol lacks
+(:mod:`edgeaigc.inference.http_protocol`). Bodies have their own limits
+(:mod:`edgeaigc.inference.request_body`).
 """
 
 from __future__ import annotations
@@ -9,21 +15,99 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """What one server allows its clients' connections."""
+
+    max_connections: int = 256
+    """Connections (and requests) at once; a request past it gets uvicorn's 503."""
+    head_timeout_s: float = 10.0
+    """A request head (request line and headers) must be complete this long after it began."""
+    max_head_bytes: int = 16 * 1024
+    """Largest request head (the default of uvicorn's h11 protocol); larger ones get 400."""
+    keep_alive_s: int = 5
+    """An idle keep-alive connection is closed after this long (uvicorn's default)."""
+
+
+def server_config(app: Any, limits: ConnectionLimits, **settings: Any) -> Any:
+    """uvicorn's Config for ``app`` with ``limits`` (``settings``: host, port, log_level, ...)."""
+    # Imported here so that `edgeaigc --help` stays fast and needs none of the serving packages.
+    import uvicorn
+
+    from edgeaigc.inference.http_protocol import GuardedHttpToolsProtocol
+
+    protocol = type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {"limits": limits})
+    return uvicorn.Config(
+        app,
+        http=protocol,
+        limit_concurrency=limits.max_connections,
+        timeout_keep_alive=limits.keep_alive_s,
+        access_log=False,
+        **settings,
+    )
+
+
 def add_log_level_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="log level (default: info)")
 
 
-def run_app(app: Any, host: str, port: int, log_level: str) -> int:
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = ConnectionLimits()
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=defaults.max_connections,
+        metavar="N",
+        help=f"connections at once; a request past it gets 503 (default: {defaults.max_connections})",
+    )
+    parser.add_argument(
+        "--head-timeout",
+        type=float,
+        default=defaults.head_timeout_s,
+        metavar="S",
+        help="a request's line and headers must arrive within this many seconds, else the connection is closed "
+        f"(default: {defaults.head_timeout_s:g})",
+    )
+
+
+def add_body_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--body-timeout`` and ``--body-memory`` (:mod:`edgeaigc.inference.request_body`)."""
+    parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="a request body must arrive whole within this many seconds, else 408 (default: 30)",
+    )
+    parser.add_argument(
+        "--body-memory",
+        default="64Mi",
+        metavar="SIZE",
+        help="request-body bytes held at once over all requests; a request past it gets 503 with Retry-After "
+        "(default: 64Mi)",
+    )
+
+
+def connection_limits(args: argparse.Namespace) -> ConnectionLimits | str:
+    """The limits of :func:`add_connection_arguments`, or what is wrong with them."""
+    if args.max_connections < 1 or args.head_timeout <= 0:
+        return "--max-connections must be at least 1 and --head-timeout positive"
+    return ConnectionLimits(max_connections=args.max_connections, head_timeout_s=args.head_timeout)
+
+
+def run_app(app: Any, host: str, port: int, log_level: str, limits: ConnectionLimits | None = None) -> int:
     """Serve ``app`` until stopped; 0 after a graceful stop, 1 if it could not start."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False))
+    config = server_config(app, limits or ConnectionLimits(), host=host, port=port, log_level=log_level)
+    server = uvicorn.Server(config)
     in_main_thread = threading.current_thread() is threading.main_thread()
     # uvicorn shuts down gracefully on SIGTERM and then raises the signal again under the handler
     # it found; with this one, that graceful stop exits 0, not -15.

@@ -14,7 +14,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from edgeaigc.inference.http_server import add_log_level_argument, run_app
+from edgeaigc.inference.http_server import (
+    add_body_arguments,
+    add_connection_arguments,
+    add_log_level_argument,
+    connection_limits,
+    run_app,
+)
 
 DEFAULT_PORT = 8000
 
@@ -68,6 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-request-bytes", default="16Mi", metavar="SIZE", help="larger request bodies get 413 (default: 16Mi)"
     )
+    add_body_arguments(parser)
+    add_connection_arguments(parser)
     parser.add_argument(
         "--max-cameras",
         type=int,
@@ -89,8 +97,14 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         max_request_bytes = parse_byte_size(args.max_request_bytes)
+        body_memory_bytes = parse_byte_size(args.body_memory)
     except ValueError as error:
         return usage(str(error))
+    connections = connection_limits(args)
+    if isinstance(connections, str):
+        return usage(connections)
+    if args.body_timeout <= 0:
+        return usage("--body-timeout must be positive")
     if not 0 <= args.port <= 65535:
         return usage(f"--port {args.port} is not a TCP port")
     if args.timeout <= 0 or args.connect_timeout <= 0 or args.poll_interval <= 0:
@@ -114,10 +128,12 @@ def run(args: argparse.Namespace) -> int:
         breaker_failures=args.breaker_failures,
         breaker_open_s=args.breaker_open_seconds,
         max_request_bytes=max_request_bytes,
+        body_timeout_s=args.body_timeout,
+        body_memory_bytes=body_memory_bytes,
         max_cameras=args.max_cameras,
     )
     app = create_gateway_app(settings)
-    return run_app(app, args.host, args.port, args.log_level)
+    return run_app(app, args.host, args.port, args.log_level, connections)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

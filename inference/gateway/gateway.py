@@ -12,9 +12,15 @@ request by the routing table the operator writes (``docs/routing-table.md``, par
    algorithm: over any window each replica gets its share of the weights, evenly interleaved),
    then the others by weight (:mod:`.balancing`). A replica whose circuit breaker is open is skipped.
 3. A connect error, a timeout, any other transport error or a 5xx answer is a failure: the
-   next local replica is tried (up to ``max_local_attempts``), then the cloud. Any other answer
-   (2xx, and 4xx, which is the client's fault) goes back to the client as it came.
+   next local replica is tried (up to ``max_local_attempts``), then the cloud. A local replica
+   that is busy (429, or 503 with ``Retry-After``: its backpressure) is passed over the same way,
+   but is no failure for its breaker. Any other answer (2xx, and 4xx, which is the client's
+   fault; the cloud's 429 or busy 503, with its ``Retry-After``) goes back to the client as it came.
 4. All failed: 504 if every attempt timed out, else 502, with what each upstream said.
+
+**Request bodies** are read within the limits of :mod:`edgeaigc.inference.request_body`: a size
+(413), a time (408) and the body bytes the gateway holds at once while forwarding (503 with
+``Retry-After``).
 
 **Circuit breaker** (per local endpoint, :mod:`.breaker`): after ``breaker_failures`` consecutive failures it
 opens and the endpoint gets no traffic (requests go straight to the cloud) for
@@ -50,7 +56,6 @@ from urllib.parse import urlencode
 import httpx
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
-from starlette.requests import ClientDisconnect
 
 from edgeaigc.inference import protocol
 from edgeaigc.inference.errors import (
@@ -67,7 +72,12 @@ from edgeaigc.inference.gateway.metrics import GatewayMetrics, GatewayStateColle
 from edgeaigc.inference.gateway.routing_table import Endpoint, RoutingTable
 from edgeaigc.inference.gateway.table_watcher import RoutingTableWatcher
 from edgeaigc.inference.metrics_contract import SERVED_BY_VALUES, UNKNOWN_MODEL
-from edgeaigc.inference.request_body import read_limited_body
+from edgeaigc.inference.request_body import (
+    DEFAULT_BODY_MEMORY_BYTES,
+    DEFAULT_BODY_TIMEOUT_S,
+    BodyMemory,
+    request_body,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -77,10 +87,10 @@ SERVED_BY_HEADER = "X-Edgeaigc-Served-By"
 DEFAULT_CAMERA = "unknown"
 #: Label of cameras past the ``max_cameras`` distinct names.
 OTHER_CAMERA = "_other"
-CAMERA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+CAMERA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")  # fullmatch: no trailing newline
 #: Request headers passed on to the upstream, and response headers passed back.
 FORWARDED_REQUEST_HEADERS = ("content-type", protocol.HEADER_CONTENT_LENGTH.lower(), "accept", CAMERA_HEADER.lower())
-FORWARDED_RESPONSE_HEADERS = ("content-type", protocol.HEADER_CONTENT_LENGTH.lower())
+FORWARDED_RESPONSE_HEADERS = ("content-type", protocol.HEADER_CONTENT_LENGTH.lower(), "retry-after")
 
 
 @dataclass(frozen=True)
@@ -101,6 +111,10 @@ class GatewaySettings:
     breaker_failures: int = 3
     breaker_open_s: float = 10.0
     max_request_bytes: int = 16 * 2**20
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+    """A request body that has not arrived whole within this time gets 408."""
+    body_memory_bytes: int = DEFAULT_BODY_MEMORY_BYTES
+    """Request-body bytes held at once (read, or being forwarded); past it 503 with Retry-After."""
     max_cameras: int = 256
     node_name: str = ""
     """The Kubernetes node the gateway runs on: its EdgeNode is the table's entry with this ``nodeName``
@@ -114,7 +128,7 @@ class Attempt:
     url: str
     served_by: str
     outcome: str
-    """ok, or the failure reason: connect, timeout, transport, http_5xx."""
+    """ok, or the failure reason: connect, timeout, transport, http_5xx, busy."""
     detail: str = ""
 
 
@@ -172,6 +186,7 @@ class Gateway:
         self.client = client
         self.clock = clock
         self.breakers: dict[str, CircuitBreaker] = {}
+        self.body_memory = BodyMemory(settings.body_memory_bytes)
         self._balancers: dict[str, tuple[tuple[Endpoint, ...], SmoothWeightedRoundRobin]] = {}
         self._cameras: set[str] = set()
         self._table_generation_seen: int | None = None
@@ -251,7 +266,7 @@ class Gateway:
 
     def camera_label(self, request: Request) -> str:
         camera = request.headers.get(CAMERA_HEADER) or request.query_params.get(CAMERA_QUERY) or DEFAULT_CAMERA
-        if not CAMERA_NAME.match(camera):
+        if not CAMERA_NAME.fullmatch(camera):
             raise InvalidInput(
                 f"camera name {camera[:80]!r} (header {CAMERA_HEADER} or query parameter '{CAMERA_QUERY}') must be "
                 "1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -300,10 +315,12 @@ class Gateway:
                 self.metrics.retries.labels(model, self.edge_node).inc()
             response, attempt = await self._call(method, endpoint.url, "edge", path, query, headers, body, model)
             attempts.append(attempt)
-            if response is not None:
+            if response is not None or attempt.outcome == "busy":  # a busy replica is alive
                 breaker.record_success()
+            else:
+                breaker.record_failure()
+            if response is not None:
                 return Forwarded(response, "edge", attempts)
-            breaker.record_failure()
         if cloud is not None:
             if attempts:
                 self.metrics.retries.labels(model, self.edge_node).inc()
@@ -345,7 +362,10 @@ class Gateway:
         except httpx.TransportError as error:
             reason, detail = "transport", f"{type(error).__name__}: {error}"
         else:
-            if upstream.status_code < 500:
+            busy = upstream.status_code == 429 or (upstream.status_code == 503 and "retry-after" in upstream.headers)
+            if busy and served_by == "edge":
+                reason, detail = "busy", f"HTTP {upstream.status_code} {upstream_error_message(upstream)}"
+            elif upstream.status_code < 500 or busy:
                 passed = {k: v for k, v in upstream.headers.items() if k.lower() in FORWARDED_RESPONSE_HEADERS}
                 passed[SERVED_BY_HEADER] = served_by
                 response = Response(upstream.content, status_code=upstream.status_code, headers=passed)
@@ -363,24 +383,25 @@ class Gateway:
         received = 0
         served_by = "edge"
         camera = DEFAULT_CAMERA
+        settings = self.settings
         try:
             camera = self.camera_label(request)
-            body = await read_limited_body(request, self.settings.max_request_bytes)
-            received = len(body)
-            forwarded = await self.forward(
-                "POST",
-                model,
-                request.url.path,
-                _query_without_camera(request),
-                _forwarded_headers(request),
-                body,
-            )
+            async with request_body(
+                request, settings.max_request_bytes, settings.body_timeout_s, self.body_memory
+            ) as body:
+                received = len(body)
+                forwarded = await self.forward(
+                    "POST",
+                    model,
+                    request.url.path,
+                    _query_without_camera(request),
+                    _forwarded_headers(request),
+                    bytes(body),
+                )
             served_by, response = forwarded.served_by, forwarded.response
         except InferenceServerError as error:
             served_by = getattr(error, "served_by", "edge")
             response = error_response(error, served_by)
-        except ClientDisconnect:
-            response = error_response(InvalidInput("the client disconnected before sending the whole body"), "edge")
         except Exception as error:  # never let one request take the gateway down
             logger.exception("gateway failed on a request for model %s", model)
             response = error_response(InferenceServerError(f"gateway error: {type(error).__name__}"), "edge")
@@ -409,7 +430,9 @@ class Gateway:
 
 def error_response(error: InferenceServerError, served_by: str) -> JSONResponse:
     return JSONResponse(
-        status_code=error.status_code, content=error_body(error.message), headers={SERVED_BY_HEADER: served_by}
+        status_code=error.status_code,
+        content=error_body(error.message),
+        headers={**error.headers, SERVED_BY_HEADER: served_by},
     )
 
 

@@ -16,12 +16,20 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from edgeaigc.inference.http_server import add_log_level_argument, run_app
+from edgeaigc.inference.http_server import (
+    add_body_arguments,
+    add_connection_arguments,
+    add_log_level_argument,
+    connection_limits,
+    run_app,
+)
 from edgeaigc.inference.metrics_contract import SERVED_BY_VALUES
 
 DEFAULT_PORT = 8080
 DEFAULT_MEMORY_BUDGET = "512Mi"
 DEFAULT_MAX_REQUEST_BYTES = "16Mi"
+DEFAULT_MAX_JSON_BYTES = "4Mi"
+DEFAULT_MAX_IN_FLIGHT = 32
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +63,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"larger request bodies get 413 (default: {DEFAULT_MAX_REQUEST_BYTES})",
     )
     parser.add_argument(
+        "--max-json-bytes",
+        default=DEFAULT_MAX_JSON_BYTES,
+        metavar="SIZE",
+        help="larger JSON bodies (or JSON headers of binary ones) get 413, before they are parsed "
+        f"(default: {DEFAULT_MAX_JSON_BYTES})",
+    )
+    parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=DEFAULT_MAX_IN_FLIGHT,
+        metavar="N",
+        help="inference requests admitted at once (running or waiting for a worker); past it 503 with "
+        f"Retry-After (default: {DEFAULT_MAX_IN_FLIGHT})",
+    )
+    add_body_arguments(parser)
+    add_connection_arguments(parser)
+    parser.add_argument(
         "--served-by",
         choices=SERVED_BY_VALUES,
         default="edge",
@@ -79,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     # Imported here so that `edgeaigc --help` stays fast and needs none of the serving packages.
     from edgeaigc.inference.delivery.artifact import MODEL_FILE
     from edgeaigc.inference.server.repository import ModelRepository, parse_byte_size
-    from edgeaigc.inference.server.routes import create_app
+    from edgeaigc.inference.server.routes import RequestLimits, create_app
 
     repository_dir = Path(args.model_repository)
     if not repository_dir.is_dir():
@@ -94,9 +119,22 @@ def run(args: argparse.Namespace) -> int:
         budget = (
             None if str(args.memory_budget).lower() in ("unlimited", "none") else parse_byte_size(args.memory_budget)
         )
-        max_request_bytes = parse_byte_size(args.max_request_bytes)
+        limits = RequestLimits(
+            max_request_bytes=parse_byte_size(args.max_request_bytes),
+            max_json_bytes=parse_byte_size(args.max_json_bytes),
+            body_timeout_s=args.body_timeout,
+            body_memory_bytes=parse_byte_size(args.body_memory),
+            max_in_flight=args.max_in_flight,
+        )
     except ValueError as error:
         print(f"edgeaigc serve: {error}", file=sys.stderr)
+        return 2
+    connections = connection_limits(args)
+    if isinstance(connections, str):
+        print(f"edgeaigc serve: {connections}", file=sys.stderr)
+        return 2
+    if args.max_in_flight < 1 or args.body_timeout <= 0:
+        print("edgeaigc serve: --max-in-flight must be at least 1 and --body-timeout positive", file=sys.stderr)
         return 2
     if args.workers is not None and args.workers < 1:
         print("edgeaigc serve: --workers must be at least 1", file=sys.stderr)
@@ -109,10 +147,8 @@ def run(args: argparse.Namespace) -> int:
     repository = ModelRepository(
         repository_dir, memory_budget_bytes=budget, workers=args.workers, only=frozenset(args.model) or None
     )
-    app = create_app(
-        repository, max_request_bytes=max_request_bytes, served_by=args.served_by, preload=not args.no_preload
-    )
-    return run_app(app, args.host, args.port, args.log_level)
+    app = create_app(repository, limits=limits, served_by=args.served_by, preload=not args.no_preload)
+    return run_app(app, args.host, args.port, args.log_level, connections)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

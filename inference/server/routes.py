@@ -23,22 +23,32 @@ import math
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edgeaigc.inference import protocol
-from edgeaigc.inference.errors import InvalidInput, register_error_handlers
+from edgeaigc.inference.errors import InvalidInput, PayloadTooLarge, register_error_handlers
 from edgeaigc.inference.metrics_contract import UNKNOWN_MODEL
-from edgeaigc.inference.request_body import read_limited_body
+from edgeaigc.inference.request_body import (
+    DEFAULT_BODY_MEMORY_BYTES,
+    DEFAULT_BODY_TIMEOUT_S,
+    BodyMemory,
+    parse_length,
+    request_body,
+)
+from edgeaigc.inference.server.admission import DEFAULT_MAX_IN_FLIGHT, InFlightLimit
 from edgeaigc.inference.server.dataplane import DataPlane
 from edgeaigc.inference.server.metrics import ModelFigures, RepositoryFigures, ServerMetrics
 from edgeaigc.inference.server.repository import ModelRepository, ModelState
 
 #: Default largest request body: a few uncompressed 1080p frames as FP32 would not fit, a JPEG does.
 DEFAULT_MAX_REQUEST_BYTES = 16 * 2**20
+#: Default largest JSON part (a whole JSON body, or the JSON header of a binary one): parsed JSON
+#: numbers take about 8 times their text, so JSON is held to less than binary data.
+DEFAULT_MAX_JSON_BYTES = 4 * 2**20
 #: JSON bodies and outputs larger than this are decoded/encoded in a thread, off the event loop.
 _OFFLOAD_JSON_BYTES = 1 << 20
 _OFFLOAD_JSON_ELEMENTS = 100_000
@@ -68,31 +78,6 @@ def repository_figures(repository: ModelRepository) -> RepositoryFigures:
         ],
         memory_budget_bytes=repository.memory_budget_bytes,
     )
-
-
-async def read_body(request: Request, limit: int, align_at: int = 0) -> bytes | memoryview:
-    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes.
-
-    With a Content-Length the body is read into one buffer of that size (no joining of chunks);
-    ``align_at`` bytes into the body then start at a 64-byte boundary, so that the binary
-    tensor data after a JSON header of that length reaches onnxruntime aligned, without a copy.
-    """
-    declared = request.headers.get("content-length")
-    if declared is None or not declared.isdigit() or int(declared) > limit:
-        return await read_limited_body(request, limit)  # chunks joined; 413 at once for a declared size over it
-    size = int(declared)
-    storage = bytearray(size + 64)
-    start = -(np.frombuffer(storage, dtype=np.uint8).ctypes.data + align_at) % 64
-    view = memoryview(storage)[start : start + size]
-    received = 0
-    async for chunk in request.stream():
-        if received + len(chunk) > size:
-            raise InvalidInput(f"the body is longer than its Content-Length of {size} bytes")
-        view[received : received + len(chunk)] = chunk
-        received += len(chunk)
-    if received != size:
-        raise InvalidInput(f"the body has {received} bytes but its Content-Length is {size}")
-    return view
 
 
 class PartsResponse(Response):
@@ -157,9 +142,29 @@ class RequestMetricsMiddleware:
             self.metrics.observe_request(model, status, time.perf_counter() - started, received, sent)
 
 
-def build_router(dataplane: DataPlane, max_request_bytes: int, metrics: ServerMetrics) -> APIRouter:
+@dataclass(frozen=True)
+class RequestLimits:
+    """What one server accepts at once, and from one request (the ``edgeaigc serve`` limits flags)."""
+
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    """Larger request bodies get 413."""
+    max_json_bytes: int = DEFAULT_MAX_JSON_BYTES
+    """Larger JSON bodies (or JSON headers of binary bodies) get 413."""
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+    """A body that has not arrived whole within this time gets 408."""
+    body_memory_bytes: int = DEFAULT_BODY_MEMORY_BYTES
+    """Request-body bytes held at once over all requests; past it 503 with Retry-After."""
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    """Inference requests admitted at once (running or waiting for a thread); past it 503 with Retry-After."""
+
+
+def build_router(
+    dataplane: DataPlane, limits: RequestLimits, metrics: ServerMetrics, body_memory: BodyMemory
+) -> APIRouter:
     """The protocol's routes; each decodes, calls the data plane once, encodes."""
     router = APIRouter()
+    in_flight = InFlightLimit(limits.max_in_flight)
+    max_json_bytes = min(limits.max_json_bytes, limits.max_request_bytes)
 
     @router.get("/v2/health/live")
     async def live() -> dict[str, bool]:
@@ -184,15 +189,25 @@ def build_router(dataplane: DataPlane, max_request_bytes: int, metrics: ServerMe
         # resolution and response-model handling it has no use for.
         name: str = request.path_params["name"]
         version: str | None = request.path_params.get("version")
-        dataplane.check_model(name, version)  # 404 / 503 before reading the body
+        # 404 / 503 before reading the body: an unknown model, or no place in flight for the request
+        dataplane.check_model(name, version)
+        in_flight.check()
         header_length = request.headers.get(protocol.HEADER_CONTENT_LENGTH)
-        align_at = int(header_length) if header_length and header_length.isdigit() else 0
-        body = await read_body(request, max_request_bytes, align_at)
-        if header_length is None and len(body) > _OFFLOAD_JSON_BYTES:
-            infer_request = await asyncio.to_thread(protocol.parse_infer_request, body, header_length)
-        else:
-            infer_request = protocol.parse_infer_request(body, header_length)
-        result = await dataplane.infer(name, version, infer_request.inputs, infer_request.output_names)
+        json_length = parse_length(header_length)
+        if json_length is not None and json_length > max_json_bytes:
+            too_large = PayloadTooLarge(f"JSON header of {json_length} bytes exceeds the limit of {max_json_bytes}")
+            too_large.close_connection = True
+            raise too_large
+        max_bytes = max_json_bytes if header_length is None else limits.max_request_bytes
+        async with request_body(
+            request, max_bytes, limits.body_timeout_s, body_memory, align_at=json_length or 0
+        ) as body:
+            with in_flight.admitted():
+                if header_length is None and len(body) > _OFFLOAD_JSON_BYTES:
+                    infer_request = await asyncio.to_thread(protocol.parse_infer_request, body, header_length)
+                else:
+                    infer_request = protocol.parse_infer_request(body, header_length)
+                result = await dataplane.infer(name, version, infer_request.inputs, infer_request.output_names)
         json_elements = sum(
             math.prod(array.shape) for output, array in result.outputs.items() if not infer_request.wants_binary(output)
         )
@@ -210,11 +225,12 @@ def build_router(dataplane: DataPlane, max_request_bytes: int, metrics: ServerMe
 
     @router.post("/v2/repository/index")
     async def repository_index(request: Request) -> list[dict[str, str]]:
-        body = bytes(await read_body(request, max_request_bytes))
+        async with request_body(request, max_json_bytes, limits.body_timeout_s, body_memory) as body:
+            raw = bytes(body)
         ready_only = False
-        if body.strip():
+        if raw.strip():
             try:
-                document = json.loads(body)
+                document = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError) as error:
                 raise InvalidInput(f"malformed JSON: {error}") from None
             if not isinstance(document, dict) or not isinstance(document.get("ready", False), bool):
@@ -240,7 +256,8 @@ def build_router(dataplane: DataPlane, max_request_bytes: int, metrics: ServerMe
 def create_app(
     repository: ModelRepository,
     *,
-    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    max_request_bytes: int | None = None,
+    limits: RequestLimits | None = None,
     served_by: str = "edge",
     preload: bool = True,
     metrics: ServerMetrics | None = None,
@@ -252,7 +269,8 @@ def create_app(
 
     Args:
         repository: the models to serve; closed when the app shuts down.
-        max_request_bytes: larger request bodies get 413.
+        max_request_bytes: larger request bodies get 413 (overrides ``limits``).
+        limits: body size, time and memory limits and the in-flight bound (default: :class:`RequestLimits`).
         served_by: ``edge`` or ``cloud``, the ``served_by`` label of request metrics.
         preload: load every model of the repository at start-up.
         metrics: metrics to export (default: fresh ones in their own registry).
@@ -282,8 +300,13 @@ def create_app(
         openapi_url=None,
     )
     register_error_handlers(app)
-    app.include_router(build_router(dataplane, max_request_bytes, metrics))
+    limits = limits or RequestLimits()
+    if max_request_bytes is not None:
+        limits = replace(limits, max_request_bytes=max_request_bytes)
+    body_memory = BodyMemory(limits.body_memory_bytes)
+    app.include_router(build_router(dataplane, limits, metrics, body_memory))
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics, is_known_model=repository.is_known)
     app.state.dataplane = dataplane
     app.state.metrics = metrics
+    app.state.body_memory = body_memory
     return app

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -21,9 +21,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edgeaigc.inference.gateway.app import create_gateway_app
 from edgeaigc.inference.gateway.gateway import Gateway, GatewaySettings
+from edgeaigc.inference.http_server import ConnectionLimits, server_config
 from edgeaigc.inference.server.metrics import ServerMetrics
 from edgeaigc.inference.server.repository import ModelRepository
-from edgeaigc.inference.server.routes import create_app
+from edgeaigc.inference.server.routes import RequestLimits, create_app
 from tests.component.builders import standard_repository
 
 #: Where the project's shared data would be, beside the repository (never inside it).
@@ -67,20 +68,23 @@ def running_server(
     metrics: ServerMetrics | None = None,
     repository: ModelRepository | None = None,
     wait_for: str = "/v2/health/ready",
+    limits: RequestLimits | None = None,
+    connections: ConnectionLimits | None = None,
 ) -> Iterator[RunningServer]:
     """Serve ``root`` with a real uvicorn server in a thread until the block ends.
 
-    The block starts once ``wait_for`` answers 200 (the server is ready, by default).
+    The block starts once ``wait_for`` answers 200 (the server is ready, by default). The server is
+    configured as ``edgeaigc serve`` configures it, with ``limits`` (their ``max_request_bytes`` is
+    ``max_request_bytes``) and ``connections``.
     """
     repository = repository or ModelRepository(root, memory_budget_bytes=memory_budget_bytes, workers=2)
-    app = create_app(
-        repository, max_request_bytes=max_request_bytes, served_by=served_by, preload=preload, metrics=metrics
-    )
+    limits = replace(limits or RequestLimits(), max_request_bytes=max_request_bytes)
+    app = create_app(repository, limits=limits, served_by=served_by, preload=preload, metrics=metrics)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server = uvicorn.Server(server_config(app, connections or ConnectionLimits(), log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
@@ -223,15 +227,17 @@ class RunningGateway:
 
 
 @contextlib.contextmanager
-def running_gateway(settings: GatewaySettings, wait_for_table: bool = True) -> Iterator[RunningGateway]:
-    """A gateway app served by uvicorn in a thread on 127.0.0.1 until the block ends."""
+def running_gateway(
+    settings: GatewaySettings, wait_for_table: bool = True, connections: ConnectionLimits | None = None
+) -> Iterator[RunningGateway]:
+    """A gateway app served as ``edgeaigc gateway`` serves it, in a thread on 127.0.0.1, until the block ends."""
     gateway = Gateway(settings)
     app = create_gateway_app(settings, gateway)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server = uvicorn.Server(server_config(app, connections or ConnectionLimits(), log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
