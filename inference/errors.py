@@ -37,7 +37,7 @@ class InferenceServerError(Exception):
     """Base of the server's domain exceptions; ``status_code`` is the HTTP status it maps to."""
 
     status_code = 500
-    #: Set when the request's body was left unread: the answer closes the connection.
+    #: Set when the answer is to close the connection (a client too slow to wait for).
     close_connection = False
 
     def __init__(self, message: str) -> None:

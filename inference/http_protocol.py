@@ -6,7 +6,8 @@ them), or open connections and send nothing (each is kept for good, and counts a
 ``limit_concurrency``). Its h11 protocol bounds heads but has no deadline either, and is slower.
 Here a request head larger than ``max_head_bytes`` gets 400, and a connection whose request head
 is not complete ``head_timeout_s`` after it began (or after the connection opened) is closed.
-Nothing is parsed here: httptools parses, this class only counts bytes and keeps a timer.
+The same deadline ends the reading (and dropping) of the rest of a body that was answered before
+it was read. Nothing is parsed here: httptools parses, this class only counts bytes and keeps a timer.
 """
 
 from __future__ import annotations
@@ -63,6 +64,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self._cancel_head_deadline()
         super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # Answered before its body was read (413, 503): the rest of the body is read and dropped, so
+        # that the client gets the answer (closing now would reset the connection under it), but
+        # for no longer than a head may take.
+        if self.cycle.more_body and self._head_deadline is None and not self.transport.is_closing():
+            self._start_head_deadline()
 
     def _start_head_deadline(self) -> None:
         self._head_deadline = self.loop.call_later(self.limits.head_timeout_s, self._head_timed_out)

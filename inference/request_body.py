@@ -11,8 +11,8 @@ Three limits keep clients that send too much, too slowly or not at all from exha
   are counted as they arrive, not as announced: a connection that announces 16 MiB and sends
   nothing costs nothing.
 
-A request refused while its body is unread also closes its connection (the rest of the body is
-never read). A client that disconnects mid-body gets 400, the gateway's and the server's word alike.
+A body that timed out also closes its connection. A client that disconnects mid-body gets 400,
+the gateway's and the server's word alike.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from starlette.requests import ClientDisconnect
 
-from edgeaigc.inference.errors import InferenceServerError, InvalidInput, PayloadTooLarge, RequestTimeout, ServerBusy
+from edgeaigc.inference.errors import InvalidInput, PayloadTooLarge, RequestTimeout, ServerBusy
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -88,16 +88,12 @@ async def request_body(
             async with asyncio.timeout(timeout_s):
                 body = await _read(request, max_bytes, claim, align_at)
         except TimeoutError:
-            refused: InferenceServerError = RequestTimeout(f"the request body did not arrive within {timeout_s:g} s")
+            timed_out = RequestTimeout(f"the request body did not arrive within {timeout_s:g} s")
+            timed_out.close_connection = True  # the client is too slow to wait for the rest
+            raise timed_out from None
         except ClientDisconnect:
-            refused = InvalidInput("the client disconnected before sending the whole body")
-        except InferenceServerError as error:
-            refused = error
-        else:
-            yield body
-            return
-        refused.close_connection = True  # the rest of the body is never read
-        raise refused from None
+            raise InvalidInput("the client disconnected before sending the whole body") from None
+        yield body
     finally:
         memory.release(claimed)
 

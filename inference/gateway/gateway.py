@@ -363,17 +363,18 @@ class Gateway:
             reason, detail = "transport", f"{type(error).__name__}: {error}"
         else:
             busy = upstream.status_code == 429 or (upstream.status_code == 503 and "retry-after" in upstream.headers)
-            if busy and served_by == "edge":
-                reason, detail = "busy", f"HTTP {upstream.status_code} {upstream_error_message(upstream)}"
-            elif upstream.status_code < 500 or busy:
+            if (upstream.status_code < 500 or busy) and not (busy and served_by == "edge"):
                 passed = {k: v for k, v in upstream.headers.items() if k.lower() in FORWARDED_RESPONSE_HEADERS}
                 passed[SERVED_BY_HEADER] = served_by
                 response = Response(upstream.content, status_code=upstream.status_code, headers=passed)
                 return response, Attempt(base_url, served_by, "ok")
-            reason, detail = "http_5xx", f"HTTP {upstream.status_code} {upstream_error_message(upstream)}"
+            reason = "busy" if busy else "http_5xx"
+            detail = f"HTTP {upstream.status_code} {upstream_error_message(upstream)}"
         finally:
             in_flight.dec()
-        logger.warning("upstream %s (%s) failed for model %s: %s", base_url, served_by, model, detail)
+        # a busy replica is its backpressure at work, not a fault: not worth a warning per request
+        level = logging.DEBUG if reason == "busy" else logging.WARNING
+        logger.log(level, "upstream %s (%s) failed for model %s: %s", base_url, served_by, model, detail)
         self.metrics.failures.labels(self.model_label(model), served_by, reason, self.edge_node).inc()
         return None, Attempt(base_url, served_by, reason, detail)
 

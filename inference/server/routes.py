@@ -164,6 +164,9 @@ def build_router(
     """The protocol's routes; each decodes, calls the data plane once, encodes."""
     router = APIRouter()
     in_flight = InFlightLimit(limits.max_in_flight)
+    # Parsed JSON numbers take about 16 times their text: one large body is parsed at a time (the
+    # parser holds the GIL, so running several at once would gain no speed, only memory).
+    large_json = asyncio.Semaphore(1)
     max_json_bytes = min(limits.max_json_bytes, limits.max_request_bytes)
 
     @router.get("/v2/health/live")
@@ -195,16 +198,15 @@ def build_router(
         header_length = request.headers.get(protocol.HEADER_CONTENT_LENGTH)
         json_length = parse_length(header_length)
         if json_length is not None and json_length > max_json_bytes:
-            too_large = PayloadTooLarge(f"JSON header of {json_length} bytes exceeds the limit of {max_json_bytes}")
-            too_large.close_connection = True
-            raise too_large
+            raise PayloadTooLarge(f"JSON header of {json_length} bytes exceeds the limit of {max_json_bytes} bytes")
         max_bytes = max_json_bytes if header_length is None else limits.max_request_bytes
         async with request_body(
             request, max_bytes, limits.body_timeout_s, body_memory, align_at=json_length or 0
         ) as body:
             with in_flight.admitted():
                 if header_length is None and len(body) > _OFFLOAD_JSON_BYTES:
-                    infer_request = await asyncio.to_thread(protocol.parse_infer_request, body, header_length)
+                    async with large_json:
+                        infer_request = await asyncio.to_thread(protocol.parse_infer_request, body, header_length)
                 else:
                     infer_request = protocol.parse_infer_request(body, header_length)
                 result = await dataplane.infer(name, version, infer_request.inputs, infer_request.output_names)
