@@ -474,7 +474,9 @@ def _load_json(raw: bytes) -> Any:
             pass  # the json module decides (it also takes NaN and Infinity) and words the error
     try:
         return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except RecursionError:
+        raise InvalidInput("malformed JSON: nested too deep") from None
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError, integers of over 4,300 digits
         raise InvalidInput(f"malformed JSON: {error}") from None
 
 

@@ -89,8 +89,8 @@ class RoutingTable:
 
 
 def _number(value: Any, where: str, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= float(value) <= high:
-        raise InvalidRoutingTable(f"{where} must be a number in [{low}, {high}], got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise InvalidRoutingTable(f"{where} must be a number in [{low}, {high}], got {str(value)[:40]}")
     return float(value)
 
 
@@ -104,14 +104,14 @@ def parse_routing_table(text: str) -> RoutingTable:
     """Parse and validate ``routing.json``; raise :class:`InvalidRoutingTable` naming the field."""
     try:
         document = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise InvalidRoutingTable(f"not JSON: {error}") from error
+    except (ValueError, RecursionError) as error:  # RecursionError: nested too deep; ValueError: 5,000 digits
+        raise InvalidRoutingTable(f"not JSON: {error or type(error).__name__}") from None
     document = _mapping(document, "routing table")
     if document.get("apiVersion") != API_VERSION or document.get("kind") != KIND:
         raise InvalidRoutingTable(f"apiVersion/kind must be {API_VERSION}/{KIND}")
     generation = document.get("generation")
-    if not isinstance(generation, int) or generation < 0:
-        raise InvalidRoutingTable("generation must be a non-negative integer")
+    if not isinstance(generation, int) or isinstance(generation, bool) or not 0 <= generation < 2**63:
+        raise InvalidRoutingTable("generation must be a non-negative 64-bit integer")
     edge_nodes: dict[str, EdgeNodeRoutes] = {}
     for node, routes in _mapping(document.get("edgeNodes", {}), "edgeNodes").items():
         where = f"edgeNodes.{node}"

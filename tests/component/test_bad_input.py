@@ -255,6 +255,34 @@ CASES: list[tuple[str, str, dict[str, Any], int, str]] = [
         413,
         f"request body of {LIMIT + 2} bytes exceeds the limit of {LIMIT} bytes",
     ),
+    # Hostile input that got plain-text 500s (issue 12, item 5).
+    (
+        "header length a superscript digit",
+        "affine",
+        {"content": BINARY_X, "headers": {"Inference-Header-Content-Length": "²".encode()}},
+        400,
+        "Inference-Header-Content-Length must be an integer, got 'Â²'",  # header bytes read as Latin-1
+    ),
+    (
+        "a 5,000-digit dimension",
+        "affine",
+        {"content": b'{"inputs": [{"name": "x", "shape": [' + b"9" * 5000 + b', 4], "datatype": "FP32", "data": []}]}'},
+        400,
+        "malformed JSON: Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits; "
+        "use sys.set_int_max_str_digits() to increase the limit",
+    ),
+    (
+        "data nested 3,000 deep",
+        "affine",
+        {
+            "content": b'{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": '
+            + b"[" * 3000
+            + b"]" * 3000
+            + b"}]}"
+        },
+        400,
+        "input 'x': data is not a rectangular array of FP32 values",
+    ),
 ]
 
 

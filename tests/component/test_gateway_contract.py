@@ -51,7 +51,7 @@ def test_unrouted_model_is_404(gateway: RunningGateway) -> None:
     assert gateway.client.get("/v2/models/nobody").status_code == 404
 
 
-@pytest.mark.parametrize("camera", ["", "-starts-with-dash", "has space", "x" * 64, "ünï"])
+@pytest.mark.parametrize("camera", ["", "-starts-with-dash", "has space", "x" * 64, "ünï", "cam9\n"])
 def test_malformed_camera_name_is_400(gateway: RunningGateway, camera: str) -> None:
     response = gateway.client.post("/v2/models/affine/infer", json=AFFINE, params={"camera": camera or "/"})
     assert response.status_code == 400

@@ -166,6 +166,12 @@ def test_an_invalid_table_is_ignored_and_counted(
     while errors("invalid") != 2:
         assert time.monotonic() < deadline, "the second invalid table was not noticed"
         time.sleep(0.05)
+    # Hostile JSON was only logged, not counted (issue 12, item 5): nested 100,000 deep, a 5,000-digit number.
+    for count, hostile in enumerate(("[" * 100_000 + "]" * 100_000, '{"generation": ' + "9" * 5000 + "}"), 3):
+        mount.write(hostile)
+        while errors("invalid") != count:
+            assert time.monotonic() < deadline, f"hostile table {count} was not counted"
+            time.sleep(0.05)
     # The last valid table (generation 1) is still routing.
     assert gateway.sample("edgeaigc_gateway_routing_table_generation", edge_node=EDGE_NODE) == 1
     response = gateway.client.post("/v2/models/affine/infer", json=AFFINE)
@@ -174,8 +180,21 @@ def test_an_invalid_table_is_ignored_and_counted(
     mount.write_table(routing_table(5, {}, {"affine": cloud.url}))
     wait_for_generation(gateway, 5)
     assert gateway.client.post("/v2/models/affine/infer", json=AFFINE).headers[SERVED_BY_HEADER] == "cloud"
-    assert errors("invalid") == 2
+    assert errors("invalid") == 4
     assert errors("unreadable") == 0
+
+
+@pytest.mark.parametrize(
+    "hostile", ["[" * 100_000 + "]" * 100_000, '{"generation": ' + "9" * 5000 + "}"], ids=["nested", "digits"]
+)
+def test_a_hostile_table_at_start_up_is_not_fatal(tmp_path: Path, hostile: str) -> None:
+    """The gateway exited at start-up on these; now it waits, not ready, for a valid table."""
+    table = tmp_path / "routing.json"
+    table.write_text(hostile)
+    settings = GatewaySettings(edge_node=EDGE_NODE, routing_table=table)
+    with running_gateway(settings, wait_for_table=False) as gateway:
+        assert gateway.client.get("/v2/health/ready").status_code == 503
+        assert gateway.sample("edgeaigc_gateway_routing_table_errors_total", edge_node=EDGE_NODE, reason="invalid") == 1
 
 
 def test_requests_spread_over_weighted_replicas(
