@@ -45,6 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--timeout", type=float, default=10.0, metavar="S", help="upstream answer timeout in seconds (default: 10)"
     )
     parser.add_argument(
+        "--local-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="answer timeout of local replicas: a hung one costs each request this long before the cloud "
+        "(default: --timeout)",
+    )
+    parser.add_argument(
         "--connect-timeout", type=float, default=1.0, metavar="S", help="upstream connect timeout (default: 1)"
     )
     parser.add_argument(
@@ -107,8 +115,9 @@ def run(args: argparse.Namespace) -> int:
         return usage("--body-timeout must be positive")
     if not 0 <= args.port <= 65535:
         return usage(f"--port {args.port} is not a TCP port")
-    if args.timeout <= 0 or args.connect_timeout <= 0 or args.poll_interval <= 0:
-        return usage("--timeout, --connect-timeout and --poll-interval must be positive")
+    local_timeout_bad = args.local_timeout is not None and args.local_timeout <= 0
+    if args.timeout <= 0 or args.connect_timeout <= 0 or args.poll_interval <= 0 or local_timeout_bad:
+        return usage("--timeout, --local-timeout, --connect-timeout and --poll-interval must be positive")
     if args.max_local_attempts < 0 or args.breaker_failures < 1 or args.breaker_open_seconds < 0:
         return usage("--max-local-attempts >= 0, --breaker-failures >= 1, --breaker-open-seconds >= 0")
     if args.max_cameras < 0:
@@ -124,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         poll_interval_s=args.poll_interval,
         connect_timeout_s=args.connect_timeout,
         timeout_s=args.timeout,
+        local_timeout_s=args.local_timeout,
         max_local_attempts=args.max_local_attempts,
         breaker_failures=args.breaker_failures,
         breaker_open_s=args.breaker_open_seconds,

@@ -106,6 +106,9 @@ class GatewaySettings:
     """Connecting to an upstream longer than this is a failure (a dead replica refuses at once)."""
     timeout_s: float = 10.0
     """An upstream answering later than this is a failure (a timeout)."""
+    local_timeout_s: float | None = None
+    """A local replica answering later than this is a failure (default: ``timeout_s``). A hung replica
+    accepts connections and never answers: a shorter wait sends its requests to the cloud sooner."""
     max_local_attempts: int = 2
     """Local replicas tried for one request before the cloud."""
     breaker_failures: int = 3
@@ -349,14 +352,18 @@ class Gateway:
         """One upstream call: the response to pass back, or None and why it failed."""
         assert self.client is not None
         url = base_url.rstrip("/") + path + (f"?{query}" if query else "")
+        answer_timeout = self.settings.timeout_s
+        if served_by == "edge" and self.settings.local_timeout_s is not None:
+            answer_timeout = min(answer_timeout, self.settings.local_timeout_s)
+        timeout = httpx.Timeout(answer_timeout, connect=self.settings.connect_timeout_s)
         in_flight = self.metrics.in_flight.labels(served_by, self.edge_node)
         in_flight.inc()
         try:
-            upstream = await self.client.request(method, url, content=body or None, headers=headers)
+            upstream = await self.client.request(method, url, content=body or None, headers=headers, timeout=timeout)
         except httpx.ConnectTimeout:
             reason, detail = "connect", f"no connection within {self.settings.connect_timeout_s:g} s"
         except httpx.TimeoutException:
-            reason, detail = "timeout", f"no answer within {self.settings.timeout_s:g} s"
+            reason, detail = "timeout", f"no answer within {answer_timeout:g} s"
         except httpx.ConnectError as error:
             reason, detail = "connect", f"cannot connect: {error}"
         except httpx.TransportError as error:

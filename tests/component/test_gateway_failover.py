@@ -204,6 +204,22 @@ def test_every_upstream_timing_out_is_504(mount: ConfigMapMount, silent_upstream
         assert gateway.sample("edgeaigc_gateway_upstream_failures_total", **labels) == 1
 
 
+def test_a_hung_local_replica_costs_a_request_the_local_timeout_not_the_timeout(
+    mount: ConfigMapMount, silent_upstream: str, cloud: ServerProcess
+) -> None:
+    """A hung replica accepts connections and never answers: each request waited the full 10 s before the
+    breaker opened (issue 12, item 5); ``--local-timeout`` bounds that wait."""
+    mount.write_table(routing_table(1, {"affine": [silent_upstream]}, {"affine": cloud.url}))
+    settings = GatewaySettings(EDGE_NODE, mount.path, timeout_s=10.0, local_timeout_s=0.3)
+    with running_gateway(settings) as gateway:
+        started = time.monotonic()
+        response = gateway.client.post("/v2/models/affine/infer", json=AFFINE)
+        assert time.monotonic() - started < 3
+        assert (response.status_code, response.headers[SERVED_BY_HEADER]) == (200, "cloud")
+        labels = {"model": "affine", "served_by": "edge", "reason": "timeout", "edge_node": EDGE_NODE}
+        assert gateway.sample("edgeaigc_gateway_upstream_failures_total", **labels) == 1
+
+
 def test_open_breakers_and_no_cloud_route_is_503(mount: ConfigMapMount) -> None:
     local = dead_url()
     mount.write_table(routing_table(1, {"affine": [local]}, {}))
