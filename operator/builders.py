@@ -30,6 +30,8 @@ MIN_CPU_MILLICORES = 50
 #: request of one 416x416 frame; with 96 MiB it was OOM-killed on its first requests.
 BASE_MEMORY_MIB = 192
 MEMORY_PER_MODEL_MIB = 3.0
+#: Memory for request bodies in a model pod (``serve --body-memory``): five JSON frames of 416x416.
+MODEL_POD_BODY_MEMORY_MIB = 16
 #: The model repository of the inference server (the models volume, when there is an artifact).
 MODEL_REPOSITORY = "/models"
 #: Where a persistentVolumeClaim or image artifact is mounted (read-only) for the fetch-model container.
@@ -104,7 +106,19 @@ def _inference_container(model: str, image: str, cpu_m: int, memory_mi: int) -> 
     return {
         "name": "inference",
         "image": image,
-        "args": ["serve", "--model-repository", "/models", "--port", str(c.INFERENCE_PORT), "--model", model],
+        "args": [
+            "serve",
+            "--model-repository",
+            "/models",
+            "--port",
+            str(c.INFERENCE_PORT),
+            "--model",
+            model,
+            # Request bodies held at once, within the pod's memory limit (BASE_MEMORY_MIB leaves ~30 MiB
+            # above the measured peak; the server's default of 64Mi would not fit).
+            "--body-memory",
+            f"{MODEL_POD_BODY_MEMORY_MIB}Mi",
+        ],
         "ports": [{"name": "http", "containerPort": c.INFERENCE_PORT}],
         "resources": {"requests": resources, "limits": resources},
         # CPU can follow the plan without a restart where the cluster supports in-place resize.
