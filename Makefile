@@ -38,7 +38,7 @@ lint:
 	$(PYTHON) -m mypy
 
 unit:
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -rs
 
 # Every top-level import of the sources comes from a declared distribution, and every declared
 # distribution is used (deptry reads pyproject.toml; its settings are there).
