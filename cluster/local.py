@@ -30,6 +30,8 @@ import yaml
 from edgeaigc.cluster import network, realnode
 from edgeaigc.cluster import prometheus as prom
 from edgeaigc.cluster.components import Binaries, binaries, cache_dir, ensure_binaries
+from edgeaigc.cluster.kubectl import KubectlFailed, run_kubectl
+from edgeaigc.cluster.kubectl import kubectl as kubectl_output
 from edgeaigc.cluster.pki import write_pki
 
 DEFAULT_NAME = "edgeaigc"
@@ -156,21 +158,9 @@ def _self_signed_ok(url: str) -> bool:
 
 def write_kubeconfig(state: ClusterState) -> None:
     pki = state.directory / "pki"
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {"name": "edgeaigc", "cluster": {"server": state.server, "certificate-authority": str(pki / "ca.crt")}}
-        ],
-        "users": [
-            {
-                "name": "edgeaigc-admin",
-                "user": {"client-certificate": str(pki / "admin.crt"), "client-key": str(pki / "admin.key")},
-            }
-        ],
-        "contexts": [{"name": "edgeaigc", "context": {"cluster": "edgeaigc", "user": "edgeaigc-admin"}}],
-        "current-context": "edgeaigc",
-    }
+    config = realnode.kubeconfig_document(
+        state.server, pki / "ca.crt", pki / "admin.crt", pki / "admin.key", "edgeaigc-admin"
+    )
     state.kubeconfig.write_text(yaml.safe_dump(config, sort_keys=False))
     state.kubeconfig.chmod(0o600)
 
@@ -450,26 +440,17 @@ def _real_node_images(progress: Callable[[str], None]) -> list[Path]:
 
 def _node_ready(state: ClusterState, paths: Binaries, node: str) -> bool:
     jsonpath = '{.status.conditions[?(@.type=="Ready")].status}'
-    result = subprocess.run(
-        [str(paths.kubectl), f"--kubeconfig={state.kubeconfig}", "get", "node", node, "-o", f"jsonpath={jsonpath}"],
-        capture_output=True,
-        text=True,
-        timeout=30,
+    result = run_kubectl(
+        state.kubeconfig, "get", "node", node, "-o", f"jsonpath={jsonpath}", timeout_s=30, binary=paths.kubectl
     )
     return result.stdout.strip() == "True"
 
 
 def kubectl(state: ClusterState, paths: Binaries, arguments: list[str], stdin: str | None = None) -> str:
-    result = subprocess.run(
-        [str(paths.kubectl), f"--kubeconfig={state.kubeconfig}", *arguments],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if result.returncode != 0:
-        raise ClusterError(f"kubectl {' '.join(arguments)} failed: {result.stderr.strip()}")
-    return result.stdout
+    try:
+        return kubectl_output(state.kubeconfig, *arguments, stdin=stdin, timeout_s=60, binary=paths.kubectl)
+    except KubectlFailed as error:
+        raise ClusterError(str(error)) from error
 
 
 def down(name: str = DEFAULT_NAME, progress: Callable[[str], None] = print, keep_files: bool = False) -> bool:

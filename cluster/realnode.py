@@ -38,6 +38,7 @@ from typing import Any
 import yaml
 
 from edgeaigc.cluster import network
+from edgeaigc.cluster.pki import write_node_credentials
 
 #: Debian's CNI plugins (containernetworking-plugins).
 CNI_BIN_DIR = Path("/usr/lib/cni")
@@ -271,6 +272,7 @@ def corefile(kubeconfig: Path, port: int = 53) -> str:
 
 
 def kubeconfig_document(server: str, ca_file: Path, cert: Path, key: Path, user: str) -> dict[str, Any]:
+    """A kubeconfig of one cluster (``edgeaigc``) and one user with a client certificate."""
     return {
         "apiVersion": "v1",
         "kind": "Config",
@@ -555,8 +557,6 @@ def start_real_nodes(
         runtime.progress(f"importing {len(archives)} images into {node.name}")
         import_images(node, archives)
         create_cgroup_root(node)
-        from edgeaigc.cluster.pki import write_node_credentials
-
         cert, key = write_node_credentials(runtime.pki, node.name)
         kubeconfig = write_yaml(
             node.directory / "kubeconfig",

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from edgeaigc.cluster.components import binaries
+from edgeaigc.cluster.components import BuildError, binaries, ensure_helm
 from edgeaigc.cluster.kubectl import run_kubectl
 from edgeaigc.cluster.local import ClusterState, down, up
 
@@ -80,3 +80,38 @@ def example_fleet(namespace: str, policy_name: str, **policy_spec: Any) -> list[
                 document["spec"] = {k: v for k, v in document["spec"].items() if v is not None}
             documents.append(document)
     return documents
+
+
+class Helm:
+    """helm (the pinned binary) against the test cluster."""
+
+    def __init__(self, binary: Path, state: ClusterState, home: Path) -> None:
+        self.binary, self.state, self.home = binary, state, home
+
+    def run(self, *arguments: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(self.home),
+            "HELM_CACHE_HOME": str(self.home / "cache"),
+            "HELM_CONFIG_HOME": str(self.home / "config"),
+            "HELM_DATA_HOME": str(self.home / "data"),
+        }
+        result = subprocess.run(
+            [str(self.binary), f"--kubeconfig={self.state.kubeconfig}", *arguments],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"helm {' '.join(arguments)} failed ({result.returncode}):\n{result.stderr}")
+        return result
+
+
+def pinned_helm(state: ClusterState, home: Path) -> Helm:
+    """The pinned helm against ``state``'s cluster (the test is skipped when helm cannot be obtained)."""
+    try:
+        binary = ensure_helm(progress=print)
+    except BuildError as error:
+        pytest.skip(f"helm cannot be obtained: {error}")
+    return Helm(binary, state, home)

@@ -24,11 +24,10 @@ from typing import Any
 import pytest
 import yaml
 
-from edgeaigc.cluster.components import BuildError, ensure_helm
 from edgeaigc.cluster.kubectl import run_kubectl
 from edgeaigc.cluster.local import ClusterState
 from edgeaigc.cluster.processes import spawn_operator, spawn_twin, stop
-from tests.e2e.conftest import REPO, Kubectl, example_fleet, wait_for
+from tests.e2e.conftest import REPO, Helm, Kubectl, example_fleet, pinned_helm, wait_for
 
 CHART = REPO / "charts" / "edgeaigc"
 CI_VALUES = CHART / "ci" / "e2e-values.yaml"
@@ -47,39 +46,9 @@ KOPF_SCANNING = re.compile(
 )
 
 
-class Helm:
-    """helm (the pinned binary) against the test cluster."""
-
-    def __init__(self, binary: Path, state: ClusterState, home: Path) -> None:
-        self.binary, self.state, self.home = binary, state, home
-
-    def run(self, *arguments: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        env = {
-            "PATH": "/usr/bin:/bin",
-            "HOME": str(self.home),
-            "HELM_CACHE_HOME": str(self.home / "cache"),
-            "HELM_CONFIG_HOME": str(self.home / "config"),
-            "HELM_DATA_HOME": str(self.home / "data"),
-        }
-        result = subprocess.run(
-            [str(self.binary), f"--kubeconfig={self.state.kubeconfig}", *arguments],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"helm {' '.join(arguments)} failed ({result.returncode}):\n{result.stderr}")
-        return result
-
-
 @pytest.fixture(scope="module")
 def helm(cluster: ClusterState, tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    try:
-        binary = ensure_helm(progress=print)
-    except BuildError as error:
-        pytest.skip(f"helm cannot be obtained: {error}")
-    return Helm(binary, cluster, tmp_path_factory.mktemp("helm-home"))
+    return pinned_helm(cluster, tmp_path_factory.mktemp("helm-home"))
 
 
 @pytest.fixture(scope="module")

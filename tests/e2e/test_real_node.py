@@ -35,11 +35,10 @@ import pytest
 import yaml
 
 from edgeaigc.cluster import network, realnode
-from edgeaigc.cluster.components import BuildError, binaries, ensure_helm
+from edgeaigc.cluster.components import binaries
 from edgeaigc.cluster.local import ClusterError, ClusterState, down, up
 from edgeaigc.policy.resources import object_name
-from tests.e2e.conftest import REPO, Kubectl, wait_for
-from tests.e2e.test_chart import Helm
+from tests.e2e.conftest import REPO, Helm, Kubectl, pinned_helm, wait_for
 
 CHART = REPO / "charts" / "edgeaigc"
 REAL_NODE_VALUES = CHART / "ci" / "real-node-values.yaml"
@@ -111,11 +110,7 @@ def kube(real_cluster: ClusterState) -> Kubectl:
 
 @pytest.fixture(scope="module")
 def helm(real_cluster: ClusterState, tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    try:
-        binary = ensure_helm(progress=print)
-    except BuildError as error:
-        pytest.skip(f"helm cannot be obtained: {error}")
-    return Helm(binary, real_cluster, tmp_path_factory.mktemp("helm-home-real"))
+    return pinned_helm(real_cluster, tmp_path_factory.mktemp("helm-home-real"))
 
 
 @pytest.fixture(scope="module")
