@@ -74,6 +74,7 @@ ONNX_TYPE_TO_DATATYPE: dict[str, str] = {
 }
 
 _NUMERIC_KINDS = {"BOOL": "b", "FP16": "iuf", "FP32": "iuf", "FP64": "iuf"}
+FLOAT_DATATYPES = frozenset({"FP16", "FP32", "FP64"})
 _KIND_WORDS = {"b": "booleans", "iu": "integers", "iuf": "numbers"}
 
 
@@ -227,12 +228,11 @@ def _tensor_entries(
     tensors: Mapping[str, np.ndarray],
     binary: Callable[[str], bool],
     encode_binary: Callable[[np.ndarray, str], bytes | memoryview],
-) -> tuple[list[dict[str, Any]], list[bytes | memoryview], bool]:
-    """The ``inputs``/``outputs`` entries of a body, the binary parts they announce (in order), and whether
-    every number written as JSON is finite. ``binary(name)``: whether that tensor goes as binary data."""
+) -> tuple[list[dict[str, Any]], list[bytes | memoryview]]:
+    """The ``inputs``/``outputs`` entries of a body and the binary parts they announce (in order).
+    ``binary(name)``: whether that tensor goes as binary data."""
     entries: list[dict[str, Any]] = []
     chunks: list[bytes | memoryview] = []
-    finite = True
     for name, array in tensors.items():
         datatype = datatype_of(array)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
@@ -242,9 +242,8 @@ def _tensor_entries(
             chunks.append(raw)
         else:
             entry["data"] = tensor_to_json_data(array, datatype)
-            finite = finite and (array.dtype.kind not in "fc" or bool(np.isfinite(array).all()))
         entries.append(entry)
-    return entries, chunks, finite
+    return entries, chunks
 
 
 def encode_infer_response(
@@ -258,7 +257,7 @@ def encode_infer_response(
     A binary output that is already little-endian and contiguous goes into ``parts`` as a view
     of the array's memory, not a copy.
     """
-    entries, chunks, finite = _tensor_entries(
+    entries, chunks = _tensor_entries(
         outputs, lambda name: request is not None and request.wants_binary(name), binary_tensor_view
     )
     document: dict[str, Any] = {"model_name": model_name}
@@ -267,7 +266,7 @@ def encode_infer_response(
     if request is not None and request.id is not None:
         document["id"] = request.id
     document["outputs"] = entries
-    header = _dump_json(document, finite)
+    header = _dump_json(document)
     if not chunks:
         return EncodedResponse((header,), None)
     return EncodedResponse((header, *chunks), len(header))
@@ -286,7 +285,7 @@ def encode_infer_request(
     Returns the body and, for binary requests, the JSON-header length to send as
     ``Inference-Header-Content-Length``.
     """
-    entries, chunks, finite = _tensor_entries(inputs, lambda _: binary_data, encode_binary_tensor)
+    entries, chunks = _tensor_entries(inputs, lambda _: binary_data, encode_binary_tensor)
     document: dict[str, Any] = {"inputs": entries}
     if request_id is not None:
         document["id"] = request_id
@@ -294,7 +293,7 @@ def encode_infer_request(
         document["outputs"] = [{"name": name, "parameters": {"binary_data": binary_data_output}} for name in outputs]
     elif binary_data_output:
         document["parameters"] = {"binary_data_output": True}
-    header = _dump_json(document, finite)
+    header = _dump_json(document)
     if not chunks:
         return EncodedResponse((header,), None)
     return EncodedResponse((header, *chunks), len(header))
@@ -317,12 +316,26 @@ def decode_infer_response(body: bytes, header_length: str | None = None) -> dict
     return outputs
 
 
+#: How JSON ``data`` writes non-finite floats: JSON has no NaN or Infinity (a bare ``NaN`` breaks strict
+#: parsers: browsers, Go, Java), so they go as these strings, the convention of protobuf's JSON mapping
+#: (and so of KServe's v2 gRPC messages written as JSON). Parsing takes them back exactly.
+NON_FINITE_TEXT = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
 def tensor_to_json_data(array: np.ndarray, datatype: str) -> list[Any]:
-    """Row-major flat list for the JSON ``data`` field (BYTES as UTF-8 text)."""
+    """Row-major flat list for the JSON ``data`` field (BYTES as UTF-8 text, non-finite floats as text)."""
     flat = array.ravel()
     if datatype == "BYTES":
         return [_text(element) for element in flat]
+    if flat.dtype.kind == "f" and not np.isfinite(flat).all():
+        return [_float_as_json(value) for value in flat.tolist()]
     return flat.tolist()
+
+
+def _float_as_json(value: float) -> float | str:
+    if math.isfinite(value):
+        return value
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
 
 
 def encode_binary_tensor(array: np.ndarray, datatype: str) -> bytes:
@@ -384,6 +397,8 @@ def decode_json_tensor(data: Any, datatype: str, shape: tuple[int, ...], name: s
         raw = np.asarray(data)
     except (ValueError, TypeError):
         raise InvalidInput(f"input '{name}': data is not a rectangular array of {datatype} values") from None
+    if raw.dtype.kind in "UO" and datatype in FLOAT_DATATYPES:
+        raw = _floats_with_non_finite_text(data, raw.shape, datatype, name)
     if raw.size != count:
         raise InvalidInput(
             f"input '{name}': data has {raw.size} elements but shape {format_shape(shape)} needs {count}"
@@ -480,11 +495,31 @@ def _load_json(raw: bytes) -> Any:
         raise InvalidInput(f"malformed JSON: {error}") from None
 
 
-def _dump_json(document: dict[str, Any], finite: bool) -> bytes:
-    """Compact JSON; NaN and infinities are written as the json module writes them (orjson would write null)."""
-    if orjson is not None and finite:
+def _dump_json(document: dict[str, Any]) -> bytes:
+    """Compact, strict JSON (tensor data carries non-finite floats as :data:`NON_FINITE_TEXT`)."""
+    if orjson is not None:
         return orjson.dumps(document)
-    return json.dumps(document, separators=(",", ":")).encode()
+    return json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _floats_with_non_finite_text(data: Any, shape: tuple[int, ...], datatype: str, name: str) -> np.ndarray:
+    """Float ``data`` holding "NaN", "Infinity" or "-Infinity" (:data:`NON_FINITE_TEXT`) as numbers.
+
+    Read from ``data`` itself: numpy turned its numbers into text when it met a string among them."""
+    values: list[float] = []
+    for element in _flatten(data):
+        if isinstance(element, str):
+            if element not in NON_FINITE_TEXT:
+                raise InvalidInput(
+                    f"input '{name}': data of datatype {datatype} must be numbers "
+                    f'(or "NaN", "Infinity", "-Infinity"), not {element[:40]!r}'
+                )
+            values.append(NON_FINITE_TEXT[element])
+        elif isinstance(element, int | float) and not isinstance(element, bool):
+            values.append(float(element))
+        else:
+            raise InvalidInput(f"input '{name}': data of datatype {datatype} must be numbers")
+    return np.array(values, dtype=np.float64).reshape(shape)
 
 
 def _flatten(data: Any) -> list[Any]:

@@ -7,11 +7,13 @@ import struct
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from edgeaigc.inference import protocol
+from edgeaigc.inference.errors import InvalidInput
 from edgeaigc.inference.server.metrics import ServerMetrics
 from tests.component.builders import (
     AFFINE_W,
@@ -226,17 +228,42 @@ def test_binary_outputs_in_parts_equal_the_joined_encoding(array: np.ndarray) ->
     np.testing.assert_array_equal(decoded["y"], array)
 
 
-def test_json_keeps_writing_non_finite_floats() -> None:
-    encoded = protocol.encode_infer_response("m", "1", {"y": np.array([1.5, np.nan, np.inf], dtype=np.float32)})
-    assert b"[1.5,NaN,Infinity]" in encoded.body
-    assert (
-        protocol.parse_infer_request(
-            b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [NaN, 1.0]}]}'
-        )
-        .inputs[0]
-        .data.tolist()[1]
-        == 1.0
+def _strict_json(body: bytes) -> Any:
+    """Parse as strict JSON parsers do (browsers, Go, Java): bare NaN or Infinity is an error."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(body, parse_constant=refuse)
+
+
+def test_non_finite_floats_go_as_text_in_strict_json_and_come_back_exactly() -> None:
+    array = np.array([1.5, np.nan, np.inf, -np.inf], dtype=np.float32)
+    encoded = protocol.encode_infer_response("m", "1", {"y": array})
+    assert _strict_json(encoded.body)["outputs"][0]["data"] == [1.5, "NaN", "Infinity", "-Infinity"]
+    np.testing.assert_array_equal(protocol.decode_infer_response(encoded.body, None)["y"], array)
+    request = protocol.encode_infer_request({"x": array}, binary_data=False)
+    assert _strict_json(request.body)
+    np.testing.assert_array_equal(protocol.parse_infer_request(request.body).inputs[0].data, array)
+    # What Python's json module writes (bare NaN) is still read, as before.
+    legacy = b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [NaN, 1.0]}]}'
+    assert np.isnan(protocol.parse_infer_request(legacy).inputs[0].data[0])
+
+
+@pytest.mark.parametrize("data", [["nan", 1.0], ["NaN", True], [[1.0], "x"]])
+def test_other_text_in_float_data_is_400(data: list[Any]) -> None:
+    body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": data}]}).encode()
+    with pytest.raises(InvalidInput):
+        protocol.parse_infer_request(body)
+
+
+def test_server_answers_non_finite_outputs_as_strict_json(standard_server: RunningServer) -> None:
+    response = standard_server.client.post(
+        "/v2/models/fixed/infer",
+        json={"inputs": [{"name": "input", "shape": [2, 2], "datatype": "FP32", "data": ["NaN", 1, "-Infinity", 2.5]}]},
     )
+    assert response.status_code == 200, response.text
+    assert _strict_json(response.content)["outputs"][0]["data"] == ["NaN", 1.0, "-Infinity", 2.5]
 
 
 def test_concurrent_requests_to_several_models(standard_server: RunningServer) -> None:
