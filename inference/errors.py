@@ -98,6 +98,18 @@ class ModelNotReady(InferenceServerError):
         self.detail = detail
 
 
+class ModelReloadFailed(InferenceServerError):
+    """New files of a ready model failed to load; it goes on serving the previous ones.
+
+    400, as Triton answers a failed load: the request could not be done, the model is unharmed."""
+
+    status_code = 400
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"model '{name}' was not reloaded, it still serves its previous files: {reason}")
+        self.name = name
+
+
 class ServerNotReady(InferenceServerError):
     """The server is live but has not finished loading its models at start-up."""
 

@@ -18,7 +18,14 @@ Layout::
 
 Every model has one version, ``"1"``. States: ``READY``; ``LOADING``; ``UNAVAILABLE`` with a
 reason (``not loaded``, ``unloaded``, ``evicted ...``, or why loading failed). A failed load is
-recorded on that model and never stops the server.
+recorded on that model and never stops the server. **Reloading** a ready model whose files changed
+loads the new files beside the old session; if that fails, the old one goes on serving (the model
+stays ``READY``, the reason says why the reload failed): a corrupt download never takes a working
+model offline.
+
+Everything is read from inside the repository: a model directory, ``model.onnx`` or
+``config.yaml`` that is a symbolic link to somewhere outside it is refused (links inside it, such as
+those of a Kubernetes volume mounted as the repository, are fine).
 
 **Memory budget.** A model is counted as ``file size * MEMORY_FACTOR`` unless its config says
 ``memory``. Loading a model that does not fit evicts loaded models that no request is using,
@@ -44,7 +51,7 @@ from typing import Any
 import yaml
 
 from edgeaigc.inference.delivery.artifact import CONFIG_FILE, MODEL_FILE, mib
-from edgeaigc.inference.errors import ModelLoadError, ModelNotFound, ModelNotReady
+from edgeaigc.inference.errors import ModelLoadError, ModelNotFound, ModelNotReady, ModelReloadFailed
 from edgeaigc.inference.server.model import DEFAULT_VERSION, InferenceObserver, ModelConfig, OnnxModel
 
 logger = logging.getLogger(__name__)
@@ -221,7 +228,7 @@ class ModelRepository:
         names = sorted(
             entry.name
             for entry in self.root.iterdir()
-            if entry.is_dir() and MODEL_NAME.fullmatch(entry.name) and self._serves(entry.name)
+            if entry.is_dir() and MODEL_NAME.fullmatch(entry.name) and self._serves(entry.name) and self._inside(entry)
         )
         for name in names:
             self._records.setdefault(name, ModelRecord(name))
@@ -236,12 +243,20 @@ class ModelRepository:
         record = self._records.get(name)
         if record is not None:
             return record
-        if MODEL_NAME.fullmatch(name) and self._serves(name) and (self.root / name).is_dir():
+        directory = self.root / name
+        if MODEL_NAME.fullmatch(name) and self._serves(name) and directory.is_dir() and self._inside(directory):
             return self._records.setdefault(name, ModelRecord(name))
         raise ModelNotFound(name)
 
     def _serves(self, name: str) -> bool:
         return self.only is None or name in self.only
+
+    def _inside(self, path: Path) -> bool:
+        """Whether ``path``, links followed, is inside the repository."""
+        try:
+            return path.resolve().is_relative_to(self.root.resolve())
+        except (OSError, RuntimeError):  # a link loop
+            return False
 
     def is_known(self, name: str) -> bool:
         """Whether ``name`` has a record (used to bound the model label of metrics)."""
@@ -312,6 +327,7 @@ class ModelRepository:
         Raises:
             ModelNotFound: no such model directory.
             ModelNotReady: loading failed; the model is UNAVAILABLE with the reason.
+            ModelReloadFailed: reloading changed files failed; the model serves the previous ones.
         """
         async with self._lock:
             record = self.record(name)
@@ -320,28 +336,33 @@ class ModelRepository:
             if record.state is ModelState.READY and record.model is not None and record.fingerprint == fingerprint:
                 record.last_used = next(self._clock)
                 return record.model
-            if record.state is ModelState.READY:
-                self._release(record, "reloading: files changed")
+            # A reload loads the new files beside the serving session, which is kept if they fail.
+            previous = record.model if record.state is ModelState.READY else None
             try:
-                config = read_model_config(directory)
+                config = self._read_config(directory)
                 model_file = directory / MODEL_FILE
                 if not model_file.is_file():
                     raise ModelLoadError(f"model file not found: {name}/{MODEL_FILE}")
+                if not self._inside(model_file):
+                    raise ModelLoadError(f"{name}/{MODEL_FILE} is a link to outside the repository")
                 needed = config.memory_bytes
                 if needed is None:
                     needed = int(model_file.stat().st_size * self.memory_factor)
                 self._make_room(record, needed, evict)
-                record.state, record.reason, record.memory_bytes = ModelState.LOADING, "loading", needed
+                if previous is None:
+                    record.state, record.reason, record.memory_bytes = ModelState.LOADING, "loading", needed
                 model = OnnxModel(name, model_file, config, self.executor, self.observer)
                 await asyncio.get_running_loop().run_in_executor(self._load_executor, model.load)
             except ModelLoadError as error:
-                raise self._failed(record, str(error)) from None
+                raise self._failed(record, str(error), previous) from None
             except asyncio.CancelledError:
-                self._failed(record, "loading was cancelled")
+                self._failed(record, "loading was cancelled", previous)
                 raise
             except Exception as error:  # a load must never take the server down
                 logger.exception("unexpected error loading model %s", name)
-                raise self._failed(record, f"unexpected error while loading: {error}") from None
+                raise self._failed(record, f"unexpected error while loading: {error}", previous) from None
+            if previous is not None:
+                previous.unload()  # closed once its running requests are done
             if model.config.dynamic_batching and not model.batching:
                 logger.warning(
                     "model %s: dynamic_batching ignored: not every input and output has a shared dynamic first "
@@ -349,10 +370,17 @@ class ModelRepository:
                     name,
                 )
             record.model, record.state, record.reason = model, ModelState.READY, ""
+            record.memory_bytes = needed
             record.fingerprint, record.last_used = fingerprint, next(self._clock)
             record.loads += 1
             logger.info("model %s loaded (%s counted against the budget)", name, mib(record.memory_bytes))
             return model
+
+    def _read_config(self, directory: Path) -> ModelConfig:
+        config_file = directory / CONFIG_FILE
+        if config_file.exists() and not self._inside(config_file):
+            raise ModelLoadError(f"{directory.name}/{CONFIG_FILE} is a link to outside the repository")
+        return read_model_config(directory)
 
     async def unload(self, name: str) -> None:
         """Unload ``name`` (no-op when not loaded); requests running on it finish first.
@@ -380,7 +408,8 @@ class ModelRepository:
             return
         if needed > budget:
             raise ModelLoadError(f"needs {mib(needed)}, more than the whole memory budget of {mib(budget)}")
-        used = sum(other.memory_bytes for other in self._records.values() if other is not record)
+        # A reloading model's serving session keeps its memory until the new one is loaded.
+        used = sum(other.memory_bytes for other in self._records.values())
         while used + needed > budget:
             idle = [
                 other
@@ -408,10 +437,18 @@ class ModelRepository:
         record.model, record.state, record.reason, record.memory_bytes = None, ModelState.UNAVAILABLE, reason, 0
         record.fingerprint = None
 
-    def _failed(self, record: ModelRecord, reason: str) -> ModelNotReady:
-        """Record a failed load on the model; the error to raise to the caller."""
-        self._release(record, reason)
+    def _failed(
+        self, record: ModelRecord, reason: str, previous: OnnxModel | None = None
+    ) -> ModelNotReady | ModelReloadFailed:
+        """Record a failed load on the model; the error to raise to the caller.
+
+        A failed reload leaves the ``previous`` session serving (state READY, the failure as the reason)."""
         record.load_failures += 1
+        if previous is not None:
+            record.reason = f"reload failed, still serving the previous files: {reason}"
+            logger.warning("model %s: reload failed, still serving the previous files: %s", record.name, reason)
+            return ModelReloadFailed(record.name, reason)
+        self._release(record, reason)
         logger.warning("model %s failed to load: %s", record.name, reason)
         return ModelNotReady(record.name, f"state {ModelState.UNAVAILABLE.value}: {reason}")
 

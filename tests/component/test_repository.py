@@ -281,3 +281,48 @@ def test_parse_byte_size(text: str | int, size: int) -> None:
 def test_parse_byte_size_rejects_nonsense(text: str) -> None:
     with pytest.raises(ValueError, match="not a size"):
         parse_byte_size(text)
+
+
+def test_a_failed_reload_keeps_the_working_model_serving(tmp_path: Path) -> None:
+    model_file = affine_model(tmp_path / "affine" / "model.onnx")
+    with running_server(tmp_path) as server:
+        expected = server.client.post("/v2/models/affine/infer", json=X).json()
+        model_file.write_bytes(b"half a download")  # the files change and are corrupt
+        reload = server.client.post("/v2/repository/models/affine/load")
+        assert reload.status_code == 400
+        message = reload.json()["error"]
+        assert message.startswith("model 'affine' was not reloaded, it still serves its previous files: cannot load")
+        state, reason = index_of(server)["affine"]
+        assert state == "READY" and reason.startswith("reload failed, still serving the previous files: ")
+        still = server.client.post("/v2/models/affine/infer", json=X)
+        assert (still.status_code, still.json()) == (200, expected)
+        assert sample_value(server.metrics_text(), "edgeaigc_model_loads_total", model="affine", outcome="failure") == 1
+
+        affine_model(model_file)  # good files again: the reload replaces the session
+        assert server.client.post("/v2/repository/models/affine/load").status_code == 200
+        assert index_of(server)["affine"] == ("READY", "")
+        assert server.client.post("/v2/models/affine/infer", json=X).json() == expected
+
+
+def test_links_to_outside_the_repository_are_refused(tmp_path: Path) -> None:
+    outside, root = tmp_path / "outside", tmp_path / "repository"
+    affine_model(outside / "model" / "model.onnx")
+    (outside / "secret.yaml").write_text("password: hunter2\n")
+    (root / "linked").mkdir(parents=True)
+    (root / "linked").rmdir()
+    (root / "linked").symlink_to(outside / "model")  # the whole model directory
+    affine_model(root / "config-link" / "model.onnx")
+    (root / "config-link" / "config.yaml").symlink_to(outside / "secret.yaml")
+    (root / "model-link").mkdir()
+    (root / "model-link" / "model.onnx").symlink_to(outside / "model" / "model.onnx")
+    affine_model(root / "affine" / "model.onnx")
+    (root / "inner-link").mkdir()
+    (root / "inner-link" / "model.onnx").symlink_to(root / "affine" / "model.onnx")  # inside: fine
+    with running_server(root) as server:
+        index = index_of(server)
+        assert "linked" not in index
+        assert server.client.post("/v2/repository/models/linked/load").status_code == 404
+        assert index["config-link"] == ("UNAVAILABLE", "config-link/config.yaml is a link to outside the repository")
+        assert index["model-link"] == ("UNAVAILABLE", "model-link/model.onnx is a link to outside the repository")
+        assert index["inner-link"] == ("READY", "")
+        assert "hunter2" not in server.client.post("/v2/repository/index").text
