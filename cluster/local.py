@@ -65,6 +65,8 @@ class ClusterState:
     pids: dict[str, int] = dataclasses.field(default_factory=dict)
     #: Names of the real nodes (kubelet + containerd) of the cluster; empty for kwok only.
     real_nodes: list[str] = dataclasses.field(default_factory=list)
+    #: The command line of each component, so that one can be restarted (:func:`restart_component`).
+    commands: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     @property
     def kubeconfig(self) -> Path:
@@ -83,7 +85,7 @@ class ClusterState:
         return f"http://{host}:{port}" if port else None
 
     def save(self) -> None:
-        document = {"ports": self.ports, "pids": self.pids, "real_nodes": self.real_nodes}
+        document = {"ports": self.ports, "pids": self.pids, "real_nodes": self.real_nodes, "commands": self.commands}
         (self.directory / "state.json").write_text(json.dumps(document, indent=2))
 
     @classmethod
@@ -92,7 +94,13 @@ class ClusterState:
         if not path.exists():
             return None
         document = json.loads(path.read_text())
-        return cls(directory, ports=document["ports"], pids=document["pids"], real_nodes=document.get("real_nodes", []))
+        return cls(
+            directory,
+            ports=document["ports"],
+            pids=document["pids"],
+            real_nodes=document.get("real_nodes", []),
+            commands=document.get("commands", {}),
+        )
 
 
 def _alive(pid: int) -> bool:
@@ -112,7 +120,45 @@ def _start(state: ClusterState, component: str, command: list[str]) -> None:
         # A new session so that `down` (and Ctrl-C in the caller) stop the whole component.
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     state.pids[component] = process.pid
+    state.commands[component] = command
     state.save()
+
+
+def kill_component(state: ClusterState, component: str) -> None:
+    """SIGKILL a component's whole process group, as a crash would (its recorded pid stays until restarted)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(state.pids[component], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(state.pids[component]):
+        time.sleep(0.05)
+
+
+def restart_component(state: ClusterState, component: str, timeout_s: float = 60.0) -> None:
+    """Start a killed component again with its recorded command line and wait until it is healthy.
+
+    Raises:
+        ClusterError: it is still running, its command was not recorded, or it did not become ready.
+    """
+    if _alive(state.pids.get(component, 0) or 0):
+        raise ClusterError(f"{component} is still running (pid {state.pids[component]})")
+    command = state.commands.get(component)
+    if not command:
+        raise ClusterError(f"no command recorded for {component} (a cluster started by an older edgeaigc)")
+    _start(state, component, command)
+    ready = _readiness(state).get(component)
+    if ready is not None:
+        _wait(state, component, ready, timeout_s)
+
+
+def _readiness(state: ClusterState) -> dict[str, Callable[[], bool]]:
+    """How to tell that a restarted component serves again."""
+    etcd = f"http://127.0.0.1:{state.ports.get('etcd')}/health"
+    return {
+        "etcd": lambda: _http_ok(etcd),
+        "apiserver": lambda: _https_ok(state, f"{state.server}/readyz"),
+        "prometheus": lambda: _http_ok(f"{state.prometheus_url}/-/ready"),
+        "kwok": lambda: _http_ok(f"http://127.0.0.1:{state.ports.get('kwok')}/healthz"),
+    }
 
 
 def _log_tail(state: ClusterState, component: str, lines: int = 12) -> str:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -120,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
         name = "detector"
         repository = workdir / "repository"
         (repository / name).mkdir(parents=True)
-        (repository / name / "model.onnx").symlink_to(model_path.resolve())
+        # A copy: the server refuses links that lead out of its repository.
+        shutil.copyfile(model_path, repository / name / "model.onnx")
         print(f"model: {model_path} ({'YOLOX-Nano' if is_yolox else 'generated stand-in'})")
         sess = session(model_path)
         feed = example_input(sess)

@@ -126,6 +126,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jpeg-quality", type=int, default=85, help="JPEG quality of the frames sent (default: 85)")
     parser.add_argument("--timeout", type=float, default=30.0, metavar="S", help="per-request timeout (default: 30)")
     parser.add_argument("--results", metavar="PATH", help="write every frame's result as JSON lines to PATH")
+    parser.add_argument(
+        "--frame-log",
+        metavar="PATH",
+        help="write one JSON line per frame sent: its wall-clock time, whether it was answered, latency or error",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -207,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
     source = args.video or ("generated night scene" if args.night else "generated day scene")
     report = CameraReport(args.camera_id, source, args.fps)
     results_file = open(args.results, "w") if args.results else None  # noqa: SIM115 - closed below
+    frame_log = open(args.frame_log, "w", buffering=1) if args.frame_log else None  # noqa: SIM115 - closed below
     detections = 0
     with httpx.Client(timeout=args.timeout) as client:
         pipeline = TrafficPipeline.remote(config, args.gateway, args.camera_id, client)
@@ -217,14 +223,22 @@ def run(args: argparse.Namespace) -> int:
                 _, encoded = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, args.jpeg_quality])
                 jpeg = encoded.tobytes()
                 sent_at = pacer.wait()
+                sent_wall = time.time()
                 report.send_times.append(sent_at)
                 try:
                     result = pipeline.process(jpeg, frame_index=index, timestamp_s=timestamp)
                 except (InvalidInput, RemoteInferenceError) as error:
                     report.errors += 1
                     report.error_messages.append(f"frame {index}: {error}")
+                    if frame_log is not None:
+                        line = {"frame": index, "time": sent_wall, "ok": False, "error": str(error)}
+                        frame_log.write(json.dumps(line) + "\n")
                 else:
-                    report.latencies_ms.append((time.perf_counter() - sent_at) * 1000.0)
+                    latency_ms = (time.perf_counter() - sent_at) * 1000.0
+                    report.latencies_ms.append(latency_ms)
+                    if frame_log is not None:
+                        line = {"frame": index, "time": sent_wall, "ok": True, "latency_ms": round(latency_ms, 2)}
+                        frame_log.write(json.dumps(line) + "\n")
                     detections += len(result.detections)
                     report.counts = result.flow.counts
                     report.mean_speed_kmh = result.flow.mean_speed_kmh
@@ -237,8 +251,9 @@ def run(args: argparse.Namespace) -> int:
                 progress.set_postfix(errors=report.errors, refresh=False)
         finally:
             progress.close()
-            if results_file is not None:
-                results_file.close()
+            for file in (results_file, frame_log):
+                if file is not None:
+                    file.close()
     answered = report.frames - report.errors
     report.detections_per_frame = detections / answered if answered else 0.0
     summary = report.summary()

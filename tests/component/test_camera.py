@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -37,7 +38,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     constant_detector_model(root / "detector" / "model.onnx", ROWS)
     if YOLOX.is_file():
         (root / "yolox_nano").mkdir()
-        (root / "yolox_nano" / "model.onnx").symlink_to(YOLOX)  # linked, never copied
+        shutil.copyfile(YOLOX, root / "yolox_nano" / "model.onnx")  # a temporary copy, never one in the project
     return root
 
 
@@ -83,10 +84,13 @@ def run_camera(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
 
 
-def test_generated_scene_through_gateway_and_server(gateway: ServerProcess, pipeline_config: Path) -> None:
+def test_generated_scene_through_gateway_and_server(
+    gateway: ServerProcess, pipeline_config: Path, tmp_path: Path
+) -> None:
+    started = time.time()
     result = run_camera(
         "--generated", "--frames", "6", "--fps", "20", "--gateway", gateway.url, "--camera-id", "cam-7",
-        "--pipeline-config", str(pipeline_config), "--json",
+        "--pipeline-config", str(pipeline_config), "--json", "--frame-log", str(tmp_path / "frames.jsonl"),
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads(result.stdout)
@@ -98,16 +102,23 @@ def test_generated_scene_through_gateway_and_server(gateway: ServerProcess, pipe
     scrape = gateway.scrape()
     labels = {"model": "detector", "code": "200", "served_by": "edge", "edge_node": EDGE_NODE, "camera": "cam-7"}
     assert sample_value(scrape, "edgeaigc_requests_total", **labels) == 6
+    frames = [json.loads(line) for line in (tmp_path / "frames.jsonl").read_text().splitlines()]
+    assert [frame["frame"] for frame in frames] == list(range(6)) and all(frame["ok"] for frame in frames)
+    assert started <= frames[0]["time"] <= frames[-1]["time"] <= time.time()
+    assert all(0 < frame["latency_ms"] < 5000 for frame in frames)
 
 
-def test_failed_frames_exit_1_and_are_reported(gateway: ServerProcess, pipeline_config: Path) -> None:
+def test_failed_frames_exit_1_and_are_reported(gateway: ServerProcess, pipeline_config: Path, tmp_path: Path) -> None:
     result = run_camera(
         "--generated", "--frames", "3", "--fps", "50", "--gateway", gateway.url, "--detector-model", "unrouted",
-        "--pipeline-config", str(pipeline_config),
+        "--pipeline-config", str(pipeline_config), "--frame-log", str(tmp_path / "frames.jsonl"),
     )  # fmt: skip
     assert result.returncode == 1
     assert "3 frames, 3 errors" in result.stdout
     assert "error: frame 0: inference of 'unrouted' failed (HTTP 404): model 'unrouted' is not routed" in result.stdout
+    frames = [json.loads(line) for line in (tmp_path / "frames.jsonl").read_text().splitlines()]
+    assert [(frame["frame"], frame["ok"]) for frame in frames] == [(0, False), (1, False), (2, False)]
+    assert "HTTP 404" in frames[0]["error"]
 
 
 @pytest.mark.skipif(not (YOLOX.is_file() and CLIP.is_file()), reason=f"{SHARED_DATA} absent: no real clip to play")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.skipif(
 def test_yolox_nano_serves_one_416_frame(tmp_path: Path) -> None:
     model_dir = tmp_path / "yolox_nano"
     model_dir.mkdir()
-    (model_dir / "model.onnx").symlink_to(YOLOX)  # linked, never copied into the project
+    shutil.copyfile(YOLOX, model_dir / "model.onnx")  # a temporary copy, never one in the project
     write_config(model_dir, sha256=YOLOX_SHA256, memory="64Mi")
     frame = np.random.default_rng(0).uniform(0, 255, size=(1, 3, 416, 416)).astype(np.float32)
     with running_server(tmp_path, max_request_bytes=16 * 2**20) as server:
