@@ -41,6 +41,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "edgeaigc.cluster.bench_operator",
         "operator decision/reconcile time and API writes per interval",
     ),
+    "bench-chaos": (
+        "edgeaigc.cluster.chaos",
+        "chaos soak on a real node under camera traffic: random kills, recovery times, invariants",
+    ),
     "twin": (
         "edgeaigc.cluster.twin.cli",
         "play the edge gateways of a fleet (traffic twin) and export their metrics for Prometheus",

@@ -1,0 +1,432 @@
+"""``edgeaigc bench-chaos``: a chaos soak of the whole system on a real node, under camera traffic.
+
+The test bed of :mod:`edgeaigc.cluster.real_stack` (real kubelet node, the chart, the fleet of
+``examples/real-node/``), an ``edgeaigc camera`` process streaming generated road scenes through
+the real gateway to the real YOLOX-Nano replica, and then, for ``--duration``, a fault every
+``--mean-gap`` seconds (exponentially distributed, seeded), drawn from:
+
+- ``operator``: SIGKILL of every process of the operator's container (the kubelet restarts it);
+- ``gateway``: the same for the gateway's container;
+- ``model-pod``: the detector's pod on the real node force-deleted (its Deployment makes another);
+- ``apiserver``: kube-apiserver SIGKILLed and started again ``--outage`` seconds later;
+- ``prometheus``: the same for Prometheus.
+
+A fault is injected only once the previous one has recovered (bounded by ``--recovery-timeout``).
+Measured: each fault's recovery time (the component healthy again) and the camera's outage
+after it (from the fault to the next answered frame), the share of frames answered, the
+longest run of failed frames. Checked, every few seconds: the detector's placement on the real
+node is never removed (a fault must not delete a working placement); at the end: every
+component healthy, the operator deciding again, the camera answered, nothing left over (one
+Deployment per placed model). Exit 0 when every check holds, 1 when one fails.
+
+Writes ``chaos.json`` (every fault and sample), ``frames.jsonl`` (the camera's frames) and
+``chaos.png`` (frames answered over time with the faults marked) to ``--output``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edgeaigc.cluster.local import ClusterError, kill_component, restart_component
+from edgeaigc.cluster.real_stack import DETECTOR, NODE, RELEASE, RealStack, pod_ready, real_stack, wait_until
+from edgeaigc.policy.resources import object_name
+
+FAULT_KINDS = ("operator", "gateway", "model-pod", "apiserver", "prometheus")
+SHARED_MODEL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "yolox_nano.onnx"
+INSTANCE = f"app.kubernetes.io/instance={RELEASE}"
+POLICY = "real-node"
+
+
+@dataclasses.dataclass
+class Fault:
+    kind: str
+    target: str
+    at: float
+    """Wall-clock time the fault was injected."""
+    recovered_s: float | None = None
+    """Seconds until the component was healthy again (None: not within the recovery timeout)."""
+    camera_outage_s: float = 0.0
+    """Seconds from the fault to the camera's next answered frame, when frames failed meanwhile."""
+    failed_frames: int = 0
+
+
+@dataclasses.dataclass
+class Watch:
+    """What the watcher saw every few seconds: is the detector still placed on the real node?"""
+
+    samples: int = 0
+    unreachable: int = 0
+    placement_missing: list[float] = dataclasses.field(default_factory=list)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--duration", type=float, default=1800, metavar="S", help="seconds of faults (default: 1800)")
+    parser.add_argument(
+        "--mean-gap", type=float, default=60, metavar="S", help="mean seconds between faults (default: 60)"
+    )
+    parser.add_argument(
+        "--faults",
+        default=",".join(FAULT_KINDS),
+        help=f"comma-separated fault kinds to draw from (default: all: {','.join(FAULT_KINDS)})",
+    )
+    parser.add_argument(
+        "--outage", type=float, default=15, metavar="S", help="seconds the API server or Prometheus stays down"
+    )
+    parser.add_argument(
+        "--recovery-timeout", type=float, default=240, metavar="S", help="longest wait for a fault's recovery"
+    )
+    parser.add_argument("--fps", type=float, default=1.0, help="camera frames per second (default: 1)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the fault schedule (default: 0)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=SHARED_MODEL,
+        help="the YOLOX-Nano ONNX file the detector replicas serve (default: ../shared/data/yolox_nano.onnx)",
+    )
+    parser.add_argument("--output", type=Path, default=Path("chaos-out"), help="directory of the results")
+
+
+def container_pids(stack: RealStack, pod: dict[str, Any]) -> list[int]:
+    """Processes of a pod's containers on the real node, from their cgroups (cgroup v1 cpu controller)."""
+    ids = [s["containerID"].removeprefix("containerd://") for s in pod["status"].get("containerStatuses") or []]
+    root = Path("/sys/fs/cgroup/cpu") / f"edgeaigc-{NODE}"
+    pids: list[int] = []
+    for container_id in ids:
+        for procs in root.rglob(f"{container_id}/cgroup.procs"):
+            pids += [int(line) for line in procs.read_text().split()]
+    return pids
+
+
+def _restarts(pod: dict[str, Any]) -> int:
+    return sum(s.get("restartCount", 0) for s in pod["status"].get("containerStatuses") or [])
+
+
+def _component_pod(stack: RealStack, component: str) -> dict[str, Any]:
+    pods = stack.pods(f"{INSTANCE},app.kubernetes.io/component={component}")
+    if not pods:
+        raise ClusterError(f"no {component} pod")
+    return pods[0]
+
+
+def _detector_pods(stack: RealStack) -> list[dict[str, Any]]:
+    return stack.pods(f"edgeaigc.io/model={DETECTOR},edgeaigc.io/edge-node={NODE}")
+
+
+def _detector_ready(stack: RealStack) -> bool:
+    ready = stack.kubectl(
+        "get", "deployment", object_name(DETECTOR, NODE), "-n", stack.namespace, "-o",
+        "jsonpath={.status.readyReplicas}", timeout_s=20,
+    )  # fmt: skip
+    return ready.strip() == "1"
+
+
+def _last_decision(stack: RealStack) -> str:
+    return stack.kubectl(
+        "get", "pp", POLICY, "-n", stack.namespace, "-o", "jsonpath={.status.lastDecisionTime}", timeout_s=20
+    ).strip()
+
+
+def inject(stack: RealStack, kind: str, outage_s: float, timeout_s: float) -> Fault:
+    """Inject one fault and wait for its recovery (bounded)."""
+    started = time.time()
+    if kind in ("operator", "gateway"):
+        pod = _component_pod(stack, kind)
+        before, decided = _restarts(pod), _last_decision(stack)
+        for pid in container_pids(stack, pod):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        fault = Fault(kind, pod["metadata"]["name"], started)
+
+        def recovered() -> bool:
+            current = _component_pod(stack, kind)
+            back = _restarts(current) > before and pod_ready(current)
+            # The operator is back when it has decided again, not merely running.
+            return back and (kind != "operator" or _last_decision(stack) != decided)
+
+    elif kind == "model-pod":
+        pods = _detector_pods(stack)
+        if not pods:
+            raise ClusterError(f"no pod of {DETECTOR} on {NODE} to delete")
+        name = pods[0]["metadata"]["name"]
+        stack.kubectl("delete", "pod", name, "-n", stack.namespace, "--grace-period=0", "--force", "--wait=false")
+        fault = Fault(kind, name, started)
+
+        def recovered() -> bool:
+            return _detector_ready(stack) and all(p["metadata"]["name"] != name for p in _detector_pods(stack))
+
+    elif kind in ("apiserver", "prometheus"):
+        kill_component(stack.state, kind)
+        time.sleep(outage_s)
+        restart_component(stack.state, kind, timeout_s=timeout_s)
+        fault = Fault(kind, kind, started)
+
+        def recovered() -> bool:
+            return True  # restart_component waited for it to be ready
+
+    else:
+        raise ValueError(f"unknown fault kind {kind!r}")
+    with contextlib.suppress(ClusterError):
+        wait_until(recovered, timeout_s - (time.time() - started), f"recovery from {kind}", poll_s=1.0)
+        fault.recovered_s = round(time.time() - started, 1)
+    return fault
+
+
+def watch_placement(stack: RealStack, stop: threading.Event, watch: Watch, period_s: float = 3.0) -> None:
+    """Sample, until ``stop``, whether the detector's Deployment on the real node still exists."""
+    deployment = object_name(DETECTOR, NODE)
+    while not stop.wait(period_s):
+        watch.samples += 1
+        try:
+            stack.kubectl("get", "deployment", deployment, "-n", stack.namespace, "-o", "name", timeout_s=10)
+        except ClusterError as error:
+            if "NotFound" in str(error):
+                watch.placement_missing.append(time.time())
+            else:
+                watch.unreachable += 1  # the API server is down (a fault of its own)
+        except (subprocess.TimeoutExpired, OSError):
+            watch.unreachable += 1
+
+
+def read_frames(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    frames = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            frames.append(json.loads(line))
+    return frames
+
+
+def camera_outages(faults: list[Fault], frames: list[dict[str, Any]]) -> None:
+    """Fill each fault's camera outage: failed frames after it, until the next answered one."""
+    for fault in faults:
+        after = [frame for frame in frames if frame["time"] >= fault.at]
+        failed = 0
+        for frame in after:
+            if frame["ok"]:
+                fault.camera_outage_s = round(frame["time"] - fault.at, 1) if failed else 0.0
+                break
+            failed += 1
+        fault.failed_frames = failed
+
+
+def longest_failure_run(frames: list[dict[str, Any]]) -> tuple[int, float]:
+    """The longest run of consecutive failed frames: (frames, seconds)."""
+    best, best_s, start, run = 0, 0.0, 0.0, 0
+    for frame in frames:
+        if frame["ok"]:
+            run = 0
+            continue
+        if run == 0:
+            start = frame["time"]
+        run += 1
+        if run > best:
+            best, best_s = run, frame["time"] - start
+    return best, round(best_s, 1)
+
+
+def final_checks(stack: RealStack, started_decision: str) -> dict[str, bool]:
+    """Every component healthy, the operator deciding, one Deployment per placed model."""
+    checks: dict[str, bool] = {}
+    for component in ("operator", "gateway", "cloud-server"):
+        try:
+            checks[f"{component} ready"] = all(
+                pod_ready(p) for p in stack.pods(f"{INSTANCE},app.kubernetes.io/component={component}")
+            )
+        except ClusterError:
+            checks[f"{component} ready"] = False
+    try:
+        decided = wait_until(lambda: _last_decision(stack) != started_decision, 90, "a decision after the soak")
+        checks["operator decides after the soak"] = bool(decided)
+    except ClusterError:
+        checks["operator decides after the soak"] = False
+    try:
+        checks[f"{DETECTOR} ready on {NODE}"] = _detector_ready(stack)
+        status = json.loads(stack.kubectl("get", "pp", POLICY, "-n", stack.namespace, "-o", "json"))["status"]
+        placed = {(entry["edgeNode"], model) for entry in status.get("placement", []) for model in entry["models"]}
+        deployments = json.loads(
+            stack.kubectl("get", "deployments", "-n", stack.namespace, "-l", "edgeaigc.io/model", "-o", "json")
+        )["items"]
+        edge = {
+            (d["metadata"]["labels"].get("edgeaigc.io/edge-node"), d["metadata"]["labels"]["edgeaigc.io/model"])
+            for d in deployments
+            if d["metadata"]["labels"].get("edgeaigc.io/edge-node")
+        }
+        checks["one edge Deployment per placed model, nothing left over"] = edge == placed
+    except (ClusterError, KeyError, json.JSONDecodeError):
+        checks.setdefault(f"{DETECTOR} ready on {NODE}", False)
+        checks["one edge Deployment per placed model, nothing left over"] = False
+    return checks
+
+
+def plot(frames: list[dict[str, Any]], faults: list[Fault], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not frames:
+        return
+    origin = frames[0]["time"]
+    figure, axis = plt.subplots(figsize=(11, 3.5))
+    ok = [(f["time"] - origin, f.get("latency_ms", 0) / 1000) for f in frames if f["ok"]]
+    failed = [f["time"] - origin for f in frames if not f["ok"]]
+    if ok:
+        axis.scatter(
+            [t for t, _ in ok], [latency for _, latency in ok], s=6, color="tab:blue", label="answered (latency, s)"
+        )
+    axis.scatter(failed, [0] * len(failed), s=10, marker="x", color="tab:red", label="failed frame")
+    colours = dict(zip(FAULT_KINDS, ("tab:orange", "tab:purple", "tab:green", "tab:red", "tab:brown"), strict=True))
+    for kind in FAULT_KINDS:
+        times = [fault.at - origin for fault in faults if fault.kind == kind]
+        for index, at in enumerate(times):
+            axis.axvline(at, color=colours[kind], linestyle="--", linewidth=1, label=kind if index == 0 else None)
+    axis.set_xlabel("seconds since the camera started")
+    axis.set_ylabel("latency (s)")
+    axis.set_title("chaos soak on the real node: every frame, every fault")
+    axis.legend(loc="upper right", fontsize=7, ncol=3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def spawn_camera(stack: RealStack, frames: int, fps: float, frame_log: Path, log: Path) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable, "-m", "edgeaigc.inference.pipeline.camera", "--generated",
+        "--gateway", stack.gateway_service_url(), "--camera-id", "camera-0", "--detector-model", DETECTOR,
+        "--fps", f"{fps:g}", "--frames", str(frames), "--timeout", "10", "--frame-log", str(frame_log),
+        "--no-progress", "--json",
+    ]  # fmt: skip
+    with log.open("wb") as output:
+        return subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+
+
+def soak(stack: RealStack, args: argparse.Namespace, kinds: list[str], progress: Callable[[str], None]) -> int:
+    out: Path = args.output
+    rng = random.Random(args.seed)
+    warmup_s = 420.0
+    frames_total = math.ceil((warmup_s + args.duration + args.recovery_timeout + 120) * args.fps)
+    frame_log = out / "frames.jsonl"
+    camera = spawn_camera(stack, frames_total, args.fps, frame_log, out / "camera.log")
+    faults: list[Fault] = []
+    watch, stop = Watch(), threading.Event()
+    watcher = threading.Thread(target=watch_placement, args=(stack, stop, watch), daemon=True)
+    try:
+        progress("waiting for the detector to answer at the edge (the operator places it from the camera's demand)")
+        wait_until(
+            lambda: _detector_ready(stack) and any(f["ok"] for f in read_frames(frame_log)[-3:]),
+            warmup_s,
+            f"{DETECTOR} answering on {NODE}",
+        )
+        decided = _last_decision(stack)
+        watcher.start()
+        soak_start = time.time()
+        progress(f"soak: {args.duration:.0f} s of faults ({', '.join(kinds)}), one every ~{args.mean_gap:.0f} s")
+        while time.time() - soak_start < args.duration:
+            time.sleep(min(rng.expovariate(1 / args.mean_gap), max(0.0, args.duration - (time.time() - soak_start))))
+            if time.time() - soak_start >= args.duration:
+                break
+            kind = rng.choice(kinds)
+            fault = inject(stack, kind, args.outage, args.recovery_timeout)
+            faults.append(fault)
+            recovered = f"recovered in {fault.recovered_s:.1f} s" if fault.recovered_s is not None else "NOT recovered"
+            progress(f"[{time.time() - soak_start:6.0f} s] {kind} ({fault.target}): {recovered}")
+        time.sleep(30)  # the camera's frames after the last fault
+        stop.set()
+        checks = final_checks(stack, decided)
+    finally:
+        stop.set()
+        camera.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            camera.wait(15)
+    frames = read_frames(frame_log)
+    soak_frames = [f for f in frames if f["time"] >= soak_start]
+    camera_outages(faults, frames)
+    answered = sum(f["ok"] for f in soak_frames)
+    run_frames, run_s = longest_failure_run(soak_frames)
+    checks["every fault recovered"] = all(fault.recovered_s is not None for fault in faults)
+    checks["the placement was never removed"] = not watch.placement_missing
+    checks["the camera was answered at the end"] = any(f["ok"] for f in frames[-10:])
+    summary = {
+        "duration_s": args.duration,
+        "seed": args.seed,
+        "faults": [dataclasses.asdict(fault) for fault in faults],
+        "frames": len(soak_frames),
+        "answered": answered,
+        "answered_share": round(answered / len(soak_frames), 4) if soak_frames else None,
+        "longest_failure_run": {"frames": run_frames, "seconds": run_s},
+        "watch": dataclasses.asdict(watch),
+        "checks": checks,
+        "load_average": os.getloadavg(),
+    }
+    (out / "chaos.json").write_text(json.dumps(summary, indent=2))
+    plot(frames, faults, out / "chaos.png")
+    print_report(summary)
+    return 0 if all(checks.values()) else 1
+
+
+def print_report(summary: dict[str, Any]) -> None:
+    print(f"\n{'fault':<11} {'target':<44} {'recovered (s)':>13} {'camera outage (s)':>18} {'failed frames':>13}")
+    for fault in summary["faults"]:
+        recovered = "-" if fault["recovered_s"] is None else f"{fault['recovered_s']:.1f}"
+        print(
+            f"{fault['kind']:<11} {fault['target'][:44]:<44} {recovered:>13} {fault['camera_outage_s']:>18.1f} "
+            f"{fault['failed_frames']:>13}"
+        )
+    by_kind: dict[str, list[float]] = {}
+    for fault in summary["faults"]:
+        if fault["recovered_s"] is not None:
+            by_kind.setdefault(fault["kind"], []).append(fault["recovered_s"])
+    for kind, times in sorted(by_kind.items()):
+        print(f"  {kind}: {len(times)} faults, recovery max {max(times):.1f} s, mean {sum(times) / len(times):.1f} s")
+    share = summary["answered_share"]
+    print(
+        f"frames during the soak: {summary['frames']}, answered {summary['answered']}"
+        + (f" ({share:.1%})" if share is not None else "")
+        + f"; longest failed run {summary['longest_failure_run']['frames']} frames "
+        f"({summary['longest_failure_run']['seconds']} s)"
+    )
+    for check, passed in summary["checks"].items():
+        print(f"  [{'ok' if passed else 'FAILED'}] {check}")
+
+
+def run(args: argparse.Namespace) -> int:
+    kinds = [kind.strip() for kind in args.faults.split(",") if kind.strip()]
+    unknown = sorted(set(kinds) - set(FAULT_KINDS))
+    if unknown or not kinds:
+        print(f"edgeaigc bench-chaos: unknown fault kinds {unknown} (known: {', '.join(FAULT_KINDS)})", file=sys.stderr)
+        return 2
+    if args.duration <= 0 or args.mean_gap <= 0 or args.outage < 0 or args.fps <= 0:
+        print("edgeaigc bench-chaos: --duration, --mean-gap and --fps must be positive", file=sys.stderr)
+        return 2
+    if not args.model.is_file():
+        print(
+            f"edgeaigc bench-chaos: no model at {args.model}: give --model PATH (a YOLOX-Nano ONNX file)",
+            file=sys.stderr,
+        )
+        return 2
+    args.output.mkdir(parents=True, exist_ok=True)
+
+    def progress(message: str) -> None:
+        print(f"[chaos] {message}", flush=True)
+
+    try:
+        with real_stack(args.model, progress=progress, workdir=args.output / "stack") as stack:
+            return soak(stack, args, kinds, progress)
+    except ClusterError as error:
+        print(f"edgeaigc bench-chaos: {error}", file=sys.stderr)
+        return 1

@@ -1,0 +1,196 @@
+"""The test bed on a real node: a local cluster with real node(s), the chart installed there, a fleet.
+
+What the chaos soak (and anything else that needs the whole system running for real) stands on:
+``edgeaigc cluster up --real-nodes 1`` in a directory of its own, the Helm chart installed with
+``charts/edgeaigc/ci/real-node-values.yaml`` (operator, gateway and cloud server as real containers
+on the real node), an HTTP server on the host's cluster address that the model pods fetch the ONNX
+file from (as ``examples/real-node/`` names it), and the fleet of ``examples/real-node/``.
+Everything is torn down on exit. Traffic stays on this machine (198.18.0.0/15).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgeaigc.cluster import network
+from edgeaigc.cluster.components import ensure_helm
+from edgeaigc.cluster.kubectl import kubectl
+from edgeaigc.cluster.local import ClusterError, ClusterState, down, up
+
+ProgressFn = Callable[[str], None]
+
+#: Where the example's InferenceModel fetches its file from (examples/real-node/).
+MODEL_SERVER_PORT = 8088
+RELEASE = "edgeaigc"
+DETECTOR = "det-yolox-nano"
+NODE = "pi-real-0"
+
+
+def repo_path(*parts: str) -> Path:
+    """A file of the source checkout the package is installed from (editable)."""
+    path = Path(__file__).resolve().parents[1].joinpath(*parts)
+    if not path.exists():
+        raise ClusterError(f"{path} not found: run from a source checkout (pip install -e .)")
+    return path
+
+
+@dataclass
+class RealStack:
+    """A running test bed: the cluster, the namespace the chart and the fleet are in."""
+
+    state: ClusterState
+    namespace: str
+    helm: Path
+    helm_home: Path
+
+    def kubectl(self, *arguments: str, stdin: str | None = None, timeout_s: float = 120) -> str:
+        return kubectl(self.state.kubeconfig, *arguments, stdin=stdin, timeout_s=timeout_s)
+
+    def pods(self, selector: str) -> list[dict[str, Any]]:
+        output = self.kubectl("get", "pods", "-n", self.namespace, "-l", selector, "-o", "json")
+        return list(json.loads(output)["items"])
+
+    def run_helm(self, *arguments: str, timeout_s: float = 330) -> str:
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(self.helm_home)}
+        for kind in ("CACHE", "CONFIG", "DATA"):
+            env[f"HELM_{kind}_HOME"] = str(self.helm_home / kind.lower())
+        result = subprocess.run(
+            [str(self.helm), f"--kubeconfig={self.state.kubeconfig}", *arguments],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            env=env,
+        )
+        if result.returncode != 0:
+            raise ClusterError(f"helm {' '.join(arguments)} failed: {result.stderr.strip()}")
+        return result.stdout
+
+    def gateway_service_url(self) -> str:
+        """The gateway's Service (a ClusterIP kube-proxy routes on the host too): survives pod restarts."""
+        name = f"{RELEASE}-gateway"
+        ip = self.kubectl("get", "service", name, "-n", self.namespace, "-o", "jsonpath={.spec.clusterIP}")
+        port = self.kubectl("get", "service", name, "-n", self.namespace, "-o", "jsonpath={.spec.ports[0].port}")
+        return f"http://{ip}:{port}"
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
+    statuses = pod.get("status", {}).get("containerStatuses") or []
+    return bool(statuses) and all(status.get("ready") for status in statuses)
+
+
+def fleet_documents(model_url: str, model_file: Path) -> list[dict[str, Any]]:
+    """``examples/real-node/`` with the detector's artifact pointing at ``model_file`` as served here."""
+    documents: list[dict[str, Any]] = []
+    for path in sorted(repo_path("examples", "real-node").glob("*.yaml")):
+        documents += [document for document in yaml.safe_load_all(path.read_text()) if document]
+    digest = hashlib.sha256(model_file.read_bytes()).hexdigest()
+    for document in documents:
+        if document["kind"] == "InferenceModel" and document["metadata"]["name"] == DETECTOR:
+            document["spec"]["artifact"] = {"url": model_url, "sha256": digest}
+    return documents
+
+
+@contextlib.contextmanager
+def _serving_file(model_file: Path) -> Iterator[str]:
+    """A real HTTP server on the host's cluster address, where the model pods fetch the model from."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(model_file.parent))
+
+    class QuietHandler(handler):  # type: ignore[misc, valid-type]
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer((network.HOST_ADDRESS, MODEL_SERVER_PORT), QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{network.HOST_ADDRESS}:{MODEL_SERVER_PORT}/{model_file.name}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
+def _cluster_directory(directory: Path) -> Iterator[None]:
+    previous = os.environ.get("EDGEAIGC_CLUSTER_DIR")
+    os.environ["EDGEAIGC_CLUSTER_DIR"] = str(directory)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("EDGEAIGC_CLUSTER_DIR", None)
+        else:
+            os.environ["EDGEAIGC_CLUSTER_DIR"] = previous
+
+
+def wait_until(condition: Callable[[], Any], timeout_s: float, what: str, poll_s: float = 2.0) -> Any:
+    """``condition()``'s first truthy value within ``timeout_s``; :class:`ClusterError` naming ``what`` if none."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with contextlib.suppress(ClusterError, subprocess.TimeoutExpired, OSError):
+            value = condition()
+            if value:
+                return value
+        if time.monotonic() > deadline:
+            raise ClusterError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(poll_s)
+
+
+@contextlib.contextmanager
+def real_stack(
+    model_file: Path,
+    *,
+    namespace: str = "edge-real",
+    values: list[Path] | None = None,
+    progress: ProgressFn = print,
+    workdir: Path | None = None,
+) -> Iterator[RealStack]:
+    """Bring the test bed up (cluster, chart, fleet), yield it, and tear everything down.
+
+    ``model_file``: the detector's ONNX file (YOLOX-Nano from ../shared, or one the caller built).
+    """
+    base = Path(workdir or tempfile.mkdtemp(prefix="edgeaigc-real-stack-")).resolve()
+    directory, name = base / "cluster", f"real-stack-{os.getpid()}"
+    served = base / "model"
+    served.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model_file, served / "yolox_nano.onnx")
+    with _cluster_directory(directory):
+        try:
+            state = up(name, progress=progress, timeout_s=120, real_nodes=1)
+        except ClusterError:
+            down(name, progress=lambda _: None)
+            raise
+    try:
+        stack = RealStack(state, namespace, ensure_helm(progress), base / "helm")
+        with _serving_file(served / "yolox_nano.onnx") as model_url:
+            stack.kubectl("create", "namespace", namespace)
+            stack.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
+            progress("installing the chart on the real node (helm install --wait)")
+            value_files = [repo_path("charts", "edgeaigc", "ci", "real-node-values.yaml"), *(values or [])]
+            stack.run_helm(
+                "install", RELEASE, str(repo_path("charts", "edgeaigc")), "-n", namespace,
+                *(argument for path in value_files for argument in ("-f", str(path))),
+                "--wait", "--timeout=300s",
+            )  # fmt: skip
+            progress("applying the fleet of examples/real-node/")
+            documents = fleet_documents(model_url, served / "yolox_nano.onnx")
+            stack.kubectl("apply", "--server-side", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(documents))
+            yield stack
+    finally:
+        with _cluster_directory(directory):
+            down(name, progress=progress)
