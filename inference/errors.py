@@ -20,6 +20,7 @@ below to its status code and a body of the Open Inference Protocol's form,
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
@@ -131,6 +132,25 @@ class ServerBusy(InferenceServerError):
     @property
     def headers(self) -> dict[str, str]:
         return {**super().headers, "Retry-After": str(self.retry_after_s)}
+
+
+class OverBandwidthShare(InferenceServerError):
+    """A camera sends faster than its share of the node's uplink: 429, come back after ``retry_after_s``."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    @property
+    def headers(self) -> dict[str, str]:
+        # Retry-After is whole seconds (RFC 9110); the exact figure goes along for clients that can use it.
+        return {
+            **super().headers,
+            "Retry-After": str(max(1, math.ceil(self.retry_after_s))),
+            "X-Edgeaigc-Retry-After-Ms": str(math.ceil(self.retry_after_s * 1000)),
+        }
 
 
 class ModelLoadError(Exception):

@@ -331,6 +331,13 @@ def service_url(name: str, namespace: str) -> str:
     return f"http://{name}.{namespace}.svc:{c.INFERENCE_PORT}"
 
 
+def uplink_bytes_per_second(scenario: Scenario, node: int) -> float:
+    """Node ``node``'s access link in bytes/s as the system model sees it: bandwidth (MHz) times the
+    link's median spectral efficiency (bit/s/Hz), what the plan's bandwidth shares divide."""
+    mbit_per_s = float(scenario.node_bandwidth_mhz[node]) * float(np.median(scenario.link_states))
+    return round(mbit_per_s * 1e6 / 8)
+
+
 def build_routing_table(
     policy: Mapping[str, Any],
     scenario: Scenario,
@@ -355,7 +362,7 @@ def build_routing_table(
             scenario.camera_names[u]: round(float(plan.bandwidth_share[u]), 4)
             for u in np.flatnonzero(scenario.camera_node == e)
         }
-        edge_nodes[node] = EdgeNodeRoutes(models, cameras, node_names.get(node))
+        edge_nodes[node] = EdgeNodeRoutes(models, cameras, node_names.get(node), uplink_bytes_per_second(scenario, e))
     cloud = {model: service_url(object_name("cloud", model), namespace) for model in scenario.model_names}
     return RoutingTable(generation, edge_nodes, cloud)
 

@@ -91,6 +91,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="distinct camera labels in the metrics; further cameras are counted as _other (default: 256)",
     )
+    parser.add_argument(
+        "--bandwidth-shares",
+        choices=("enforce", "ignore"),
+        default="enforce",
+        help="hold each camera to its planned share of the node's uplink (the routing table's bandwidthShare x "
+        "uplinkBytesPerSecond): paced, then 429 with Retry-After; an idle camera's share goes to the active ones "
+        "(default: enforce)",
+    )
+    parser.add_argument(
+        "--uplink-max-wait",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="longest a request is paced to its camera's share before it gets 429 instead (default: 1)",
+    )
     add_log_level_argument(parser)
 
 
@@ -122,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
         return usage("--max-local-attempts >= 0, --breaker-failures >= 1, --breaker-open-seconds >= 0")
     if args.max_cameras < 0:
         return usage("--max-cameras must be >= 0")
+    if args.uplink_max_wait < 0:
+        return usage("--uplink-max-wait must be >= 0")
     if not (args.edge_node or args.node_name):
         return usage("--edge-node / --node-name must not be empty")
 
@@ -141,6 +158,8 @@ def run(args: argparse.Namespace) -> int:
         body_timeout_s=args.body_timeout,
         body_memory_bytes=body_memory_bytes,
         max_cameras=args.max_cameras,
+        enforce_uplink_shares=args.bandwidth_shares == "enforce",
+        uplink_max_wait_s=args.uplink_max_wait,
     )
     app = create_gateway_app(settings)
     return run_app(app, args.host, args.port, args.log_level, connections)

@@ -34,6 +34,10 @@ is ignored — the last valid table stays in use — and counted in
 ``edgeaigc_gateway_routing_table_errors_total``. Until a first valid table is read, inference
 requests get 503 and ``/v2/health/ready`` is 503.
 
+**Bandwidth shares** (:mod:`.uplink`): when the table gives the node's ``uplinkBytesPerSecond``, each
+camera's accepted request bodies are held to its ``bandwidthShare`` of it (an idle camera's share goes to
+the active ones): paced up to ``uplink_max_wait_s``, past it 429 with ``Retry-After``.
+
 **Cameras** name themselves in the ``X-Edgeaigc-Camera`` header (or the ``camera`` query
 parameter; ``unknown`` when absent); the name labels the request metrics. A malformed name is a
 400; past ``max_cameras`` distinct names (cameras of the routing table not counted) further ones
@@ -62,6 +66,7 @@ from edgeaigc.inference.errors import (
     InferenceServerError,
     InvalidInput,
     ModelNotFound,
+    OverBandwidthShare,
     ServerNotReady,
     error_body,
     upstream_error_message,
@@ -71,6 +76,7 @@ from edgeaigc.inference.gateway.breaker import CircuitBreaker
 from edgeaigc.inference.gateway.metrics import GatewayMetrics, GatewayStateCollector
 from edgeaigc.inference.gateway.routing_table import Endpoint, RoutingTable
 from edgeaigc.inference.gateway.table_watcher import RoutingTableWatcher
+from edgeaigc.inference.gateway.uplink import UplinkBudget
 from edgeaigc.inference.metrics_contract import SERVED_BY_VALUES, UNKNOWN_MODEL
 from edgeaigc.inference.request_body import (
     DEFAULT_BODY_MEMORY_BYTES,
@@ -122,6 +128,10 @@ class GatewaySettings:
     node_name: str = ""
     """The Kubernetes node the gateway runs on: its EdgeNode is the table's entry with this ``nodeName``
     (a DaemonSet pod knows its node, not the EdgeNode's name). Used when ``edge_node`` is empty."""
+    enforce_uplink_shares: bool = True
+    """Hold each camera to its bandwidth share of the node's uplink (:mod:`.uplink`) when the table gives one."""
+    uplink_max_wait_s: float = 1.0
+    """Longest a request is paced to its camera's share; past it, 429 with Retry-After."""
 
 
 @dataclass
@@ -190,6 +200,7 @@ class Gateway:
         self.clock = clock
         self.breakers: dict[str, CircuitBreaker] = {}
         self.body_memory = BodyMemory(settings.body_memory_bytes)
+        self.uplink = UplinkBudget(max_wait_s=settings.uplink_max_wait_s, clock=clock)
         self._balancers: dict[str, tuple[tuple[Endpoint, ...], SmoothWeightedRoundRobin]] = {}
         self._cameras: set[str] = set()
         self._table_generation_seen: int | None = None
@@ -216,7 +227,37 @@ class Gateway:
             self.metrics.set_edge_node(self.edge_node)
             self._prune()
             self._create_series()
+            self._configure_uplink()
         return changed
+
+    def _configure_uplink(self) -> None:
+        table = self.watcher.table
+        node = table.edge_nodes.get(self.edge_node) if table else None
+        if node is None or not self.settings.enforce_uplink_shares:
+            self.uplink.configure(None, {})
+        else:
+            self.uplink.configure(node.uplink_bytes_per_second, node.camera_bandwidth_share)
+        self.uplink.forget_idle()
+
+    async def hold_to_share(self, camera: str, size_bytes: int) -> None:
+        """Pace a request to its camera's uplink share, or refuse it (429) when the wait would be too long."""
+        if not self.uplink.enforced:
+            return
+        admission = self.uplink.admit(camera, size_bytes)
+        node = self.edge_node
+        self.metrics.uplink_rate.labels(camera, node).set(admission.rate_bytes_per_s)
+        if admission.retry_after_s is not None:
+            self.metrics.uplink_admissions.labels(camera, node, "refused").inc()
+            raise OverBandwidthShare(
+                f"camera '{camera}' is over its share of the uplink of edge node '{node}' "
+                f"({admission.rate_bytes_per_s / 1e6:.3g} MB/s now); retry in {admission.retry_after_s:.2f} s "
+                "or send less",
+                admission.retry_after_s,
+            )
+        self.metrics.uplink_admissions.labels(camera, node, "paced" if admission.wait_s > 0 else "immediate").inc()
+        self.metrics.uplink_bytes.labels(camera, node).inc(size_bytes)
+        if admission.wait_s > 0:
+            await asyncio.sleep(admission.wait_s)
 
     def _create_series(self) -> None:
         """Series of the table's cameras and models at 0, so that ``increase()`` sees their first requests."""
@@ -398,6 +439,7 @@ class Gateway:
                 request, settings.max_request_bytes, settings.body_timeout_s, self.body_memory
             ) as body:
                 received = len(body)
+                await self.hold_to_share(camera, received)
                 forwarded = await self.forward(
                     "POST",
                     model,

@@ -33,6 +33,9 @@ GATEWAY_METRIC_NAMES = (
     "edgeaigc_gateway_circuit_breaker_opens_total",
     "edgeaigc_gateway_upstream_retries_total",
     "edgeaigc_gateway_upstream_failures_total",
+    "edgeaigc_gateway_uplink_accepted_bytes_total",
+    "edgeaigc_gateway_uplink_admissions_total",
+    "edgeaigc_gateway_uplink_rate_bytes_per_second",
 )
 
 
@@ -83,6 +86,26 @@ class GatewayMetrics:
             "edgeaigc_gateway_upstream_failures",
             "Failed upstream attempts, by where they went and why (connect, timeout, transport, http_5xx, busy).",
             ["model", "served_by", "reason", "edge_node"],
+            registry=self.registry,
+        )
+        self.uplink_bytes = Counter(
+            "edgeaigc_gateway_uplink_accepted_bytes",
+            "Request-body bytes accepted from each camera under its bandwidth share (what its achieved upload rate "
+            "is measured from).",
+            ["camera", "edge_node"],
+            registry=self.registry,
+        )
+        self.uplink_admissions = Counter(
+            "edgeaigc_gateway_uplink_admissions",
+            "Requests held to a camera's bandwidth share: forwarded at once (immediate), after a wait (paced), or "
+            "refused with 429 and Retry-After (refused).",
+            ["camera", "edge_node", "outcome"],
+            registry=self.registry,
+        )
+        self.uplink_rate = Gauge(
+            "edgeaigc_gateway_uplink_rate_bytes_per_second",
+            "The upload rate a camera was last allowed: its share of the node's uplink among the active cameras.",
+            ["camera", "edge_node"],
             registry=self.registry,
         )
         self.set_edge_node(edge_node)

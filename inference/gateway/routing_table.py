@@ -39,6 +39,8 @@ class EdgeNodeRoutes:
     camera_bandwidth_share: dict[str, float]
     node_name: str | None = None
     """The Kubernetes node the EdgeNode runs on (lets a gateway find its entry from its node's name)."""
+    uplink_bytes_per_second: float | None = None
+    """The node's uplink capacity the plan's bandwidth shares divide (None: shares are not enforced)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +71,11 @@ class RoutingTable:
             "edgeNodes": {
                 name: {
                     **({"nodeName": routes.node_name} if routes.node_name else {}),
+                    **(
+                        {"uplinkBytesPerSecond": routes.uplink_bytes_per_second}
+                        if routes.uplink_bytes_per_second is not None
+                        else {}
+                    ),
                     "models": {
                         model: {
                             "endpoints": [{"url": e.url, "weight": e.weight} for e in local.endpoints],
@@ -148,7 +155,10 @@ def parse_routing_table(text: str) -> RoutingTable:
         node_name = _mapping(routes, where).get("nodeName")
         if node_name is not None and (not isinstance(node_name, str) or not node_name):
             raise InvalidRoutingTable(f"{where}.nodeName must be a non-empty string")
-        edge_nodes[node] = EdgeNodeRoutes(models, cameras, node_name)
+        uplink = _mapping(routes, where).get("uplinkBytesPerSecond")
+        if uplink is not None:
+            uplink = _number(uplink, f"{where}.uplinkBytesPerSecond", 1, 1e15)
+        edge_nodes[node] = EdgeNodeRoutes(models, cameras, node_name, uplink)
     cloud = {}
     for model, entry in _mapping(document.get("cloud", {}), "cloud").items():
         url = _mapping(entry, f"cloud.{model}").get("url")

@@ -287,3 +287,13 @@ def test_a_path_cannot_climb_out_of_the_artifact_mount() -> None:
 def test_an_artifact_needs_the_model_size() -> None:
     with pytest.raises(ValueError, match="size"):
         builders.build_cloud_deployment(POLICY, "m", "img", ARTIFACTS["det-yolox-nano-day"])
+
+
+def test_routing_table_gives_each_nodes_uplink_in_bytes_per_second() -> None:
+    fleet = _fleet()
+    table = builders.build_routing_table(POLICY, fleet, _plan(fleet), 1, {})
+    for e, node in enumerate(fleet.node_names):
+        median_efficiency = float(np.median(fleet.link_states))  # bit/s/Hz
+        expected = fleet.node_bandwidth_mhz[e] * 1e6 * median_efficiency / 8
+        assert table.edge_nodes[node].uplink_bytes_per_second == pytest.approx(expected, abs=1)
+        assert sum(table.edge_nodes[node].camera_bandwidth_share.values()) > 0
