@@ -25,11 +25,25 @@ CAMERA_HEADER = "X-Edgeaigc-Camera"
 class RemoteInferenceError(RuntimeError):
     """The gateway or server did not answer an inference request with 200."""
 
-    def __init__(self, model: str, status_code: int | None, message: str) -> None:
+    def __init__(self, model: str, status_code: int | None, message: str, retry_after_s: float | None = None) -> None:
         where = "transport error" if status_code is None else f"HTTP {status_code}"
         super().__init__(f"inference of '{model}' failed ({where}): {message}")
         self.model = model
         self.status_code = status_code
+        self.retry_after_s = retry_after_s
+        """When the server said to come back (429 or 503 with Retry-After), in seconds."""
+
+
+def retry_after_of(response: httpx.Response) -> float | None:
+    """The gateway's exact ``X-Edgeaigc-Retry-After-Ms``, else the standard ``Retry-After`` seconds."""
+    for header, scale in (("x-edgeaigc-retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = response.headers.get(header)
+        if value is not None:
+            try:
+                return max(0.0, float(value) / scale)
+            except ValueError:
+                continue  # an HTTP date or garbage: the other header, or none
+    return None
 
 
 class ModelRunner(Protocol):
@@ -140,7 +154,9 @@ class RemoteRunner:
         except httpx.HTTPError as error:
             raise RemoteInferenceError(self.name, None, str(error) or type(error).__name__) from error
         if response.status_code != 200:
-            raise RemoteInferenceError(self.name, response.status_code, upstream_error_message(response))
+            raise RemoteInferenceError(
+                self.name, response.status_code, upstream_error_message(response), retry_after_of(response)
+            )
         return protocol.decode_infer_response(response.content, response.headers.get(protocol.HEADER_CONTENT_LENGTH))
 
     def close(self) -> None:

@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -34,19 +34,48 @@ class SendPacer:
 
     Not a fixed schedule: after a slow answer (the first one warms the models) a fixed schedule
     would send the frames it fell behind on in a burst, faster than any camera does.
+
+    **Adapting to the uplink share.** When the gateway says the camera is over its bandwidth share
+    (429 with Retry-After), the camera waits as told and sends only a fraction of its frames (the
+    others are dropped, so the video keeps pace with the clock), the fraction cut by 1/3 at each
+    refusal and grown back by 5 % with each answer: additive-increase/multiplicative-decrease, as
+    TCP shares a link. The frames are tensors whose size the JPEG quality does not change, so the
+    rate is what adapts.
     """
+
+    MIN_FRACTION = 1 / 16
 
     def __init__(self, fps: float) -> None:
         self.interval = 1.0 / fps
         self._next_send_at = float("-inf")
+        self.fraction = 1.0
+        """Share of the frames sent (1: every frame)."""
+        self._credit = 0.0
 
     def wait(self) -> float:
-        """Sleep until the next send is due; return the send time (perf_counter seconds)."""
+        """Sleep until the next frame is due; return its time (perf_counter seconds)."""
         while (delay := self._next_send_at - time.perf_counter()) > 0:
             time.sleep(delay)
         sent_at = time.perf_counter()
         self._next_send_at = sent_at + self.interval
         return sent_at
+
+    def take(self) -> bool:
+        """Whether to send the frame now due (False: drop it, the camera is slowed to its share)."""
+        self._credit = min(1.0, self._credit + self.fraction)
+        if self._credit >= 1.0 - 1e-9:
+            self._credit -= 1.0
+            return True
+        return False
+
+    def refused(self, retry_after_s: float | None) -> None:
+        """The gateway answered 429: send fewer frames, and none before ``retry_after_s``."""
+        self.fraction = max(self.MIN_FRACTION, self.fraction * 2 / 3)
+        if retry_after_s:
+            self._next_send_at = max(self._next_send_at, time.perf_counter() + retry_after_s)
+
+    def answered(self) -> None:
+        self.fraction = min(1.0, self.fraction + 0.05)
 
 
 @dataclass
@@ -58,6 +87,10 @@ class CameraReport:
     target_fps: float
     frames: int = 0
     errors: int = 0
+    throttled: int = 0
+    """Frames the gateway refused with 429 (over the camera's bandwidth share): not errors."""
+    dropped: int = 0
+    """Frames not sent while the camera was slowed to its share."""
     error_messages: list[str] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
     jpeg_bytes: list[int] = field(default_factory=list)
@@ -83,6 +116,8 @@ class CameraReport:
             "source": self.source,
             "frames": self.frames,
             "errors": self.errors,
+            "throttled": self.throttled,
+            "dropped": self.dropped,
             "error_messages": self.error_messages[:5],
             "target_fps": self.target_fps,
             "achieved_fps": round(self.achieved_fps, 3),
@@ -98,6 +133,12 @@ class CameraReport:
             "mean_speed_kmh": _round(self.mean_speed_kmh),
             "congestion": self.congestion,
         }
+
+
+def _log_frame(log: TextIO | None, **fields: Any) -> None:
+    """One line of ``--frame-log``."""
+    if log is not None:
+        log.write(json.dumps(fields) + "\n")
 
 
 def _round(value: float | None) -> float | None:
@@ -223,22 +264,30 @@ def run(args: argparse.Namespace) -> int:
                 _, encoded = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, args.jpeg_quality])
                 jpeg = encoded.tobytes()
                 sent_at = pacer.wait()
+                if not pacer.take():
+                    report.dropped += 1
+                    progress.update(1)
+                    continue
                 sent_wall = time.time()
                 report.send_times.append(sent_at)
                 try:
                     result = pipeline.process(jpeg, frame_index=index, timestamp_s=timestamp)
                 except (InvalidInput, RemoteInferenceError) as error:
+                    if isinstance(error, RemoteInferenceError) and error.status_code == 429:
+                        report.throttled += 1
+                        pacer.refused(error.retry_after_s)
+                        _log_frame(frame_log, frame=index, time=sent_wall, ok=False, throttled=True)
+                        report.frames += 1
+                        progress.update(1)
+                        continue
                     report.errors += 1
                     report.error_messages.append(f"frame {index}: {error}")
-                    if frame_log is not None:
-                        line = {"frame": index, "time": sent_wall, "ok": False, "error": str(error)}
-                        frame_log.write(json.dumps(line) + "\n")
+                    _log_frame(frame_log, frame=index, time=sent_wall, ok=False, error=str(error))
                 else:
+                    pacer.answered()
                     latency_ms = (time.perf_counter() - sent_at) * 1000.0
                     report.latencies_ms.append(latency_ms)
-                    if frame_log is not None:
-                        line = {"frame": index, "time": sent_wall, "ok": True, "latency_ms": round(latency_ms, 2)}
-                        frame_log.write(json.dumps(line) + "\n")
+                    _log_frame(frame_log, frame=index, time=sent_wall, ok=True, latency_ms=round(latency_ms, 2))
                     detections += len(result.detections)
                     report.counts = result.flow.counts
                     report.mean_speed_kmh = result.flow.mean_speed_kmh

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -119,6 +120,35 @@ def test_failed_frames_exit_1_and_are_reported(gateway: ServerProcess, pipeline_
     frames = [json.loads(line) for line in (tmp_path / "frames.jsonl").read_text().splitlines()]
     assert [(frame["frame"], frame["ok"]) for frame in frames] == [(0, False), (1, False), (2, False)]
     assert "HTTP 404" in frames[0]["error"]
+
+
+def test_a_camera_over_its_bandwidth_share_slows_down_instead_of_failing(
+    edge: ServerProcess, pipeline_config: Path, tmp_path: Path
+) -> None:
+    """A gateway process whose node uplink (200 kB/s) carries about 4 of the camera's 49 kB frames a second;
+    the camera asks for 25 a second: it is refused (429), drops frames, and ends without errors."""
+    uplink = 200_000
+    table = routing_table(1, {"detector": [edge.url]}, {}, cameras=["cam-9"])
+    node = dataclasses.replace(table.edge_nodes[EDGE_NODE], uplink_bytes_per_second=uplink)
+    (tmp_path / "routing.json").write_text(dataclasses.replace(table, edge_nodes={EDGE_NODE: node}).to_json())
+    port = free_port()
+    command = [sys.executable, "-m", "edgeaigc.inference.gateway.cli", "--edge-node", EDGE_NODE, "--port", str(port)]
+    command += ["--routing-table", str(tmp_path / "routing.json"), "--host", "127.0.0.1", "--uplink-max-wait", "0.1"]
+    with serving(command, port) as gateway:
+        started = time.monotonic()
+        result = run_camera(
+            "--generated", "--frames", "50", "--fps", "25", "--gateway", gateway.url, "--camera-id", "cam-9",
+            "--pipeline-config", str(pipeline_config), "--json",
+        )  # fmt: skip
+        elapsed = time.monotonic() - started
+        scrape = gateway.scrape()
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["errors"] == 0 and summary["throttled"] >= 1 and summary["dropped"] >= 1, summary
+    accepted = sample_value(scrape, "edgeaigc_gateway_uplink_accepted_bytes_total", camera="cam-9", edge_node=EDGE_NODE)
+    assert accepted is not None and accepted > 0
+    # What a token bucket can let through: one full bucket (1 s of the rate) plus the rate over the run.
+    assert accepted <= uplink * (elapsed + 1.0), (accepted, elapsed)
 
 
 @pytest.mark.skipif(not (YOLOX.is_file() and CLIP.is_file()), reason=f"{SHARED_DATA} absent: no real clip to play")
