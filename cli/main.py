@@ -31,6 +31,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "edgeaigc.inference.bench.cli",
         "server overhead vs onnxruntime and KServe; per-model work per request",
     ),
+    "bench-uplink": (
+        "edgeaigc.inference.bench.uplink",
+        "does the gateway hold each camera to its bandwidth share? contention and an idle camera, measured",
+    ),
     "build-demo-models": (
         "edgeaigc.inference.demo_models.build",
         "train the demo vehicle detector and classifier on generated scenes, export ONNX, report held-out accuracy",

@@ -88,11 +88,9 @@ class UplinkBudget:
         if self.capacity_bytes_per_s is None:
             return math.inf
         now = self.clock() if now is None else now
-        active = {
-            name
-            for name, bucket in self._buckets.items()
-            if now - bucket.last_request < self.idle_after_s or bucket.tokens < 0
-        }
+        # Active: a request within idle_after_s (a paced request counts from when it was admitted, at most
+        # max_wait_s earlier, so keep max_wait_s < idle_after_s).
+        active = {name for name, bucket in self._buckets.items() if now - bucket.last_request < self.idle_after_s}
         active.add(camera)
         return self.capacity_bytes_per_s * self.weight(camera) / sum(self.weight(name) for name in active)
 

@@ -103,3 +103,14 @@ def test_buckets_of_silent_cameras_are_forgotten() -> None:
     budget.forget_idle(older_than_s=300.0)
     budget.admit("cam-new", 10)
     assert budget.rate("cam-new") == CAPACITY
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [["--shares", "1"], ["--shares", "0.5,x"], ["--shares", "0.5,0"], ["--uplink", "0"], ["--seconds", "0"]],
+)
+def test_bench_uplink_refuses_bad_input(arguments: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from edgeaigc.cli.main import main
+
+    assert main(["bench-uplink", *arguments]) == 2
+    assert "edgeaigc bench-uplink:" in capsys.readouterr().err
