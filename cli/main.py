@@ -49,6 +49,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "edgeaigc.cluster.chaos",
         "chaos soak on a real node under camera traffic: random kills, recovery times, invariants",
     ),
+    "bench-quota": (
+        "edgeaigc.cluster.bench_quota",
+        "latency against the CPU limit (CFS quota) of a model's pod on the real node, and the system model's",
+    ),
     "twin": (
         "edgeaigc.cluster.twin.cli",
         "play the edge gateways of a fleet (traffic twin) and export their metrics for Prometheus",

@@ -107,9 +107,9 @@ def fleet_documents(model_url: str, model_file: Path) -> list[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def _serving_file(model_file: Path) -> Iterator[str]:
-    """A real HTTP server on the host's cluster address, where the model pods fetch the model from."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(model_file.parent))
+def _serving_directory(directory: Path) -> Iterator[str]:
+    """A real HTTP server on the host's cluster address, where the model pods fetch their files from."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
 
     class QuietHandler(handler):  # type: ignore[misc, valid-type]
         def log_message(self, format: str, *args: Any) -> None:
@@ -119,7 +119,7 @@ def _serving_file(model_file: Path) -> Iterator[str]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://{network.HOST_ADDRESS}:{MODEL_SERVER_PORT}/{model_file.name}"
+        yield f"http://{network.HOST_ADDRESS}:{MODEL_SERVER_PORT}"
     finally:
         server.shutdown()
         server.server_close()
@@ -152,23 +152,17 @@ def wait_until(condition: Callable[[], Any], timeout_s: float, what: str, poll_s
 
 
 @contextlib.contextmanager
-def real_stack(
-    model_file: Path,
-    *,
-    namespace: str = "edge-real",
-    values: list[Path] | None = None,
-    progress: ProgressFn = print,
-    workdir: Path | None = None,
-) -> Iterator[RealStack]:
-    """Bring the test bed up (cluster, chart, fleet), yield it, and tear everything down.
-
-    ``model_file``: the detector's ONNX file (YOLOX-Nano from ../shared, or one the caller built).
-    """
+def real_cluster(
+    files: list[Path], *, namespace: str = "edge-real", progress: ProgressFn = print, workdir: Path | None = None
+) -> Iterator[tuple[RealStack, dict[str, str]]]:
+    """A cluster with one real node, a namespace (Pod Security "restricted") and ``files`` served over HTTP
+    on the host's cluster address; yields the stack and each file's URL by name. Torn down on exit."""
     base = Path(workdir or tempfile.mkdtemp(prefix="edgeaigc-real-stack-")).resolve()
     directory, name = base / "cluster", f"real-stack-{os.getpid()}"
-    served = base / "model"
+    served = base / "files"
     served.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(model_file, served / "yolox_nano.onnx")
+    for file in files:
+        shutil.copyfile(file, served / file.name)
     with _cluster_directory(directory):
         try:
             state = up(name, progress=progress, timeout_s=120, real_nodes=1)
@@ -177,20 +171,37 @@ def real_stack(
             raise
     try:
         stack = RealStack(state, namespace, ensure_helm(progress), base / "helm")
-        with _serving_file(served / "yolox_nano.onnx") as model_url:
+        with _serving_directory(served) as base_url:
             stack.kubectl("create", "namespace", namespace)
             stack.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
-            progress("installing the chart on the real node (helm install --wait)")
-            value_files = [repo_path("charts", "edgeaigc", "ci", "real-node-values.yaml"), *(values or [])]
-            stack.run_helm(
-                "install", RELEASE, str(repo_path("charts", "edgeaigc")), "-n", namespace,
-                *(argument for path in value_files for argument in ("-f", str(path))),
-                "--wait", "--timeout=300s",
-            )  # fmt: skip
-            progress("applying the fleet of examples/real-node/")
-            documents = fleet_documents(model_url, served / "yolox_nano.onnx")
-            stack.kubectl("apply", "--server-side", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(documents))
-            yield stack
+            yield stack, {file.name: f"{base_url}/{file.name}" for file in files}
     finally:
         with _cluster_directory(directory):
             down(name, progress=progress)
+
+
+@contextlib.contextmanager
+def real_stack(
+    model_file: Path,
+    *,
+    namespace: str = "edge-real",
+    values: list[Path] | None = None,
+    progress: ProgressFn = print,
+    workdir: Path | None = None,
+) -> Iterator[RealStack]:
+    """The whole test bed: :func:`real_cluster`, the chart installed on the real node, the fleet applied.
+
+    ``model_file``: the detector's ONNX file (YOLOX-Nano from ../shared, or one the caller built).
+    """
+    with real_cluster([model_file], namespace=namespace, progress=progress, workdir=workdir) as (stack, urls):
+        progress("installing the chart on the real node (helm install --wait)")
+        value_files = [repo_path("charts", "edgeaigc", "ci", "real-node-values.yaml"), *(values or [])]
+        stack.run_helm(
+            "install", RELEASE, str(repo_path("charts", "edgeaigc")), "-n", namespace,
+            *(argument for path in value_files for argument in ("-f", str(path))),
+            "--wait", "--timeout=300s",
+        )  # fmt: skip
+        progress("applying the fleet of examples/real-node/")
+        documents = fleet_documents(urls[model_file.name], model_file)
+        stack.kubectl("apply", "--server-side", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(documents))
+        yield stack
