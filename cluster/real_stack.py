@@ -109,13 +109,13 @@ def fleet_documents(model_url: str, model_file: Path) -> list[dict[str, Any]]:
 @contextlib.contextmanager
 def _serving_directory(directory: Path) -> Iterator[str]:
     """A real HTTP server on the host's cluster address, where the model pods fetch their files from."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
 
-    class QuietHandler(handler):  # type: ignore[misc, valid-type]
+    class QuietHandler(http.server.SimpleHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:
-            pass
+            pass  # a line per model download on the command's output is noise
 
-    server = http.server.ThreadingHTTPServer((network.HOST_ADDRESS, MODEL_SERVER_PORT), QuietHandler)
+    handler = functools.partial(QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer((network.HOST_ADDRESS, MODEL_SERVER_PORT), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
