@@ -3,7 +3,8 @@
 The test bed of :mod:`edgeaigc.cluster.real_stack` (real kubelet node, the chart, the fleet of
 ``examples/real-node/``), an ``edgeaigc camera`` process streaming generated road scenes through
 the real gateway to the real YOLOX-Nano replica, and then, for ``--duration``, a fault every
-``--mean-gap`` seconds (exponentially distributed, seeded), drawn from:
+``--mean-gap`` seconds (exponentially distributed, seeded), every kind once in a seeded random order
+before any comes again, from:
 
 - ``operator``: SIGKILL of every process of the operator's container (the kubelet restarts it);
 - ``gateway``: the same for the gateway's container;
@@ -323,6 +324,7 @@ def soak(stack: RealStack, args: argparse.Namespace, kinds: list[str], progress:
     frame_log = out / "frames.jsonl"
     camera = spawn_camera(stack, frames_total, args.fps, frame_log, out / "camera.log")
     faults: list[Fault] = []
+    pending: list[str] = []
     watch, stop = Watch(), threading.Event()
     watcher = threading.Thread(target=watch_placement, args=(stack, stop, watch), daemon=True)
     try:
@@ -340,7 +342,9 @@ def soak(stack: RealStack, args: argparse.Namespace, kinds: list[str], progress:
             time.sleep(min(rng.expovariate(1 / args.mean_gap), max(0.0, args.duration - (time.time() - soak_start))))
             if time.time() - soak_start >= args.duration:
                 break
-            kind = rng.choice(kinds)
+            if not pending:  # every kind once, in a seeded random order, before any comes again
+                pending = rng.sample(kinds, len(kinds))
+            kind = pending.pop()
             fault = inject(stack, kind, args.outage, args.recovery_timeout)
             faults.append(fault)
             recovered = f"recovered in {fault.recovered_s:.1f} s" if fault.recovered_s is not None else "NOT recovered"
