@@ -85,6 +85,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"comma-separated fault kinds to draw from (default: all: {','.join(FAULT_KINDS)})",
     )
     parser.add_argument(
+        "--max-faults", type=int, default=0, metavar="N", help="stop after N faults (default: 0, no limit)"
+    )
+    parser.add_argument(
         "--outage", type=float, default=15, metavar="S", help="seconds the API server or Prometheus stays down"
     )
     parser.add_argument(
@@ -338,7 +341,7 @@ def soak(stack: RealStack, args: argparse.Namespace, kinds: list[str], progress:
         watcher.start()
         soak_start = time.time()
         progress(f"soak: {args.duration:.0f} s of faults ({', '.join(kinds)}), one every ~{args.mean_gap:.0f} s")
-        while time.time() - soak_start < args.duration:
+        while time.time() - soak_start < args.duration and not (args.max_faults and len(faults) >= args.max_faults):
             time.sleep(min(rng.expovariate(1 / args.mean_gap), max(0.0, args.duration - (time.time() - soak_start))))
             if time.time() - soak_start >= args.duration:
                 break
