@@ -30,7 +30,7 @@ import yaml
 
 from edgeaigc.cluster import network
 from edgeaigc.cluster.components import ensure_helm
-from edgeaigc.cluster.kubectl import kubectl
+from edgeaigc.cluster.kubectl import KubectlFailed, kubectl
 from edgeaigc.cluster.local import ClusterError, ClusterState, down, up
 
 ProgressFn = Callable[[str], None]
@@ -60,7 +60,11 @@ class RealStack:
     helm_home: Path
 
     def kubectl(self, *arguments: str, stdin: str | None = None, timeout_s: float = 120) -> str:
-        return kubectl(self.state.kubeconfig, *arguments, stdin=stdin, timeout_s=timeout_s)
+        """kubectl's output; :class:`ClusterError` (with what kubectl said) when it fails."""
+        try:
+            return kubectl(self.state.kubeconfig, *arguments, stdin=stdin, timeout_s=timeout_s)
+        except KubectlFailed as error:
+            raise ClusterError(str(error)) from error
 
     def pods(self, selector: str) -> list[dict[str, Any]]:
         output = self.kubectl("get", "pods", "-n", self.namespace, "-l", selector, "-o", "json")
