@@ -335,7 +335,7 @@ def uplink_bytes_per_second(scenario: Scenario, node: int) -> float:
     """Node ``node``'s access link in bytes/s as the system model sees it: bandwidth (MHz) times the
     link's median spectral efficiency (bit/s/Hz), what the plan's bandwidth shares divide."""
     mbit_per_s = float(scenario.node_bandwidth_mhz[node]) * float(np.median(scenario.link_states))
-    return round(mbit_per_s * 1e6 / 8)
+    return float(round(mbit_per_s * 1e6 / 8))  # a float, as the table parses it: no rewrite for 7500000 vs 7500000.0
 
 
 def build_routing_table(
