@@ -10,8 +10,9 @@ kubelet removes pods its runtime holds but it does not know, so two kubelets can
 a CNI ``bridge`` + ``host-local`` network on ``198.18.(i+1).0/24``, a kubelet whose cgroups live
 under ``/edgeaigc-<name>`` in every controller, with its own root, pod-log and certificate
 directories and a client certificate as ``system:node:<name>``. Once per cluster: the dummy
-interface with the host's addresses, kube-proxy (iptables) so pods reach Services, and CoreDNS
-so they resolve ``<service>.<namespace>.svc`` (both are host processes, like the control plane).
+interface with the host's addresses, kube-proxy (iptables) so pods reach Services, CoreDNS so
+they resolve ``<service>.<namespace>.svc``, and kube-router's NetworkPolicy controller so
+NetworkPolicies hold (the CNI bridge ignores them); all host processes, like the control plane.
 See :mod:`.network` for the address plan and ``docs/real-nodes.md`` for the facts behind the
 settings (hybrid cgroups, runc not crun, ``restrict_oom_score_adj``).
 
@@ -31,6 +32,8 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,7 +52,11 @@ REQUIRED_BINARIES = {
     "runc": "runc",
     "iptables": "iptables",
     "ip": "iproute2",
+    # kube-router's NetworkPolicy controller keeps the pods a policy selects in ipsets.
+    "ipset": "ipset",
 }
+#: Names of the ipsets kube-router's NetworkPolicy controller creates (removed at tear-down).
+KUBE_ROUTER_IPSET_PREFIXES = ("KUBE-SRC-", "KUBE-DST-", "kube-router-")
 #: What a real node's labels say: the kwok Pis' labels (the operator and chart schedule by them).
 PI_LABELS = {
     "node.kubernetes.io/instance-type": "raspberry-pi-4",
@@ -254,6 +261,27 @@ def kube_proxy_config(first_node: str, kubeconfig: Path, ports: dict[str, int]) 
         # Leave this machine's conntrack table size alone (a shared VM).
         "conntrack": {"maxPerCore": 0, "min": 0},
     }
+
+
+def kube_router_arguments(first_node: str, kubeconfig: Path, ports: dict[str, int]) -> list[str]:
+    """kube-router as a NetworkPolicy enforcer only: no BGP routing, no service proxy (kube-proxy has that).
+
+    It enforces policies for the pods whose hostIP is ``first_node``'s address (it takes its node's
+    pods as the ones to guard), in this machine's iptables, which every real node shares.
+    """
+    return [
+        f"--kubeconfig={kubeconfig}",
+        f"--hostname-override={first_node}",
+        "--run-firewall=true",
+        "--run-router=false",
+        "--run-service-proxy=false",
+        # Needed by the controller: traffic to ClusterIPs is left to kube-proxy's DNAT, then filtered.
+        f"--service-cluster-ip-range={network.SERVICE_CIDR}",
+        "--enable-ipv6=false",
+        f"--health-port={ports['kube_router_health']}",
+        "--metrics-port=0",
+        "--v=1",
+    ]
 
 
 def corefile(kubeconfig: Path, port: int = 53) -> str:
@@ -465,6 +493,16 @@ def remove_kube_chains() -> None:
                 _run([tool, "-t", table, "-X", chain], f"{tool} -X {chain}", check=False)
 
 
+def remove_kube_router_ipsets() -> None:
+    """The ipsets of kube-router's NetworkPolicy controller (after the chains that match them are gone)."""
+    if shutil.which("ipset") is None:
+        return
+    names = _run(["ipset", "list", "-n"], "ipset list", check=False).stdout.split()
+    for name in names:
+        if name.startswith(KUBE_ROUTER_IPSET_PREFIXES):
+            _run(["ipset", "destroy", name], f"ipset destroy {name}", check=False)
+
+
 def teardown_host() -> None:
     """The host interface and the unreachable routes."""
     if _run(["ip", "link", "show", network.HOST_INTERFACE], "ip link show", check=False).returncode == 0:
@@ -511,6 +549,8 @@ class RealNodeRuntime:
     kubelet: Path
     kube_proxy: Path
     coredns: Path
+    #: The NetworkPolicy enforcer; None runs without one (policies are then ignored, as by the bridge).
+    kube_router: Path | None
     ports: dict[str, int]
     launch: Launch
     wait: Wait
@@ -524,6 +564,14 @@ def plan_real_nodes(directory: Path, count: int) -> list[RealNode]:
 
 def _socket_ready(path: Path) -> bool:
     return path.is_socket()
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def import_images(node: RealNode, archives: Sequence[Path]) -> None:
@@ -591,6 +639,18 @@ def start_real_nodes(
     runtime.launch("kube_proxy", [str(runtime.kube_proxy), f"--config={proxy_config}"])
     (runtime.directory / "Corefile").write_text(corefile(admin_kubeconfig))
     runtime.launch("coredns", [str(runtime.coredns), "-conf", str(runtime.directory / "Corefile")])
+    if runtime.kube_router is not None:
+        if len(nodes) > 1:
+            runtime.progress(
+                f"NetworkPolicies are enforced for the pods of {nodes[0].name} only (one kube-router per host)"
+            )
+        runtime.progress("starting kube-router's NetworkPolicy controller (the CNI bridge ignores NetworkPolicies)")
+        runtime.launch(
+            "kube_router",
+            [str(runtime.kube_router), *kube_router_arguments(nodes[0].name, admin_kubeconfig, runtime.ports)],
+        )
+        health = f"http://127.0.0.1:{runtime.ports['kube_router_health']}/healthz"
+        runtime.wait("kube_router", functools.partial(_http_ok, health), timeout_s)
     for node in nodes:
         runtime.wait(f"kubelet_{node.name}", functools.partial(runtime.node_ready, node.name), timeout_s)
     runtime.progress(f"{len(nodes)} real node(s) Ready: {', '.join(node.name for node in nodes)}")
@@ -616,5 +676,6 @@ def stop_real_nodes(directory: Path, kube_proxy: Path | None, progress: Progress
         if kube_proxy is not None and kube_proxy.exists():
             _run([str(kube_proxy), "--cleanup"], "kube-proxy --cleanup", check=False)
         remove_kube_chains()
+        remove_kube_router_ipsets()
         teardown_host()
         progress(f"removed {len(nodes)} real node(s): containers, mounts, network namespaces, bridges, cgroups")
