@@ -28,6 +28,7 @@ import functools
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -483,7 +484,8 @@ def remove_kube_chains() -> None:
         for table in ("filter", "nat", "mangle"):
             rules = _run([tool, "-t", table, "-S"], f"{tool} -S", check=False).stdout.splitlines()
             for rule in rules:
-                words = rule.split()
+                # shlex: kube-router's jump rules carry quoted comments with spaces.
+                words = shlex.split(rule)
                 if words[:1] == ["-A"] and not words[1].startswith("KUBE-") and "KUBE-" in rule:
                     _run([tool, "-t", table, "-D", *words[1:]], f"{tool} -D", check=False)
             chains = [rule.split()[1] for rule in rules if rule.startswith("-N KUBE-")]
@@ -639,7 +641,10 @@ def start_real_nodes(
     runtime.launch("kube_proxy", [str(runtime.kube_proxy), f"--config={proxy_config}"])
     (runtime.directory / "Corefile").write_text(corefile(admin_kubeconfig))
     runtime.launch("coredns", [str(runtime.coredns), "-conf", str(runtime.directory / "Corefile")])
+    for node in nodes:
+        runtime.wait(f"kubelet_{node.name}", functools.partial(runtime.node_ready, node.name), timeout_s)
     if runtime.kube_router is not None:
+        # After the nodes registered: kube-router finds its node (and so the pods to guard) by name.
         if len(nodes) > 1:
             runtime.progress(
                 f"NetworkPolicies are enforced for the pods of {nodes[0].name} only (one kube-router per host)"
@@ -651,8 +656,6 @@ def start_real_nodes(
         )
         health = f"http://127.0.0.1:{runtime.ports['kube_router_health']}/healthz"
         runtime.wait("kube_router", functools.partial(_http_ok, health), timeout_s)
-    for node in nodes:
-        runtime.wait(f"kubelet_{node.name}", functools.partial(runtime.node_ready, node.name), timeout_s)
     runtime.progress(f"{len(nodes)} real node(s) Ready: {', '.join(node.name for node in nodes)}")
 
 
