@@ -496,7 +496,7 @@ def test_network_policies_deny_every_release_pod_by_default(helm: list[str]) -> 
     assert _policies(render(helm, "--set", "networkPolicy.enabled=false")) == []
 
 
-# (source, target, port, protocol): the flows the system needs, read from the code (docs/network-policy.md).
+# (source, target, port, protocol): the flows the system needs, read from the code (chart README, "NetworkPolicies").
 NEEDED_FLOWS = [
     (CAMERA, GATEWAY, 8000, "TCP"),  # frames
     (GATEWAY, EDGE_MODEL, 8080, "TCP"),  # a hit
