@@ -10,7 +10,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 SUDO ?= $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 # Debian packages: Prometheus for the tests and the demo; the container runtime, CNI plugins,
 # image builder, arm64 emulation and the C compilers of the pause image for the real nodes.
-DEBIAN_PACKAGES ?= python3-venv prometheus containerd runc containernetworking-plugins iptables iproute2 buildah skopeo \
+DEBIAN_PACKAGES ?= python3-venv prometheus containerd runc containernetworking-plugins iptables ipset iproute2 buildah skopeo \
 	debootstrap qemu-user-static binfmt-support gcc libc6-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross
 
 .PHONY: deps debian-packages install test lint unit deptry benchmark constraints images

@@ -29,6 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also start N real nodes (kubelet, containerd, runc, CNI) running the project's images, built here "
         "first if needed; Pi-like: 1 CPU and 2 GiB allocatable each (default: 0, kwok nodes only)",
     )
+    start.add_argument(
+        "--network-policy",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --real-nodes, enforce NetworkPolicies with kube-router's policy controller, a host process "
+        "(default: on; --no-network-policy leaves them ignored, as the CNI bridge alone does)",
+    )
     start.add_argument("--timeout", type=float, default=60.0, help="seconds each component may take to become ready")
     start.add_argument(
         "--prometheus",
@@ -72,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
                 prometheus=args.prometheus,
                 scrape_interval_s=args.scrape_interval,
                 real_nodes=args.real_nodes,
+                network_policy=args.network_policy,
             )
             print(started.kubeconfig)
             return 0

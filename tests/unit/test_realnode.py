@@ -90,6 +90,17 @@ def test_kube_proxy_opens_node_ports_only_on_the_host_addresses() -> None:
     assert config["conntrack"] == {"maxPerCore": 0, "min": 0}
 
 
+def test_kube_router_only_enforces_network_policies() -> None:
+    arguments = realnode.kube_router_arguments("pi-real-0", Path("/kubeconfig"), {"kube_router_health": 7})
+    flags = dict(argument.removeprefix("--").split("=", 1) for argument in arguments)
+    # Its defaults would also run a BGP router and a service proxy (kube-proxy has that job here).
+    assert flags["run-firewall"] == "true" and flags["run-router"] == "false" and flags["run-service-proxy"] == "false"
+    assert flags["service-cluster-ip-range"] == network.SERVICE_CIDR
+    assert flags["hostname-override"] == "pi-real-0" and flags["kubeconfig"] == "/kubeconfig"
+    assert flags["health-port"] == "7" and flags["metrics-port"] == "0"
+    assert "ipset" in realnode.REQUIRED_BINARIES
+
+
 def test_coredns_listens_on_the_host_address_and_forwards_nothing() -> None:
     text = realnode.corefile(Path("/kubeconfig"))
     assert f"bind {network.HOST_ADDRESS}" in text

@@ -128,3 +128,44 @@ imagePullSecrets:
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* An egress rule to a destination of values.networkPolicy ({peers, ports}): [destination, protocols].
+An empty peers list means any address, an empty ports list every port (each port once per protocol). */}}
+{{- define "edgeaigc.egressRule" -}}
+{{- $destination := index . 0 }}
+{{- $rule := dict }}
+{{- with $destination.peers }}{{ $_ := set $rule "to" . }}{{ end }}
+{{- with $destination.ports }}
+{{- $ports := list }}
+{{- range $port := . }}{{ range $protocol := index $ 1 }}{{ $ports = append $ports (dict "port" $port "protocol" $protocol) }}{{ end }}{{ end }}
+{{- $_ := set $rule "ports" $ports }}
+{{- end }}
+{{- toYaml (list $rule) }}
+{{- end }}
+
+{{/* Egress to the cluster DNS (UDP and TCP), which every pod of the system needs for service names. */}}
+{{- define "edgeaigc.dnsEgress" -}}
+{{ include "edgeaigc.egressRule" (list .Values.networkPolicy.dns (list "UDP" "TCP")) }}
+{{- end }}
+
+{{/* The model replicas the operator creates (operator/builders.py: managed-by edgeaigc, component
+edge-inference or cloud-inference; they listen on the inference port 8080). */}}
+{{- define "edgeaigc.modelPodSelector" -}}
+matchLabels:
+  app.kubernetes.io/managed-by: edgeaigc
+matchExpressions:
+  - key: app.kubernetes.io/component
+    operator: In
+    values: [edge-inference, cloud-inference]
+{{- end }}
+
+{{/* The inference port of the operator's model replicas (operator/constants.py INFERENCE_PORT). */}}
+{{- define "edgeaigc.modelPort" -}}
+8080
+{{- end }}
+
+{{/* Checkov findings left on purpose, with the reason (read by `checkov` on the rendered chart). */}}
+{{- define "edgeaigc.checkovSkips" -}}
+checkov.io/skip1: CKV_K8S_15=image.pullPolicy is the user's choice; IfNotPresent for tagged releases, Never where images are imported (kind, the local real nodes)
+checkov.io/skip2: CKV_K8S_43=images are named by image.tag (the chart's appVersion); pinning digests is left to the deployer
+{{- end }}
