@@ -49,6 +49,15 @@ NAMESPACE = "bench-quota"
 #: A stand-in policy: the replicas are the operator's, without a PlacementPolicy to own them.
 POLICY = {"metadata": {"name": "bench-quota", "namespace": NAMESPACE, "uid": "00000000-0000-0000-0000-000000000000"}}
 MAX_SECONDS_PER_LEVEL = 120.0
+METHOD = (
+    "edgeaigc bench-quota: one replica per model built by the operator's build_edge_deployment on the local "
+    "cluster's real node (containerd, runc, cgroup v1 CFS, period 100 ms), resized in place from the largest limit "
+    "down; at each limit the quota is read back from the container's cgroup, then N binary-tensor requests are sent "
+    "from the host to the pod's address one at a time (clients=1) and from several clients at once; latency is the "
+    "client's wall time; cpu_ms_per_request is the container's cpuacct.usage delta per request; throttling is "
+    "cpu.stat's nr_throttled/throttled_time delta; predicted_ms = work_ms_at_one_core x clients / (limit / 1000), "
+    "work_ms_at_one_core being cpu_ms_per_request at the largest limit, one client."
+)
 
 
 @dataclass
@@ -278,7 +287,7 @@ def plot(results: list[ModelResult], path: Path) -> None:
         axis.set_ylabel("latency (ms)")
         axis.set_title(result.name)
         axis.legend(fontsize=7)
-    figure.suptitle("latency against CPU limit on the real node (measured) and the system model's work/CPU")
+    figure.suptitle("latency against CPU limit on the real node; dashed: work / CPU", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -315,6 +324,7 @@ def run(args: argparse.Namespace) -> int:
     document = {
         "description": "Latency of one request against the CPU limit (CFS quota) of the model's pod on a real "
         "node, measured by `edgeaigc bench-quota`; predicted_ms is the system model's work / CPU.",
+        "method": METHOD,
         "measured_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "load_average_before_after": [load_before, os.getloadavg()],
         "cfs_period_us": 100_000,
