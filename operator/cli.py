@@ -7,6 +7,12 @@ import os
 import socket
 import sys
 import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+# The namespace of the pod's service account: where an in-cluster operator keeps its Lease.
+POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,7 +21,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
     parser.add_argument("--metrics-port", type=int, default=8000, help="port of the operator's /metrics (0: off)")
     parser.add_argument("--liveness-port", type=int, default=8080, help="port of /healthz (0: off)")
-    parser.add_argument("--peering", default="", help="kopf peering name (needed when running several replicas)")
+    parser.add_argument(
+        "--peering",
+        default="",
+        help="kopf peering name: replicas of one peering all pause when they see each other (not leader "
+        "election; cannot be combined with --leader-elect)",
+    )
+    election = parser.add_argument_group(
+        "leader election",
+        "Several replicas, one active: the holder of a coordination.k8s.io Lease runs the handlers, the "
+        "others stand by and take over when it stops renewing (client-go's flags and semantics; the "
+        "defaults take over within 15 s of a killed leader).",
+    )
+    election.add_argument("--leader-elect", action="store_true", help="run the handlers only while holding the Lease")
+    election.add_argument(
+        "--leader-election-namespace",
+        default="",
+        help="namespace of the Lease (default: the pod's namespace in a cluster, else the one --namespace)",
+    )
+    election.add_argument("--leader-election-id", default="edgeaigc-operator", help="name of the Lease")
+    election.add_argument(
+        "--leader-election-identity",
+        default="",
+        help="this replica's name in the Lease (default: host name and a random suffix; the chart passes the pod name)",
+    )
+    election.add_argument(
+        "--lease-duration",
+        type=float,
+        default=10.0,
+        help="seconds a standby waits after the Lease last changed before taking it over",
+    )
+    election.add_argument(
+        "--renew-deadline",
+        type=float,
+        default=6.0,
+        help="seconds the leader keeps acting without a successful renew (then it stops and exits 1)",
+    )
+    election.add_argument("--retry-period", type=float, default=1.0, help="seconds between acquire/renew attempts")
     parser.add_argument("--verbose", action="store_true", help="debug logging")
 
 
@@ -30,10 +72,40 @@ def peer_identity() -> str:
     return f"{user}@{socket.gethostname()}/{time.strftime('%Y%m%d%H%M%S')}"
 
 
+def election_identity(given: str) -> str:
+    """client-go's default: the host name and a unique suffix (two processes on one host differ)."""
+    return given or f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+
+
+def lease_namespace(args: argparse.Namespace) -> str:
+    """Where the Lease lives: as given, else the pod's namespace, else the one watched namespace ('' if unknown)."""
+    if args.leader_election_namespace:
+        return str(args.leader_election_namespace)
+    if POD_NAMESPACE_FILE.exists():
+        return POD_NAMESPACE_FILE.read_text().strip()
+    return args.namespace[0] if len(args.namespace) == 1 else ""
+
+
+def _bad(message: str) -> int:
+    print(f"edgeaigc operator: {message}", file=sys.stderr)
+    return 2
+
+
 def run(args: argparse.Namespace) -> int:
     if not args.namespace and not args.all_namespaces:
-        print("edgeaigc operator: give --namespace NS (repeatable) or --all-namespaces", file=sys.stderr)
-        return 2
+        return _bad("give --namespace NS (repeatable) or --all-namespaces")
+    if args.leader_elect:
+        from edgeaigc.operator.leader import ElectionTimings
+
+        if args.peering:
+            # A new leader would find the dead one's keep-alive in the peering and pause until it expires
+            # (kopf's 60 s), far beyond the takeover the Lease gives; the Lease already keeps one replica active.
+            return _bad("--peering and --leader-elect exclude each other: the Lease alone decides who acts")
+        timings = ElectionTimings(args.lease_duration, args.renew_deadline, args.retry_period)
+        if problems := timings.problems():
+            return _bad("; ".join(problems))
+        if not lease_namespace(args):
+            return _bad("give --leader-election-namespace (the Lease's namespace is not evident here)")
     import kopf
     from kopf._core.engines.peering import Identity  # kopf.run's identity type (a NewType of str)
 
@@ -44,14 +116,47 @@ def run(args: argparse.Namespace) -> int:
 
         start_http_server(args.metrics_port)
     kopf.configure(verbose=args.verbose)
+    kopf_arguments: dict[str, Any] = {
+        "settings": operator_settings(),
+        "namespaces": args.namespace,
+        "clusterwide": args.all_namespaces,
+        "identity": Identity(peer_identity()),
+        "liveness_endpoint": f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None,
+    }
+    if args.leader_elect:
+        return run_elected(args, kopf_arguments, timings)
     kopf.run(
-        settings=operator_settings(),
-        # Two replicas never both act: with a peering object the others pause (see the Helm chart).
+        # Two replicas never both act: with a peering object the others pause.
         standalone=not args.peering,
         peering_name=args.peering or None,
-        namespaces=args.namespace,
-        clusterwide=args.all_namespaces,
-        identity=Identity(peer_identity()),
-        liveness_endpoint=f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None,
+        **kopf_arguments,
     )
     return 0
+
+
+def run_elected(args: argparse.Namespace, kopf_arguments: dict[str, Any], timings: Any) -> int:
+    """kopf in standalone mode, started only once this replica holds the Lease."""
+    import asyncio
+
+    import kopf
+    from kubernetes import client
+
+    from edgeaigc.operator import elected
+    from edgeaigc.operator.handlers import api_client
+    from edgeaigc.operator.leader import LeaseElector
+
+    api = api_client()
+    elector = LeaseElector(
+        client.CoordinationV1Api(api),
+        lease_namespace(args),
+        args.leader_election_id,
+        election_identity(args.leader_election_identity),
+        timings,
+    )
+
+    async def start_operator(stop_flag: asyncio.Event, ready_flag: asyncio.Event) -> None:
+        # The handlers find the fence in the memo and check it right before every write.
+        memo = kopf.Memo(fence=elector.fenced)
+        await kopf.operator(standalone=True, stop_flag=stop_flag, ready_flag=ready_flag, memo=memo, **kopf_arguments)
+
+    return asyncio.run(elected.run_elected(elector, api, start_operator, args.liveness_port))

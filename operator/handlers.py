@@ -21,6 +21,7 @@ from kubernetes.client.exceptions import ApiException
 from edgeaigc.operator import constants as c
 from edgeaigc.operator import metrics
 from edgeaigc.operator.decide import Decision
+from edgeaigc.operator.leader import Fence, unfenced
 from edgeaigc.operator.loop import DecisionLoop
 from edgeaigc.operator.status import policy_status
 from edgeaigc.policy.crd_defaults import with_defaults
@@ -64,17 +65,24 @@ def _patch_status(api: client.CustomObjectsApi, namespace: str, plural: str, nam
             raise
 
 
-def write_results(api_client_: client.ApiClient, policy: dict[str, Any], decision: Decision) -> None:
+def write_results(
+    api_client_: client.ApiClient, policy: dict[str, Any], decision: Decision, fence: Fence = unfenced
+) -> bool:
+    """Status of the policy, its EdgeNodes and InferenceModels; False (nothing written) when fenced off."""
     api = client.CustomObjectsApi(api_client_)
     namespace, name = policy["metadata"]["namespace"], policy["metadata"]["name"]
     now = datetime.datetime.now(datetime.UTC)
-    _patch_status(api, namespace, c.PLURAL_POLICIES, name, policy_status(decision, policy.get("status") or {}, now))
-    if decision.degraded_reason or decision.dry_run:
-        return
-    for node, status in decision.edge_node_status.items():
-        _patch_status(api, namespace, c.PLURAL_EDGE_NODES, node, status)
-    for model, status in decision.model_status.items():
-        _patch_status(api, namespace, c.PLURAL_MODELS, model, status)
+    with fence() as leading:
+        if not leading:  # the new leader reports this interval; a stale status would overwrite its
+            return False
+        _patch_status(api, namespace, c.PLURAL_POLICIES, name, policy_status(decision, policy.get("status") or {}, now))
+        if decision.degraded_reason or decision.dry_run:
+            return True
+        for node, status in decision.edge_node_status.items():
+            _patch_status(api, namespace, c.PLURAL_EDGE_NODES, node, status)
+        for model, status in decision.model_status.items():
+            _patch_status(api, namespace, c.PLURAL_MODELS, model, status)
+    return True
 
 
 def record(body: kopf.Body, decision: Decision) -> None:
@@ -111,7 +119,9 @@ def record(body: kopf.Body, decision: Decision) -> None:
 async def decision_loop(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """Decide, apply, report; then wait ``spec.intervalSeconds`` (read afresh every time)."""
     api: client.ApiClient = memo["api_client"]
-    loop = DecisionLoop(api)
+    # With --leader-elect the command puts the elector's fence into the memo; without it, none.
+    fence: Fence = memo.get("fence", unfenced)
+    loop = DecisionLoop(api, fence=fence)
     while True:
         policy = {
             "metadata": dict(body["metadata"]),
@@ -120,13 +130,17 @@ async def decision_loop(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, *
         }
         decision = await asyncio.to_thread(loop.run_once, policy)
         try:
-            await asyncio.to_thread(write_results, api, policy, decision)
+            written = await asyncio.to_thread(write_results, api, policy, decision, fence)
         except ApiException as error:
             logger.warning(f"could not write status: {error.status} {error.reason}")
-        record(body, decision)
-        if decision.degraded_reason:
+            written = True  # a failed status write still reports the decision
+        if not written:
+            logger.warning("not the leader any more: no status, events or metrics for this decision")
+        elif decision.degraded_reason:
+            record(body, decision)
             logger.warning(f"degraded ({decision.degraded_reason}): {decision.message}")
         else:
+            record(body, decision)
             cached = sum(len(models) for models in decision.placement.values())
             logger.info(
                 f"decided in {decision.decision_seconds * 1000:.0f} ms: {cached} models cached; {decision.message}"

@@ -21,11 +21,15 @@ from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
 from edgeaigc.operator.decide import Decision, PolicyCache, decide, degraded
+from edgeaigc.operator.leader import Fence, unfenced
 from edgeaigc.operator.observe import ClusterReader, PrometheusObserver, observe
 from edgeaigc.operator.reconcile import DEFAULT_WRITES, Changes, Reconciler, WritePolicy, status_message
 from edgeaigc.policy.crd_defaults import with_defaults
 
 log = logging.getLogger(__name__)
+
+NOT_LEADER = "NotLeader"
+"""Degraded reason of a decision fenced off because this replica lost the lease."""
 
 
 def api_error(error: ApiException) -> tuple[str, str]:
@@ -42,12 +46,14 @@ class DecisionLoop:
         api_client: ApiClient,
         observer_factory: Callable[[str, str], PrometheusObserver] = PrometheusObserver,
         write_policy: WritePolicy = DEFAULT_WRITES,
+        fence: Fence = unfenced,
     ) -> None:
         self.cluster = ClusterReader(api_client)
         self.reconciler = Reconciler(api_client)
         self.observer_factory = observer_factory
         self.write_policy = write_policy
         self.policies = PolicyCache()
+        self.fence = fence
 
     def run_once(self, policy: Mapping[str, Any]) -> Decision:
         started = time.perf_counter()
@@ -73,13 +79,19 @@ class DecisionLoop:
     def apply(self, namespace: str, decision: Decision, changes: Changes) -> Decision:
         """Write ``changes``; the decision as applied (degraded, keeping the old placement, if it fails)."""
         started = time.perf_counter()
-        try:
-            written = self.reconciler.apply(namespace, changes)
-        except ApiException as error:
-            return degraded(decision, *api_error(error))
-        except Exception as error:  # a bug: report, never crash the loop
-            log.exception("applying the decision in %s failed", namespace)
-            return degraded(decision, "DecisionFailed", f"{type(error).__name__}: {error}")
+        with self.fence() as leading:
+            # Checked right before the writes: a replica that lost the lease while it observed and
+            # decided must not apply (the new leader decides this interval).
+            if not leading:
+                log.warning("not the leader any more: the decision for %s is not applied", namespace)
+                return degraded(decision, NOT_LEADER, "this replica is not the leader: nothing applied")
+            try:
+                written = self.reconciler.apply(namespace, changes)
+            except ApiException as error:
+                return degraded(decision, *api_error(error))
+            except Exception as error:  # a bug: report, never crash the loop
+                log.exception("applying the decision in %s failed", namespace)
+                return degraded(decision, "DecisionFailed", f"{type(error).__name__}: {error}")
         message = f"{written.apply} objects applied, {written.resize} pods resized in place, {written.delete} deleted"
         return dataclasses.replace(
             decision,

@@ -28,3 +28,8 @@ RESIZE_FALLBACKS = Counter(
 )
 DECISIONS = Counter("edgeaigc_operator_decisions_total", "Decisions by outcome reason.", ["policy", "reason"])
 DEGRADED = Gauge("edgeaigc_operator_degraded", "1 while the policy's last decision was degraded.", ["policy"])
+LEADER = Gauge(
+    "edgeaigc_operator_leader",
+    "1 while this replica holds the operator's Lease and runs the handlers, 0 while it stands by (--leader-elect).",
+    ["identity"],
+)
