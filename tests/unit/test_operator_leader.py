@@ -22,7 +22,10 @@ from edgeaigc.operator.leader import (
     next_record,
     observe,
     released,
+    unfenced,
 )
+from edgeaigc.operator.loop import NOT_LEADER, DecisionLoop
+from edgeaigc.operator.reconcile import Changes
 
 T0 = datetime.datetime(2026, 12, 6, 12, 0, tzinfo=datetime.UTC)
 LATER = T0 + datetime.timedelta(seconds=30)
@@ -160,3 +163,19 @@ def test_status_writes_are_fenced_off_when_not_leading() -> None:
     assert write_results(nowhere, policy, Decision(), not_leading) is False
     with pytest.raises(Exception, match=r"Connection refused|Max retries"):
         write_results(nowhere, policy, Decision())
+
+
+def test_a_decision_is_not_applied_when_the_fence_is_closed() -> None:
+    @contextlib.contextmanager
+    def not_leading() -> Iterator[bool]:
+        yield False
+
+    # Without a cluster: the reconciler is a bare object, so any attempt to apply would fail as a bug
+    # (DecisionFailed) instead of being fenced off (NotLeader).
+    loop = DecisionLoop.__new__(DecisionLoop)
+    loop.reconciler = object()  # type: ignore[assignment]
+    loop.fence = not_leading
+    changes = Changes(apply=[{"kind": "Deployment"}], delete=[], unchanged=0)
+    assert loop.apply("city", Decision(), changes).degraded_reason == NOT_LEADER
+    loop.fence = unfenced
+    assert loop.apply("city", Decision(), changes).degraded_reason == "DecisionFailed"
