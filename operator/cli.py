@@ -9,7 +9,10 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edgeaigc.operator.leader import ElectionTimings
 
 # The namespace of the pod's service account: where an in-cluster operator keeps its Lease.
 POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -134,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_elected(args: argparse.Namespace, kopf_arguments: dict[str, Any], timings: Any) -> int:
+def run_elected(args: argparse.Namespace, kopf_arguments: dict[str, Any], timings: ElectionTimings) -> int:
     """kopf in standalone mode, started only once this replica holds the Lease."""
     import asyncio
 

@@ -142,19 +142,21 @@ def test_install_into_a_restricted_namespace_becomes_ready(
         "a Ready gateway on every edge node",
     )
     cloud = wait_for(lambda: _ready_pods(kubectl, "cloud-server"), 60, "the cloud server Ready")
-    assert len(operator) == 1 and len(cloud) == 1
+    assert len(operator) == 2 and len(cloud) == 1  # two operator replicas: a leader and a standby
     assert {p["spec"]["nodeName"] for p in gateways} == {n["metadata"]["name"] for n in edge_nodes}
-    assert cloud[0]["spec"]["nodeName"].startswith("cloud-") and operator[0]["spec"]["nodeName"].startswith("cloud-")
+    assert cloud[0]["spec"]["nodeName"].startswith("cloud-")
+    assert all(p["spec"]["nodeName"].startswith("cloud-") for p in operator)
     container = operator[0]["spec"]["containers"][0]
     assert {"name": "EDGEAIGC_INFERENCE_IMAGE", "value": "ghcr.io/edgeaigc/inference:0.1.0"} in container["env"]
-    assert container["args"][:3] == ["operator", f"--namespace={NAMESPACE}", f"--peering={RELEASE}"]
+    assert container["args"][:3] == ["operator", f"--namespace={NAMESPACE}", "--leader-elect"]
+    assert f"--leader-election-id={RELEASE}" in container["args"]
     # The shipped actors, byte for byte.
     actors = json.loads(kubectl.run("get", "cm", f"{RELEASE}-actors", "-n", NAMESPACE, "-o", "json").stdout)
     for actor in ("traffic-city-td3", "traffic-city-ddpg"):
         shipped = (REPO / "policy" / "actors" / f"{actor}.onnx").read_bytes()
         assert base64.b64decode(actors["binaryData"][f"{actor}.onnx"]) == shipped
-    peering = json.loads(kubectl.run("get", "kopfpeerings", RELEASE, "-n", NAMESPACE, "-o", "json").stdout)
-    assert peering["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+    role = json.loads(kubectl.run("get", "role", f"{RELEASE}-leader-election", "-n", NAMESPACE, "-o", "json").stdout)
+    assert role["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
 
 
 def test_helm_test_passes(helm: Helm, kubectl: Kubectl) -> None:
@@ -221,7 +223,9 @@ def test_the_operator_with_the_charts_service_account_does_its_whole_job(
     kubectl.run("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(_fleet(cluster)))
     twin = spawn_twin(NAMESPACE, cluster.directory, tmp_path / "twin.log", cluster.kubeconfig, seed=0)
     log = tmp_path / "operator.log"
-    operator = spawn_operator(NAMESPACE, log, sa_kubeconfig, ["--peering", RELEASE])
+    # As the chart runs it: leader election over the chart's Lease, allowed by the chart's Role.
+    election = ["--leader-elect", "--leader-election-namespace", NAMESPACE, "--leader-election-id", RELEASE]
+    operator = spawn_operator(NAMESPACE, log, sa_kubeconfig, [*election, "--leader-election-identity", "first"])
     try:
         # The TD3 actor comes from the chart's ConfigMap: the policy loads it and decides.
         wait_for(lambda: _condition(kubectl, "Ready").get("status") == "True", 120, "the policy to become Ready")
@@ -267,9 +271,11 @@ def test_the_operator_with_the_charts_service_account_does_its_whole_job(
             60,
             "the operator to delete an object its plan does not have",
         )
-        # Peering: the operator keeps its keep-alive in the chart's KopfPeering.
-        peering = json.loads(kubectl.run("get", "kopfpeerings", RELEASE, "-n", NAMESPACE, "-o", "json").stdout)
-        assert peering.get("status"), "the operator registered in the chart's KopfPeering"
+        # Leader election: the operator holds the chart's Lease and said so in an event.
+        lease = json.loads(kubectl.run("get", "lease", RELEASE, "-n", NAMESPACE, "-o", "json").stdout)
+        assert lease["spec"]["holderIdentity"] == "first"
+        events = kubectl.run("get", "events", "-n", NAMESPACE, "--field-selector", "reason=LeaderElection").stdout
+        assert "first became leader" in events
 
         # Refused what it does not need.
         def as_operator(*arguments: str) -> subprocess.CompletedProcess[str]:
@@ -284,6 +290,8 @@ def test_the_operator_with_the_charts_service_account_does_its_whole_job(
         assert can_i("list", "deployments", "-n", "default") == "no"
         assert can_i("delete", "nodes") == "no"
         assert can_i("patch", "placementpolicies.edgeaigc.io/status", "-n", NAMESPACE) == "yes"
+        assert can_i("update", f"leases.coordination.k8s.io/{RELEASE}", "-n", NAMESPACE) == "yes"
+        assert can_i("update", "leases.coordination.k8s.io/kube-scheduler", "-n", NAMESPACE) == "no"
         secrets = as_operator("get", "secrets", "-n", NAMESPACE)
         assert secrets.returncode != 0 and "Forbidden" in secrets.stderr, secrets.stderr
 
@@ -295,28 +303,19 @@ def test_the_operator_with_the_charts_service_account_does_its_whole_job(
             and not KOPF_SCANNING.search(line)
         ]
         assert not refused, "\n".join(refused)
-        # A second replica with the same peering: both stand still (kopf pauses every same-priority
-        # peer) until it is gone. It joins the peering only once kopf's refused namespace listing
-        # has run out of retries (about a minute).
+        # A second replica stands by: it runs no handler while the first holds the Lease.
         second_log = tmp_path / "second-operator.log"
-        second = spawn_operator(NAMESPACE, second_log, sa_kubeconfig, ["--peering", RELEASE])
+        second = spawn_operator(
+            NAMESPACE, second_log, sa_kubeconfig, [*election, "--leader-election-identity", "second"]
+        )
         try:
-            wait_for(
-                lambda: (
-                    "Pausing all operators" in log.read_text()
-                    and "Possibly conflicting operators" in second_log.read_text()
-                ),
-                150,
-                "the two operators to see each other in the peering",
-            )
-            paused_at = len(log.read_text())
+            wait_for(lambda: "is held by 'first'" in second_log.read_text(), 60, "the second replica to stand by")
+            deciding_at = len(log.read_text())
             time.sleep(3 * INTERVAL_S)
-            assert "decided in" not in log.read_text()[paused_at:], "the first operator acted while paused"
-            assert "decided in" not in second_log.read_text(), "the second operator acted"
+            assert "decided in" in log.read_text()[deciding_at:], "the leader kept deciding"
+            assert "decided in" not in second_log.read_text(), "the standby acted"
         finally:
             stop(second)
-        wait_for(lambda: "Resuming operations" in log.read_text()[paused_at:], 90, "the first operator to resume")
-        wait_for(lambda: "decided in" in log.read_text()[paused_at:], 60, "the first operator to decide again")
         # Deleting the policy while the operator runs releases kopf's finalizer.
         kubectl.run("delete", "pp", POLICY, "-n", NAMESPACE, "--wait=true", "--timeout=60s")
     finally:
@@ -333,7 +332,7 @@ def test_uninstall_leaves_nothing_behind(helm: Helm, kubectl: Kubectl) -> None:
     kinds = ",".join(kind for kind in namespaced if kind not in ("events", "events.events.k8s.io"))
     left = kubectl.run("get", kinds, "-A", "-l", INSTANCE, "-o", "name", "--ignore-not-found").stdout.split()
     assert left == [], left
-    cluster_scoped = ",".join(["clusterroles", "clusterrolebindings", "clusterkopfpeerings.kopf.dev"])
+    cluster_scoped = ",".join(["clusterroles", "clusterrolebindings"])
     left = kubectl.run("get", cluster_scoped, "-l", INSTANCE, "-o", "name").stdout.split()
     assert left == [], left
     # Not even unlabelled: no RBAC object names the release any more.
@@ -342,4 +341,4 @@ def test_uninstall_leaves_nothing_behind(helm: Helm, kubectl: Kubectl) -> None:
     assert helm.run("list", "-n", NAMESPACE, "-q").stdout.strip() == ""
     # CRDs stay (Helm never deletes crds/; they hold users' resources) - as the chart's README says.
     crds = kubectl.run("get", "crd", "-o", "name").stdout
-    assert "placementpolicies.edgeaigc.io" in crds and "kopfpeerings.kopf.dev" in crds
+    assert "placementpolicies.edgeaigc.io" in crds

@@ -84,7 +84,12 @@ def test_schema_closes_every_object_and_helm_enforces_it(helm: list[str]) -> Non
         result = run(helm, "template", "rel", str(CHART), "--set", f"{key}=1", check=False)
         assert result.returncode != 0 and "additional properties" in result.stderr.lower(), key
     bad = {
-        "operator.replicas=2": "replicas",  # peering pauses same-priority replicas: at most 1
+        # Without leader election every replica would act: the default 2 replicas are refused.
+        "operator.leaderElection.enabled=false": "replicas",
+        "operator.leaderElection.leaseDuration=0": "leaseDuration",
+        # client-go's rules: a leader stops (renew deadline) before a standby may take over (lease).
+        "operator.leaderElection.leaseDuration=6": "longer than renewDeadline",
+        "operator.leaderElection.retryPeriod=5": "1.2 x retryPeriod",
         "runAsUser=0": "runAsUser",
         "gateway.placementPolicy=" + "p" * 47: "placementPolicy",  # its routing ConfigMap name > 63
         "policy.actors={nope}": "actors",
@@ -198,10 +203,10 @@ def _rules(role: dict[str, Any]) -> set[tuple[str, str, str]]:
 
 def test_namespaced_rbac_is_a_role_per_watched_namespace(helm: list[str]) -> None:
     objects = render(helm, "--set", "operator.watchNamespaces={east,west}")
-    roles = find(objects, "Role")
+    roles = [r for r in find(objects, "Role") if r["metadata"]["name"] == "rel-edgeaigc-operator"]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["east", "west"]
-    assert sorted(b["metadata"]["namespace"] for b in find(objects, "RoleBinding")) == ["east", "west"]
-    assert sorted(p["metadata"]["namespace"] for p in find(objects, "KopfPeering")) == ["east", "west"]
+    bindings = [b for b in find(objects, "RoleBinding") if b["metadata"]["name"] == "rel-edgeaigc-operator"]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["east", "west"]
     rules = _rules(roles[0])
     assert not any("*" in part for rule in rules for part in rule)
     assert not any(resource in ("secrets", "namespaces", "customresourcedefinitions") for _, resource, _ in rules)
@@ -209,31 +214,67 @@ def test_namespaced_rbac_is_a_role_per_watched_namespace(helm: list[str]) -> Non
     assert ("edgeaigc.io", "placementpolicies/status", "patch") in rules
     assert ("edgeaigc.io", "edgenodes", "patch") not in rules and ("edgeaigc.io", "cameras", "list") in rules
     assert ("apps", "deployments", "delete") in rules and ("", "pods", "delete") not in rules
-    peering = [r for r in roles[0]["rules"] if r["resources"] == ["kopfpeerings"] and "resourceNames" in r]
-    assert peering == [
-        {
-            "apiGroups": ["kopf.dev"],
-            "resources": ["kopfpeerings"],
-            "resourceNames": ["rel-edgeaigc"],
-            "verbs": ["patch"],
-        }
-    ]
+    assert not any(group == "kopf.dev" for group, _, _ in rules), "no kopf peering: the Lease decides who acts"
+    _assert_leader_election_role(objects)
     # Cluster-wide: nodes, read-only, and nothing else.
     (cluster_role,) = find(objects, "ClusterRole")
     assert _rules(cluster_role) == {("", "nodes", "list")}
     operator = find(objects, "Deployment", "rel-edgeaigc-operator")[0]["spec"]["template"]["spec"]["containers"][0]
-    assert operator["args"][:4] == ["operator", "--namespace=east", "--namespace=west", "--peering=rel-edgeaigc"]
+    assert operator["args"][:4] == ["operator", "--namespace=east", "--namespace=west", "--leader-elect"]
+    assert not any(arg.startswith("--peering") for arg in operator["args"])
     # The default: the release namespace only.
-    (role,) = find(render(helm), "Role")
+    (role,) = find(render(helm), "Role", "rel-edgeaigc-operator")
     assert role["metadata"]["namespace"] == "city"
 
 
-def test_cluster_wide_rbac_is_a_cluster_role_and_a_cluster_peering(helm: list[str]) -> None:
+def _assert_leader_election_role(objects: list[dict[str, Any]]) -> None:
+    """The Lease in the release namespace: create, and get/update of the chart's Lease only."""
+    (role,) = find(objects, "Role", "rel-edgeaigc-leader-election")
+    assert role["metadata"]["namespace"] == "city"
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["rel-edgeaigc"],
+            "verbs": ["get", "update"],
+        },
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    ]
+    (binding,) = find(objects, "RoleBinding", "rel-edgeaigc-leader-election")
+    assert binding["subjects"][0]["name"] == "rel-edgeaigc-operator"
+
+
+def test_two_replicas_elect_a_leader_by_default_and_one_acts_alone_without(helm: list[str]) -> None:
+    deployment = find(render(helm), "Deployment", "rel-edgeaigc-operator")[0]
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert {
+        "--leader-elect",
+        "--leader-election-namespace=city",
+        "--leader-election-id=rel-edgeaigc",
+        "--leader-election-identity=$(POD_NAME)",
+        "--lease-duration=10",
+        "--renew-deadline=6",
+        "--retry-period=1",
+    } <= set(container["args"])
+    pod_name = next(e for e in container["env"] if e["name"] == "POD_NAME")
+    assert pod_name["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    alone = render(helm, "--set", "operator.leaderElection.enabled=false", "--set", "operator.replicas=1")
+    deployment = find(alone, "Deployment", "rel-edgeaigc-operator")[0]
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    assert not any("leader" in arg for arg in deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert not find(alone, "Role", "rel-edgeaigc-leader-election")
+
+
+def test_cluster_wide_rbac_is_a_cluster_role_and_the_lease_stays_in_the_release_namespace(helm: list[str]) -> None:
     objects = render(helm, "--set", "operator.clusterWide=true")
-    assert not find(objects, "Role") and not find(objects, "KopfPeering")
-    assert [p["metadata"]["name"] for p in find(objects, "ClusterKopfPeering")] == ["rel-edgeaigc"]
+    assert not find(objects, "Role", "rel-edgeaigc-operator")
     operator_role = find(objects, "ClusterRole", "city-rel-edgeaigc-operator")[0]
-    assert ("kopf.dev", "clusterkopfpeerings", "watch") in _rules(operator_role)
+    assert ("apps", "deployments", "patch") in _rules(operator_role)
+    assert not any(group in ("kopf.dev", "coordination.k8s.io") for group, _, _ in _rules(operator_role))
+    _assert_leader_election_role(objects)
     operator = find(objects, "Deployment", "rel-edgeaigc-operator")[0]["spec"]["template"]["spec"]["containers"][0]
     assert "--all-namespaces" in operator["args"]
     both = run(helm, "template", "rel", str(CHART), "--set", "operator.clusterWide=true",
@@ -247,7 +288,7 @@ def test_images_default_to_the_app_version_and_the_operator_is_told_the_inferenc
         objects = render(helm, *values)
         operator = find(objects, "Deployment", "rel-edgeaigc-operator")[0]["spec"]["template"]["spec"]
         assert operator["containers"][0]["image"] == f"ghcr.io/edgeaigc/operator:{tag}"
-        env = {e["name"]: e["value"] for e in operator["containers"][0]["env"]}
+        env = {e["name"]: e.get("value") for e in operator["containers"][0]["env"]}
         assert env["EDGEAIGC_INFERENCE_IMAGE"] == f"ghcr.io/edgeaigc/inference:{tag}"
         gateway = find(objects, "DaemonSet")[0]["spec"]["template"]["spec"]["containers"][0]
         assert gateway["image"] == f"ghcr.io/edgeaigc/inference:{tag}"
@@ -295,7 +336,7 @@ def test_chart_files_are_the_repositorys_files_and_helm_packages_their_bytes(hel
     for link, source in linked.items():
         assert link.is_symlink() and link.resolve() == source.resolve(), link
     own = {p.name for p in (CHART / "crds").iterdir() if not p.is_symlink()}
-    assert own == {"kopf.dev_peerings.yaml"}  # kopf's CRDs are the chart's own
+    assert own == set()  # no kopf peering CRDs: leader election uses the built-in Lease
     run(helm, "package", str(CHART), "-d", str(tmp_path))
     (package,) = tmp_path.glob("edgeaigc-*.tgz")
     with tarfile.open(package) as archive:

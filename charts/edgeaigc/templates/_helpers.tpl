@@ -61,8 +61,20 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- include "edgeaigc.componentName" (list . "operator") }}
 {{- end }}
 
-{{- define "edgeaigc.peeringName" -}}
-{{- default (include "edgeaigc.fullname" .) .Values.operator.peeringName }}
+{{- define "edgeaigc.leaseName" -}}
+{{- default (include "edgeaigc.fullname" .) .Values.operator.leaderElection.leaseName }}
+{{- end }}
+
+{{- /* client-go's rules (the operator exits 2 otherwise): a leader stops before a standby may take over. */ -}}
+{{- define "edgeaigc.checkLeaderElection" -}}
+{{- with .Values.operator.leaderElection }}
+{{- if and .enabled (le (float64 .leaseDuration) (float64 .renewDeadline)) }}
+{{- fail "operator.leaderElection.leaseDuration must be longer than renewDeadline" }}
+{{- end }}
+{{- if and .enabled (le (float64 .renewDeadline) (mulf 1.2 .retryPeriod)) }}
+{{- fail "operator.leaderElection.renewDeadline must be longer than 1.2 x retryPeriod" }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{- define "edgeaigc.tag" -}}
