@@ -139,7 +139,8 @@ async def run_elected(
         elector.name,
         transitions,
     )
-    await asyncio.to_thread(post_event, api, elector, "became leader")
+    # In the background: kopf must not wait for an event (the task is awaited before exiting).
+    announced = asyncio.ensure_future(asyncio.to_thread(post_event, api, elector, "became leader"))
     operator_stop, operator_ready = asyncio.Event(), asyncio.Event()
     operator = asyncio.ensure_future(start_operator(operator_stop, operator_ready))
     renewing = asyncio.ensure_future(keep_renewing(elector))
@@ -172,6 +173,7 @@ async def run_elected(
         elector.namespace,
         elector.name,
     )
+    await announced
     if released:
         await asyncio.to_thread(post_event, api, elector, "released the lease")
     await asyncio.wait({operator}, timeout=KOPF_SHUTDOWN_S)

@@ -180,6 +180,10 @@ class LeaseElector:
         # Held by a fenced write while it runs: releasing the lease waits for it, so a standby that
         # takes over after a SIGTERM never writes beside the old leader's last decision.
         self.writing = threading.Lock()
+        # One API exchange at a time: a renew still in flight must not follow the release and take
+        # the lease back (or make the release fail its resourceVersion check).
+        self.exchanging = threading.Lock()
+        self.stopped = False
 
     def is_leading(self) -> bool:
         """True while the last successful renew is more recent than the renew deadline."""
@@ -202,6 +206,10 @@ class LeaseElector:
 
     def try_acquire_or_renew(self) -> bool:
         """One attempt; True when this replica holds the lease now. Never raises for API errors."""
+        with self.exchanging:
+            return not self.stopped and self._try_acquire_or_renew()
+
+    def _try_acquire_or_renew(self) -> bool:
         sent = self.clock()
         duration = max(1, round(self.timings.lease_duration_s))
         try:
@@ -268,9 +276,15 @@ class LeaseElector:
     def release(self) -> bool:
         """Give the lease up (on shutdown) if this replica holds it; True when released."""
         self.last_renew = None  # stop acting first, whatever the API says
-        # Let a write that passed the fence before finish (bounded: a hung one is left behind).
-        if self.writing.acquire(timeout=self.timings.renew_deadline_s):
-            self.writing.release()
+        with self.exchanging:
+            self.stopped = True
+            self.last_renew = None  # a renew that was in flight may have reopened the fence
+            # Let a write that passed the fence before finish (bounded: a hung one is left behind).
+            if self.writing.acquire(timeout=self.timings.renew_deadline_s):
+                self.writing.release()
+            return self._release()
+
+    def _release(self) -> bool:
         if self.observed is None or self.observed.record.holder != self.identity:
             return False
         try:

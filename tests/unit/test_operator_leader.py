@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import datetime
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -179,3 +180,17 @@ def test_a_decision_is_not_applied_when_the_fence_is_closed() -> None:
     assert loop.apply("city", Decision(), changes).degraded_reason == NOT_LEADER
     loop.fence = unfenced
     assert loop.apply("city", Decision(), changes).degraded_reason == "DecisionFailed"
+
+
+def test_after_release_no_renew_takes_the_lease_back() -> None:
+    calls: list[str] = []
+
+    class CountingApi:  # any call is recorded; none may happen once released
+        def __getattr__(self, name: str) -> Any:
+            calls.append(name)
+            raise RuntimeError(name)
+
+    elector = LeaseElector(CountingApi(), "ns", "lease", "me", ElectionTimings())  # type: ignore[arg-type]
+    assert elector.release() is False
+    assert elector.try_acquire_or_renew() is False
+    assert calls == [] and not elector.is_leading()
