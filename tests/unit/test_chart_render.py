@@ -259,11 +259,16 @@ def test_two_replicas_elect_a_leader_by_default_and_one_acts_alone_without(helm:
         "--renew-deadline=6",
         "--retry-period=1",
     } <= set(container["args"])
+    spread = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    term = spread["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert term["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
     pod_name = next(e for e in container["env"] if e["name"] == "POD_NAME")
     assert pod_name["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     alone = render(helm, "--set", "operator.leaderElection.enabled=false", "--set", "operator.replicas=1")
     deployment = find(alone, "Deployment", "rel-edgeaigc-operator")[0]
     assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    assert "affinity" not in deployment["spec"]["template"]["spec"]
     assert not any("leader" in arg for arg in deployment["spec"]["template"]["spec"]["containers"][0]["args"])
     assert not find(alone, "Role", "rel-edgeaigc-leader-election")
 
