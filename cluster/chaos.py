@@ -6,7 +6,8 @@ the real gateway to the real YOLOX-Nano replica, and then, for ``--duration``, a
 ``--mean-gap`` seconds (exponentially distributed, seeded), every kind once in a seeded random order
 before any comes again, from:
 
-- ``operator``: SIGKILL of every process of the operator's container (the kubelet restarts it);
+- ``operator``: SIGKILL of every process of the leading operator replica's container (the standby
+  takes over, or the restarted one leads again);
 - ``gateway``: the same for the gateway's container;
 - ``model-pod``: the detector's pod on the real node force-deleted (its Deployment makes another);
 - ``apiserver``: kube-apiserver SIGKILLed and started again ``--outage`` seconds later;
@@ -126,6 +127,17 @@ def _component_pod(stack: RealStack, component: str) -> dict[str, Any]:
     return pods[0]
 
 
+def _leader_pod(stack: RealStack) -> dict[str, Any]:
+    """The operator pod named in the leader-election Lease (the chart's Lease is named after the release)."""
+    holder = stack.kubectl(
+        "get", "lease", RELEASE, "-n", stack.namespace, "-o", "jsonpath={.spec.holderIdentity}", timeout_s=20
+    ).strip()
+    for pod in stack.pods(f"{INSTANCE},app.kubernetes.io/component=operator"):
+        if pod["metadata"]["name"] == holder:
+            return pod
+    raise ClusterError(f"no operator pod holds the Lease {RELEASE!r} (holder: {holder or 'none'})")
+
+
 def _detector_pods(stack: RealStack) -> list[dict[str, Any]]:
     return stack.pods(f"edgeaigc.io/model={DETECTOR},edgeaigc.io/edge-node={NODE}")
 
@@ -148,18 +160,24 @@ def inject(stack: RealStack, kind: str, outage_s: float, timeout_s: float) -> Fa
     """Inject one fault and wait for its recovery (bounded)."""
     started = time.time()
     if kind in ("operator", "gateway"):
-        pod = _component_pod(stack, kind)
+        # The operator runs as two replicas with leader election: the one to kill is the leader.
+        pod = _leader_pod(stack) if kind == "operator" else _component_pod(stack, kind)
         before, decided = _restarts(pod), _last_decision(stack)
         for pid in container_pids(stack, pod):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         fault = Fault(kind, pod["metadata"]["name"], started)
+        killed = pod["metadata"]["name"]
 
         def recovered() -> bool:
-            current = _component_pod(stack, kind)
-            back = _restarts(current) > before and pod_ready(current)
-            # The operator is back when it has decided again, not merely running.
-            return back and (kind != "operator" or _last_decision(stack) != decided)
+            if kind == "gateway":
+                current = _component_pod(stack, kind)
+                return _restarts(current) > before and pod_ready(current)
+            # Back when a leader (the standby, or the killed one restarted) has decided again and every
+            # replica is ready again (the killed one restarted as leader or standby).
+            pods = stack.pods(f"{INSTANCE},app.kubernetes.io/component=operator")
+            restarted = any(p["metadata"]["name"] == killed and _restarts(p) > before for p in pods)
+            return restarted and all(pod_ready(p) for p in pods) and _last_decision(stack) != decided
 
     elif kind == "model-pod":
         pods = _detector_pods(stack)
