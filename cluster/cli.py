@@ -1,4 +1,4 @@
-"""``edgeaigc cluster up|down|kubeconfig|prometheus-url|status|build``: the local control plane."""
+"""``edgeaigc cluster up|down|kubeconfig|prometheus-url|status|build|certificate``: the local control plane."""
 
 from __future__ import annotations
 
@@ -57,6 +57,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions.add_parser(
         "build", allow_abbrev=False, help="only build (or find cached) binaries, and fetch helm; print their paths"
     )
+    certificate = actions.add_parser(
+        "certificate",
+        allow_abbrev=False,
+        help="make a TLS Secret for the data plane (kubernetes.io/tls with ca.crt, as cert-manager writes it) "
+        "signed by the cluster's data-plane CA, and apply it to the cluster",
+    )
+    certificate.add_argument("secret", metavar="NAME", help="the Secret's name (the chart's tls.secretName)")
+    certificate.add_argument(
+        "--dns",
+        action="append",
+        required=True,
+        metavar="NAME",
+        help="a DNS name or IP address the certificate is for (repeatable), e.g. '*.NAMESPACE.svc' for every "
+        "Service of a namespace",
+    )
+    certificate.add_argument("-n", "--namespace", default="default", help="the Secret's namespace (default: default)")
+    certificate.add_argument(
+        "--output-dir",
+        type=Path,
+        metavar="DIR",
+        help="write tls.crt, tls.key and ca.crt to DIR (and the CA's files to DIR/dataplane-ca) instead of "
+        "applying the Secret to the cluster",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.action == "certificate":
+        return _certificate(args)
     try:
         if args.action == "up":
             started = up(
@@ -113,6 +138,37 @@ def run(args: argparse.Namespace) -> int:
     except (BuildError, ClusterError) as error:
         print(f"edgeaigc cluster: {error}", file=sys.stderr)
         return 1
+
+
+def _certificate(args: argparse.Namespace) -> int:
+    """``cluster certificate``: files in ``--output-dir``, or the Secret applied to the running cluster."""
+    from edgeaigc.cluster.certificate import make_certificate, secret_json, tls_secret, write_files
+    from edgeaigc.cluster.kubectl import KubectlFailed, kubectl
+
+    names = [name.strip() for name in args.dns if name.strip()]
+    if not names:
+        print("edgeaigc cluster certificate: --dns must name at least one host", file=sys.stderr)
+        return 2
+    if args.output_dir is not None:
+        cert_pem, key_pem, ca_pem = make_certificate(args.output_dir, names, args.secret)
+        write_files(args.output_dir, cert_pem, key_pem, ca_pem)
+        print(args.output_dir)
+        return 0
+    state = ClusterState.load(cluster_dir(args.name))
+    if state is None:
+        print(
+            f"edgeaigc cluster certificate: no cluster {args.name!r} (start one, or write files with --output-dir)",
+            file=sys.stderr,
+        )
+        return 1
+    cert_pem, key_pem, ca_pem = make_certificate(cluster_dir(args.name), names, args.secret)
+    secret = tls_secret(args.secret, args.namespace, cert_pem, key_pem, ca_pem)
+    try:
+        print(kubectl(state.kubeconfig, "apply", "--server-side", "-f", "-", stdin=secret_json(secret)).strip())
+    except KubectlFailed as error:
+        print(f"edgeaigc cluster certificate: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 __all__ = ["add_arguments", "binaries", "run"]

@@ -46,6 +46,7 @@ def _issue(
     *,
     server_names: list[str] | None = None,
     client: bool = False,
+    usages: list[x509.ObjectIdentifier] | None = None,
 ) -> x509.Certificate:
     now = datetime.datetime.now(datetime.UTC)
     builder = (
@@ -57,8 +58,11 @@ def _issue(
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + _VALIDITY)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        # Python >= 3.13 verifies strictly (VERIFY_X509_STRICT): a leaf needs its issuer's key identifier.
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
     )
-    usages = [ExtendedKeyUsageOID.CLIENT_AUTH] if client else [ExtendedKeyUsageOID.SERVER_AUTH]
+    if usages is None:
+        usages = [ExtendedKeyUsageOID.CLIENT_AUTH] if client else [ExtendedKeyUsageOID.SERVER_AUTH]
     builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     if server_names:
         alternatives: list[x509.GeneralName] = []
@@ -71,14 +75,10 @@ def _issue(
     return builder.sign(ca_key, hashes.SHA256())
 
 
-def write_pki(directory: Path) -> None:
-    """Create ``ca.crt``, ``apiserver.{crt,key}``, ``admin.{crt,key}``, ``sa.{key,pub}`` once."""
-    directory.mkdir(parents=True, exist_ok=True)
-    if (directory / "admin.crt").exists():
-        return
+def _new_ca(common_name: str) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
     ca_key = _key()
     now = datetime.datetime.now(datetime.UTC)
-    ca_name = _name("edgeaigc-local-ca")
+    ca_name = _name(common_name)
     ca_cert = (
         x509.CertificateBuilder()
         .subject_name(ca_name)
@@ -88,6 +88,7 @@ def write_pki(directory: Path) -> None:
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + _VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .add_extension(
             x509.KeyUsage(
                 digital_signature=True,
@@ -104,6 +105,15 @@ def write_pki(directory: Path) -> None:
         )
         .sign(ca_key, hashes.SHA256())
     )
+    return ca_key, ca_cert
+
+
+def write_pki(directory: Path) -> None:
+    """Create ``ca.crt``, ``apiserver.{crt,key}``, ``admin.{crt,key}``, ``sa.{key,pub}`` once."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if (directory / "admin.crt").exists():
+        return
+    ca_key, ca_cert = _new_ca("edgeaigc-local-ca")
     _write_key(ca_key, directory / "ca.key")
     _write_cert(ca_cert, directory / "ca.crt")
 
@@ -152,3 +162,31 @@ def write_node_credentials(directory: Path, node_name: str) -> tuple[Path, Path]
     _write_key(key, key_path)
     _write_cert(_issue(ca_key, ca_cert, _name(f"system:node:{node_name}", "system:nodes"), key, client=True), cert_path)
     return cert_path, key_path
+
+
+def write_ca(directory: Path, common_name: str) -> tuple[Path, Path]:
+    """A CA of its own (``ca.crt``, ``ca.key`` in ``directory``), created once. Returns (cert, key)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / "ca.crt", directory / "ca.key"
+    if not (cert_path.exists() and key_path.exists()):
+        ca_key, ca_cert = _new_ca(common_name)
+        _write_key(ca_key, key_path)
+        _write_cert(ca_cert, cert_path)
+    return cert_path, key_path
+
+
+def issue_certificate(ca_directory: Path, common_name: str, names: list[str]) -> tuple[bytes, bytes]:
+    """A certificate for ``names`` (DNS names or IP addresses) signed by the CA in ``ca_directory``
+    (:func:`write_ca`), good for serving and as a client certificate (mutual TLS), as cert-manager
+    issues them. Returns (certificate PEM, unencrypted PKCS#8 key PEM)."""
+    ca_key = serialization.load_pem_private_key((ca_directory / "ca.key").read_bytes(), password=None)
+    if not isinstance(ca_key, rsa.RSAPrivateKey):
+        raise TypeError(f"{ca_directory / 'ca.key'} is not an RSA key")
+    ca_cert = x509.load_pem_x509_certificate((ca_directory / "ca.crt").read_bytes())
+    key = _key()
+    usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    cert = _issue(ca_key, ca_cert, _name(common_name), key, server_names=names, usages=usages)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem

@@ -8,6 +8,10 @@ taken, start-up failure) exits 1.
 a deadline for request heads, which uvicorn's fast httptools protocol lacks
 (:mod:`edgeaigc.inference.http_protocol`). Bodies have their own limits
 (:mod:`edgeaigc.inference.request_body`).
+
+**TLS** (:mod:`edgeaigc.inference.tls`): ``--tls-cert/--tls-key`` serve HTTPS through uvicorn's own
+SSL options (the transport decrypts; the guarded protocol class sees plain HTTP as before), and
+``--tls-client-ca`` requires client certificates. A renewed certificate is loaded without a restart.
 """
 
 from __future__ import annotations
@@ -17,7 +21,10 @@ import signal
 import threading
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edgeaigc.inference.tls import ServerTls
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -77,6 +84,30 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--tls-cert``, ``--tls-key`` and ``--tls-client-ca`` (:mod:`edgeaigc.inference.tls`)."""
+    parser.add_argument(
+        "--tls-cert",
+        metavar="PEM",
+        help="serve HTTPS with this certificate chain (a kubernetes.io/tls Secret's tls.crt; re-read when renewed) "
+        "(default: plain HTTP)",
+    )
+    parser.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert (tls.key)")
+    parser.add_argument(
+        "--tls-client-ca",
+        metavar="PEM",
+        help="require a client certificate signed by this CA (mutual TLS; e.g. the Secret's ca.crt) "
+        "(default: none asked)",
+    )
+
+
+def tls_settings(args: argparse.Namespace) -> ServerTls | str | None:
+    """The TLS of :func:`add_tls_arguments` (None: plain HTTP), or what is wrong with it."""
+    from edgeaigc.inference.tls import server_tls
+
+    return server_tls(args.tls_cert, args.tls_key, args.tls_client_ca)
+
+
 def add_body_arguments(parser: argparse.ArgumentParser) -> None:
     """``--body-timeout`` and ``--body-memory`` (:mod:`edgeaigc.inference.request_body`)."""
     parser.add_argument(
@@ -102,12 +133,27 @@ def connection_limits(args: argparse.Namespace) -> ConnectionLimits | str:
     return ConnectionLimits(max_connections=args.max_connections, head_timeout_s=args.head_timeout)
 
 
-def run_app(app: Any, host: str, port: int, log_level: str, limits: ConnectionLimits | None = None) -> int:
-    """Serve ``app`` until stopped; 0 after a graceful stop, 1 if it could not start."""
+def run_app(
+    app: Any,
+    host: str,
+    port: int,
+    log_level: str,
+    limits: ConnectionLimits | None = None,
+    tls: ServerTls | None = None,
+) -> int:
+    """Serve ``app`` until stopped (HTTPS with ``tls``); 0 after a graceful stop, 1 if it could not start."""
     import uvicorn
 
-    config = server_config(app, limits or ConnectionLimits(), host=host, port=port, log_level=log_level)
+    from edgeaigc.inference.tls import CertificateReloader
+
+    settings = tls.uvicorn_settings() if tls else {}
+    config = server_config(app, limits or ConnectionLimits(), host=host, port=port, log_level=log_level, **settings)
     server = uvicorn.Server(config)
+    stop_reloading = threading.Event()
+    if tls is not None:
+        config.load()  # builds the SSLContext now (the server skips a loaded config), for the reloader to update
+        reloader = CertificateReloader(config.ssl, tls)
+        threading.Thread(target=reloader.watch, args=(stop_reloading,), daemon=True, name="tls-reload").start()
     in_main_thread = threading.current_thread() is threading.main_thread()
     # uvicorn shuts down gracefully on SIGTERM and then raises the signal again under the handler
     # it found; with this one, that graceful stop exits 0, not -15.
@@ -117,6 +163,7 @@ def run_app(app: Any, host: str, port: int, log_level: str, limits: ConnectionLi
     except SystemExit:  # uvicorn exits when it cannot start
         return 1
     finally:
+        stop_reloading.set()
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
     return 0 if server.started else 1

@@ -7,39 +7,54 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edgeaigc.inference.errors import ServerNotReady, register_error_handlers
-from edgeaigc.inference.gateway.gateway import Gateway, GatewaySettings
+from edgeaigc.inference.gateway.camera_auth import CameraAuthMiddleware, CameraTokens
+from edgeaigc.inference.gateway.gateway import CAMERA_HEADER, CAMERA_QUERY, Gateway, GatewaySettings
+from edgeaigc.inference.gateway.security import GatewaySecurity, relay_client
 
 
-def create_gateway_app(settings: GatewaySettings, gateway: Gateway | None = None) -> FastAPI:
+def create_gateway_app(
+    settings: GatewaySettings, gateway: Gateway | None = None, security: GatewaySecurity | None = None
+) -> FastAPI:
     """The gateway's HTTP app; the routing table is read at start-up and polled while it runs.
+
+    With ``security.camera_tokens`` every request to ``/v2/models/...`` needs a camera's token
+    (:mod:`.camera_auth`; the tokens are polled with the routing table); the relay trusts the cloud
+    as ``security`` says (:mod:`.security`).
 
     Endpoints: ``POST /v2/models/{model}[/versions/{v}]/infer``, ``GET /v2/models/{model}[/versions/{v}]``
     and ``.../ready`` (forwarded), ``GET /v2/health/live``, ``GET /v2/health/ready`` (200 once a valid
     routing table is in use), ``GET /v2`` and ``GET /metrics``.
     """
     gateway = gateway or Gateway(settings)
+    security = security or GatewaySecurity()
+    camera_tokens = CameraTokens(security.camera_tokens) if security.camera_tokens else None
+
+    async def watch_camera_tokens(tokens: CameraTokens) -> None:
+        while True:
+            await asyncio.sleep(settings.poll_interval_s)
+            tokens.poll()  # never raises: a bad set is logged and the last good one kept
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         own_client = gateway.client is None
         if own_client:
-            gateway.client = httpx.AsyncClient(
-                timeout=httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s),
-                limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
-            )
+            gateway.client = relay_client(settings, security)
         gateway.poll_routing_table()
-        watcher = asyncio.create_task(gateway.watch_routing_table())
+        watchers = [asyncio.create_task(gateway.watch_routing_table())]
+        if camera_tokens is not None:
+            camera_tokens.poll()
+            watchers.append(asyncio.create_task(watch_camera_tokens(camera_tokens)))
         try:
             yield
         finally:
-            watcher.cancel()
+            for watcher in watchers:
+                watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+                await asyncio.gather(*watchers)
             if own_client and gateway.client is not None:
                 await gateway.client.aclose()
                 gateway.client = None
@@ -83,5 +98,10 @@ def create_gateway_app(settings: GatewaySettings, gateway: Gateway | None = None
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    if camera_tokens is not None:
+        app.add_middleware(
+            CameraAuthMiddleware, tokens=camera_tokens, camera_header=CAMERA_HEADER, camera_query=CAMERA_QUERY
+        )
     app.state.gateway = gateway
+    app.state.camera_tokens = camera_tokens
     return app

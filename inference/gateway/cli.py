@@ -4,6 +4,11 @@ Also runnable as ``python -m edgeaigc.inference.gateway.cli``. Exit codes: 0 aft
 shutdown on SIGTERM, 1 if the server could not start (e.g. the port is taken), 2 for bad usage,
 130 on Ctrl-C. A routing table that is missing or invalid at start-up is not fatal: the gateway
 answers 503 until a valid one appears (a ConfigMap may be mounted after the pod starts).
+
+Cameras authenticate with a bearer token each (``--camera-tokens``); turning that off takes an
+explicit ``--no-camera-auth`` (the traffic twin, a demo on one machine). HTTPS with
+``--tls-cert/--tls-key`` (mutual TLS with ``--tls-client-ca``); the relay verifies the cloud with
+``--cloud-ca`` and shows ``--cloud-client-cert/--cloud-client-key`` to a cloud that asks.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ from edgeaigc.inference.http_server import (
     add_body_arguments,
     add_connection_arguments,
     add_log_level_argument,
+    add_tls_arguments,
     connection_limits,
     run_app,
+    tls_settings,
 )
 
 DEFAULT_PORT = 8000
@@ -106,12 +113,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="longest a request is paced to its camera's share before it gets 429 instead (default: 1)",
     )
+    cameras = parser.add_mutually_exclusive_group(required=True)
+    cameras.add_argument(
+        "--camera-tokens",
+        metavar="PATH",
+        help="the cameras' bearer tokens: a directory with one file per camera (file name = camera, content = token; "
+        "a mounted Secret) or a file of 'camera token' lines; re-read when they change. A request's camera is "
+        "its token's; one naming another camera gets 403, one without a valid token 401",
+    )
+    cameras.add_argument(
+        "--no-camera-auth",
+        action="store_true",
+        help="accept any request and take the camera's name from it (only where no one else can reach the gateway)",
+    )
+    parser.add_argument(
+        "--cloud-ca",
+        metavar="PEM",
+        help="verify https:// cloud servers against this CA (the TLS Secret's ca.crt) (default: the system's CAs)",
+    )
+    parser.add_argument(
+        "--cloud-client-cert", metavar="PEM", help="client certificate for cloud servers that require mutual TLS"
+    )
+    parser.add_argument("--cloud-client-key", metavar="PEM", help="the private key of --cloud-client-cert")
+    add_tls_arguments(parser)
     add_log_level_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from edgeaigc.inference.gateway.app import create_gateway_app
+    from edgeaigc.inference.gateway.camera_auth import read_camera_tokens
     from edgeaigc.inference.gateway.gateway import GatewaySettings
+    from edgeaigc.inference.gateway.security import GatewaySecurity
     from edgeaigc.inference.server.repository import parse_byte_size
 
     def usage(message: str) -> int:
@@ -141,6 +173,24 @@ def run(args: argparse.Namespace) -> int:
         return usage("--uplink-max-wait must be >= 0")
     if not (args.edge_node or args.node_name):
         return usage("--edge-node / --node-name must not be empty")
+    tls = tls_settings(args)
+    if isinstance(tls, str):
+        return usage(tls)
+    security = GatewaySecurity(
+        camera_tokens=Path(args.camera_tokens) if args.camera_tokens else None,
+        cloud_ca=Path(args.cloud_ca) if args.cloud_ca else None,
+        cloud_client_cert=Path(args.cloud_client_cert) if args.cloud_client_cert else None,
+        cloud_client_key=Path(args.cloud_client_key) if args.cloud_client_key else None,
+    )
+    relay_tls = security.relay_tls()
+    if isinstance(relay_tls, str):
+        return usage(f"--cloud-ca/--cloud-client-cert/--cloud-client-key: {relay_tls}")
+    if security.camera_tokens is not None and security.camera_tokens.exists():
+        # A missing path is waited for (a Secret may be mounted later); a malformed one is a mistake to say now.
+        try:
+            read_camera_tokens(security.camera_tokens)
+        except (OSError, ValueError) as error:
+            return usage(f"--camera-tokens: {error}")
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = GatewaySettings(
@@ -161,8 +211,8 @@ def run(args: argparse.Namespace) -> int:
         enforce_uplink_shares=args.bandwidth_shares == "enforce",
         uplink_max_wait_s=args.uplink_max_wait,
     )
-    app = create_gateway_app(settings)
-    return run_app(app, args.host, args.port, args.log_level, connections)
+    app = create_gateway_app(settings, security=security)
+    return run_app(app, args.host, args.port, args.log_level, connections, tls)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
@@ -166,6 +167,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated scene (default: 0)")
     parser.add_argument("--jpeg-quality", type=int, default=85, help="JPEG quality of the frames sent (default: 85)")
     parser.add_argument("--timeout", type=float, default=30.0, metavar="S", help="per-request timeout (default: 30)")
+    parser.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="send the bearer token in PATH (this camera's token, as the gateway's --camera-tokens holds it) "
+        "(default: none)",
+    )
+    parser.add_argument(
+        "--ca-file",
+        metavar="PEM",
+        help="verify an https:// gateway against this CA (default: the system's CAs)",
+    )
+    parser.add_argument(
+        "--client-cert", metavar="PEM", help="client certificate for a gateway that requires mutual TLS"
+    )
+    parser.add_argument("--client-key", metavar="PEM", help="the private key of --client-cert")
     parser.add_argument("--results", metavar="PATH", help="write every frame's result as JSON lines to PATH")
     parser.add_argument(
         "--frame-log",
@@ -217,6 +233,7 @@ def run(args: argparse.Namespace) -> int:
     import httpx
     from tqdm import tqdm
 
+    from edgeaigc.inference.auth import read_token
     from edgeaigc.inference.errors import InvalidInput
     from edgeaigc.inference.pipeline.backend import RemoteInferenceError
     from edgeaigc.inference.pipeline.config import (
@@ -227,6 +244,7 @@ def run(args: argparse.Namespace) -> int:
         load_pipeline_config,
     )
     from edgeaigc.inference.pipeline.traffic import TrafficPipeline
+    from edgeaigc.inference.tls import client_context
 
     def usage(message: str) -> int:
         print(f"edgeaigc camera: {message}", file=sys.stderr)
@@ -249,13 +267,24 @@ def run(args: argparse.Namespace) -> int:
             )
     except (ValueError, OSError, ConfigError) as error:
         return usage(str(error))
+    try:
+        headers = {"Authorization": f"Bearer {read_token(Path(args.token_file))}"} if args.token_file else {}
+    except (OSError, ValueError) as error:
+        return usage(f"--token-file: {error}")
+    tls = client_context(
+        Path(args.ca_file) if args.ca_file else None,
+        Path(args.client_cert) if args.client_cert else None,
+        Path(args.client_key) if args.client_key else None,
+    )
+    if isinstance(tls, str):
+        return usage(f"--ca-file/--client-cert/--client-key: {tls}")
 
     source = args.video or ("generated night scene" if args.night else "generated day scene")
     report = CameraReport(args.camera_id, source, args.fps)
     results_file = open(args.results, "w") if args.results else None  # noqa: SIM115 - closed below
     frame_log = open(args.frame_log, "w", buffering=1) if args.frame_log else None  # noqa: SIM115 - closed below
     detections = 0
-    with httpx.Client(timeout=args.timeout) as client:
+    with httpx.Client(timeout=args.timeout, headers=headers, verify=tls) as client:
         pipeline = TrafficPipeline.remote(config, args.gateway, args.camera_id, client)
         progress = tqdm(total=args.frames, unit="frame", disable=args.no_progress, file=sys.stderr)
         pacer = SendPacer(args.fps)

@@ -5,7 +5,11 @@ Serves every ``DIR/<model-name>/model.onnx`` of ``--model-repository DIR`` (opti
 ``python -m edgeaigc.inference.server.cli``.
 
 Exit codes: 0 after a graceful shutdown on SIGTERM, 1 if the server could not start (e.g. the
-port is taken), 2 for bad usage (missing repository directory or named model, bad size), 130 on Ctrl-C.
+port is taken), 2 for bad usage (missing repository directory or named model, bad size, TLS files
+that cannot be read or do not match, a missing token file), 130 on Ctrl-C.
+
+HTTPS with ``--tls-cert/--tls-key`` (mutual TLS with ``--tls-client-ca``). The repository API
+(load/unload) is off unless ``--repository-api``, which needs ``--auth-token-file``.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from edgeaigc.inference.http_server import (
     add_body_arguments,
     add_connection_arguments,
     add_log_level_argument,
+    add_tls_arguments,
     connection_limits,
     run_app,
+    tls_settings,
 )
 from edgeaigc.inference.metrics_contract import SERVED_BY_VALUES
 
@@ -95,16 +101,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-preload",
         action="store_true",
-        help="start with no model loaded (load them with POST /v2/repository/models/NAME/load)",
+        help="start with no model loaded (load them with POST /v2/repository/models/NAME/load: needs --repository-api)",
     )
+    parser.add_argument(
+        "--repository-api",
+        action="store_true",
+        help="answer the repository extension's load and unload (state-changing: needs --auth-token-file) "
+        "(default: off, they answer 403)",
+    )
+    parser.add_argument(
+        "--auth-token-file",
+        metavar="PATH",
+        help="the bearer token (a file, e.g. a mounted Secret key; re-read when it changes) that load and unload "
+        "need, and that shows the repository index's details",
+    )
+    add_tls_arguments(parser)
     add_log_level_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so that `edgeaigc --help` stays fast and needs none of the serving packages.
+    from edgeaigc.inference.auth import TokenFile
     from edgeaigc.inference.delivery.artifact import MODEL_FILE
     from edgeaigc.inference.server.repository import ModelRepository, parse_byte_size
-    from edgeaigc.inference.server.routes import RequestLimits, create_app
+    from edgeaigc.inference.server.routes import RepositoryAccess, RequestLimits, create_app
 
     repository_dir = Path(args.model_repository)
     if not repository_dir.is_dir():
@@ -143,12 +163,34 @@ def run(args: argparse.Namespace) -> int:
         print(f"edgeaigc serve: --port {args.port} is not a TCP port", file=sys.stderr)
         return 2
 
+    tls = tls_settings(args)
+    if isinstance(tls, str):
+        print(f"edgeaigc serve: {tls}", file=sys.stderr)
+        return 2
+    if args.repository_api and not args.auth_token_file:
+        print(
+            "edgeaigc serve: --repository-api lets clients load and unload models: it needs --auth-token-file",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        token = TokenFile(Path(args.auth_token_file)) if args.auth_token_file else None
+    except (OSError, ValueError) as error:
+        print(f"edgeaigc serve: --auth-token-file: {error}", file=sys.stderr)
+        return 2
+
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     repository = ModelRepository(
         repository_dir, memory_budget_bytes=budget, workers=args.workers, only=frozenset(args.model) or None
     )
-    app = create_app(repository, limits=limits, served_by=args.served_by, preload=not args.no_preload)
-    return run_app(app, args.host, args.port, args.log_level, connections)
+    app = create_app(
+        repository,
+        limits=limits,
+        served_by=args.served_by,
+        preload=not args.no_preload,
+        repository_access=RepositoryAccess(enabled=args.repository_api, token=token),
+    )
+    return run_app(app, args.host, args.port, args.log_level, connections, tls)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

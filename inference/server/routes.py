@@ -12,6 +12,14 @@ Endpoints (``/versions/{version}`` may follow ``/v2/models/{name}`` where the pr
 - ``GET /v2/models/{name}``, ``GET /v2/models/{name}/ready``, ``POST /v2/models/{name}/infer``
 - ``POST /v2/repository/index``, ``POST /v2/repository/models/{name}/load`` and ``.../unload``
 - ``GET /metrics`` (Prometheus)
+
+**The repository API** (load and unload) changes what a server serves, so it is off unless
+``repository_api`` (``edgeaigc serve --repository-api``): off, load and unload answer 403 — the
+paths exist (the protocol defines them), this server refuses them, and the message says how to
+turn them on. With an ``auth`` token file (``--auth-token-file``) every state-changing request
+needs ``Authorization: Bearer <token>`` (401 with a ``WWW-Authenticate`` challenge otherwise).
+The index (read-only) always answers, but only a client allowed to change the repository sees
+each model's version and reason: a reason holds file paths and raw load errors.
 """
 
 from __future__ import annotations
@@ -30,7 +38,8 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edgeaigc.inference import protocol
-from edgeaigc.inference.errors import InvalidInput, PayloadTooLarge, register_error_handlers
+from edgeaigc.inference.auth import Forbidden, TokenFile
+from edgeaigc.inference.errors import InferenceServerError, InvalidInput, PayloadTooLarge, register_error_handlers
 from edgeaigc.inference.metrics_contract import UNKNOWN_MODEL
 from edgeaigc.inference.request_body import (
     DEFAULT_BODY_MEMORY_BYTES,
@@ -158,11 +167,43 @@ class RequestLimits:
     """Inference requests admitted at once (running or waiting for a thread); past it 503 with Retry-After."""
 
 
+@dataclass(frozen=True)
+class RepositoryAccess:
+    """Who may use the repository API (load, unload, the index's details)."""
+
+    enabled: bool = False
+    """Load and unload answer at all (else 403)."""
+    token: TokenFile | None = None
+    """The bearer token they need (None: none, for servers reachable only by their owner, as in tests)."""
+
+    def check(self, request: Request, action: str) -> None:
+        """Raise :class:`Forbidden` (API off) or :class:`~edgeaigc.inference.auth.Unauthorized` (no valid token)."""
+        if not self.enabled:
+            raise Forbidden(
+                f"{action}: the model repository API is off on this server "
+                "(edgeaigc serve --repository-api --auth-token-file FILE turns it on)"
+            )
+        if self.token is not None:
+            self.token.check(request.headers.get("authorization"), action)
+
+    def allows(self, request: Request) -> bool:
+        try:
+            self.check(request, "the repository index's details")
+        except InferenceServerError:  # Forbidden or Unauthorized
+            return False
+        return True
+
+
 def build_router(
-    dataplane: DataPlane, limits: RequestLimits, metrics: ServerMetrics, body_memory: BodyMemory
+    dataplane: DataPlane,
+    limits: RequestLimits,
+    metrics: ServerMetrics,
+    body_memory: BodyMemory,
+    repository_access: RepositoryAccess | None = None,
 ) -> APIRouter:
     """The protocol's routes; each decodes, calls the data plane once, encodes."""
     router = APIRouter()
+    access = repository_access or RepositoryAccess()
     in_flight = InFlightLimit(limits.max_in_flight)
     # Parsed JSON numbers take about 16 times their text: one large body is parsed at a time (the
     # parser holds the GIL, so running several at once would gain no speed, only memory).
@@ -238,14 +279,19 @@ def build_router(
             if not isinstance(document, dict) or not isinstance(document.get("ready", False), bool):
                 raise InvalidInput("the index request must be a JSON object with an optional boolean 'ready'")
             ready_only = document.get("ready", False)
-        return dataplane.repository_index(ready_only)
+        index = dataplane.repository_index(ready_only)
+        if access.allows(request):
+            return index
+        return [{"name": entry["name"], "state": entry["state"]} for entry in index]
 
     @router.post("/v2/repository/models/{name}/load")
-    async def load(name: str) -> dict[str, Any]:
+    async def load(name: str, request: Request) -> dict[str, Any]:
+        access.check(request, f"loading model '{name}'")
         return await dataplane.load(name)
 
     @router.post("/v2/repository/models/{name}/unload")
-    async def unload(name: str) -> dict[str, Any]:
+    async def unload(name: str, request: Request) -> dict[str, Any]:
+        access.check(request, f"unloading model '{name}'")
         return await dataplane.unload(name)
 
     @router.get("/metrics")
@@ -263,6 +309,7 @@ def create_app(
     served_by: str = "edge",
     preload: bool = True,
     metrics: ServerMetrics | None = None,
+    repository_access: RepositoryAccess | None = None,
 ) -> FastAPI:
     """The model server app for ``repository``.
 
@@ -276,6 +323,7 @@ def create_app(
         served_by: ``edge`` or ``cloud``, the ``served_by`` label of request metrics.
         preload: load every model of the repository at start-up.
         metrics: metrics to export (default: fresh ones in their own registry).
+        repository_access: whether load/unload answer and the token they need (default: off).
     """
     metrics = metrics or ServerMetrics(served_by, lambda: repository_figures(repository))
     repository.observer = metrics
@@ -306,7 +354,7 @@ def create_app(
     if max_request_bytes is not None:
         limits = replace(limits, max_request_bytes=max_request_bytes)
     body_memory = BodyMemory(limits.body_memory_bytes)
-    app.include_router(build_router(dataplane, limits, metrics, body_memory))
+    app.include_router(build_router(dataplane, limits, metrics, body_memory, repository_access))
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics, is_known_model=repository.is_known)
     app.state.dataplane = dataplane
     app.state.metrics = metrics

@@ -21,10 +21,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edgeaigc.inference.gateway.app import create_gateway_app
 from edgeaigc.inference.gateway.gateway import Gateway, GatewaySettings
+from edgeaigc.inference.gateway.security import GatewaySecurity
 from edgeaigc.inference.http_server import ConnectionLimits, server_config
 from edgeaigc.inference.server.metrics import ServerMetrics
 from edgeaigc.inference.server.repository import ModelRepository
-from edgeaigc.inference.server.routes import RequestLimits, create_app
+from edgeaigc.inference.server.routes import RepositoryAccess, RequestLimits, create_app
 from tests.component.builders import standard_repository
 
 #: Where the project's shared data would be, beside the repository (never inside it).
@@ -70,16 +71,25 @@ def running_server(
     wait_for: str = "/v2/health/ready",
     limits: RequestLimits | None = None,
     connections: ConnectionLimits | None = None,
+    repository_access: RepositoryAccess | None = None,
 ) -> Iterator[RunningServer]:
     """Serve ``root`` with a real uvicorn server in a thread until the block ends.
 
     The block starts once ``wait_for`` answers 200 (the server is ready, by default). The server is
     configured as ``edgeaigc serve`` configures it, with ``limits`` (their ``max_request_bytes`` is
-    ``max_request_bytes``) and ``connections``.
+    ``max_request_bytes``) and ``connections``. The repository API is on without a token unless
+    ``repository_access`` says otherwise (these servers are the test's own).
     """
     repository = repository or ModelRepository(root, memory_budget_bytes=memory_budget_bytes, workers=2)
     limits = replace(limits or RequestLimits(), max_request_bytes=max_request_bytes)
-    app = create_app(repository, limits=limits, served_by=served_by, preload=preload, metrics=metrics)
+    app = create_app(
+        repository,
+        limits=limits,
+        served_by=served_by,
+        preload=preload,
+        metrics=metrics,
+        repository_access=repository_access or RepositoryAccess(enabled=True),
+    )
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
@@ -228,11 +238,15 @@ class RunningGateway:
 
 @contextlib.contextmanager
 def running_gateway(
-    settings: GatewaySettings, wait_for_table: bool = True, connections: ConnectionLimits | None = None
+    settings: GatewaySettings,
+    wait_for_table: bool = True,
+    connections: ConnectionLimits | None = None,
+    security: GatewaySecurity | None = None,
 ) -> Iterator[RunningGateway]:
-    """A gateway app served as ``edgeaigc gateway`` serves it, in a thread on 127.0.0.1, until the block ends."""
+    """A gateway app served as ``edgeaigc gateway`` serves it, in a thread on 127.0.0.1, until the block ends
+    (cameras not authenticated unless ``security`` says so)."""
     gateway = Gateway(settings)
-    app = create_gateway_app(settings, gateway)
+    app = create_gateway_app(settings, gateway, security)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))

@@ -50,14 +50,27 @@ def edge(models: Path) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory, edge: ServerProcess) -> Iterator[ServerProcess]:
-    """``python -m edgeaigc.inference.gateway.cli`` routing both models to the edge server; stopped with SIGTERM."""
+def camera_tokens(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The cameras' tokens as a mounted Secret shows them: one file per camera."""
+    directory = tmp_path_factory.mktemp("camera-tokens")
+    for camera_name in ("cam-0", "cam-7", "cam-9"):
+        (directory / camera_name).write_text(f"token-of-{camera_name}-{camera_name * 4}\n")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory, edge: ServerProcess, camera_tokens: Path
+) -> Iterator[ServerProcess]:
+    """``python -m edgeaigc.inference.gateway.cli`` routing both models to the edge server, cameras authenticated
+    by their tokens; stopped with SIGTERM."""
     table = tmp_path_factory.mktemp("camera-routing") / "routing.json"
     local = {"detector": [edge.url], "yolox_nano": [edge.url]}
     table.write_text(routing_table(1, local, {}).to_json())
     port = free_port()
     command = [sys.executable, "-m", "edgeaigc.inference.gateway.cli", "--edge-node", EDGE_NODE]
     command += ["--routing-table", str(table), "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    command += ["--camera-tokens", str(camera_tokens)]
     with serving(command, port) as running:
         yield running
     assert running.process.returncode == 0, running.stderr  # a graceful stop on SIGTERM
@@ -86,12 +99,13 @@ def run_camera(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_generated_scene_through_gateway_and_server(
-    gateway: ServerProcess, pipeline_config: Path, tmp_path: Path
+    gateway: ServerProcess, pipeline_config: Path, tmp_path: Path, camera_tokens: Path
 ) -> None:
     started = time.time()
     result = run_camera(
         "--generated", "--frames", "6", "--fps", "20", "--gateway", gateway.url, "--camera-id", "cam-7",
         "--pipeline-config", str(pipeline_config), "--json", "--frame-log", str(tmp_path / "frames.jsonl"),
+        "--token-file", str(camera_tokens / "cam-7"),
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads(result.stdout)
@@ -109,10 +123,13 @@ def test_generated_scene_through_gateway_and_server(
     assert all(0 < frame["latency_ms"] < 5000 for frame in frames)
 
 
-def test_failed_frames_exit_1_and_are_reported(gateway: ServerProcess, pipeline_config: Path, tmp_path: Path) -> None:
+def test_failed_frames_exit_1_and_are_reported(
+    gateway: ServerProcess, pipeline_config: Path, tmp_path: Path, camera_tokens: Path
+) -> None:
     result = run_camera(
         "--generated", "--frames", "3", "--fps", "50", "--gateway", gateway.url, "--detector-model", "unrouted",
         "--pipeline-config", str(pipeline_config), "--frame-log", str(tmp_path / "frames.jsonl"),
+        "--token-file", str(camera_tokens / "cam-0"),
     )  # fmt: skip
     assert result.returncode == 1
     assert "3 frames, 3 errors" in result.stdout
@@ -123,7 +140,7 @@ def test_failed_frames_exit_1_and_are_reported(gateway: ServerProcess, pipeline_
 
 
 def test_a_camera_over_its_bandwidth_share_slows_down_instead_of_failing(
-    edge: ServerProcess, pipeline_config: Path, tmp_path: Path
+    edge: ServerProcess, pipeline_config: Path, tmp_path: Path, camera_tokens: Path
 ) -> None:
     """A gateway process whose node uplink (200 kB/s) carries about 4 of the camera's 49 kB frames a second;
     the camera asks for 25 a second: it is refused (429), drops frames, and ends without errors."""
@@ -134,11 +151,12 @@ def test_a_camera_over_its_bandwidth_share_slows_down_instead_of_failing(
     port = free_port()
     command = [sys.executable, "-m", "edgeaigc.inference.gateway.cli", "--edge-node", EDGE_NODE, "--port", str(port)]
     command += ["--routing-table", str(tmp_path / "routing.json"), "--host", "127.0.0.1", "--uplink-max-wait", "0.1"]
+    command += ["--camera-tokens", str(camera_tokens)]
     with serving(command, port) as gateway:
         started = time.monotonic()
         result = run_camera(
             "--generated", "--frames", "50", "--fps", "25", "--gateway", gateway.url, "--camera-id", "cam-9",
-            "--pipeline-config", str(pipeline_config), "--json",
+            "--pipeline-config", str(pipeline_config), "--json", "--token-file", str(camera_tokens / "cam-9"),
         )  # fmt: skip
         elapsed = time.monotonic() - started
         scrape = gateway.scrape()
@@ -152,8 +170,11 @@ def test_a_camera_over_its_bandwidth_share_slows_down_instead_of_failing(
 
 
 @pytest.mark.skipif(not (YOLOX.is_file() and CLIP.is_file()), reason=f"{SHARED_DATA} absent: no real clip to play")
-def test_real_clip_with_yolox_nano(gateway: ServerProcess) -> None:
-    result = run_camera("--video", str(CLIP), "--frames", "5", "--fps", "25", "--gateway", gateway.url, "--json")
+def test_real_clip_with_yolox_nano(gateway: ServerProcess, camera_tokens: Path) -> None:
+    token = str(camera_tokens / "cam-0")
+    result = run_camera(
+        "--video", str(CLIP), "--frames", "5", "--fps", "25", "--gateway", gateway.url, "--json", "--token-file", token
+    )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads(result.stdout)
     assert summary["frames"] == 5 and summary["errors"] == 0
@@ -174,12 +195,17 @@ def test_camera_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_gateway_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     table = str(tmp_path / "routing.json")
-    assert gateway_cli.main(["--edge-node", "pi-0", "--routing-table", table, "--max-request-bytes", "lots"]) == 2
+    base = ["--edge-node", "pi-0", "--routing-table", table, "--no-camera-auth"]
+    assert gateway_cli.main([*base, "--max-request-bytes", "lots"]) == 2
     assert "not a size: 'lots'" in capsys.readouterr().err
-    assert gateway_cli.main(["--edge-node", "pi-0", "--routing-table", table, "--breaker-failures", "0"]) == 2
+    assert gateway_cli.main([*base, "--breaker-failures", "0"]) == 2
     with pytest.raises(SystemExit) as exit_info:
-        gateway_cli.main(["--routing-table", table])  # --edge-node is required
+        gateway_cli.main(["--routing-table", table, "--no-camera-auth"])  # --edge-node is required
     assert exit_info.value.code == 2
+    with pytest.raises(SystemExit) as exit_info:  # camera authentication is turned off only explicitly
+        gateway_cli.main(["--edge-node", "pi-0", "--routing-table", table])
+    assert exit_info.value.code == 2
+    assert "one of the arguments --camera-tokens --no-camera-auth is required" in capsys.readouterr().err
 
 
 def test_pacer_never_bursts_after_a_slow_answer() -> None:

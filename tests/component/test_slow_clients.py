@@ -209,6 +209,7 @@ def test_gateway_stalled_uploads_time_out_and_their_memory_is_bounded(tmp_path: 
         "16Mi",
         "--head-timeout",
         "2",
+        "--no-camera-auth",
     ]
     with serving(command, port) as gateway:
         httpx.post(f"{gateway.url}/v2/models/affine/infer", content=bytes(100_000))  # warm: 502, nothing listens
