@@ -130,8 +130,8 @@ class CertificateReloader:
         if stamp is None or stamp == self._seen:
             return False
         try:
-            # Checked on a scratch context first: a pair that fails half-way would leave the live one
-            # with the new certificate and no key.
+            # Checked on a scratch context first: a pair that does not load never touches the live
+            # context (whatever OpenSSL would keep of it half-loaded).
             ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(self.tls.cert_file, self.tls.key_file)
             self.context.load_cert_chain(self.tls.cert_file, self.tls.key_file)
         except (OSError, ssl.SSLError) as error:

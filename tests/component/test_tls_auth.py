@@ -313,3 +313,52 @@ def test_gateway_tls_flags_are_checked_at_start(tmp_path: Path, pki: dict[str, P
          str(table), "--camera-tokens", str(tokens)], capture_output=True, text=True,
     )  # fmt: skip
     assert bad_tokens.returncode == 2 and "expected 'camera token'" in bad_tokens.stderr
+
+
+def test_a_renewed_certificate_is_served_without_a_restart(tmp_path: Path, pki: dict[str, Path]) -> None:
+    """cert-manager renews by rewriting the Secret: the running server's next handshakes use the new pair."""
+    import socket
+    import threading
+
+    import uvicorn
+    from fastapi import FastAPI
+
+    from edgeaigc.inference.http_server import ConnectionLimits, server_config
+    from edgeaigc.inference.tls import CertificateReloader, ServerTls
+
+    mounted = tmp_path / "tls"
+    mounted.mkdir()
+    for name in ("tls.crt", "tls.key"):
+        (mounted / name).write_bytes((pki["server"] / name).read_bytes())
+    tls = ServerTls(mounted / "tls.crt", mounted / "tls.key")
+    app = FastAPI()
+    app.get("/ping")(lambda: {"pong": True})
+    config = server_config(app, ConnectionLimits(), log_level="warning", **tls.uvicorn_settings())
+    config.load()  # as run_app does: the context exists before the server, for the reloader
+    reloader = CertificateReloader(config.ssl, tls)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    url = f"https://127.0.0.1:{listener.getsockname()[1]}/ping"
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    try:
+        first, renewed = context(pki["server"] / "ca.crt"), context(pki["other"] / "ca.crt")
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert httpx.get(url, verify=first).status_code == 200
+        assert not reloader.poll()  # unchanged files: nothing to do
+        (mounted / "tls.key").write_bytes((pki["other"] / "tls.key").read_bytes())  # mid-swap: a key of another pair
+        assert not reloader.poll()  # not loaded: the last good pair stays
+        assert httpx.get(url, verify=first).status_code == 200
+        (mounted / "tls.crt").write_bytes((pki["other"] / "tls.crt").read_bytes())
+        assert reloader.poll()
+        assert httpx.get(url, verify=renewed).status_code == 200
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            httpx.get(url, verify=first)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+        listener.close()
