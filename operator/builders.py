@@ -101,9 +101,10 @@ def memory_mebibytes(model_size_mib: float) -> int:
     return int(np.ceil(BASE_MEMORY_MIB + MEMORY_PER_MODEL_MIB * model_size_mib))
 
 
-def _inference_container(model: str, image: str, cpu_m: int, memory_mi: int) -> dict[str, Any]:
+def _inference_container(model: str, image: str, cpu_m: int, memory_mi: int, tls: bool = False) -> dict[str, Any]:
     resources = {"cpu": f"{cpu_m}m", "memory": f"{memory_mi}Mi"}
-    return {
+    tls_args = ["--tls-cert", f"{c.TLS_MOUNT_PATH}/tls.crt", "--tls-key", f"{c.TLS_MOUNT_PATH}/tls.key"] if tls else []
+    container: dict[str, Any] = {
         "name": "inference",
         "image": image,
         "args": [
@@ -118,6 +119,7 @@ def _inference_container(model: str, image: str, cpu_m: int, memory_mi: int) -> 
             # above the measured peak; the server's default of 64Mi would not fit).
             "--body-memory",
             f"{MODEL_POD_BODY_MEMORY_MIB}Mi",
+            *tls_args,
         ],
         "ports": [{"name": "http", "containerPort": c.INFERENCE_PORT}],
         "resources": {"requests": resources, "limits": resources},
@@ -126,9 +128,26 @@ def _inference_container(model: str, image: str, cpu_m: int, memory_mi: int) -> 
             {"resourceName": "cpu", "restartPolicy": "NotRequired"},
             {"resourceName": "memory", "restartPolicy": "RestartContainer"},
         ],
-        "readinessProbe": {"httpGet": {"path": f"/v2/models/{model}/ready", "port": "http"}, "periodSeconds": 5},
+        "readinessProbe": {
+            "httpGet": {"path": f"/v2/models/{model}/ready", "port": "http", "scheme": "HTTPS" if tls else "HTTP"},
+            "periodSeconds": 5,
+        },
         "securityContext": _security_context(),
     }
+    if tls:
+        container["volumeMounts"] = [{"name": "tls", "mountPath": c.TLS_MOUNT_PATH, "readOnly": True}]
+    return container
+
+
+def _with_tls_secret(pod_spec: dict[str, Any], secret_name: str) -> dict[str, Any]:
+    """The pod with the TLS Secret's certificate and key as the ``tls`` volume (not its CA: a server needs none).
+
+    Readable by all (0444): the pod has no ``fsGroup``, the server runs as the image's non-root user, and
+    the volume is the pod's alone.
+    """
+    items = [{"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}]
+    volume = {"name": "tls", "secret": {"secretName": secret_name, "items": items, "defaultMode": 0o444}}
+    return {**pod_spec, "volumes": [*pod_spec.get("volumes", []), volume]}
 
 
 def _security_context() -> dict[str, Any]:
@@ -271,13 +290,26 @@ def build_cloud_deployment(
     image: str,
     artifact: Mapping[str, Any] | None = None,
     model_size_mib: float = 0.0,
+    tls_secret: str = c.CLOUD_TLS_SECRET,
 ) -> dict[str, Any]:
     """The cloud replica of a model: where misses are relayed (scheduled on cloud-tier nodes).
 
-    ``artifact`` and ``model_size_mib`` as for :func:`build_edge_deployment`.
+    ``artifact`` and ``model_size_mib`` as for :func:`build_edge_deployment`. With ``tls_secret`` (a
+    kubernetes.io/tls Secret of the policy's namespace) the replica serves HTTPS with it: the relay
+    crosses a WAN. Its certificate must name ``cloud-<model>.<namespace>.svc`` (e.g. ``*.<namespace>.svc``).
     """
     policy_name = policy["metadata"]["name"]
     labels = _labels(policy_name, c.COMPONENT_CLOUD_INFERENCE, **{c.LABEL_MODEL: model})
+    pod_spec = _pod_spec(
+        {
+            "nodeSelector": {c.LABEL_TIER: "cloud"},
+            "automountServiceAccountToken": False,
+            "containers": [_inference_container(model, image, 1000, 1024, tls=bool(tls_secret))],
+        },
+        model,
+        artifact,
+        model_size_mib,
+    )
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -293,16 +325,7 @@ def build_cloud_deployment(
             },
             "template": {
                 "metadata": {"labels": labels},
-                "spec": _pod_spec(
-                    {
-                        "nodeSelector": {c.LABEL_TIER: "cloud"},
-                        "automountServiceAccountToken": False,
-                        "containers": [_inference_container(model, image, 1000, 1024)],
-                    },
-                    model,
-                    artifact,
-                    model_size_mib,
-                ),
+                "spec": _with_tls_secret(pod_spec, tls_secret) if tls_secret else pod_spec,
             },
         },
     }
@@ -327,8 +350,8 @@ def build_service(deployment: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def service_url(name: str, namespace: str) -> str:
-    return f"http://{name}.{namespace}.svc:{c.INFERENCE_PORT}"
+def service_url(name: str, namespace: str, tls: bool = False) -> str:
+    return f"{'https' if tls else 'http'}://{name}.{namespace}.svc:{c.INFERENCE_PORT}"
 
 
 def uplink_bytes_per_second(scenario: Scenario, node: int) -> float:
@@ -344,9 +367,11 @@ def build_routing_table(
     plan: Plan,
     generation: int,
     node_names: Mapping[str, str] | None = None,
+    cloud_tls: bool = bool(c.CLOUD_TLS_SECRET),
 ) -> RoutingTable:
     """The gateways' routing table; ``node_names`` (EdgeNode -> Kubernetes node) lets a gateway
-    that only knows its node's name (a DaemonSet pod) find its EdgeNode's entry."""
+    that only knows its node's name (a DaemonSet pod) find its EdgeNode's entry. ``cloud_tls``: the
+    cloud replicas serve HTTPS (:func:`build_cloud_deployment` with a TLS Secret)."""
     namespace = policy["metadata"]["namespace"]
     node_names = node_names or {}
     edge_nodes = {}
@@ -363,7 +388,7 @@ def build_routing_table(
             for u in np.flatnonzero(scenario.camera_node == e)
         }
         edge_nodes[node] = EdgeNodeRoutes(models, cameras, node_names.get(node), uplink_bytes_per_second(scenario, e))
-    cloud = {model: service_url(object_name("cloud", model), namespace) for model in scenario.model_names}
+    cloud = {model: service_url(object_name("cloud", model), namespace, cloud_tls) for model in scenario.model_names}
     return RoutingTable(generation, edge_nodes, cloud)
 
 
@@ -385,6 +410,7 @@ def desired_objects(
     routing_table: RoutingTable,
     image: str = c.DEFAULT_INFERENCE_IMAGE,
     artifacts: Mapping[str, Mapping[str, Any]] | None = None,
+    cloud_tls_secret: str = c.CLOUD_TLS_SECRET,
 ) -> list[dict[str, Any]]:
     """Every object the plan needs, in apply order (cloud first, then edge, then routing).
 
@@ -393,11 +419,14 @@ def desired_objects(
         routing_table: the table for the gateways (:func:`build_routing_table`, or the one kept).
         artifacts: InferenceModel name -> ``spec.artifact`` (:func:`model_artifacts`); a model
             not in it is expected in the inference image.
+        cloud_tls_secret: the TLS Secret the cloud replicas serve HTTPS with (:func:`build_cloud_deployment`).
     """
     artifacts = artifacts or {}
     objects: list[dict[str, Any]] = []
     for model, size_mib in zip(scenario.model_names, scenario.model_size_mb, strict=True):
-        deployment = build_cloud_deployment(policy, model, image, artifacts.get(model), float(size_mib))
+        deployment = build_cloud_deployment(
+            policy, model, image, artifacts.get(model), float(size_mib), tls_secret=cloud_tls_secret
+        )
         objects += [deployment, build_service(deployment)]
     for e, edge_node in enumerate(scenario.node_names):
         cached = np.flatnonzero(plan.cache[e] > 0)

@@ -9,12 +9,15 @@ then the model server over what it fetched, probed on the readiness path of the 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import http.server
+import ssl
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -147,3 +150,37 @@ def test_options_are_never_abbreviated(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "unrecognized arguments: --model-repo" in result.stderr or "required: --model-repository" in result.stderr
+
+
+def test_the_cloud_pod_serves_https_from_its_tls_secret(tmp_path: Path) -> None:
+    """The operator's cloud replica with a TLS Secret: its arguments, with the Secret's files where the pod
+    mounts them, serve HTTPS that a client of the Secret's CA verifies, on the manifest's probe scheme."""
+    from edgeaigc.cluster.certificate import make_certificate, write_files
+
+    deployment = builders.build_cloud_deployment(POLICY, MODEL, image="edgeaigc/inference:test", tls_secret="tls")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    models_dir = tmp_path / "models"
+    affine_model(models_dir / MODEL / "model.onnx")
+    secret_dir = tmp_path / "secret"
+    write_files(secret_dir, *make_certificate(tmp_path, ["127.0.0.1"], "cloud"))
+    port = free_port()
+    args = [arg.replace(c.TLS_MOUNT_PATH, str(secret_dir)) for arg in _in_sandbox(container["args"], models_dir, port)]
+    server = _run_cli(
+        [*args, "--host", "127.0.0.1", "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        probe = container["readinessProbe"]["httpGet"]
+        url = f"{probe['scheme'].lower()}://127.0.0.1:{port}{probe['path']}"
+        verify = ssl.create_default_context(cafile=secret_dir / "ca.crt")
+        deadline = time.monotonic() + 30
+        while True:
+            assert server.poll() is None, server.communicate()[1]
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(url, timeout=5, verify=verify).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, f"{url} not ready within 30 s"
+            time.sleep(0.05)
+        assert url.startswith("https://")
+    finally:
+        server.terminate()
+        server.communicate(timeout=20)

@@ -315,6 +315,54 @@ def test_gateways_follow_the_routing_table_of_their_policy_on_their_own_node(hel
     assert "--node-name=$(NODE_NAME)" in spec["containers"][0]["args"]
 
 
+def test_cameras_authenticate_by_default_and_turning_it_off_is_explicit(helm: list[str]) -> None:
+    (daemonset,) = find(render(helm), "DaemonSet")
+    spec = daemonset["spec"]["template"]["spec"]
+    assert "--camera-tokens=/etc/edgeaigc/cameras" in spec["containers"][0]["args"]
+    tokens = next(v for v in spec["volumes"] if v["name"] == "camera-tokens")
+    # optional, like the routing table: until the Secret exists every request gets 401
+    assert tokens["secret"] == {"secretName": "edgeaigc-camera-tokens", "optional": True, "defaultMode": 0o440}
+    assert {"name": "camera-tokens", "mountPath": "/etc/edgeaigc/cameras", "readOnly": True} in spec["containers"][0][
+        "volumeMounts"
+    ]
+    (open_daemonset,) = find(render(helm, "--set", "auth.cameras=false"), "DaemonSet")
+    open_spec = open_daemonset["spec"]["template"]["spec"]
+    assert "--no-camera-auth" in open_spec["containers"][0]["args"]
+    assert all(v["name"] != "camera-tokens" for v in open_spec["volumes"])
+
+
+def test_tls_serves_the_cloud_from_the_secret_and_the_gateways_trust_its_ca(helm: list[str]) -> None:
+    plain = render(helm)
+    (cloud,) = find(plain, "Deployment", "rel-edgeaigc-cloud")
+    assert "--tls-cert=/etc/edgeaigc/tls/tls.crt" not in cloud["spec"]["template"]["spec"]["containers"][0]["args"]
+
+    objects = render(helm, "--set", "tls.enabled=true", "--set", "tls.secretName=city-tls")
+    (cloud,) = find(objects, "Deployment", "rel-edgeaigc-cloud")
+    pod = cloud["spec"]["template"]["spec"]
+    server = pod["containers"][0]
+    assert {"--tls-cert=/etc/edgeaigc/tls/tls.crt", "--tls-key=/etc/edgeaigc/tls/tls.key"} <= set(server["args"])
+    assert server["readinessProbe"]["httpGet"]["scheme"] == server["livenessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    tls = next(v for v in pod["volumes"] if v["name"] == "tls")["secret"]
+    assert tls["secretName"] == "city-tls" and [i["key"] for i in tls["items"]] == ["tls.crt", "tls.key"]
+    assert cloud["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scheme"] == "https"
+
+    (daemonset,) = find(objects, "DaemonSet")
+    gateway = daemonset["spec"]["template"]["spec"]
+    assert "--cloud-ca=/etc/edgeaigc/tls/ca.crt" in gateway["containers"][0]["args"]
+    ca_only = next(v for v in gateway["volumes"] if v["name"] == "tls-ca")["secret"]
+    assert ca_only == {"secretName": "city-tls", "items": [{"key": "ca.crt", "path": "ca.crt"}]}  # never the key
+
+    (operator,) = find(objects, "Deployment", "rel-edgeaigc-operator")
+    env = {e["name"]: e.get("value") for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["EDGEAIGC_CLOUD_TLS_SECRET"] == "city-tls"  # its cloud replicas serve HTTPS too
+    (job,) = find(objects, "Job")
+    test_pod = job["spec"]["template"]["spec"]
+    assert any(a.startswith("https://rel-edgeaigc-cloud.city.svc") for a in test_pod["containers"][0]["args"])
+    assert next(v for v in test_pod["volumes"] if v["name"] == "tls-ca")["secret"]["items"] == [
+        {"key": "ca.crt", "path": "ca.crt"}
+    ]
+
+
 def test_service_monitors_only_where_the_prometheus_operator_is(helm: list[str]) -> None:
     assert not find(render(helm), "ServiceMonitor")
     objects = render(helm, "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 import numpy as np
@@ -104,6 +106,43 @@ def test_desired_objects_for_a_plan() -> None:
     # A gateway that knows only its Kubernetes node finds its EdgeNode; the format round-trips.
     assert table.edge_node_on("node-pi-1") == "pi-1" and table.edge_node_on("cloud-0") is None
     assert parse_routing_table(table.to_json()) == table
+
+
+def test_with_a_tls_secret_the_cloud_replicas_serve_https_and_the_table_says_so() -> None:
+    fleet = _fleet()
+    node_names = {n: f"node-{n}" for n in fleet.node_names}
+    plan = _plan(fleet)
+    table = builders.build_routing_table(POLICY, fleet, plan, 1, node_names, cloud_tls=True)
+    local, cloud = table.route("pi-0", "det-yolox-nano-day")
+    assert cloud == "https://edgeaigc-cloud-det-yolox-nano-day.traffic-city.svc:8080"
+    assert local[0].url.startswith("http://")  # the replica on the gateway's own node: no WAN, no TLS
+    objects = builders.desired_objects(POLICY, fleet, plan, node_names, table, cloud_tls_secret="city-tls")
+    for deployment in (o for o in objects if o["kind"] == "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        if deployment["metadata"]["labels"][c.LABEL_COMPONENT] == c.COMPONENT_CLOUD_INFERENCE:
+            # the certificate and key only: a server needs no CA
+            assert volumes["tls"]["secret"]["secretName"] == "city-tls"
+            assert [item["key"] for item in volumes["tls"]["secret"]["items"]] == ["tls.crt", "tls.key"]
+            assert container["volumeMounts"] == [{"name": "tls", "mountPath": c.TLS_MOUNT_PATH, "readOnly": True}]
+            assert container["args"][-4:] == [
+                "--tls-cert", f"{c.TLS_MOUNT_PATH}/tls.crt", "--tls-key", f"{c.TLS_MOUNT_PATH}/tls.key"
+            ]  # fmt: skip
+            assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+        else:
+            assert "tls" not in volumes and "--tls-cert" not in container["args"]
+            assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTP"
+    plain = builders.desired_objects(POLICY, fleet, plan, node_names, table, cloud_tls_secret="")
+    assert all("--tls-cert" not in o["spec"]["template"]["spec"]["containers"][0]["args"] for o in plain[:-1:2])
+
+
+def test_the_operator_is_told_the_tls_secret_by_its_environment() -> None:
+    probe = "from edgeaigc.operator import constants as c; print(c.CLOUD_TLS_SECRET)"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env={"EDGEAIGC_CLOUD_TLS_SECRET": "s"}
+    )
+    assert result.stdout.strip() == "s", result.stderr
 
 
 def test_cpu_split_has_a_floor_and_never_exceeds_the_node() -> None:
