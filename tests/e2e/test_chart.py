@@ -16,6 +16,7 @@ import base64
 import json
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +36,8 @@ NAMESPACE = "chart-city"
 RELEASE = "edgeaigc"  # object names: edgeaigc-operator, edgeaigc-gateway, edgeaigc-actors, ...
 SERVICE_ACCOUNT = f"{RELEASE}-operator"
 POLICY = "city"  # gateway.placementPolicy of ci/e2e-values.yaml
+TLS_SECRET = "city-tls"  # tls.secretName of ci/e2e-values.yaml
+CAMERA_TOKENS = "city-camera-tokens"  # auth.cameraTokensSecret of ci/e2e-values.yaml
 INTERVAL_S = 5
 INSTANCE = f"app.kubernetes.io/instance={RELEASE}"
 #: kopf probes namespaces and CRDs (to notice new ones) and goes on without them when refused;
@@ -125,6 +128,20 @@ def test_install_into_a_restricted_namespace_becomes_ready(
     refused = kubectl.run("apply", "-f", "-", stdin=json.dumps(root_pod), check=False)
     assert refused.returncode != 0 and "violates PodSecurity" in refused.stderr
 
+    # The Secrets the values name: TLS as cert-manager would write it, made without it by the CLI.
+    made = subprocess.run(
+        [sys.executable, "-m", "edgeaigc.cli", "cluster", "certificate", TLS_SECRET, "-n", restricted_namespace,
+         "--dns", f"*.{restricted_namespace}.svc"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    secret = json.loads(kubectl.run("get", "secret", TLS_SECRET, "-n", restricted_namespace, "-o", "json").stdout)
+    assert secret["type"] == "kubernetes.io/tls" and set(secret["data"]) == {"tls.crt", "tls.key", "ca.crt"}
+    kubectl.run(
+        "create", "secret", "generic", CAMERA_TOKENS, "-n", restricted_namespace,
+        "--from-literal=camera-0=token-of-camera-0-0123456789",
+    )  # fmt: skip
+
     started = time.monotonic()
     installed = helm.run(
         "install", RELEASE, str(CHART), "-n", restricted_namespace, "-f", str(CI_VALUES), "--wait", "--timeout=180s"
@@ -146,6 +163,10 @@ def test_install_into_a_restricted_namespace_becomes_ready(
     assert {p["spec"]["nodeName"] for p in gateways} == {n["metadata"]["name"] for n in edge_nodes}
     assert cloud[0]["spec"]["nodeName"].startswith("cloud-")
     assert all(p["spec"]["nodeName"].startswith("cloud-") for p in operator)
+    # TLS and camera authentication on: the gateways hold the cameras' tokens and only the CA of the TLS Secret
+    gateway_args = gateways[0]["spec"]["containers"][0]["args"]
+    assert {"--camera-tokens=/etc/edgeaigc/cameras", "--cloud-ca=/etc/edgeaigc/tls/ca.crt"} <= set(gateway_args)
+    assert "--tls-cert=/etc/edgeaigc/tls/tls.crt" in cloud[0]["spec"]["containers"][0]["args"]
     container = operator[0]["spec"]["containers"][0]
     assert {"name": "EDGEAIGC_INFERENCE_IMAGE", "value": "ghcr.io/edgeaigc/inference:0.1.0"} in container["env"]
     assert container["args"][:3] == ["operator", f"--namespace={NAMESPACE}", "--leader-elect"]
@@ -215,10 +236,11 @@ def _condition(kubectl: Kubectl, kind: str) -> dict[str, Any]:
 
 
 def test_the_operator_with_the_charts_service_account_does_its_whole_job(
-    kubectl: Kubectl, cluster: ClusterState, tmp_path: Path
+    kubectl: Kubectl, cluster: ClusterState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if cluster.prometheus_url is None:
         pytest.skip("Prometheus is not installed (apt-get install prometheus); the operator needs it")
+    monkeypatch.setenv("EDGEAIGC_CLOUD_TLS_SECRET", TLS_SECRET)  # what the chart's operator Deployment sets
     sa_kubeconfig = _service_account_kubeconfig(kubectl, cluster, tmp_path / "sa.kubeconfig")
     kubectl.run("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(_fleet(cluster)))
     twin = spawn_twin(NAMESPACE, cluster.directory, tmp_path / "twin.log", cluster.kubeconfig, seed=0)
@@ -251,8 +273,21 @@ def test_the_operator_with_the_charts_service_account_does_its_whole_job(
         assert edge_node["status"]["cachedModels"] == sorted(placement[0]["models"])
         model = json.loads(kubectl.run("get", "im", placement[0]["models"][0], "-n", NAMESPACE, "-o", "json").stdout)
         assert "status" in model, "InferenceModel status written"
-        routing = kubectl.run("get", "cm", f"edgeaigc-{POLICY}-routing", "-n", NAMESPACE, "-o", "name").stdout
-        assert routing.strip(), "the routing table the gateways mount"
+        routing = json.loads(
+            kubectl.run("get", "cm", f"edgeaigc-{POLICY}-routing", "-n", NAMESPACE, "-o", "json").stdout
+        )  # the routing table the gateways mount: misses go to the cloud over HTTPS
+        cloud_urls = [route["url"] for route in json.loads(routing["data"]["routing.json"])["cloud"].values()]
+        assert cloud_urls and all(url.startswith("https://") for url in cloud_urls), cloud_urls
+        # and the cloud replicas serve it from the TLS Secret (admitted under "restricted" like the rest)
+        cloud_deployments = json.loads(
+            kubectl.run("get", "deploy", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=cloud-inference",
+                        "-o", "json").stdout
+        )["items"]  # fmt: skip
+        assert cloud_deployments
+        for deployment in cloud_deployments:
+            volumes = deployment["spec"]["template"]["spec"]["volumes"]
+            assert {"name": "tls", "secret": {"secretName": TLS_SECRET, "defaultMode": 0o444, "items": [
+                {"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}]}} in volumes  # fmt: skip
         events = kubectl.run("get", "events", "-n", NAMESPACE, "--field-selector", "reason=ModelCached").stdout
         assert "cached on" in events
         # Deletes: an object labelled as the policy's but not in its plan is removed.

@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -52,6 +53,11 @@ MODEL = "det-yolox-nano"
 MODEL_SERVER_PORT = 8088
 INSTANCE = f"app.kubernetes.io/instance={RELEASE}"
 CLUSTER = f"real-{os.getpid()}"
+#: tls.secretName and auth.cameraTokensSecret of ci/real-node-values.yaml, and the example's camera.
+TLS_SECRET = "edgeaigc-tls"
+CAMERA_TOKENS = "edgeaigc-camera-tokens"
+CAMERA = "camera-0"
+CAMERA_TOKEN = "token-of-camera-0-5d1c0e7a9b"
 
 
 @contextlib.contextmanager
@@ -171,9 +177,20 @@ def test_the_real_node_is_ready_and_looks_like_a_pi(kube: Kubectl) -> None:
     assert addresses["InternalIP"] == network.node_address(0)
 
 
-def test_helm_install_runs_every_component_as_a_real_container(helm: Helm, kube: Kubectl) -> None:
+def test_helm_install_runs_every_component_as_a_real_container(
+    helm: Helm, kube: Kubectl, real_cluster: ClusterState
+) -> None:
     kube.run("create", "namespace", NAMESPACE)
     kube.run("label", "namespace", NAMESPACE, "pod-security.kubernetes.io/enforce=restricted")
+    # TLS and camera authentication on: the Secrets the values name, the TLS one made by the CLI as a user would
+    with _cluster_directory(real_cluster.directory):
+        made = subprocess.run(
+            [sys.executable, "-m", "edgeaigc.cli", "cluster", "certificate", TLS_SECRET, "-n", NAMESPACE,
+             "--dns", f"*.{NAMESPACE}.svc"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    kube.run("create", "secret", "generic", CAMERA_TOKENS, "-n", NAMESPACE, f"--from-literal={CAMERA}={CAMERA_TOKEN}")
     started = time.monotonic()
     helm.run(
         "install", RELEASE, str(CHART), "-n", NAMESPACE, "-f", str(REAL_NODE_VALUES), "--wait", "--timeout=300s",
@@ -189,6 +206,10 @@ def test_helm_install_runs_every_component_as_a_real_container(helm: Helm, kube:
         # A real container has an ID from containerd and an address of the node's pod range.
         assert all(s["containerID"].startswith("containerd://") for s in pod["status"]["containerStatuses"])
         assert pod["status"]["podIP"].startswith(network.pod_subnet(0).rsplit(".", 2)[0])
+    # The cloud server is Ready on its HTTPS probe: it serves TLS from the Secret, in a real container.
+    cloud = next(p for p in pods if p["metadata"]["labels"]["app.kubernetes.io/component"] == "cloud-server")
+    assert "--tls-cert=/etc/edgeaigc/tls/tls.crt" in cloud["spec"]["containers"][0]["args"]
+    assert cloud["spec"]["containers"][0]["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
 
 
 def _example_documents(model_url: str, model_file: Path) -> list[dict[str, Any]]:
@@ -228,14 +249,21 @@ def test_the_operator_places_the_model_on_the_real_node_and_it_answers(
     body = _input_for(model_file)
     deployment = object_name(MODEL, NODE)
     served: list[str] = []
+    camera = {"Authorization": f"Bearer {CAMERA_TOKEN}", "X-Edgeaigc-Camera": CAMERA}
+    # The real gateway authenticates cameras: no token 401, a token claiming another camera 403.
+    with httpx.Client(timeout=30) as client:
+        anonymous = client.post(f"{gateway}/v2/models/{MODEL}/infer", json=body, headers={"X-Edgeaigc-Camera": CAMERA})
+        assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"].startswith("Bearer")
+        claiming = client.post(
+            f"{gateway}/v2/models/{MODEL}/infer", json=body, headers={**camera, "X-Edgeaigc-Camera": "camera-1"}
+        )
+        assert claiming.status_code == 403, claiming.text
 
     def model_is_served_at_the_edge() -> bool:
         # The camera's requests are the demand the operator sees (gateway metrics → Prometheus): misses
         # at first (the cloud replica is a kwok pod: nothing answers), hits once the model is cached.
         with httpx.Client(timeout=30) as client:
-            response = client.post(
-                f"{gateway}/v2/models/{MODEL}/infer", json=body, headers={"X-Edgeaigc-Camera": "camera-0"}
-            )
+            response = client.post(f"{gateway}/v2/models/{MODEL}/infer", json=body, headers=camera)
         served.append(f"{response.status_code} {response.headers.get('x-edgeaigc-served-by', '')}")
         return response.status_code == 200 and response.headers.get("x-edgeaigc-served-by") == "edge"
 
