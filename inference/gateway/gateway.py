@@ -41,7 +41,9 @@ the active ones): paced up to ``uplink_max_wait_s``, past it 429 with ``Retry-Af
 **Cameras** name themselves in the ``X-Edgeaigc-Camera`` header (or the ``camera`` query
 parameter; ``unknown`` when absent); the name labels the request metrics. A malformed name is a
 400; past ``max_cameras`` distinct names (cameras of the routing table not counted) further ones
-are counted as ``_other`` so that clients cannot create series at will.
+are counted as ``_other`` so that clients cannot create series at will. With camera
+authentication (:mod:`.camera_auth`, in front of this class) the header holds the camera of the
+request's token, never a name the client chose.
 
 The HTTP app around :class:`Gateway` is :mod:`.app`; its metrics are :mod:`.metrics`.
 """
