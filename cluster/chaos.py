@@ -333,6 +333,8 @@ def spawn_camera(stack: RealStack, frames: int, fps: float, frame_log: Path, log
         "--fps", f"{fps:g}", "--frames", str(frames), "--timeout", "10", "--frame-log", str(frame_log),
         "--no-progress", "--json",
     ]  # fmt: skip
+    if stack.camera_token_file is not None:  # the gateway authenticates cameras
+        command += ["--token-file", str(stack.camera_token_file)]
     with log.open("wb") as output:
         return subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
 

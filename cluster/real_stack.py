@@ -16,6 +16,7 @@ import hashlib
 import http.server
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -29,6 +30,7 @@ from typing import Any
 import yaml
 
 from edgeaigc.cluster import network
+from edgeaigc.cluster.certificate import make_certificate, secret_json, tls_secret
 from edgeaigc.cluster.components import ensure_helm
 from edgeaigc.cluster.kubectl import KubectlFailed, kubectl
 from edgeaigc.cluster.local import ClusterError, ClusterState, down, up
@@ -58,6 +60,8 @@ class RealStack:
     namespace: str
     helm: Path
     helm_home: Path
+    camera_token_file: Path | None = None
+    """The token of the fleet's camera-0 (the values turn camera authentication on)."""
 
     def kubectl(self, *arguments: str, stdin: str | None = None, timeout_s: float = 120) -> str:
         """kubectl's output; :class:`ClusterError` (with what kubectl said) when it fails."""
@@ -155,6 +159,26 @@ def wait_until(condition: Callable[[], Any], timeout_s: float, what: str, poll_s
         time.sleep(poll_s)
 
 
+def _make_secrets(stack: RealStack, cluster_directory: Path, token_file: Path) -> None:
+    """The Secrets ``real-node-values.yaml`` names: the cloud's TLS (as ``edgeaigc cluster certificate`` makes
+    it) and camera-0's token, also written to ``token_file`` for the camera."""
+    names = [f"*.{stack.namespace}.svc"]
+    secret = tls_secret("edgeaigc-tls", stack.namespace, *make_certificate(cluster_directory, names, "edgeaigc-tls"))
+    stack.kubectl("apply", "--server-side", "-f", "-", stdin=secret_json(secret))
+    token_file.write_text(secrets.token_hex(24) + "\n")
+    token = token_file.read_text().strip()
+    stack.kubectl(
+        "create",
+        "secret",
+        "generic",
+        "edgeaigc-camera-tokens",
+        "-n",
+        stack.namespace,
+        f"--from-literal=camera-0={token}",
+    )
+    stack.camera_token_file = token_file
+
+
 @contextlib.contextmanager
 def real_cluster(
     files: list[Path], *, namespace: str = "edge-real", progress: ProgressFn = print, workdir: Path | None = None
@@ -198,6 +222,7 @@ def real_stack(
     ``model_file``: the detector's ONNX file (YOLOX-Nano from ../shared, or one the caller built).
     """
     with real_cluster([model_file], namespace=namespace, progress=progress, workdir=workdir) as (stack, urls):
+        _make_secrets(stack, stack.state.directory, stack.state.directory / "camera-0.token")
         progress("installing the chart on the real node (helm install --wait)")
         value_files = [repo_path("charts", "edgeaigc", "ci", "real-node-values.yaml"), *(values or [])]
         stack.run_helm(
