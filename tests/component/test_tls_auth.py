@@ -362,3 +362,44 @@ def test_a_renewed_certificate_is_served_without_a_restart(tmp_path: Path, pki: 
         server.should_exit = True
         thread.join(timeout=20)
         listener.close()
+
+
+def _secret_mount(directory: Path, data: dict[str, str], version: int) -> None:
+    """Write ``data`` as the kubelet writes a Secret volume: the keys in a new ``..<timestamp>`` directory, the
+    ``..data`` link swapped to it at once, one link per key into ``..data`` (links of removed keys deleted)."""
+    directory.mkdir(exist_ok=True)
+    target = directory / f"..2026_12_06_{version:04d}"
+    target.mkdir()
+    for key, value in data.items():
+        (target / key).write_text(value)
+    temporary = directory / "..data_tmp"
+    temporary.symlink_to(target.name)
+    temporary.replace(directory / "..data")
+    for key in data:
+        if not (directory / key).is_symlink():
+            (directory / key).symlink_to(Path("..data") / key)
+    for link in directory.iterdir():
+        if not link.name.startswith(".") and link.name not in data:
+            link.unlink()
+
+
+def test_a_rotated_token_in_a_secret_mount_replaces_the_old_one(tmp_path: Path, models: Path) -> None:
+    tokens = tmp_path / "camera-tokens"
+    _secret_mount(tokens, {"cam-a": "first-token-of-a-0123456789"}, 1)
+    table = tmp_path / "routing.json"
+    with serve(models) as edge:
+        table.write_text(routing_table(1, {"affine": [edge.url]}, {}).to_json())
+        settings = GatewaySettings(edge_node=EDGE_NODE, routing_table=table, poll_interval_s=0.1)
+        with running_gateway(settings, security=GatewaySecurity(camera_tokens=tokens)) as gateway:
+
+            def status(token: str) -> int:
+                headers = {"Authorization": f"Bearer {token}"}
+                return gateway.client.post("/v2/models/affine/infer", json=AFFINE, headers=headers).status_code
+
+            assert status("first-token-of-a-0123456789") == 200
+            _secret_mount(tokens, {"cam-a": "second-token-of-a-9876543210"}, 2)
+            deadline = time.monotonic() + 10
+            while status("second-token-of-a-9876543210") != 200:
+                assert time.monotonic() < deadline, "the rotated token was not picked up within 10 s"
+                time.sleep(0.1)
+            assert status("first-token-of-a-0123456789") == 401
