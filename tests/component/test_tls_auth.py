@@ -403,3 +403,18 @@ def test_a_rotated_token_in_a_secret_mount_replaces_the_old_one(tmp_path: Path, 
                 assert time.monotonic() < deadline, "the rotated token was not picked up within 10 s"
                 time.sleep(0.1)
             assert status("first-token-of-a-0123456789") == 401
+
+
+def test_cluster_certificate_writes_a_usable_pair_and_says_what_is_wrong(tmp_path: Path) -> None:
+    def certificate(*arguments: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "edgeaigc.cli", "cluster", "certificate", *arguments]
+        environment = {"PATH": "/usr/bin:/bin", "EDGEAIGC_CLUSTER_DIR": str(tmp_path / "no-cluster")}
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, env=environment, check=False)
+
+    written = certificate("s", "--dns", "127.0.0.1", "--output-dir", str(tmp_path / "out"))
+    assert written.returncode == 0, written.stderr
+    assert (tmp_path / "out" / "tls.key").stat().st_mode & 0o077 == 0  # the key is its owner's alone
+    assert isinstance(context(tmp_path / "out" / "ca.crt", tmp_path / "out"), ssl.SSLContext)
+    assert certificate("s", "--dns", " ", "--output-dir", str(tmp_path / "x")).returncode == 2
+    no_cluster = certificate("s", "--dns", "a.b.svc")
+    assert no_cluster.returncode == 1 and "no cluster 'edgeaigc'" in no_cluster.stderr
