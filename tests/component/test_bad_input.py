@@ -97,7 +97,7 @@ CASES: list[tuple[str, str, dict[str, Any], int, str]] = [
         "affine",
         infer_json(x_input([1, 4], data=[1, 2, "three", 4])),
         400,
-        "input 'x': data of datatype FP32 must be numbers",
+        """input 'x': data of datatype FP32 must be numbers (or "NaN", "Infinity", "-Infinity"), not 'three'""",
     ),
     (
         "UINT8 out of range",
