@@ -32,6 +32,7 @@ def test_every_fault_recovers_and_no_placement_is_lost(tmp_path: Path) -> None:
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
     print(result.stdout[-6000:])
+    assert (out / "chaos.json").exists(), f"the soak did not finish:\n{result.stderr[-4000:]}"
     summary = json.loads((out / "chaos.json").read_text())
     assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     assert all(summary["checks"].values()), summary["checks"]
