@@ -234,16 +234,20 @@ def read_frames(path: Path) -> list[dict[str, Any]]:
 
 
 def camera_outages(faults: list[Fault], frames: list[dict[str, Any]]) -> None:
-    """Fill each fault's camera outage: failed frames after it, until the next answered one."""
-    for fault in faults:
-        after = [frame for frame in frames if frame["time"] >= fault.at]
-        failed = 0
-        for frame in after:
-            if frame["ok"]:
-                fault.camera_outage_s = round(frame["time"] - fault.at, 1) if failed else 0.0
-                break
-            failed += 1
-        fault.failed_frames = failed
+    """Fill each fault's camera figures from the frames sent between it and the next fault: the failed
+    frames, and the outage from the fault to the answered frame that ended the first run of failures
+    (a pod being replaced may answer a few frames before its successor is ready, then fail)."""
+    for index, fault in enumerate(faults):
+        until = faults[index + 1].at if index + 1 < len(faults) else math.inf
+        window = [frame for frame in frames if fault.at <= frame["time"] < until]
+        fault.failed_frames = sum(not frame["ok"] for frame in window)
+        first_failure = next((i for i, frame in enumerate(window) if not frame["ok"]), None)
+        if first_failure is None:
+            fault.camera_outage_s = 0.0
+            continue
+        recovered = next((frame for frame in window[first_failure:] if frame["ok"]), None)
+        end = recovered["time"] if recovered else window[-1]["time"]
+        fault.camera_outage_s = round(end - fault.at, 1)
 
 
 def longest_failure_run(frames: list[dict[str, Any]]) -> tuple[int, float]:
