@@ -290,7 +290,10 @@ def up(
         return existing
     if existing:
         down(name, progress=lambda _: None)
-    nodes = realnode.plan_real_nodes(directory, real_nodes) if real_nodes else []
+    try:
+        nodes = realnode.plan_real_nodes(directory, real_nodes) if real_nodes else []
+    except realnode.RealNodeError as error:
+        raise ClusterError(str(error)) from error
     archives = _real_node_images(progress) if nodes else []
     directory.mkdir(parents=True, exist_ok=True)
     write_pki(directory / "pki")

@@ -186,7 +186,9 @@ def real_cluster(
     """A cluster with one real node, a namespace (Pod Security "restricted") and ``files`` served over HTTP
     on the host's cluster address; yields the stack and each file's URL by name. Torn down on exit."""
     base = Path(workdir or tempfile.mkdtemp(prefix="edgeaigc-real-stack-")).resolve()
-    directory, name = base / "cluster", f"real-stack-{os.getpid()}"
+    # The cluster under a short path of its own: containerd's sockets live inside it, and a unix socket's
+    # path is limited to ~100 characters (a pytest tmp_path is longer).
+    directory, name = Path(tempfile.mkdtemp(prefix="edgeaigc-rs-")) / "cluster", f"real-stack-{os.getpid()}"
     served = base / "files"
     served.mkdir(parents=True, exist_ok=True)
     for file in files:
@@ -206,6 +208,8 @@ def real_cluster(
     finally:
         with _cluster_directory(directory):
             down(name, progress=progress)
+        with contextlib.suppress(OSError):
+            directory.parent.rmdir()
 
 
 @contextlib.contextmanager

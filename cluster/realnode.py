@@ -560,8 +560,24 @@ class RealNodeRuntime:
     progress: ProgressFn
 
 
+#: Longest path of a unix socket (sun_path, less containerd's ".ttrpc" suffix and a margin).
+MAX_SOCKET_PATH = 100
+
+
 def plan_real_nodes(directory: Path, count: int) -> list[RealNode]:
-    return [RealNode(name, index, directory / "nodes" / name) for index, name in enumerate(real_node_names(count))]
+    """The real nodes of a cluster in ``directory``.
+
+    Raises:
+        RealNodeError: the directory's path is too long for containerd's sockets inside it.
+    """
+    nodes = [RealNode(name, index, directory / "nodes" / name) for index, name in enumerate(real_node_names(count))]
+    longest = max((len(f"{node.containerd_socket}.ttrpc") for node in nodes), default=0)
+    if longest > MAX_SOCKET_PATH:
+        raise RealNodeError(
+            f"the cluster directory {directory} is too long for containerd's sockets inside it ({longest} > "
+            f"{MAX_SOCKET_PATH} characters): use a shorter EDGEAIGC_CLUSTER_DIR"
+        )
+    return nodes
 
 
 def _socket_ready(path: Path) -> bool:

@@ -138,3 +138,12 @@ def test_prometheus_targets_are_the_annotated_running_pods_of_real_nodes(tmp_pat
     assert groups[0]["labels"] == {**labels, "__metrics_path__": "/metrics"}
     assert pod_targets.write_targets(tmp_path, groups) is True
     assert pod_targets.write_targets(tmp_path, groups) is False  # unchanged: not rewritten
+
+
+def test_a_cluster_directory_too_long_for_containerds_sockets_is_refused(tmp_path: Path) -> None:
+    long = tmp_path / ("x" * 80)
+    with pytest.raises(realnode.RealNodeError, match="too long for containerd's sockets"):
+        realnode.plan_real_nodes(long, 1)
+    assert realnode.plan_real_nodes(Path("/tmp/c"), 2)[1].containerd_socket == Path(
+        "/tmp/c/nodes/pi-real-1/containerd/containerd.sock"
+    )
