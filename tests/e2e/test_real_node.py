@@ -409,6 +409,9 @@ def test_an_in_place_resize_changes_the_running_containers_cfs_quota(kube: Kubec
     before = _cfs_quota(pod)
     target_m = 150 if limit != "150m" else 200
     print(f"{name}: limit {limit}, cpu.cfs_quota_us {before}")
+    # The operator would resize the pod back to its plan's CPU at its next interval, possibly before the
+    # kubelet applied this one (the test then never saw the new quota): it only reports from now on.
+    kube.run("patch", "pp", "real-node", "-n", NAMESPACE, "--type=merge", "-p", '{"spec":{"mode":"dry-run"}}')
     resources = {"cpu": f"{target_m}m"}
     patch = {"spec": {"containers": [{"name": "inference", "resources": {"requests": resources, "limits": resources}}]}}
     kube.run("patch", "pod", name, "-n", NAMESPACE, "--subresource=resize", "--type=strategic", "-p", json.dumps(patch))
