@@ -43,6 +43,7 @@ import numpy as np
 
 from edgeaigc.cluster.local import ClusterError
 from edgeaigc.cluster.real_stack import NODE, RealStack, pod_ready, real_cluster, wait_until
+from edgeaigc.cluster.realnode import container_cgroup_files
 
 SHARED_MODEL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "yolox_nano.onnx"
 NAMESPACE = "bench-quota"
@@ -143,10 +144,9 @@ def replica(stack: RealStack, name: str, url: str, digest: str, size_mib: float,
 
 def cgroup_file(pod: dict[str, Any], controller: str, name: str) -> Path:
     container_id = pod["status"]["containerStatuses"][0]["containerID"].removeprefix("containerd://")
-    root = Path("/sys/fs/cgroup") / controller / f"edgeaigc-{NODE}"
-    matches = list(root.rglob(f"{container_id}/{name}"))
+    matches = container_cgroup_files(NODE, container_id, controller, name)
     if len(matches) != 1:
-        raise ClusterError(f"no single {controller} cgroup of container {container_id} under {root}")
+        raise ClusterError(f"no single {controller} cgroup of container {container_id} on {NODE}: {matches}")
     return matches[0]
 
 

@@ -45,6 +45,7 @@ from typing import Any
 
 from edgeaigc.cluster.local import ClusterError, kill_component, restart_component
 from edgeaigc.cluster.real_stack import DETECTOR, NODE, RELEASE, RealStack, pod_ready, real_stack, wait_until
+from edgeaigc.cluster.realnode import container_cgroup_files
 from edgeaigc.policy.resources import object_name
 
 FAULT_KINDS = ("operator", "gateway", "model-pod", "apiserver", "prometheus")
@@ -105,13 +106,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, default=Path("chaos-out"), help="directory of the results")
 
 
-def container_pids(stack: RealStack, pod: dict[str, Any]) -> list[int]:
+def container_pids(pod: dict[str, Any]) -> list[int]:
     """Processes of a pod's containers on the real node, from their cgroups (cgroup v1 cpu controller)."""
     ids = [s["containerID"].removeprefix("containerd://") for s in pod["status"].get("containerStatuses") or []]
-    root = Path("/sys/fs/cgroup/cpu") / f"edgeaigc-{NODE}"
     pids: list[int] = []
     for container_id in ids:
-        for procs in root.rglob(f"{container_id}/cgroup.procs"):
+        for procs in container_cgroup_files(NODE, container_id, "cpu", "cgroup.procs"):
             pids += [int(line) for line in procs.read_text().split()]
     return pids
 
@@ -163,7 +163,7 @@ def inject(stack: RealStack, kind: str, outage_s: float, timeout_s: float) -> Fa
         # The operator runs as two replicas with leader election: the one to kill is the leader.
         pod = _leader_pod(stack) if kind == "operator" else _component_pod(stack, kind)
         before, decided = _restarts(pod), _last_decision(stack)
-        for pid in container_pids(stack, pod):
+        for pid in container_pids(pod):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         fault = Fault(kind, pod["metadata"]["name"], started)

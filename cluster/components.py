@@ -285,6 +285,23 @@ def fetch_helm(out: Path, progress: Callable[[str], None]) -> None:
     partial.replace(out / "helm")
 
 
+def run_helm(
+    binary: Path, kubeconfig: Path, home: Path, *arguments: str, timeout_s: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """``helm --kubeconfig=KUBECONFIG ARGUMENTS`` with its cache, config and data under ``home`` (never the user's),
+    whatever its exit status."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home)}
+    for kind in ("CACHE", "CONFIG", "DATA"):
+        env[f"HELM_{kind}_HOME"] = str(home / kind.lower())
+    return subprocess.run(
+        [str(binary), f"--kubeconfig={kubeconfig}", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env=env,
+    )
+
+
 def ensure_helm(progress: Callable[[str], None] = print) -> Path:
     """The cached helm binary, fetched first if needed (raises :class:`BuildError`)."""
     helm = binaries().helm

@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,21 @@ class ClusterError(RuntimeError):
 
 def cluster_dir(name: str = DEFAULT_NAME) -> Path:
     return Path(os.environ.get("EDGEAIGC_CLUSTER_DIR", cache_dir() / "clusters" / name))
+
+
+@contextlib.contextmanager
+def using_cluster_directory(directory: Path) -> Iterator[None]:
+    """Within the block, clusters live in ``directory`` (``EDGEAIGC_CLUSTER_DIR``), e.g. a real-node cluster beside
+    a test session's kwok cluster."""
+    previous = os.environ.get("EDGEAIGC_CLUSTER_DIR")
+    os.environ["EDGEAIGC_CLUSTER_DIR"] = str(directory)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("EDGEAIGC_CLUSTER_DIR", None)
+        else:
+            os.environ["EDGEAIGC_CLUSTER_DIR"] = previous
 
 
 def free_port() -> int:

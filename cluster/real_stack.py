@@ -31,9 +31,9 @@ import yaml
 
 from edgeaigc.cluster import network
 from edgeaigc.cluster.certificate import make_certificate, secret_json, tls_secret
-from edgeaigc.cluster.components import ensure_helm
+from edgeaigc.cluster.components import ensure_helm, run_helm
 from edgeaigc.cluster.kubectl import KubectlFailed, kubectl
-from edgeaigc.cluster.local import ClusterError, ClusterState, down, up
+from edgeaigc.cluster.local import ClusterError, ClusterState, down, up, using_cluster_directory
 
 ProgressFn = Callable[[str], None]
 
@@ -75,16 +75,7 @@ class RealStack:
         return list(json.loads(output)["items"])
 
     def run_helm(self, *arguments: str, timeout_s: float = 330) -> str:
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(self.helm_home)}
-        for kind in ("CACHE", "CONFIG", "DATA"):
-            env[f"HELM_{kind}_HOME"] = str(self.helm_home / kind.lower())
-        result = subprocess.run(
-            [str(self.helm), f"--kubeconfig={self.state.kubeconfig}", *arguments],
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            env=env,
-        )
+        result = run_helm(self.helm, self.state.kubeconfig, self.helm_home, *arguments, timeout_s=timeout_s)
         if result.returncode != 0:
             raise ClusterError(f"helm {' '.join(arguments)} failed: {result.stderr.strip()}")
         return result.stdout
@@ -131,19 +122,6 @@ def _serving_directory(directory: Path) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-@contextlib.contextmanager
-def _cluster_directory(directory: Path) -> Iterator[None]:
-    previous = os.environ.get("EDGEAIGC_CLUSTER_DIR")
-    os.environ["EDGEAIGC_CLUSTER_DIR"] = str(directory)
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("EDGEAIGC_CLUSTER_DIR", None)
-        else:
-            os.environ["EDGEAIGC_CLUSTER_DIR"] = previous
 
 
 def wait_until(condition: Callable[[], Any], timeout_s: float, what: str, poll_s: float = 2.0) -> Any:
@@ -193,7 +171,7 @@ def real_cluster(
     served.mkdir(parents=True, exist_ok=True)
     for file in files:
         shutil.copyfile(file, served / file.name)
-    with _cluster_directory(directory):
+    with using_cluster_directory(directory):
         try:
             state = up(name, progress=progress, timeout_s=120, real_nodes=1)
         except ClusterError:
@@ -206,7 +184,7 @@ def real_cluster(
             stack.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
             yield stack, {file.name: f"{base_url}/{file.name}" for file in files}
     finally:
-        with _cluster_directory(directory):
+        with using_cluster_directory(directory):
             down(name, progress=progress)
         with contextlib.suppress(OSError):
             directory.parent.rmdir()

@@ -560,6 +560,12 @@ class RealNodeRuntime:
     progress: ProgressFn
 
 
+def container_cgroup_files(node_name: str, container_id: str, controller: str, name: str) -> list[Path]:
+    """The files ``name`` of a container's cgroups on real node ``node_name`` (cgroup v1 ``controller``)."""
+    root = Path("/sys/fs/cgroup") / controller / f"edgeaigc-{node_name}"
+    return list(root.rglob(f"{container_id}/{name}"))
+
+
 #: Longest path of a unix socket (sun_path, less containerd's ".ttrpc" suffix and a margin).
 MAX_SOCKET_PATH = 100
 

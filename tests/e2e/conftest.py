@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from edgeaigc.cluster.components import BuildError, binaries, ensure_helm
+from edgeaigc.cluster.components import BuildError, binaries, ensure_helm, run_helm
 from edgeaigc.cluster.kubectl import run_kubectl
 from edgeaigc.cluster.local import ClusterState, down, up
 
@@ -89,20 +89,7 @@ class Helm:
         self.binary, self.state, self.home = binary, state, home
 
     def run(self, *arguments: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        env = {
-            "PATH": "/usr/bin:/bin",
-            "HOME": str(self.home),
-            "HELM_CACHE_HOME": str(self.home / "cache"),
-            "HELM_CONFIG_HOME": str(self.home / "config"),
-            "HELM_DATA_HOME": str(self.home / "data"),
-        }
-        result = subprocess.run(
-            [str(self.binary), f"--kubeconfig={self.state.kubeconfig}", *arguments],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-        )
+        result = run_helm(self.binary, self.state.kubeconfig, self.home, *arguments, timeout_s=timeout)
         if check and result.returncode != 0:
             raise AssertionError(f"helm {' '.join(arguments)} failed ({result.returncode}):\n{result.stderr}")
         return result

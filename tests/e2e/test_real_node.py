@@ -15,7 +15,6 @@ addresses on this machine (198.18.0.0/15, see :mod:`edgeaigc.cluster.network`).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import http.server
@@ -37,7 +36,7 @@ import yaml
 
 from edgeaigc.cluster import network, realnode
 from edgeaigc.cluster.components import binaries
-from edgeaigc.cluster.local import ClusterError, ClusterState, down, up
+from edgeaigc.cluster.local import ClusterError, ClusterState, down, up, using_cluster_directory
 from edgeaigc.policy.resources import object_name
 from tests.e2e.conftest import REPO, Helm, Kubectl, pinned_helm, wait_for
 
@@ -60,20 +59,6 @@ CAMERA = "camera-0"
 CAMERA_TOKEN = "token-of-camera-0-5d1c0e7a9b"
 
 
-@contextlib.contextmanager
-def _cluster_directory(directory: Path) -> Iterator[None]:
-    """The real-node cluster lives in its own directory, beside the session's kwok cluster."""
-    previous = os.environ.get("EDGEAIGC_CLUSTER_DIR")
-    os.environ["EDGEAIGC_CLUSTER_DIR"] = str(directory)
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("EDGEAIGC_CLUSTER_DIR", None)
-        else:
-            os.environ["EDGEAIGC_CLUSTER_DIR"] = previous
-
-
 def _why_no_containers() -> str | None:
     if os.geteuid() != 0:
         return "real nodes need root (kubelet, containerd, network namespaces)"
@@ -94,7 +79,7 @@ def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterSt
         pytest.skip("the local control plane needs Go to build its pinned binaries (none cached)")
     name = CLUSTER
     directory = tmp_path_factory.mktemp("real-cluster")
-    with _cluster_directory(directory):
+    with using_cluster_directory(directory):
         started = time.monotonic()
         try:
             state = up(name, progress=lambda m: print(f"[cluster] {m}"), timeout_s=120, real_nodes=1)
@@ -105,7 +90,7 @@ def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterSt
     try:
         yield state
     finally:
-        with _cluster_directory(directory):
+        with using_cluster_directory(directory):
             down(name, progress=lambda m: print(f"[cluster] {m}"))
 
 
@@ -183,7 +168,7 @@ def test_helm_install_runs_every_component_as_a_real_container(
     kube.run("create", "namespace", NAMESPACE)
     kube.run("label", "namespace", NAMESPACE, "pod-security.kubernetes.io/enforce=restricted")
     # TLS and camera authentication on: the Secrets the values name, the TLS one made by the CLI as a user would
-    with _cluster_directory(real_cluster.directory):
+    with using_cluster_directory(real_cluster.directory):
         made = subprocess.run(
             [sys.executable, "-m", "edgeaigc.cli", "cluster", "certificate", TLS_SECRET, "-n", NAMESPACE,
              "--dns", f"*.{NAMESPACE}.svc"],
@@ -394,11 +379,9 @@ def _cfs_quota(pod: dict[str, Any]) -> int:
     """The inference container's CFS quota, read from its cgroup (cgroup v1 cpu controller)."""
     container_id = pod["status"]["containerStatuses"][0]["containerID"].removeprefix("containerd://")
     uid = pod["metadata"]["uid"].replace("-", "_")
-    root = Path("/sys/fs/cgroup/cpu") / f"edgeaigc-{NODE}"
-    matches = [
-        p for p in root.rglob(f"{container_id}/cpu.cfs_quota_us") if pod["metadata"]["uid"] in str(p) or uid in str(p)
-    ]
-    assert len(matches) == 1, f"no single cgroup of container {container_id} under {root}: {matches}"
+    found = realnode.container_cgroup_files(NODE, container_id, "cpu", "cpu.cfs_quota_us")
+    matches = [p for p in found if pod["metadata"]["uid"] in str(p) or uid in str(p)]
+    assert len(matches) == 1, f"no single cgroup of container {container_id} on {NODE}: {matches}"
     return int(matches[0].read_text())
 
 
@@ -430,7 +413,7 @@ def test_an_in_place_resize_changes_the_running_containers_cfs_quota(kube: Kubec
 
 def test_cluster_down_leaves_nothing_behind(real_cluster: ClusterState) -> None:
     directory = real_cluster.directory
-    with _cluster_directory(directory):
+    with using_cluster_directory(directory):
         assert down(CLUSTER, progress=print)
     assert realnode.mounts_under(directory) == []
     ip = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
