@@ -30,6 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "first if needed; Pi-like: 1 CPU and 2 GiB allocatable each (default: 0, kwok nodes only)",
     )
     start.add_argument(
+        "--real-cloud-node",
+        action="store_true",
+        help="with --real-nodes, also a real cloud node (cloud-real-0: 2 CPU and 6 GiB allocatable) in place of "
+        "the fake cloud node, so that misses are served by real containers (default: off)",
+    )
+    start.add_argument(
         "--network-policy",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -92,6 +98,9 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.action == "up" and args.real_cloud_node and not args.real_nodes:
+        print("edgeaigc cluster: --real-cloud-node needs --real-nodes N (at least one real edge node)", file=sys.stderr)
+        return 2
     if args.action == "certificate":
         return _certificate(args)
     try:
@@ -105,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
                 scrape_interval_s=args.scrape_interval,
                 real_nodes=args.real_nodes,
                 network_policy=args.network_policy,
+                real_cloud_node=args.real_cloud_node,
             )
             print(started.kubeconfig)
             return 0

@@ -40,6 +40,7 @@ DEFAULT_NAME = "edgeaigc"
 SERVICE_CIDR = network.SERVICE_CIDR
 #: Label kwok selects the nodes it plays by, and the tier label the operator schedules by.
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+TIER_LABEL = "edgeaigc.io/tier"
 
 
 class ClusterError(RuntimeError):
@@ -279,6 +280,7 @@ def up(
     scrape_interval_s: float = prom.DEFAULT_SCRAPE_INTERVAL_S,
     real_nodes: int = 0,
     network_policy: bool = True,
+    real_cloud_node: bool = False,
 ) -> ClusterState:
     """Build (once) and start the control plane, create the fake nodes; return its state.
 
@@ -290,7 +292,11 @@ def up(
         scrape_interval_s: Prometheus's scrape interval.
         network_policy: with real nodes, also run kube-router's NetworkPolicy controller so that
             NetworkPolicies are enforced (False: they are ignored, as the CNI bridge alone does).
+        real_cloud_node: with real nodes, also a real cloud node (``cloud-real-0``, tier ``cloud``) in
+            place of the fake cloud nodes: the cloud replicas misses go to then run for real.
     """
+    if real_cloud_node and not real_nodes:
+        raise ClusterError("a real cloud node needs real edge nodes too (--real-nodes N)")
     if prometheus is None:
         prometheus = prom.binary() is not None
         if not prometheus:
@@ -306,7 +312,7 @@ def up(
     if existing:
         down(name, progress=lambda _: None)
     try:
-        nodes = realnode.plan_real_nodes(directory, real_nodes) if real_nodes else []
+        nodes = realnode.plan_real_nodes(directory, real_nodes, cloud=real_cloud_node) if real_nodes else []
     except realnode.RealNodeError as error:
         raise ClusterError(str(error)) from error
     archives = _real_node_images(progress) if nodes else []
@@ -449,6 +455,9 @@ def up(
     _wait(state, "kwok", lambda: _http_ok(f"http://127.0.0.1:{state.ports['kwok']}/healthz"), timeout_s)
 
     manifests = node_manifests(nodes_file or default_nodes_file())
+    if real_cloud_node:
+        # The real cloud node plays the cloud: a fake one beside it would get the cloud pods it is drawn to.
+        manifests = [m for m in manifests if m["metadata"].get("labels", {}).get(TIER_LABEL) != "cloud"]
     progress(f"creating {len(manifests)} fake nodes")
     kubectl(state, paths, ["apply", "--server-side", "-f", "-"], yaml.safe_dump_all(manifests))
     if nodes:

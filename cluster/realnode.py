@@ -64,6 +64,14 @@ PI_LABELS = {
     "edgeaigc.io/tier": "edge",
     "edgeaigc.io/real": "true",
 }
+#: What a real cloud node's labels say (``--real-cloud-node``): the tier the operator's cloud replicas
+#: and the chart's cloud server are scheduled on.
+CLOUD_LABELS = {"edgeaigc.io/tier": "cloud", "edgeaigc.io/real": "true"}
+CLOUD_NODE_NAME = "cloud-real-0"
+#: The real cloud node may use the whole machine (it shares it with everything else anyway); the memory
+#: holds a replica per model of a small catalogue.
+CLOUD_ALLOCATABLE_CPU_MILLICORES = 2000
+CLOUD_ALLOCATABLE_MEMORY_MIB = 6144
 #: Pi-like allocatable figures on this machine: what the scheduler may give pods on a real node.
 DEFAULT_ALLOCATABLE_CPU_MILLICORES = 1000
 DEFAULT_ALLOCATABLE_MEMORY_MIB = 2048
@@ -86,6 +94,12 @@ class RealNode:
     directory: Path
     allocatable_cpu_millicores: int = DEFAULT_ALLOCATABLE_CPU_MILLICORES
     allocatable_memory_mib: int = DEFAULT_ALLOCATABLE_MEMORY_MIB
+    tier: str = "edge"
+    """``edge`` (a Pi) or ``cloud`` (where misses go)."""
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(CLOUD_LABELS if self.tier == "cloud" else PI_LABELS)
 
     @property
     def address(self) -> str:
@@ -570,13 +584,25 @@ def container_cgroup_files(node_name: str, container_id: str, controller: str, n
 MAX_SOCKET_PATH = 100
 
 
-def plan_real_nodes(directory: Path, count: int) -> list[RealNode]:
-    """The real nodes of a cluster in ``directory``.
+def plan_real_nodes(directory: Path, count: int, cloud: bool = False) -> list[RealNode]:
+    """The real nodes of a cluster in ``directory``: ``count`` Pis, and with ``cloud`` a real cloud node
+    after them (:data:`CLOUD_NODE_NAME`).
 
     Raises:
         RealNodeError: the directory's path is too long for containerd's sockets inside it.
     """
     nodes = [RealNode(name, index, directory / "nodes" / name) for index, name in enumerate(real_node_names(count))]
+    if cloud:
+        nodes.append(
+            RealNode(
+                CLOUD_NODE_NAME,
+                count,
+                directory / "nodes" / CLOUD_NODE_NAME,
+                CLOUD_ALLOCATABLE_CPU_MILLICORES,
+                CLOUD_ALLOCATABLE_MEMORY_MIB,
+                tier="cloud",
+            )
+        )
     longest = max((len(f"{node.containerd_socket}.ttrpc") for node in nodes), default=0)
     if longest > MAX_SOCKET_PATH:
         raise RealNodeError(
@@ -639,7 +665,7 @@ def start_real_nodes(
             "kubelet_healthz": runtime.ports[f"kubelet_healthz_{node.name}"],
         }
         config = write_yaml(node.directory / "kubelet.yaml", kubelet_config(node, ca_file, ports, memory, cpus))
-        labels = ",".join(f"{key}={value}" for key, value in PI_LABELS.items())
+        labels = ",".join(f"{key}={value}" for key, value in node.labels.items())
         runtime.progress(f"starting the kubelet of real node {node.name} ({node.address}, pods {node.pod_subnet})")
         runtime.launch(
             f"kubelet_{node.name}",

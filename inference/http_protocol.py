@@ -34,9 +34,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self._head_bytes = 0
         self._head_deadline: asyncio.TimerHandle | None = None
+        self._client_cert_name: str | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        # A client certificate is there only if it verified at the handshake (CERT_OPTIONAL still checks
+        # one that is presented): its subject goes into each request's ASGI ``tls`` extension, where
+        # edgeaigc.inference.tls.ClientCertificateGate looks for it.
+        peer = transport.get_extra_info("peercert")
+        self._client_cert_name = _subject(peer) if peer else None
         self._start_head_deadline()  # a connection that never sends a byte is closed too
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -55,6 +61,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        if self._client_cert_name is not None:
+            self.scope["extensions"] = {
+                **self.scope.get("extensions", {}),
+                "tls": {"client_cert_name": self._client_cert_name},
+            }
         self._in_head = True
         self._head_bytes = 0
         if self._head_deadline is None:
@@ -85,3 +96,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_deadline = None
         if not self.transport.is_closing():
             self.transport.close()
+
+
+def _subject(peer: dict[str, Any]) -> str:
+    """A certificate's subject as ``CN=...,O=...`` from :meth:`ssl.SSLSocket.getpeercert`'s form."""
+    parts = [f"{key}={value}" for rdn in peer.get("subject", ()) for key, value in rdn]
+    return ",".join(parts) or "(no subject)"

@@ -144,9 +144,11 @@ def run_app(
     """Serve ``app`` until stopped (HTTPS with ``tls``); 0 after a graceful stop, 1 if it could not start."""
     import uvicorn
 
-    from edgeaigc.inference.tls import CertificateReloader
+    from edgeaigc.inference.tls import CertificateReloader, ClientCertificateGate
 
     settings = tls.uvicorn_settings() if tls else {}
+    if tls is not None and tls.client_ca_file is not None:
+        app = ClientCertificateGate(app)
     config = server_config(app, limits or ConnectionLimits(), host=host, port=port, log_level=log_level, **settings)
     server = uvicorn.Server(config)
     stop_reloading = threading.Event()

@@ -7,6 +7,15 @@ the server's context from the same files; :func:`check_server_files` loads them 
 unreadable file, a key that is not the certificate's or a CA file without a certificate is a
 clear usage error (exit 2) instead of a traceback at start.
 
+**Mutual TLS, per request.** The handshake asks for a client certificate but does not insist
+(``CERT_OPTIONAL``: one that is presented must still verify against the CA, or the handshake fails);
+:class:`ClientCertificateGate` then answers 401 to every request of a connection without one, except
+the health probes (a model's readiness too) and ``/metrics``. A kubelet's HTTPS probe and a Prometheus scrape present no
+client certificate: with the handshake insisting (``CERT_REQUIRED``), a cloud replica under mutual
+TLS never turned ready and was never scraped. Those endpoints say nothing a client could abuse.
+The protocol (:mod:`edgeaigc.inference.http_protocol`) puts the verified certificate's subject in
+the ASGI scope's ``tls`` extension, where the gate reads it.
+
 **Rotation.** cert-manager renews a certificate by rewriting the Secret; the kubelet swaps the
 mounted files. :class:`CertificateReloader` polls the files and loads a changed pair into the
 running server's context: handshakes after that use the new certificate, without a restart.
@@ -16,10 +25,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import ssl
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +50,9 @@ class ServerTls:
         """uvicorn's ``Config`` keywords for this (it builds the ``SSLContext`` itself)."""
         settings: dict[str, object] = {"ssl_certfile": str(self.cert_file), "ssl_keyfile": str(self.key_file)}
         if self.client_ca_file is not None:
-            settings |= {"ssl_ca_certs": str(self.client_ca_file), "ssl_cert_reqs": ssl.CERT_REQUIRED}
+            # Optional at the handshake, required per request by ClientCertificateGate (probes and scrapes
+            # carry no client certificate).
+            settings |= {"ssl_ca_certs": str(self.client_ca_file), "ssl_cert_reqs": ssl.CERT_OPTIONAL}
         return settings
 
 
@@ -152,3 +165,39 @@ class CertificateReloader:
                 self.poll()
             except Exception:  # a reloader that dies would stop rotation silently
                 logger.exception("certificate reload failed")
+
+
+#: What a connection without a client certificate may still ask a mutual-TLS server: the probes of
+#: the kubelet (the server's and a model's readiness) and the scrapes of Prometheus, neither of which
+#: presents one. They tell whether something is up, nothing more.
+OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/metrics"})
+_MODEL_READY = re.compile(r"/v2/models/[^/]+(/versions/[^/]+)?/ready")
+
+
+def is_open_path(method: str, path: str) -> bool:
+    """Whether a request needs no client certificate under mutual TLS (:data:`OPEN_PATHS`, a model's readiness)."""
+    return path in OPEN_PATHS or (method == "GET" and _MODEL_READY.fullmatch(path) is not None)
+
+
+def client_certificate_name(scope: dict[str, Any]) -> str | None:
+    """The subject of the verified client certificate of the request's connection (ASGI ``tls`` extension)."""
+    tls = scope.get("extensions", {}).get("tls") or {}
+    name = tls.get("client_cert_name")
+    return name if isinstance(name, str) and name else None
+
+
+class ClientCertificateGate:
+    """ASGI middleware of a mutual-TLS server: 401 to requests whose connection presented no client
+    certificate, except :func:`is_open_path`. (One that was presented was verified at the handshake.)"""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or is_open_path(scope["method"], scope["path"]) or client_certificate_name(scope):
+            await self.app(scope, receive, send)
+            return
+        body = b'{"error":"a client certificate signed by the server\'s client CA is required (mutual TLS)"}'
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 401, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

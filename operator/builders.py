@@ -101,9 +101,13 @@ def memory_mebibytes(model_size_mib: float) -> int:
     return int(np.ceil(BASE_MEMORY_MIB + MEMORY_PER_MODEL_MIB * model_size_mib))
 
 
-def _inference_container(model: str, image: str, cpu_m: int, memory_mi: int, tls: bool = False) -> dict[str, Any]:
+def _inference_container(
+    model: str, image: str, cpu_m: int, memory_mi: int, tls: bool = False, mutual_tls: bool = False
+) -> dict[str, Any]:
     resources = {"cpu": f"{cpu_m}m", "memory": f"{memory_mi}Mi"}
     tls_args = ["--tls-cert", f"{c.TLS_MOUNT_PATH}/tls.crt", "--tls-key", f"{c.TLS_MOUNT_PATH}/tls.key"] if tls else []
+    if tls and mutual_tls:
+        tls_args += ["--tls-client-ca", f"{c.TLS_MOUNT_PATH}/ca.crt"]
     container: dict[str, Any] = {
         "name": "inference",
         "image": image,
@@ -139,13 +143,16 @@ def _inference_container(model: str, image: str, cpu_m: int, memory_mi: int, tls
     return container
 
 
-def _with_tls_secret(pod_spec: dict[str, Any], secret_name: str) -> dict[str, Any]:
-    """The pod with the TLS Secret's certificate and key as the ``tls`` volume (not its CA: a server needs none).
+def _with_tls_secret(pod_spec: dict[str, Any], secret_name: str, with_ca: bool = False) -> dict[str, Any]:
+    """The pod with the TLS Secret's certificate and key as the ``tls`` volume, and its CA ``with_ca``
+    (mutual TLS: the CA that signs the clients' certificates).
 
     Readable by all (0444): the pod has no ``fsGroup``, the server runs as the image's non-root user, and
     the volume is the pod's alone.
     """
     items = [{"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}]
+    if with_ca:
+        items.append({"key": "ca.crt", "path": "ca.crt"})
     volume = {"name": "tls", "secret": {"secretName": secret_name, "items": items, "defaultMode": 0o444}}
     return {**pod_spec, "volumes": [*pod_spec.get("volumes", []), volume]}
 
@@ -284,6 +291,26 @@ def build_edge_deployment(
     }
 
 
+def cloud_replica_resources(cpu: str = c.CLOUD_REPLICA_CPU, memory: str = c.CLOUD_REPLICA_MEMORY) -> tuple[int, int]:
+    """(millicores, MiB) of a cloud replica from Kubernetes quantities.
+
+    Raises:
+        ValueError: a quantity that does not parse, or one too small to serve a model.
+    """
+    from kubernetes.utils import parse_quantity
+
+    try:
+        millicores, mebibytes = int(parse_quantity(cpu) * 1000), int(parse_quantity(memory) / 2**20)
+    except ValueError as error:
+        raise ValueError(f"cloud replica resources cpu={cpu!r} memory={memory!r}: {error}") from error
+    if millicores < MIN_CPU_MILLICORES or mebibytes < BASE_MEMORY_MIB:
+        raise ValueError(
+            f"cloud replica resources cpu={cpu!r} memory={memory!r}: at least {MIN_CPU_MILLICORES}m and "
+            f"{BASE_MEMORY_MIB:g}Mi are needed to serve a model"
+        )
+    return millicores, mebibytes
+
+
 def build_cloud_deployment(
     policy: Mapping[str, Any],
     model: str,
@@ -291,12 +318,14 @@ def build_cloud_deployment(
     artifact: Mapping[str, Any] | None = None,
     model_size_mib: float = 0.0,
     tls_secret: str = c.CLOUD_TLS_SECRET,
+    mutual_tls: bool = c.CLOUD_MUTUAL_TLS,
 ) -> dict[str, Any]:
     """The cloud replica of a model: where misses are relayed (scheduled on cloud-tier nodes).
 
     ``artifact`` and ``model_size_mib`` as for :func:`build_edge_deployment`. With ``tls_secret`` (a
     kubernetes.io/tls Secret of the policy's namespace) the replica serves HTTPS with it: the relay
     crosses a WAN. Its certificate must name ``cloud-<model>.<namespace>.svc`` (e.g. ``*.<namespace>.svc``).
+    ``mutual_tls`` (with ``tls_secret``): inference only for clients with a certificate of the Secret's CA.
     """
     policy_name = policy["metadata"]["name"]
     labels = _labels(policy_name, c.COMPONENT_CLOUD_INFERENCE, **{c.LABEL_MODEL: model})
@@ -304,7 +333,7 @@ def build_cloud_deployment(
         {
             "nodeSelector": {c.LABEL_TIER: "cloud"},
             "automountServiceAccountToken": False,
-            "containers": [_inference_container(model, image, 1000, 1024, tls=bool(tls_secret))],
+            "containers": [_inference_container(model, image, 1000, 1024, tls=bool(tls_secret), mutual_tls=mutual_tls)],
         },
         model,
         artifact,
@@ -325,7 +354,7 @@ def build_cloud_deployment(
             },
             "template": {
                 "metadata": {"labels": labels},
-                "spec": _with_tls_secret(pod_spec, tls_secret) if tls_secret else pod_spec,
+                "spec": _with_tls_secret(pod_spec, tls_secret, with_ca=mutual_tls) if tls_secret else pod_spec,
             },
         },
     }
@@ -411,6 +440,7 @@ def desired_objects(
     image: str = c.DEFAULT_INFERENCE_IMAGE,
     artifacts: Mapping[str, Mapping[str, Any]] | None = None,
     cloud_tls_secret: str = c.CLOUD_TLS_SECRET,
+    cloud_mutual_tls: bool = c.CLOUD_MUTUAL_TLS,
 ) -> list[dict[str, Any]]:
     """Every object the plan needs, in apply order (cloud first, then edge, then routing).
 
@@ -420,12 +450,19 @@ def desired_objects(
         artifacts: InferenceModel name -> ``spec.artifact`` (:func:`model_artifacts`); a model
             not in it is expected in the inference image.
         cloud_tls_secret: the TLS Secret the cloud replicas serve HTTPS with (:func:`build_cloud_deployment`).
+        cloud_mutual_tls: they require client certificates of its CA (mutual TLS).
     """
     artifacts = artifacts or {}
     objects: list[dict[str, Any]] = []
     for model, size_mib in zip(scenario.model_names, scenario.model_size_mb, strict=True):
         deployment = build_cloud_deployment(
-            policy, model, image, artifacts.get(model), float(size_mib), tls_secret=cloud_tls_secret
+            policy,
+            model,
+            image,
+            artifacts.get(model),
+            float(size_mib),
+            tls_secret=cloud_tls_secret,
+            mutual_tls=cloud_mutual_tls,
         )
         objects += [deployment, build_service(deployment)]
     for e, edge_node in enumerate(scenario.node_names):

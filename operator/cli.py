@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import socket
 import sys
@@ -47,6 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--leader-election-identity",
         default="",
         help="this replica's name in the Lease (default: host name and a random suffix; the chart passes the pod name)",
+    )
+    election.add_argument(
+        "--leader-election-owner-service-account",
+        default="",
+        metavar="NAME",
+        help="make this ServiceAccount (of the Lease's namespace) the Lease's owner, so that deleting it "
+        "deletes the Lease (the chart: its operator's; default: none)",
     )
     election.add_argument(
         "--lease-duration",
@@ -97,6 +105,12 @@ def _bad(message: str) -> int:
 def run(args: argparse.Namespace) -> int:
     if not args.namespace and not args.all_namespaces:
         return _bad("give --namespace NS (repeatable) or --all-namespaces")
+    from edgeaigc.operator.builders import cloud_replica_resources
+
+    try:  # checked here, once, rather than in every decision's manifests
+        cloud_replica_resources()
+    except ValueError as error:
+        return _bad(f"EDGEAIGC_CLOUD_REPLICA_CPU/EDGEAIGC_CLOUD_REPLICA_MEMORY: {error}")
     if args.leader_elect:
         from edgeaigc.operator.leader import ElectionTimings
 
@@ -137,6 +151,25 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def lease_owner(core: Any, namespace: str, service_account: str) -> Any:
+    """The owner reference of the Lease: the named ServiceAccount, or None (none named, or it cannot be
+    read: the election works without an owner, only uninstalling then leaves the Lease behind)."""
+    if not service_account:
+        return None
+    from kubernetes import client
+
+    try:
+        account = core.read_namespaced_service_account(service_account, namespace, _request_timeout=10)
+    except Exception as error:
+        logging.getLogger(__name__).warning(
+            "ServiceAccount %s/%s not read (%s): the Lease gets no owner", namespace, service_account, error
+        )
+        return None
+    return client.V1OwnerReference(
+        api_version="v1", kind="ServiceAccount", name=service_account, uid=account.metadata.uid
+    )
+
+
 def run_elected(args: argparse.Namespace, kopf_arguments: dict[str, Any], timings: ElectionTimings) -> int:
     """kopf in standalone mode, started only once this replica holds the Lease."""
     import asyncio
@@ -149,12 +182,14 @@ def run_elected(args: argparse.Namespace, kopf_arguments: dict[str, Any], timing
     from edgeaigc.operator.leader import LeaseElector
 
     api = api_client()
+    namespace = lease_namespace(args)
     elector = LeaseElector(
         client.CoordinationV1Api(api),
-        lease_namespace(args),
+        namespace,
         args.leader_election_id,
         election_identity(args.leader_election_identity),
         timings,
+        owner=lease_owner(client.CoreV1Api(api), namespace, args.leader_election_owner_service_account),
     )
 
     async def start_operator(stop_flag: asyncio.Event, ready_flag: asyncio.Event) -> None:

@@ -34,11 +34,21 @@ DEFAULT_INFERENCE_IMAGE = os.environ.get("EDGEAIGC_INFERENCE_IMAGE", "ghcr.io/ed
 #: A kubernetes.io/tls Secret (tls.crt, tls.key, ca.crt: what cert-manager writes) in the policy's namespace:
 #: the cloud replicas serve HTTPS with it and the routing table's cloud URLs are https://. Empty: plain HTTP.
 CLOUD_TLS_SECRET = os.environ.get("EDGEAIGC_CLOUD_TLS_SECRET", "")
+#: With that Secret: the cloud replicas answer inference only to clients presenting a certificate of its
+#: CA (mutual TLS; the gateways' client certificate). Probes and /metrics stay open.
+CLOUD_MUTUAL_TLS = os.environ.get("EDGEAIGC_CLOUD_MUTUAL_TLS", "").lower() in ("1", "true", "yes")
+#: CPU and memory of each per-model cloud replica (requests = limits; Kubernetes quantities). The
+#: default suits a cloud node; the local cluster's real cloud node shares 2 cores among all models.
+CLOUD_REPLICA_CPU = os.environ.get("EDGEAIGC_CLOUD_REPLICA_CPU", "1")
+CLOUD_REPLICA_MEMORY = os.environ.get("EDGEAIGC_CLOUD_REPLICA_MEMORY", "1Gi")
 #: Where a pod mounts that Secret.
 TLS_MOUNT_PATH = "/etc/edgeaigc/tls"
 
 __all__ = [
     "ANNOTATION_COMPUTE_SHARE",
+    "CLOUD_MUTUAL_TLS",
+    "CLOUD_REPLICA_CPU",
+    "CLOUD_REPLICA_MEMORY",
     "CLOUD_TLS_SECRET",
     "COMPONENT_CLOUD_INFERENCE",
     "COMPONENT_EDGE_INFERENCE",

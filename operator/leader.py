@@ -169,8 +169,12 @@ class LeaseElector:
         timings: ElectionTimings,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime.datetime] = utc_now,
+        owner: client.V1OwnerReference | None = None,
     ) -> None:
         self.api, self.namespace, self.name, self.identity = api, namespace, name, identity
+        # The Lease's owner (the chart: the operator's ServiceAccount): deleting it (helm uninstall)
+        # has the garbage collector delete the Lease, which no release of the lease would remove.
+        self.owner = owner
         self.timings = timings
         self.clock, self.wall_clock = clock, wall_clock
         self.observed: Observed | None = None
@@ -238,9 +242,9 @@ class LeaseElector:
     def _create(self, sent: float, duration: int) -> bool:
         record = next_record(None, self.identity, duration, self.wall_clock())
         assert record is not None
-        body = client.V1Lease(
-            metadata=client.V1ObjectMeta(name=self.name, namespace=self.namespace), spec=record.to_spec()
-        )
+        owners = [self.owner] if self.owner is not None else None
+        metadata = client.V1ObjectMeta(name=self.name, namespace=self.namespace, owner_references=owners)
+        body = client.V1Lease(metadata=metadata, spec=record.to_spec())
         try:
             created = self.api.create_namespaced_lease(self.namespace, body, _request_timeout=self._request_timeout())
         except Exception as error:  # 409: another replica created it first; anything else: retry later
@@ -259,6 +263,10 @@ class LeaseElector:
         # The read's resourceVersion travels with the body: the API server refuses (409) the write
         # if anyone changed the Lease in between, so two replicas can never both win one round.
         lease.spec = record.to_spec()
+        owners = (lease.metadata.owner_references if lease.metadata else None) or []
+        if self.owner is not None and lease.metadata is not None and not any(o.uid == self.owner.uid for o in owners):
+            # A Lease created before it had an owner (or by a replica without one) is adopted.
+            lease.metadata.owner_references = [*owners, self.owner]
         try:
             replaced = self.api.replace_namespaced_lease(
                 self.name, self.namespace, lease, _request_timeout=self._request_timeout()

@@ -11,7 +11,8 @@ request by the routing table the operator writes (``docs/routing-table.md``, par
 2. Local replicas are tried first, the first one chosen by smooth weighted round-robin (nginx's
    algorithm: over any window each replica gets its share of the weights, evenly interleaved),
    then the others by weight (:mod:`.balancing`). A replica whose circuit breaker is open is skipped.
-3. A connect error, a timeout, any other transport error or a 5xx answer is a failure: the
+3. A connect error, a timeout, any other transport error, a 5xx answer or a 401/403 (the
+   upstream refuses the gateway's credentials, e.g. its client certificate) is a failure: the
    next local replica is tried (up to ``max_local_attempts``), then the cloud. A local replica
    that is busy (429, or 503 with ``Retry-After``: its backpressure) is passed over the same way,
    but is no failure for its breaker. Any other answer (2xx, and 4xx, which is the client's
@@ -143,7 +144,7 @@ class Attempt:
     url: str
     served_by: str
     outcome: str
-    """ok, or the failure reason: connect, timeout, transport, http_5xx, busy."""
+    """ok, or the failure reason: connect, timeout, transport, http_5xx, busy, refused (401/403)."""
     detail: str = ""
 
 
@@ -413,12 +414,15 @@ class Gateway:
             reason, detail = "transport", f"{type(error).__name__}: {error}"
         else:
             busy = upstream.status_code == 429 or (upstream.status_code == 503 and "retry-after" in upstream.headers)
-            if (upstream.status_code < 500 or busy) and not (busy and served_by == "edge"):
+            # 401/403 judge the gateway's own credentials (its client certificate: the camera's token is
+            # never forwarded), not the camera's: a failure of this upstream, not the client's fault.
+            refused = upstream.status_code in (401, 403)
+            if (upstream.status_code < 500 or busy) and not refused and not (busy and served_by == "edge"):
                 passed = {k: v for k, v in upstream.headers.items() if k.lower() in FORWARDED_RESPONSE_HEADERS}
                 passed[SERVED_BY_HEADER] = served_by
                 response = Response(upstream.content, status_code=upstream.status_code, headers=passed)
                 return response, Attempt(base_url, served_by, "ok")
-            reason = "busy" if busy else "http_5xx"
+            reason = "busy" if busy else "refused" if refused else "http_5xx"
             detail = f"HTTP {upstream.status_code} {upstream_error_message(upstream)}"
         finally:
             in_flight.dec()

@@ -84,7 +84,8 @@ class GatewayMetrics:
         )
         self.failures = Counter(
             "edgeaigc_gateway_upstream_failures",
-            "Failed upstream attempts, by where they went and why (connect, timeout, transport, http_5xx, busy).",
+            "Failed upstream attempts, by where they went and why "
+            "(connect, timeout, transport, http_5xx, busy, refused).",
             ["model", "served_by", "reason", "edge_node"],
             registry=self.registry,
         )

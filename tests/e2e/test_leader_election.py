@@ -36,6 +36,7 @@ from tests.e2e.conftest import REPO, Kubectl, example_fleet, wait_for
 NAMESPACE = "ha-e2e"
 POLICY = "city"
 LEASE = "edgeaigc-operator"
+OWNER = "ha-operator"  # the ServiceAccount that owns the Lease (the chart: the operator's)
 INTERVAL_S = 5  # the CRD's minimum
 CHURN_LIMIT = 2
 TAKEOVER_S = 15.0  # the issue's bound, from the kill to the standby holding the Lease
@@ -119,6 +120,7 @@ class Fleet:
         identity = f"replica-{len(self.replicas)}"
         log = self.logs / f"{identity}.log"
         extra = ["--leader-elect", "--leader-election-identity", identity]
+        extra += ["--leader-election-owner-service-account", OWNER]
         replica = Replica(identity, log, spawn_operator(NAMESPACE, log, self.cluster.kubeconfig, extra))
         self.replicas.append(replica)
         return replica
@@ -148,6 +150,7 @@ def fleet(cluster: ClusterState, kubectl: Kubectl, tmp_path_factory: pytest.Temp
         actor=None,
     )
     kubectl.run("create", "namespace", NAMESPACE)
+    kubectl.run("create", "serviceaccount", OWNER, "-n", NAMESPACE)
     kubectl.run("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(documents))
     twin = spawn_twin(NAMESPACE, cluster.directory, logs / "twin.log", cluster.kubeconfig, seed=0)
     history = LeaseHistory(client.CoordinationV1Api(config.new_client_from_config(str(cluster.kubeconfig))))
@@ -296,3 +299,24 @@ def test_a_stalled_leader_is_taken_over_applies_nothing_when_it_resumes_and_exit
     assert acquired - stopped_at < TAKEOVER_S
     _placed(kubectl)  # no duplicate or orphaned Deployment
     _assert_one_actor_at_a_time(fleet)
+
+
+def test_the_lease_is_deleted_with_its_owner(fleet: Fleet, kubectl: Kubectl) -> None:
+    """helm uninstall deletes the operator's ServiceAccount; the garbage collector then deletes the Lease."""
+    if not fleet.replicas:  # run alone
+        fleet.start()
+    wait_for(fleet.history.holder, 60, "a holder of the Lease")
+    lease = json.loads(kubectl.run("get", "lease", LEASE, "-n", NAMESPACE, "-o", "json").stdout)
+    account = json.loads(kubectl.run("get", "serviceaccount", OWNER, "-n", NAMESPACE, "-o", "json").stdout)
+    owners = [(o["kind"], o["name"], o["uid"]) for o in lease["metadata"].get("ownerReferences", [])]
+    assert owners == [("ServiceAccount", OWNER, account["metadata"]["uid"])]
+    for replica in fleet.alive():  # the release's pods go first (they would recreate the Lease)
+        stop(replica.process)
+        replica.ended_at = time.time()
+    kubectl.run("delete", "serviceaccount", OWNER, "-n", NAMESPACE)
+    gone = kubectl.run("get", "lease", LEASE, "-n", NAMESPACE, "--ignore-not-found", "-o", "name").stdout
+    wait_for(
+        lambda: not kubectl.run("get", "lease", LEASE, "-n", NAMESPACE, "--ignore-not-found", "-o", "name").stdout,
+        60,
+        f"the garbage collector to delete the Lease (still there: {gone!r})",
+    )

@@ -239,8 +239,10 @@ def _assert_leader_election_role(objects: list[dict[str, Any]]) -> None:
             "resourceNames": ["rel-edgeaigc"],
             "verbs": ["get", "update"],
         },
+        {"apiGroups": [""], "resources": ["serviceaccounts"], "resourceNames": ["rel-edgeaigc-operator"],
+         "verbs": ["get"]},  # its own, once: the owner of the Lease
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
-    ]
+    ]  # fmt: skip
     (binding,) = find(objects, "RoleBinding", "rel-edgeaigc-leader-election")
     assert binding["subjects"][0]["name"] == "rel-edgeaigc-operator"
 
@@ -255,6 +257,7 @@ def test_two_replicas_elect_a_leader_by_default_and_one_acts_alone_without(helm:
         "--leader-election-namespace=city",
         "--leader-election-id=rel-edgeaigc",
         "--leader-election-identity=$(POD_NAME)",
+        "--leader-election-owner-service-account=rel-edgeaigc-operator",
         "--lease-duration=10",
         "--renew-deadline=6",
         "--retry-period=1",
@@ -265,7 +268,11 @@ def test_two_replicas_elect_a_leader_by_default_and_one_acts_alone_without(helm:
     assert term["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
     pod_name = next(e for e in container["env"] if e["name"] == "POD_NAME")
     assert pod_name["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    (budget,) = find(render(helm), "PodDisruptionBudget", "rel-edgeaigc-operator")
+    assert budget["spec"]["minAvailable"] == 1  # a drain never evicts the last standby
+    assert budget["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
     alone = render(helm, "--set", "operator.leaderElection.enabled=false", "--set", "operator.replicas=1")
+    assert not find(alone, "PodDisruptionBudget")
     deployment = find(alone, "Deployment", "rel-edgeaigc-operator")[0]
     assert deployment["spec"]["strategy"]["type"] == "Recreate"
     assert "affinity" not in deployment["spec"]["template"]["spec"]
@@ -361,6 +368,46 @@ def test_tls_serves_the_cloud_from_the_secret_and_the_gateways_trust_its_ca(helm
     assert next(v for v in test_pod["volumes"] if v["name"] == "tls-ca")["secret"]["items"] == [
         {"key": "ca.crt", "path": "ca.crt"}
     ]
+
+
+def test_mutual_tls_wires_the_client_ca_into_the_clouds_and_a_client_certificate_into_the_gateways(
+    helm: list[str],
+) -> None:
+    objects = render(helm, "--set", "tls.enabled=true", "--set", "tls.mutual=true")
+    (cloud_deployment,) = find(objects, "Deployment", "rel-edgeaigc-cloud")
+    cloud = cloud_deployment["spec"]["template"]["spec"]
+    assert "--tls-client-ca=/etc/edgeaigc/tls/ca.crt" in cloud["containers"][0]["args"]
+    assert [i["key"] for i in next(v for v in cloud["volumes"] if v["name"] == "tls")["secret"]["items"]] == [
+        "tls.crt", "tls.key", "ca.crt"
+    ]  # fmt: skip
+    (gateway_set,) = find(objects, "DaemonSet", "rel-edgeaigc-gateway")
+    gateway = gateway_set["spec"]["template"]["spec"]
+    args = gateway["containers"][0]["args"]
+    assert "--cloud-client-cert=/etc/edgeaigc/client-tls/tls.crt" in args
+    assert "--cloud-client-key=/etc/edgeaigc/client-tls/tls.key" in args
+    client = next(v for v in gateway["volumes"] if v["name"] == "client-tls")["secret"]
+    assert client["secretName"] == "edgeaigc-gateway-client-tls"
+    (operator_deployment,) = find(objects, "Deployment", "rel-edgeaigc-operator")
+    operator = operator_deployment["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "EDGEAIGC_CLOUD_MUTUAL_TLS", "value": "true"} in operator["env"]
+    # mutual TLS without TLS is nothing: the flags appear only with tls.enabled
+    (plain,) = find(render(helm, "--set", "tls.mutual=true"), "DaemonSet", "rel-edgeaigc-gateway")
+    assert not any("--cloud-client" in a for a in plain["spec"]["template"]["spec"]["containers"][0]["args"])
+
+
+def test_the_gateway_serves_the_cameras_over_https_from_its_secret(helm: list[str]) -> None:
+    objects = render(helm, "--set", "gateway.tls.enabled=true", "--set", "gateway.tls.secretName=gw-tls")
+    (gateway_set,) = find(objects, "DaemonSet", "rel-edgeaigc-gateway")
+    daemonset = gateway_set["spec"]["template"]
+    container = daemonset["spec"]["containers"][0]
+    assert {"--tls-cert=/etc/edgeaigc/gateway-tls/tls.crt", "--tls-key=/etc/edgeaigc/gateway-tls/tls.key"} <= set(
+        container["args"]
+    )
+    assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert daemonset["metadata"]["annotations"]["prometheus.io/scheme"] == "https"
+    assert next(v for v in daemonset["spec"]["volumes"] if v["name"] == "gateway-tls")["secret"]["secretName"] == (
+        "gw-tls"
+    )
 
 
 def test_service_monitors_only_where_the_prometheus_operator_is(helm: list[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from typing import Any
@@ -135,6 +136,25 @@ def test_with_a_tls_secret_the_cloud_replicas_serve_https_and_the_table_says_so(
             assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTP"
     plain = builders.desired_objects(POLICY, fleet, plan, node_names, table, cloud_tls_secret="")
     assert all("--tls-cert" not in o["spec"]["template"]["spec"]["containers"][0]["args"] for o in plain[:-1:2])
+
+
+def test_with_mutual_tls_the_cloud_replicas_require_client_certificates_of_the_secrets_ca() -> None:
+    fleet = _fleet()
+    node_names = {n: f"node-{n}" for n in fleet.node_names}
+    plan = _plan(fleet)
+    table = builders.build_routing_table(POLICY, fleet, plan, 1, node_names, cloud_tls=True)
+    objects = builders.desired_objects(
+        POLICY, fleet, plan, node_names, table, cloud_tls_secret="city-tls", cloud_mutual_tls=True
+    )
+    clouds = [o for o in objects if o["metadata"]["labels"].get(c.LABEL_COMPONENT) == c.COMPONENT_CLOUD_INFERENCE]
+    assert clouds and all(o["kind"] in ("Deployment", "Service") for o in clouds)
+    for deployment in (o for o in clouds if o["kind"] == "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["containers"][0]["args"][-2:] == ["--tls-client-ca", f"{c.TLS_MOUNT_PATH}/ca.crt"]
+        tls = next(v for v in pod["volumes"] if v["name"] == "tls")["secret"]
+        assert [item["key"] for item in tls["items"]] == ["tls.crt", "tls.key", "ca.crt"]
+    edge = [o for o in objects if o["kind"] == "Deployment" and o not in clouds]
+    assert edge and all("--tls-client-ca" not in o["spec"]["template"]["spec"]["containers"][0]["args"] for o in edge)
 
 
 def test_the_operator_is_told_the_tls_secret_by_its_environment() -> None:
@@ -336,3 +356,20 @@ def test_routing_table_gives_each_nodes_uplink_in_bytes_per_second() -> None:
         expected = fleet.node_bandwidth_mhz[e] * 1e6 * median_efficiency / 8
         assert table.edge_nodes[node].uplink_bytes_per_second == pytest.approx(expected, abs=1)
         assert sum(table.edge_nodes[node].camera_bandwidth_share.values()) > 0
+
+
+def test_cloud_replica_resources_are_kubernetes_quantities_checked_once() -> None:
+    assert builders.cloud_replica_resources("1", "1Gi") == (1000, 1024)
+    assert builders.cloud_replica_resources("500m", "768Mi") == (500, 768)
+    for cpu, memory, reason in (("lots", "1Gi", "cpu='lots'"), ("10m", "1Gi", "at least 50m"), ("1", "64Mi", "192Mi")):
+        with pytest.raises(ValueError, match=reason):
+            builders.cloud_replica_resources(cpu, memory)
+    env = {**os.environ, "EDGEAIGC_CLOUD_REPLICA_CPU": "lots"}
+    result = subprocess.run(
+        [sys.executable, "-m", "edgeaigc.cli", "operator", "-n", "x"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "EDGEAIGC_CLOUD_REPLICA_CPU" in result.stderr, result.stderr

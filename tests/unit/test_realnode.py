@@ -147,3 +147,13 @@ def test_a_cluster_directory_too_long_for_containerds_sockets_is_refused(tmp_pat
     assert realnode.plan_real_nodes(Path("/tmp/c"), 2)[1].containerd_socket == Path(
         "/tmp/c/nodes/pi-real-1/containerd/containerd.sock"
     )
+
+
+def test_a_real_cloud_node_comes_after_the_pis_with_the_cloud_tier_and_room_for_the_replicas() -> None:
+    nodes = realnode.plan_real_nodes(Path("/tmp/c"), 1, cloud=True)
+    assert [(n.name, n.tier) for n in nodes] == [("pi-real-0", "edge"), ("cloud-real-0", "cloud")]
+    edge, cloud = nodes
+    assert edge.labels["edgeaigc.io/tier"] == "edge" and cloud.labels["edgeaigc.io/tier"] == "cloud"
+    assert "node.kubernetes.io/instance-type" not in cloud.labels  # not a Pi
+    assert cloud.address != edge.address and cloud.pod_subnet != edge.pod_subnet
+    assert cloud.allocatable_cpu_millicores > edge.allocatable_cpu_millicores
