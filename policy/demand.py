@@ -209,6 +209,7 @@ class DemandGenerator:
         T, U, M = weight.shape
         active = np.zeros((T, U, M))
         current = np.zeros((U, len(STAGES)), dtype=np.int64)
+        served = np.unique(scenario.model_stage)  # the stages with a model (the others get no request)
         for t in range(T):
             redraw = (
                 np.ones((U, len(STAGES)), dtype=bool)
@@ -218,13 +219,13 @@ class DemandGenerator:
             for s in range(len(STAGES)):
                 members = np.flatnonzero(scenario.model_stage == s)
                 rows = np.flatnonzero(redraw[:, s])
-                if rows.size == 0:
+                if rows.size == 0 or members.size == 0:  # no model of the stage: no request for it
                     continue
                 w = weight[t][np.ix_(rows, members)]
                 cumulative = np.cumsum(w / w.sum(axis=1, keepdims=True), axis=1)
                 pick = (rng.random((rows.size, 1)) > cumulative).sum(axis=1)
                 current[rows, s] = members[np.minimum(pick, len(members) - 1)]
-            active[t, np.arange(U)[:, None], current] = 1.0
+            active[t, np.arange(U)[:, None], current[:, served]] = 1.0
         return active
 
     def _link_quality(self, rng: np.random.Generator, T: int, U: int) -> np.ndarray:

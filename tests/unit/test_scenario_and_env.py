@@ -51,6 +51,23 @@ def test_bad_model_stage_names_the_model() -> None:
         scenario_from_dict(document)
 
 
+def test_a_stage_without_a_model_gets_no_requests_and_the_others_are_unchanged() -> None:
+    """The flow figures of `edgeaigc camera` are computed in the camera: a fleet may declare no flow model."""
+    document = one_node_document()
+    document["episode_slots"] = 20
+    full = scenario_from_dict(document)
+    document["models"] = [m for m in document["models"] if m["stage"] != "flow"]
+    partial = scenario_from_dict(document)
+    assert partial.num_models == full.num_models - 1
+    rng_full, rng_partial = np.random.default_rng(3), np.random.default_rng(3)
+    full_rates = DemandGenerator(full).episode(rng_full).rates
+    partial_rates = DemandGenerator(partial).episode(rng_partial).rates
+    kept = [i for i, name in enumerate(full.model_names) if name in partial.model_names]
+    assert partial_rates.sum() > 0 and np.allclose(partial_rates, full_rates[..., kept])
+    with pytest.raises(ScenarioError, match="models must be a non-empty list"):
+        scenario_from_dict({**document, "models": []})
+
+
 def test_unknown_scenario_lists_the_bundled_ones() -> None:
     with pytest.raises(ScenarioError, match="traffic-city"):
         load_scenario("no-such-scenario")
