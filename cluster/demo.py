@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -139,13 +140,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", default="lru", choices=["lru", "lfu", "static_topk", "myopic", "random"])
     parser.add_argument("--interval", type=int, default=10, help="decision interval in seconds (default: 10)")
     parser.add_argument("--seed", type=int, default=0, help="demand seed, the same for both phases (default: 0)")
-    parser.add_argument("--keep", action="store_true", help="leave the cluster running afterwards")
+    parser.add_argument("--keep", action="store_true", help="leave the cluster running afterwards (not with --real)")
     parser.add_argument("--output", type=Path, default=None, help="also write the summary as JSON here")
+    real = parser.add_argument_group(
+        "real frames on real nodes (--real)",
+        "a real edge node and a real cloud node, the chart, real model servers and camera processes instead "
+        "of the traffic twin (needs root and the real-node packages: make deps)",
+    )
+    real.add_argument("--real", action="store_true", help="run the real system (cluster/real_demo.py)")
+    real.add_argument("--fps", type=float, default=1.0, help="frames per second of each camera (default: 1)")
+    real.add_argument(
+        "--demo-models",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the demo model repository (default: built once into ~/.cache/edgeaigc/demo-models)",
+    )
+    real.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("real-demo"),
+        metavar="DIR",
+        help="where --real writes the fleet, the camera logs and summary.json (default: ./real-demo)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
+
+    if args.real:
+        if args.minutes <= 0 or args.fps <= 0 or args.interval < 5:
+            print("edgeaigc demo --real: --minutes and --fps must be positive, --interval at least 5", file=sys.stderr)
+            return 2
+        from edgeaigc.cluster import real_demo
+
+        return real_demo.run(args)
 
     console = Console()
     actor, _ = shipped_actor("traffic-city", "td3")

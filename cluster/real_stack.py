@@ -11,6 +11,7 @@ Everything is torn down on exit. Traffic stays on this machine (198.18.0.0/15).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import http.server
@@ -62,6 +63,8 @@ class RealStack:
     helm_home: Path
     camera_token_file: Path | None = None
     """The token of the fleet's camera-0 (the values turn camera authentication on)."""
+    camera_token_files: dict[str, Path] = dataclasses.field(default_factory=dict)
+    """Camera name -> the file holding its token (every camera of :func:`make_secrets`)."""
 
     def kubectl(self, *arguments: str, stdin: str | None = None, timeout_s: float = 120) -> str:
         """kubectl's output; :class:`ClusterError` (with what kubectl said) when it fails."""
@@ -137,32 +140,49 @@ def wait_until(condition: Callable[[], Any], timeout_s: float, what: str, poll_s
         time.sleep(poll_s)
 
 
-def _make_secrets(stack: RealStack, cluster_directory: Path, token_file: Path) -> None:
-    """The Secrets ``real-node-values.yaml`` names: the cloud's TLS (as ``edgeaigc cluster certificate`` makes
-    it) and camera-0's token, also written to ``token_file`` for the camera."""
+def make_secrets(stack: RealStack, cluster_directory: Path, cameras: tuple[str, ...] = ("camera-0",)) -> None:
+    """The Secrets the values files name, as ``edgeaigc cluster certificate`` makes them: the cloud's TLS, the
+    gateways' client certificate (mutual TLS) from the same data-plane CA, and a token per camera (also
+    written to ``<cluster directory>/<camera>.token`` for the camera processes)."""
     names = [f"*.{stack.namespace}.svc"]
-    secret = tls_secret("edgeaigc-tls", stack.namespace, *make_certificate(cluster_directory, names, "edgeaigc-tls"))
-    stack.kubectl("apply", "--server-side", "-f", "-", stdin=secret_json(secret))
-    token_file.write_text(secrets.token_hex(24) + "\n")
-    token = token_file.read_text().strip()
-    stack.kubectl(
-        "create",
-        "secret",
-        "generic",
-        "edgeaigc-camera-tokens",
-        "-n",
-        stack.namespace,
-        f"--from-literal=camera-0={token}",
-    )
-    stack.camera_token_file = token_file
+    for secret_name, common_name in (("edgeaigc-tls", "edgeaigc-tls"), ("edgeaigc-gateway-client-tls", "gateway")):
+        pem = make_certificate(cluster_directory, names, common_name)
+        stack.kubectl(
+            "apply", "--server-side", "-f", "-", stdin=secret_json(tls_secret(secret_name, stack.namespace, *pem))
+        )
+    literals = []
+    for camera in cameras:
+        token_file = cluster_directory / f"{camera}.token"
+        token_file.write_text(secrets.token_hex(24) + "\n")
+        stack.camera_token_files[camera] = token_file
+        literals.append(f"--from-literal={camera}={token_file.read_text().strip()}")
+    stack.kubectl("create", "secret", "generic", "edgeaigc-camera-tokens", "-n", stack.namespace, *literals)
+    stack.camera_token_file = stack.camera_token_files.get("camera-0")
+
+
+def install_chart(stack: RealStack, values: list[Path], progress: ProgressFn) -> None:
+    """The chart on the real node(s), with ``real-node-values.yaml`` and then ``values`` (helm install --wait)."""
+    progress("installing the chart on the real node (helm install --wait)")
+    value_files = [repo_path("charts", "edgeaigc", "ci", "real-node-values.yaml"), *values]
+    stack.run_helm(
+        "install", RELEASE, str(repo_path("charts", "edgeaigc")), "-n", stack.namespace,
+        *(argument for path in value_files for argument in ("-f", str(path))),
+        "--wait", "--timeout=300s",
+    )  # fmt: skip
 
 
 @contextlib.contextmanager
 def real_cluster(
-    files: list[Path], *, namespace: str = "edge-real", progress: ProgressFn = print, workdir: Path | None = None
+    files: list[Path],
+    *,
+    namespace: str = "edge-real",
+    progress: ProgressFn = print,
+    workdir: Path | None = None,
+    real_cloud_node: bool = False,
 ) -> Iterator[tuple[RealStack, dict[str, str]]]:
-    """A cluster with one real node, a namespace (Pod Security "restricted") and ``files`` served over HTTP
-    on the host's cluster address; yields the stack and each file's URL by name. Torn down on exit."""
+    """A cluster with one real node (and a real cloud node with ``real_cloud_node``), a namespace (Pod
+    Security "restricted") and ``files`` served over HTTP on the host's cluster address; yields the stack
+    and each file's URL by name. Torn down on exit."""
     base = Path(workdir or tempfile.mkdtemp(prefix="edgeaigc-real-stack-")).resolve()
     # The cluster under a short path of its own: containerd's sockets live inside it, and a unix socket's
     # path is limited to ~100 characters (a pytest tmp_path is longer).
@@ -173,7 +193,7 @@ def real_cluster(
         shutil.copyfile(file, served / file.name)
     with using_cluster_directory(directory):
         try:
-            state = up(name, progress=progress, timeout_s=120, real_nodes=1)
+            state = up(name, progress=progress, timeout_s=120, real_nodes=1, real_cloud_node=real_cloud_node)
         except ClusterError:
             down(name, progress=lambda _: None)
             raise
@@ -204,14 +224,8 @@ def real_stack(
     ``model_file``: the detector's ONNX file (YOLOX-Nano from ../shared, or one the caller built).
     """
     with real_cluster([model_file], namespace=namespace, progress=progress, workdir=workdir) as (stack, urls):
-        _make_secrets(stack, stack.state.directory, stack.state.directory / "camera-0.token")
-        progress("installing the chart on the real node (helm install --wait)")
-        value_files = [repo_path("charts", "edgeaigc", "ci", "real-node-values.yaml"), *(values or [])]
-        stack.run_helm(
-            "install", RELEASE, str(repo_path("charts", "edgeaigc")), "-n", namespace,
-            *(argument for path in value_files for argument in ("-f", str(path))),
-            "--wait", "--timeout=300s",
-        )  # fmt: skip
+        make_secrets(stack, stack.state.directory)
+        install_chart(stack, values or [], progress)
         progress("applying the fleet of examples/real-node/")
         documents = fleet_documents(urls[model_file.name], model_file)
         stack.kubectl("apply", "--server-side", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(documents))

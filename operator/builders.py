@@ -333,7 +333,11 @@ def build_cloud_deployment(
         {
             "nodeSelector": {c.LABEL_TIER: "cloud"},
             "automountServiceAccountToken": False,
-            "containers": [_inference_container(model, image, 1000, 1024, tls=bool(tls_secret), mutual_tls=mutual_tls)],
+            "containers": [
+                _inference_container(
+                    model, image, *cloud_replica_resources(), tls=bool(tls_secret), mutual_tls=mutual_tls
+                )
+            ],
         },
         model,
         artifact,

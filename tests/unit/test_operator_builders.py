@@ -364,6 +364,14 @@ def test_cloud_replica_resources_are_kubernetes_quantities_checked_once() -> Non
     for cpu, memory, reason in (("lots", "1Gi", "cpu='lots'"), ("10m", "1Gi", "at least 50m"), ("1", "64Mi", "192Mi")):
         with pytest.raises(ValueError, match=reason):
             builders.cloud_replica_resources(cpu, memory)
+    probe = (
+        "from edgeaigc.operator import builders as b; "
+        "d = b.build_cloud_deployment({'metadata': {'name': 'p', 'namespace': 'n', 'uid': 'u'}}, 'm', 'image'); "
+        "print(d['spec']['template']['spec']['containers'][0]['resources']['limits'])"
+    )
+    env = {**os.environ, "EDGEAIGC_CLOUD_REPLICA_CPU": "500m", "EDGEAIGC_CLOUD_REPLICA_MEMORY": "512Mi"}
+    built = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=60)
+    assert built.stdout.strip() == "{'cpu': '500m', 'memory': '512Mi'}", built.stderr  # what the chart's value sets
     env = {**os.environ, "EDGEAIGC_CLOUD_REPLICA_CPU": "lots"}
     result = subprocess.run(
         [sys.executable, "-m", "edgeaigc.cli", "operator", "-n", "x"],

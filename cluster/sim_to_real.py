@@ -1,0 +1,168 @@
+"""Sim-to-real: what the system model predicts for the placements and shares the real system ran.
+
+During ``edgeaigc demo --real`` (and ``edgeaigc bench-sim-to-real``) the running system is
+sampled once per decision interval: which models the Pi caches, the CPU limit of each edge
+replica, and, per model and where it was served (edge or cloud), the requests the real gateway
+answered over the interval and their mean latency (Prometheus, the gateway's own histogram).
+Here each sample is put through the system model (:func:`~edgeaigc.policy.system_model.node_serving`)
+with the fleet the operator planned from — the same cache, the CPU limits as compute shares, the
+observed request rates — and its predicted service time compared with the observed one.
+
+The gateway's latency starts when it has the request and ends with the last byte of the answer:
+it holds no camera upload, so the prediction holds none either (the model's upload time to the
+gateway is left out on both sides). Points: one per (model, served by, CPU limit) over all samples,
+weighted by requests; ``error`` is (predicted - observed) / observed of the mean.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeaigc.policy.fleet import scenario_from_resources
+from edgeaigc.policy.system_model import node_serving
+
+
+@dataclasses.dataclass
+class Sample:
+    """One decision interval of the real system."""
+
+    at: float
+    seconds: float
+    cached: list[str]
+    cpu_millicores: dict[str, int]
+    """Model -> CPU limit of its (ready) edge replica."""
+    served: dict[str, dict[str, tuple[float, float]]]
+    """Model -> served_by -> (requests, mean latency in seconds) at the gateway over the interval."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class Point:
+    """Predicted against observed mean service time of one (model, served by, CPU limit)."""
+
+    model: str
+    served_by: str
+    cpu_millicores: int | None
+    requests: float
+    observed_ms: float
+    predicted_ms: float
+
+    @property
+    def error(self) -> float:
+        return (self.predicted_ms - self.observed_ms) / self.observed_ms if self.observed_ms else float("nan")
+
+
+def _scenario(documents: Sequence[dict[str, Any]]) -> Any:
+    by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for document in documents:
+        by_kind[document["kind"]].append(document)
+    (policy,) = by_kind["PlacementPolicy"]
+    return scenario_from_resources(policy, by_kind["EdgeNode"], by_kind["InferenceModel"], by_kind["Camera"])
+
+
+def predict(documents: Sequence[dict[str, Any]], sample: Sample) -> dict[tuple[str, str], float]:
+    """(model, served_by) -> the system model's service time (s) for the sample's cache, shares and rates."""
+    scenario = _scenario(documents)
+    names = list(scenario.model_names)
+    node_cores = float(scenario.node_cores[0])
+    cache = np.zeros((1, len(names)))
+    shares = np.zeros((1, len(names)))
+    rates = np.zeros((1, len(names)))
+    for m, name in enumerate(names):
+        if name in sample.cached and name in sample.cpu_millicores:
+            cache[0, m] = 1.0
+            shares[0, m] = sample.cpu_millicores[name] / 1000.0 / node_cores
+        rates[0, m] = sum(requests for requests, _ in sample.served.get(name, {}).values()) / max(sample.seconds, 1.0)
+    serving = node_serving(scenario, cache, rates, shares)
+    predicted = {}
+    for m, name in enumerate(names):
+        predicted[(name, "edge")] = float(serving.hit_seconds[0, m])
+        predicted[(name, "cloud")] = float(serving.miss_seconds[0, m])
+    return predicted
+
+
+def compare(documents: Sequence[dict[str, Any]], samples: Sequence[Sample]) -> list[Point]:
+    """Request-weighted means over the samples, one :class:`Point` per (model, served_by, CPU limit)."""
+    sums: dict[tuple[str, str, int | None], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+    for sample in samples:
+        predicted = predict(documents, sample)
+        for model, places in sample.served.items():
+            for served_by, (requests, mean_s) in places.items():
+                if requests <= 0 or (model, served_by) not in predicted:
+                    continue
+                limit = sample.cpu_millicores.get(model) if served_by == "edge" else None
+                entry = sums[(model, served_by, limit)]
+                entry[0] += requests
+                entry[1] += requests * mean_s
+                entry[2] += requests * predicted[(model, served_by)]
+    return [
+        Point(model, served_by, limit, round(n, 1), round(1000 * observed / n, 1), round(1000 * predicted / n, 1))
+        for (model, served_by, limit), (n, observed, predicted) in sorted(
+            sums.items(), key=lambda item: (item[0][0], item[0][1], item[0][2] or 0)
+        )
+        if n > 0
+    ]
+
+
+def format_table(points: Sequence[Point]) -> str:
+    header = f"{'model':<16} {'served by':<9} {'CPU limit':>9} {'requests':>9} {'observed':>10} {'predicted':>10}"
+    lines = [f"{header} {'error':>7}"]
+    for p in points:
+        limit = f"{p.cpu_millicores}m" if p.cpu_millicores else "-"
+        lines.append(
+            f"{p.model:<16} {p.served_by:<9} {limit:>9} {p.requests:>9.0f} {p.observed_ms:>8.1f}ms "
+            f"{p.predicted_ms:>8.1f}ms {p.error:>+7.0%}"
+        )
+    return "\n".join(lines)
+
+
+def plot(points: Sequence[Point], path: Path, title: str) -> None:
+    """Predicted against observed, log-log, one point per (model, served by, CPU limit), the ±20 % band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.5, 6))
+    values = [v for p in points for v in (p.observed_ms, p.predicted_ms) if v > 0]
+    if not values:
+        plt.close(figure)
+        return
+    low, high = min(values) / 1.5, max(values) * 1.5
+    line = np.geomspace(low, high, 50)
+    axis.plot(line, line, color="black", linewidth=1, label="predicted = observed")
+    axis.fill_between(line, line * 0.8, line * 1.2, color="grey", alpha=0.2, label="±20 %")
+    markers = {"edge": "o", "cloud": "s"}
+    for model in sorted({p.model for p in points}):
+        for served_by, marker in markers.items():
+            chosen = [p for p in points if p.model == model and p.served_by == served_by]
+            if chosen:
+                axis.scatter(
+                    [p.observed_ms for p in chosen],
+                    [p.predicted_ms for p in chosen],
+                    marker=marker,
+                    s=[20 + min(p.requests, 400) / 4 for p in chosen],
+                    label=f"{model} ({served_by})",
+                )
+                for p in chosen:
+                    if p.cpu_millicores:
+                        axis.annotate(f"{p.cpu_millicores}m", (p.observed_ms, p.predicted_ms), fontsize=7)
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.set_xlim(low, high)
+    axis.set_ylim(low, high)
+    axis.set_xlabel("observed mean service time at the gateway (ms)")
+    axis.set_ylabel("system model's prediction (ms)")
+    axis.set_title(title, fontsize=10)
+    axis.legend(fontsize=7, loc="upper left")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

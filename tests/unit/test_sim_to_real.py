@@ -1,0 +1,54 @@
+"""The sim-to-real comparison: the system model's prediction for what the real system ran."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgeaigc.cluster import real_demo
+from edgeaigc.cluster.real_demo import DemoCamera, DemoModel, fleet_documents
+from edgeaigc.cluster.sim_to_real import Sample, compare, format_table, plot, predict
+
+WORK_MS = {"det": 40.0, "cls": 2.0}
+
+
+@pytest.fixture
+def documents(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    files = {}
+    for name, size in (("det", 3000), ("cls", 500)):
+        files[name] = tmp_path / f"{name}.onnx"
+        files[name].write_bytes(b"\0" * size * 1024)
+    models = [DemoModel("det", "detection", files["det"]), DemoModel("cls", "classification", files["cls"])]
+    cameras = [DemoCamera("camera-0", "test", ())]
+    urls = {f"{m.name}.onnx": f"http://x/{m.name}" for m in models}
+    # input_kilobytes reads ONNX files: these are not, so the fleet gets its inputs directly
+    monkeypatch.setattr(real_demo, "input_kilobytes", lambda _: 100.0)
+    return fleet_documents(models, cameras, urls, WORK_MS, 1.0, 10)
+
+
+def test_a_hit_is_the_work_over_the_cpu_limit_and_a_miss_the_clouds_share(documents: list[dict]) -> None:
+    # One request per 10 s at 400m: the queue is nearly empty, the time is work / CPU.
+    sample = Sample(0.0, 10.0, ["det"], {"det": 400}, {"det": {"edge": (1.0, 0.1)}, "cls": {"cloud": (1.0, 0.01)}})
+    predicted = predict(documents, sample)
+    assert predicted[("det", "edge")] == pytest.approx(0.040 / 0.4, rel=0.02)
+    # a miss: the work at the cloud replica's 0.5 core, the bed's 1 ms RTT, the input over the backhaul
+    cloud = 0.002 / 0.5 + 0.001 + 100 * 8 / 1000 / 1000.0 + 2.0 * 8 / 1000 / 1000.0
+    assert predicted[("cls", "cloud")] == pytest.approx(cloud, rel=0.05)
+
+
+def test_points_are_request_weighted_per_model_place_and_limit(documents: list[dict], tmp_path: Path) -> None:
+    samples = [
+        Sample(0.0, 10.0, ["det"], {"det": 400}, {"det": {"edge": (3.0, 0.12)}}),
+        Sample(10.0, 10.0, ["det"], {"det": 400}, {"det": {"edge": (1.0, 0.08)}}),
+        Sample(20.0, 10.0, ["det"], {"det": 800}, {"det": {"edge": (2.0, 0.06)}}),
+        Sample(30.0, 10.0, [], {}, {"det": {"cloud": (2.0, 0.09)}}),
+    ]
+    points = {(p.model, p.served_by, p.cpu_millicores): p for p in compare(documents, samples)}
+    assert set(points) == {("det", "edge", 400), ("det", "edge", 800), ("det", "cloud", None)}
+    at_400 = points[("det", "edge", 400)]
+    assert at_400.requests == 4.0 and at_400.observed_ms == pytest.approx((3 * 120 + 80) / 4, abs=0.1)
+    assert at_400.error == pytest.approx((at_400.predicted_ms - at_400.observed_ms) / at_400.observed_ms)
+    assert "det" in format_table(list(points.values()))
+    plot(list(points.values()), tmp_path / "s2r.png", "test")
+    assert (tmp_path / "s2r.png").stat().st_size > 0
