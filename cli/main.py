@@ -53,6 +53,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "edgeaigc.cluster.bench_quota",
         "latency against the CPU limit (CFS quota) of a model's pod on the real node, and the system model's",
     ),
+    "bench-sim-to-real": (
+        "edgeaigc.cluster.sim_to_real",
+        "the system model's predictions against the real system on real nodes (demo --real, longer phases)",
+    ),
     "twin": (
         "edgeaigc.cluster.twin.cli",
         "play the edge gateways of a fleet (traffic twin) and export their metrics for Prometheus",

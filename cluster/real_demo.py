@@ -30,6 +30,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -258,7 +259,8 @@ def fleet_documents(
         spec = {
             "stage": model.stage,
             "daypart": model.daypart,
-            "size": f"{max(1, round(model.file.stat().st_size / 1024))}Ki",
+            # rounded up: the replica's fetch refuses a file larger than the size (3574.3 KiB is not 3574Ki)
+            "size": f"{math.ceil(model.file.stat().st_size / 1024)}Ki",
             "workMs": round(work_ms[model.name], 2),
             "inputKB": round(input_kilobytes(model.file), 1),
             "outputKB": 2.0,

@@ -12,10 +12,14 @@ The gateway's latency starts when it has the request and ends with the last byte
 it holds no camera upload, so the prediction holds none either (the model's upload time to the
 gateway is left out on both sides). Points: one per (model, served by, CPU limit) over all samples,
 weighted by requests; ``error`` is (predicted - observed) / observed of the mean.
+
+``edgeaigc bench-sim-to-real`` is ``edgeaigc demo --real`` with longer phases, run for the figures:
+the table is printed, ``sim-to-real.png`` and ``summary.json`` are written to ``--output-dir``.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from collections import defaultdict
 from collections.abc import Sequence
@@ -166,3 +170,18 @@ def plot(points: Sequence[Point], path: Path, title: str) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``edgeaigc bench-sim-to-real``: the flags of ``demo --real``, with defaults for measuring."""
+    from edgeaigc.cluster import demo
+
+    demo.add_arguments(parser)
+    parser.set_defaults(real=True, minutes=5.0, interval=15, output_dir=Path("sim-to-real"))
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgeaigc.cluster import demo
+
+    args.real = True
+    return demo.run(args)

@@ -207,7 +207,10 @@ def _with_artifact(
     inference = pod_spec["containers"][0]
     for bound in ("requests", "limits"):
         inference["resources"][bound]["ephemeral-storage"] = storage
-    inference["volumeMounts"] = [{"name": MODELS_VOLUME, "mountPath": MODEL_REPOSITORY, "readOnly": True}]
+    # Beside the mounts it has (a cloud replica's TLS Secret): replacing them left a server without its
+    # certificate, which exited at start ("cannot read /etc/edgeaigc/tls/tls.crt") on the first real cloud node.
+    models_mount = {"name": MODELS_VOLUME, "mountPath": MODEL_REPOSITORY, "readOnly": True}
+    inference["volumeMounts"] = [*inference.get("volumeMounts", []), models_mount]
     mounts: list[dict[str, Any]] = [{"name": MODELS_VOLUME, "mountPath": MODEL_REPOSITORY}]
     volumes: list[dict[str, Any]] = [{"name": MODELS_VOLUME, "emptyDir": {"sizeLimit": f"{volume_mib}Mi"}}]
     if artifact_volume is not None:

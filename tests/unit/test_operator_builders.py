@@ -358,6 +358,16 @@ def test_routing_table_gives_each_nodes_uplink_in_bytes_per_second() -> None:
         assert sum(table.edge_nodes[node].camera_bandwidth_share.values()) > 0
 
 
+def test_a_cloud_replica_with_an_artifact_keeps_its_tls_mount() -> None:
+    artifact = {"url": "http://artifacts/m.onnx", "sha256": "0" * 64}
+    policy = {"metadata": {"name": "p", "namespace": "n", "uid": "u"}}
+    deployment = builders.build_cloud_deployment(policy, "m", "image", artifact, 3.0, tls_secret="tls", mutual_tls=True)
+    pod = deployment["spec"]["template"]["spec"]
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts == {"tls": c.TLS_MOUNT_PATH, "models": "/models"}
+    assert {v["name"] for v in pod["volumes"]} == {"tls", "models"}
+
+
 def test_cloud_replica_resources_are_kubernetes_quantities_checked_once() -> None:
     assert builders.cloud_replica_resources("1", "1Gi") == (1000, 1024)
     assert builders.cloud_replica_resources("500m", "768Mi") == (500, 768)
