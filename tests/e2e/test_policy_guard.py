@@ -1,0 +1,176 @@
+"""The counterfactual guard end to end: a deliberately bad actor loses control to a heuristic.
+
+The traffic-city fleet runs a TD3 PlacementPolicy whose actor is built here: the shipped network
+shape with its cache head set so that every (node, model) scores -1, i.e. an actor that caches
+nothing and sends every request to the cloud. The twin plays the gateways, Prometheus scrapes
+them, the operator runs as a real process. The guard must see within its window that a heuristic
+would have done better, hand it control (condition ``PolicyFallback`` True, an event, the metric),
+and the placement must become that heuristic's: models cached where before there were none. Then
+the ConfigMap gets the shipped actor: the guard starts afresh with it in control and, scored
+against the same heuristics, it keeps control.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from edgeaigc.cluster.local import ClusterState
+from edgeaigc.cluster.processes import spawn_edgeaigc, spawn_twin, stop
+from edgeaigc.policy.guard import GUARD_CANDIDATES
+from tests.e2e.conftest import REPO, Kubectl, example_fleet, wait_for
+
+NAMESPACE = "guard-e2e"
+INTERVAL_S = 5
+GUARD = {"margin": 0.05, "windowIntervals": 3, "minDwellIntervals": 3}
+GOOD_ACTOR = REPO / "policy" / "actors" / "traffic-city-td3.onnx"
+
+
+def build_caching_nothing_actor(path: Path) -> Path:
+    """An ONNX actor (exported as ``edgeaigc export`` does) whose every cache score is -1."""
+    torch = pytest.importorskip("torch")
+    from edgeaigc.policy.export import export_actor
+    from edgeaigc.policy.networks import Actor
+    from edgeaigc.policy.observation import CAMERA_FEATURES, PAIR_FEATURES
+
+    actor = Actor(len(PAIR_FEATURES), len(CAMERA_FEATURES))
+    with torch.no_grad():
+        actor.pair_head.weight.zero_()
+        actor.pair_head.bias.copy_(torch.tensor([-10.0, 0.0]))  # tanh(-10): cache nothing; no share tilt
+    example = {
+        "pair": np.zeros((2, 3, len(PAIR_FEATURES)), np.float32),
+        "camera": np.zeros((4, len(CAMERA_FEATURES)), np.float32),
+    }
+    return export_actor(actor, path, example, {"scenario": "guard-e2e", "algorithm": "td3", "note": "caches nothing"})
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Fleet:
+    def __init__(self, kubectl: Kubectl, metrics_port: int, started: float) -> None:
+        self.kubectl, self.metrics_port, self.started = kubectl, metrics_port, started
+
+    def policy(self) -> dict[str, Any]:
+        return json.loads(self.kubectl.run("get", "pp", "city", "-n", NAMESPACE, "-o", "json").stdout)
+
+    def condition(self, kind: str) -> dict[str, Any]:
+        conditions = self.policy().get("status", {}).get("conditions", [])
+        return next((c for c in conditions if c["type"] == kind), {})
+
+    def placed(self) -> set[tuple[str, str]]:
+        placement = self.policy().get("status", {}).get("placement", [])
+        return {(p["edgeNode"], m) for p in placement for m in p.get("models", [])}
+
+    def metric(self, line_start: str) -> float | None:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith(line_start):
+                    return float(line.rsplit(" ", 1)[1])
+        return None
+
+
+@pytest.fixture(scope="module")
+def fleet(cluster: ClusterState, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    if cluster.prometheus_url is None:
+        pytest.skip("Prometheus is not installed (apt-get install prometheus); the operator needs it")
+    logs = tmp_path_factory.mktemp("guard-e2e")
+    bad_actor = build_caching_nothing_actor(logs / "caches-nothing.onnx")
+    kubectl.run("apply", "--server-side", "-f", str(REPO / "crds"))
+    kubectl.run("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+    documents = example_fleet(
+        NAMESPACE,
+        "city",
+        algorithm="td3",
+        intervalSeconds=INTERVAL_S,
+        prometheusURL=cluster.prometheus_url,
+        churnLimit=2,
+        actor={"configMapName": "city-actor", "key": "actor.onnx"},
+        guard=GUARD,
+    )
+    kubectl.run("create", "namespace", NAMESPACE)
+    kubectl.run("create", "configmap", "city-actor", "-n", NAMESPACE, f"--from-file=actor.onnx={bad_actor}")
+    kubectl.run("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(documents))
+    # Seed 0 starts the simulated day at a busy hour, when caching pays.
+    twin = spawn_twin(NAMESPACE, cluster.directory, logs / "twin.log", cluster.kubeconfig, seed=0)
+    port = _free_port()
+    arguments = ["operator", "-n", NAMESPACE, "--metrics-port", str(port), "--liveness-port", "0"]
+    operator: subprocess.Popen[bytes] = spawn_edgeaigc(arguments, logs / "operator.log", cluster.kubeconfig)
+    try:
+        yield Fleet(kubectl, port, time.monotonic())
+    finally:
+        stop(operator)
+        stop(twin)
+        kubectl.run("delete", "namespace", NAMESPACE, "--wait=false", check=False)
+        print((logs / "operator.log").read_text()[-4000:])
+
+
+def test_a_bad_actor_loses_control_to_a_heuristic_within_the_window(fleet: Fleet, kubectl: Kubectl) -> None:
+    wait_for(lambda: fleet.condition("Ready").get("status") == "True", 90, "the first decision")
+    first = time.monotonic()
+    assert not fleet.placed(), "the bad actor caches nothing"
+    # Window 3 + the decision that fills it, plus a slow interval of slack.
+    fallback = wait_for(
+        lambda: (c := fleet.condition("PolicyFallback")).get("status") == "True" and c,
+        (GUARD["windowIntervals"] + 3) * INTERVAL_S + 10,
+        "PolicyFallback True",
+    )
+    switched_after = time.monotonic() - first
+    assert fallback["reason"] == "TrailingBaseline"
+    status = fleet.policy()["status"]
+    in_control = status["guard"]["inControl"]
+    assert in_control in GUARD_CANDIDATES
+    assert f"td3 trails {in_control} by" in fallback["message"]
+    objective = {name: float(value) for name, value in status["guard"]["objective"].items()}
+    assert objective["td3"] > (1 + GUARD["margin"]) * objective[in_control]
+    # The heuristic's placement replaces caching nothing (models on the nodes, their pods created).
+    placed = wait_for(fleet.placed, 3 * INTERVAL_S, "the heuristic's placement")
+    print(
+        f"guard switched to {in_control} {switched_after:.1f} s after the first decision "
+        f"(interval {INTERVAL_S} s, window {GUARD['windowIntervals']}); placed {len(placed)} models; "
+        f"objective {objective}"
+    )
+    events = kubectl.run("get", "events", "-n", NAMESPACE, "--field-selector", "reason=PolicyFallback").stdout
+    assert f"td3 trails {in_control}" in events
+    assert fleet.metric('edgeaigc_policy_fallback{policy="city"}') == 1.0
+    assert fleet.metric(f'edgeaigc_policy_guard_objective{{candidate="{in_control}",policy="city"}}') is not None
+    # It stays with the heuristic: the actor still caches nothing.
+    time.sleep(2 * INTERVAL_S)
+    assert fleet.condition("PolicyFallback")["status"] == "True"
+
+
+def test_a_good_actor_keeps_control(fleet: Fleet, kubectl: Kubectl) -> None:
+    if not GOOD_ACTOR.exists():
+        pytest.skip(f"no shipped actor at {GOOD_ACTOR}")
+    # A new actor in the same ConfigMap: the guard starts afresh with it in control.
+    manifest = kubectl.run(
+        "create", "configmap", "city-actor", "-n", NAMESPACE, f"--from-file=actor.onnx={GOOD_ACTOR}",
+        "--dry-run=client", "-o", "yaml",
+    ).stdout  # fmt: skip
+    kubectl.run("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=manifest)
+    wait_for(lambda: fleet.condition("PolicyFallback").get("status") == "False", 4 * INTERVAL_S, "td3 back in control")
+    # Long enough for a full window and the dwell after it: it is never handed over.
+    deadline = time.monotonic() + (GUARD["windowIntervals"] + GUARD["minDwellIntervals"] + 2) * INTERVAL_S
+    seen = []
+    while time.monotonic() < deadline:
+        condition = fleet.condition("PolicyFallback")
+        seen.append((condition.get("status"), condition.get("reason")))
+        assert condition.get("status") == "False", condition
+        time.sleep(1)
+    status = fleet.policy()["status"]
+    assert status["guard"]["inControl"] == "td3"
+    assert status["guard"]["scoredIntervals"] >= GUARD["windowIntervals"], seen
+    print(f"good actor kept control; objective over the window: {status['guard']['objective']}")
