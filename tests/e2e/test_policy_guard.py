@@ -6,8 +6,10 @@ nothing and sends every request to the cloud. The twin plays the gateways, Prome
 them, the operator runs as a real process. The guard must see within its window that a heuristic
 would have done better, hand it control (condition ``PolicyFallback`` True, an event, the metric),
 and the placement must become that heuristic's: models cached where before there were none. Then
-the ConfigMap gets the shipped actor: the guard starts afresh with it in control and, scored
-against the same heuristics, it keeps control.
+the ConfigMap gets an actor that keeps the placement it finds (the heuristic's): the guard starts
+afresh with it in control and, scored against the same heuristics, it keeps control. (The shipped
+traffic-city actor is no such good actor here: at 5 s intervals in the twin it trailed myopic by
+about 60 % when this test was written, and the guard rightly took control from it.)
 """
 
 from __future__ import annotations
@@ -33,25 +35,38 @@ from tests.e2e.conftest import REPO, Kubectl, example_fleet, wait_for
 NAMESPACE = "guard-e2e"
 INTERVAL_S = 5
 GUARD = {"margin": 0.05, "windowIntervals": 3, "minDwellIntervals": 3}
-GOOD_ACTOR = REPO / "policy" / "actors" / "traffic-city-td3.onnx"
 
 
-def build_caching_nothing_actor(path: Path) -> Path:
-    """An ONNX actor (exported as ``edgeaigc export`` does) whose every cache score is -1."""
+def build_actor(path: Path, keeps_the_placement: bool) -> Path:
+    """An ONNX actor of the shipped network shape (exported as ``edgeaigc export`` does), weights set by hand.
+
+    ``keeps_the_placement=False``: every cache score is -1, it caches nothing. True: the score is
+    +1 for a model cached now and -1 otherwise (the ``cached`` feature passed through both layers),
+    so it keeps whatever placement it finds. No share tilts in either.
+    """
     torch = pytest.importorskip("torch")
     from edgeaigc.policy.export import export_actor
-    from edgeaigc.policy.networks import Actor
+    from edgeaigc.policy.networks import Actor, PairContextLayer
     from edgeaigc.policy.observation import CAMERA_FEATURES, PAIR_FEATURES
 
     actor = Actor(len(PAIR_FEATURES), len(CAMERA_FEATURES))
     with torch.no_grad():
-        actor.pair_head.weight.zero_()
-        actor.pair_head.bias.copy_(torch.tensor([-10.0, 0.0]))  # tanh(-10): cache nothing; no share tilt
+        for parameter in actor.parameters():
+            parameter.zero_()
+        if keeps_the_placement:
+            first, second = (layer for layer in actor.pair_body if isinstance(layer, PairContextLayer))
+            first.own.weight[0, PAIR_FEATURES.index("cached")] = 1.0  # relu(cached) = cached
+            second.own.weight[0, 0] = 1.0
+            actor.pair_head.weight[0, 0] = 20.0
+            actor.pair_head.bias.copy_(torch.tensor([-10.0, 0.0]))  # tanh(20 cached - 10): +-1
+        else:
+            actor.pair_head.bias.copy_(torch.tensor([-10.0, 0.0]))  # tanh(-10): cache nothing
     example = {
         "pair": np.zeros((2, 3, len(PAIR_FEATURES)), np.float32),
         "camera": np.zeros((4, len(CAMERA_FEATURES)), np.float32),
     }
-    return export_actor(actor, path, example, {"scenario": "guard-e2e", "algorithm": "td3", "note": "caches nothing"})
+    note = "keeps the placement" if keeps_the_placement else "caches nothing"
+    return export_actor(actor, path, example, {"scenario": "guard-e2e", "algorithm": "td3", "note": note})
 
 
 def _free_port() -> int:
@@ -61,8 +76,8 @@ def _free_port() -> int:
 
 
 class Fleet:
-    def __init__(self, kubectl: Kubectl, metrics_port: int, started: float) -> None:
-        self.kubectl, self.metrics_port, self.started = kubectl, metrics_port, started
+    def __init__(self, kubectl: Kubectl, metrics_port: int, good_actor: Path) -> None:
+        self.kubectl, self.metrics_port, self.good_actor = kubectl, metrics_port, good_actor
 
     def policy(self) -> dict[str, Any]:
         return json.loads(self.kubectl.run("get", "pp", "city", "-n", NAMESPACE, "-o", "json").stdout)
@@ -88,7 +103,8 @@ def fleet(cluster: ClusterState, kubectl: Kubectl, tmp_path_factory: pytest.Temp
     if cluster.prometheus_url is None:
         pytest.skip("Prometheus is not installed (apt-get install prometheus); the operator needs it")
     logs = tmp_path_factory.mktemp("guard-e2e")
-    bad_actor = build_caching_nothing_actor(logs / "caches-nothing.onnx")
+    bad_actor = build_actor(logs / "caches-nothing.onnx", keeps_the_placement=False)
+    good_actor = build_actor(logs / "keeps-the-placement.onnx", keeps_the_placement=True)
     kubectl.run("apply", "--server-side", "-f", str(REPO / "crds"))
     kubectl.run("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
     documents = example_fleet(
@@ -110,7 +126,7 @@ def fleet(cluster: ClusterState, kubectl: Kubectl, tmp_path_factory: pytest.Temp
     arguments = ["operator", "-n", NAMESPACE, "--metrics-port", str(port), "--liveness-port", "0"]
     operator: subprocess.Popen[bytes] = spawn_edgeaigc(arguments, logs / "operator.log", cluster.kubeconfig)
     try:
-        yield Fleet(kubectl, port, time.monotonic())
+        yield Fleet(kubectl, port, good_actor)
     finally:
         stop(operator)
         stop(twin)
@@ -143,8 +159,15 @@ def test_a_bad_actor_loses_control_to_a_heuristic_within_the_window(fleet: Fleet
         f"(interval {INTERVAL_S} s, window {GUARD['windowIntervals']}); placed {len(placed)} models; "
         f"objective {objective}"
     )
-    events = kubectl.run("get", "events", "-n", NAMESPACE, "--field-selector", "reason=PolicyFallback").stdout
-    assert f"td3 trails {in_control}" in events
+    # kopf posts events from a queue of its own: they may come a moment after the status.
+    wait_for(
+        lambda: (
+            f"td3 trails {in_control}"
+            in kubectl.run("get", "events", "-n", NAMESPACE, "--field-selector", "reason=PolicyFallback").stdout
+        ),
+        3 * INTERVAL_S,
+        "the PolicyFallback event",
+    )
     assert fleet.metric('edgeaigc_policy_fallback{policy="city"}') == 1.0
     assert fleet.metric(f'edgeaigc_policy_guard_objective{{candidate="{in_control}",policy="city"}}') is not None
     # It stays with the heuristic: the actor still caches nothing.
@@ -152,25 +175,40 @@ def test_a_bad_actor_loses_control_to_a_heuristic_within_the_window(fleet: Fleet
     assert fleet.condition("PolicyFallback")["status"] == "True"
 
 
-def test_a_good_actor_keeps_control(fleet: Fleet, kubectl: Kubectl) -> None:
-    if not GOOD_ACTOR.exists():
-        pytest.skip(f"no shipped actor at {GOOD_ACTOR}")
-    # A new actor in the same ConfigMap: the guard starts afresh with it in control.
+def test_an_actor_as_good_as_the_best_heuristic_keeps_control(fleet: Fleet, kubectl: Kubectl) -> None:
+    # The heuristic in control has placed models by now; an actor that keeps that placement is as
+    # good as it (better than the rest) as long as demand does not drift far. A new actor in the
+    # same ConfigMap: the guard starts afresh with it in control and its tracks from the placement.
+    # Let the heuristic finish building its placement (churn limit 2 a node and interval) first.
+    seen: list[set[tuple[str, str]]] = []
+
+    def settled() -> bool:
+        seen.append(fleet.placed())
+        time.sleep(INTERVAL_S)
+        return len(seen) >= 3 and seen[-1] == seen[-2] == seen[-3]
+
+    wait_for(settled, 12 * INTERVAL_S, "the heuristic's placement to settle")
     manifest = kubectl.run(
-        "create", "configmap", "city-actor", "-n", NAMESPACE, f"--from-file=actor.onnx={GOOD_ACTOR}",
+        "create", "configmap", "city-actor", "-n", NAMESPACE, f"--from-file=actor.onnx={fleet.good_actor}",
         "--dry-run=client", "-o", "yaml",
     ).stdout  # fmt: skip
     kubectl.run("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=manifest)
-    wait_for(lambda: fleet.condition("PolicyFallback").get("status") == "False", 4 * INTERVAL_S, "td3 back in control")
-    # Long enough for a full window and the dwell after it: it is never handed over.
-    deadline = time.monotonic() + (GUARD["windowIntervals"] + GUARD["minDwellIntervals"] + 2) * INTERVAL_S
-    seen = []
+    back = wait_for(
+        lambda: (c := fleet.condition("PolicyFallback")).get("status") == "False" and c,
+        4 * INTERVAL_S,
+        "td3 back in control",
+    )
+    assert back["reason"] in ("CollectingWindow", "Dwelling", "WithinMargin")
+    placed = fleet.placed()
+    assert placed, "the heuristic's placement is still there"
+    # A full window and more: it is never handed over.
+    deadline = time.monotonic() + (GUARD["windowIntervals"] + 4) * INTERVAL_S
     while time.monotonic() < deadline:
         condition = fleet.condition("PolicyFallback")
-        seen.append((condition.get("status"), condition.get("reason")))
         assert condition.get("status") == "False", condition
         time.sleep(1)
     status = fleet.policy()["status"]
     assert status["guard"]["inControl"] == "td3"
-    assert status["guard"]["scoredIntervals"] >= GUARD["windowIntervals"], seen
-    print(f"good actor kept control; objective over the window: {status['guard']['objective']}")
+    assert status["guard"]["scoredIntervals"] >= GUARD["windowIntervals"]
+    assert fleet.metric('edgeaigc_policy_fallback{policy="city"}') == 0.0
+    print(f"the placement-keeping actor kept control; objective over the window: {status['guard']['objective']}")
