@@ -82,6 +82,8 @@ class Decision:
     """InferenceModel -> its ``status`` once the decision is applied."""
     guard: GuardStep | None = None
     """The counterfactual guard's interval (None: no guard for this policy, or it did not run)."""
+    counterfactual_seconds: float = 0.0
+    """The guard's counterfactual decisions, run after the decision was applied (not in ``decision_seconds``)."""
 
 
 def degraded(decision: Decision, reason: str, message: str) -> Decision:
@@ -146,6 +148,10 @@ class PolicyCache:
         if self._guard is None or self._guard_key != key:
             self._guard, self._guard_key = PolicyGuard(spec["algorithm"], settings.candidates, scenario), key
         return self._guard
+
+    def run_counterfactuals(self) -> float:
+        """The guard's counterfactual decisions of the last decision (seconds; 0 without a guard)."""
+        return 0.0 if self._guard is None else self._guard.advance()
 
 
 def routing_table(

@@ -104,6 +104,7 @@ def record(body: kopf.Body, decision: Decision) -> None:
     metrics.RESIZE_FALLBACKS.labels(name).inc(written.fallback)
     if decision.guard is not None:
         record_guard(body, decision.guard)
+        metrics.GUARD_SECONDS.labels(name, "counterfactuals").observe(decision.counterfactual_seconds)
     if decision.degraded_reason:
         kopf.warn(body, reason=decision.degraded_reason, message=decision.message)
         return
@@ -122,7 +123,7 @@ def record_guard(body: kopf.Body, step: GuardStep) -> None:
     """The guard's metrics, and an event when it hands control over."""
     name = body["metadata"]["name"]
     metrics.POLICY_FALLBACK.labels(name).set(1 if step.fallback else 0)
-    metrics.GUARD_SECONDS.labels(name).observe(step.seconds)
+    metrics.GUARD_SECONDS.labels(name, "decision").observe(step.seconds)
     for candidate, value in (step.means or {}).items():
         metrics.GUARD_OBJECTIVE.labels(name, candidate).set(value)
     if step.switched:

@@ -50,7 +50,8 @@ GUARD_SWITCHES = Counter(
 )
 GUARD_SECONDS = Histogram(
     "edgeaigc_policy_guard_duration_seconds",
-    "Time of the guard's counterfactuals in one decision (scoring and the candidates not in control).",
-    ["policy"],
+    "Guard time per interval: part=decision (scoring, choosing; in the decision time), "
+    "part=counterfactuals (the other candidates' decisions, after the decision is applied).",
+    ["policy", "part"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )

@@ -199,7 +199,8 @@ class GuardStep:
     """Window mean objective per candidate (None while the window fills)."""
     scored_intervals: int
     seconds: float
-    """Time spent on the counterfactuals: scoring and the decisions of the candidates not in control."""
+    """Time the guard added to the decision: scoring, choosing (the other candidates' decisions are
+    :meth:`PolicyGuard.advance`'s, after the decision)."""
 
     @property
     def fallback(self) -> bool:
@@ -208,6 +209,18 @@ class GuardStep:
     @property
     def switched(self) -> bool:
         return self.in_control != self.previous
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pending:
+    """What :meth:`PolicyGuard.advance` needs of the last step."""
+
+    scenario: Scenario
+    observation: Observation
+    policies: dict[str, PlacementPolicy]
+    churn_limit: int | None
+    decided: set[str]
+    """Candidates whose track already decided (the one in control, when the cluster runs its track)."""
 
 
 class PolicyGuard:
@@ -230,6 +243,7 @@ class PolicyGuard:
         empty = np.zeros((scenario.num_nodes, scenario.num_models))
         self.tracks = {name: Track(empty.copy()) for name in (learned, *self.heuristics)}
         self.started = False
+        self._pending: _Pending | None = None
         self.in_control = learned
         self.intervals_in_control = 0
         self.history: collections.deque[dict[str, float]] = collections.deque(maxlen=1000)
@@ -256,13 +270,16 @@ class PolicyGuard:
         churn_limit: int | None,
         settings: GuardSettings,
     ) -> GuardStep:
-        """Score the last decisions, choose who is in control, and let every candidate decide.
+        """Score the last decisions, choose who is in control, and decide for the cluster.
 
         ``observation`` is the cluster's (its cache is the real placement); the returned action is
-        the in-control candidate's for it.
+        the in-control candidate's for it. The other candidates' decisions on their tracks are left
+        to :meth:`advance`, which the operator runs once the decision is applied: they are needed
+        only for the next interval's scores, and at 100 nodes the myopic optimizer's alone takes
+        longer than the whole decision may.
         """
         started = time.perf_counter()
-        in_control_seconds = 0.0
+        self.advance()  # the last interval's, if nobody ran them
         if not self.started:  # every candidate starts from what the cluster runs
             for track in self.tracks.values():
                 track.cache = np.asarray(observation.cache, float).copy()
@@ -277,32 +294,24 @@ class PolicyGuard:
         if choice.switched:
             self.in_control, self.intervals_in_control = choice.in_control, 0
         policies: dict[str, PlacementPolicy] = {self.learned: learned_policy, **self.heuristics}
-        action = np.zeros(0, dtype=np.float32)
-        for name, track in self.tracks.items():
-            policy = policies[name]
-            seen = with_cache(scenario, observation, track.cache)
-            if name == self.in_control:
-                acted = time.perf_counter()
-                if np.array_equal(seen.cache, np.asarray(observation.cache, float)):
-                    action = policy.act(seen)  # the cluster runs its track: one decision serves both
-                    track_action = action
-                else:
-                    # The cluster's cache differs from the track's (it took control from another one,
-                    # or a decision was not applied): decide for the cluster on a copy, so that the
-                    # policy's state steps once. What any of our policies keeps (recency, counts, a
-                    # first ranking) follows the demand alone, not the cache, so the copy's step is
-                    # the same as the track's.
-                    real = policy if name == self.learned else copy.deepcopy(policy)
-                    action = real.act(observation)
-                    track_action = None
-                in_control_seconds = time.perf_counter() - acted
-                if track_action is None:
-                    track_action = policy.act(seen)
-            else:
-                track_action = policy.act(seen)
-            track.cache_before_plan = seen.cache
-            track.plan = plan_for(scenario, seen, track_action, churn_limit)
-            track.cache = track.plan.cache
+        policy, track = policies[self.in_control], self.tracks[self.in_control]
+        seen = with_cache(scenario, observation, track.cache)
+        acted = time.perf_counter()
+        if np.array_equal(seen.cache, np.asarray(observation.cache, float)):
+            action = policy.act(seen)  # the cluster runs its track: one decision serves both
+            in_control_seconds = time.perf_counter() - acted
+            self._decide_on_track(track, scenario, seen, action, churn_limit)
+            decided = {self.in_control}
+        else:
+            # The cluster's cache differs from the track's (it took control from another one, or a
+            # decision was not applied): decide for the cluster on a copy, so that the policy's
+            # state steps once, on its track. What any of our policies keeps (recency, counts, a
+            # first ranking) follows the demand alone, not the cache, so the copy's step is the same.
+            real = policy if self.in_control == self.learned else copy.deepcopy(policy)
+            action = real.act(observation)
+            in_control_seconds = time.perf_counter() - acted
+            decided = set()
+        self._pending = _Pending(scenario, observation, policies, churn_limit, decided)
         return GuardStep(
             action=action,
             learned=self.learned,
@@ -313,3 +322,27 @@ class PolicyGuard:
             scored_intervals=len(self.history),
             seconds=time.perf_counter() - started - in_control_seconds,
         )
+
+    def advance(self) -> float:
+        """The counterfactuals of the last :meth:`step`: every candidate not decided yet decides on its track.
+
+        Returns the seconds it took (0 when there was nothing to do).
+        """
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return 0.0
+        started = time.perf_counter()
+        for name, track in self.tracks.items():
+            if name not in pending.decided:
+                seen = with_cache(pending.scenario, pending.observation, track.cache)
+                action = pending.policies[name].act(seen)
+                self._decide_on_track(track, pending.scenario, seen, action, pending.churn_limit)
+        return time.perf_counter() - started
+
+    @staticmethod
+    def _decide_on_track(
+        track: Track, scenario: Scenario, seen: Observation, action: np.ndarray, churn_limit: int | None
+    ) -> None:
+        track.cache_before_plan = seen.cache
+        track.plan = plan_for(scenario, seen, action, churn_limit)
+        track.cache = track.plan.cache

@@ -156,6 +156,7 @@ def _drive(
     for observation in _observations(scenario, slots):
         observation = dataclasses.replace(observation, cache=cache)
         step = guard.step(scenario, observation, learned, 2, settings)
+        guard.advance()  # as the operator does once the decision is applied
         cache = plan_for(scenario, observation, step.action, 2).cache
         steps.append((step, cache))
     return steps
@@ -222,7 +223,7 @@ def test_an_interval_without_requests_is_not_scored(city: Scenario) -> None:
     guard = PolicyGuard("td3", ("lru",), city)
     observation = _observations(city, 1)[1]
     guard.step(city, observation, learned, 2, SETTINGS)
-    guard.step(city, observation, learned, 2, SETTINGS)
+    guard.step(city, observation, learned, 2, SETTINGS)  # runs the first one's counterfactuals first
     assert len(guard.history) == 1
     quiet = dataclasses.replace(observation, camera_rates=np.zeros_like(observation.camera_rates))
     guard.step(city, quiet, learned, 2, SETTINGS)
