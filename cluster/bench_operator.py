@@ -55,6 +55,11 @@ The figures depend on the machine's load: each row carries the 1-minute load ave
 EDGEAIGC_APISERVER_VERBOSITY=3 makes the API server log every request with its status code
 (logs under ~/.cache/edgeaigc/clusters/bench-operator-*/logs, kept with --keep-cluster)."""
 
+#: The per-interval figures summarised over the steady intervals.
+STEADY_FIGURES = (
+    "observe_ms", "decide_ms", "guard_ms", "plan_ms", "decision_ms", "counterfactual_ms", "reconcile_ms", "writes",
+    "load1",
+)  # fmt: skip
 EDGE_NODE_CAPACITY = {"cpu": "4", "memory": "4Gi", "pods": "110", "ephemeral-storage": "32Gi"}
 
 
@@ -84,7 +89,9 @@ def nodes_file(edge_nodes: int, models: int) -> dict[str, Any]:
     }
 
 
-def fleet(namespace: str, edge_nodes: int, models: int, cameras: int, algorithm: str) -> list[dict[str, Any]]:
+def fleet(
+    namespace: str, edge_nodes: int, models: int, cameras: int, algorithm: str, guard: bool = True
+) -> list[dict[str, Any]]:
     """The custom resources of a fleet of the given size, built from the traffic-city samples."""
     samples = [d for p in sorted(_repo_file("examples").glob("*.yaml")) for d in yaml.safe_load_all(p.read_text())]
     by_kind: dict[str, list[dict[str, Any]]] = {}
@@ -115,7 +122,7 @@ def fleet(namespace: str, edge_nodes: int, models: int, cameras: int, algorithm:
         for u in range(cameras)
     ]
     policy = dict(by_kind["PlacementPolicy"][0])
-    spec = {**policy["spec"], "algorithm": algorithm}
+    spec = {**policy["spec"], "algorithm": algorithm, "guard": {**policy["spec"].get("guard", {}), "enabled": guard}}
     if algorithm in ("td3", "ddpg"):
         spec["actor"] = {"configMapName": "bench-actor", "key": "actor.onnx"}
     else:
@@ -143,7 +150,7 @@ def run_mode(
     from edgeaigc.operator.reconcile import DEFAULT_WRITES, EAGER
 
     namespace = f"bench-{mode}"
-    documents = fleet(namespace, args.edge_nodes, args.models, args.cameras, args.algorithm)
+    documents = fleet(namespace, args.edge_nodes, args.models, args.cameras, args.algorithm, args.guard == "on")
     policy_doc = documents[-1]
     policy_doc["spec"].update(intervalSeconds=int(args.interval), prometheusURL=state.prometheus_url)
     kubectl(state.kubeconfig, "create", "namespace", namespace)
@@ -175,6 +182,8 @@ def run_mode(
                 "degraded": decision.degraded_reason,
                 "observe_ms": 1000 * decision.observe_seconds,
                 "decide_ms": 1000 * decision.decide_seconds,
+                "guard_ms": 1000 * decision.guard.seconds if decision.guard else 0.0,
+                "counterfactual_ms": 1000 * decision.counterfactual_seconds,
                 "plan_ms": 1000 * decision.plan_seconds,
                 "decision_ms": 1000 * decision.decision_seconds,
                 "reconcile_ms": 1000 * decision.reconcile_seconds,
@@ -190,7 +199,9 @@ def run_mode(
             rows.append(row)
             print(
                 f"  {mode:8s} interval {interval}: decision {row['decision_ms']:6.0f} ms (observe "
-                f"{row['observe_ms']:.0f}, decide {row['decide_ms']:.0f}, plan {row['plan_ms']:.0f}), reconcile "
+                f"{row['observe_ms']:.0f}, decide {row['decide_ms']:.0f} of which guard {row['guard_ms']:.0f}, "
+                f"plan {row['plan_ms']:.0f}), guard counterfactuals after it {row['counterfactual_ms']:.0f} ms, "
+                "reconcile "
                 f"{row['reconcile_ms']:6.0f} ms, {row['writes']:4d} writes ({row['apply']} apply, {row['resize']} "
                 f"resize, {row['delete']} delete, {row['fallback']} fallback), "
                 f"{row['cached']} cached, load {row['load1']:.1f}, twin scrape {row['scrape_s'] or 0:.2f} s"
@@ -205,10 +216,7 @@ def run_mode(
     return {
         "mode": mode,
         "intervals": rows,
-        "steady": {
-            key: _summary([float(r[key]) for r in steady])
-            for key in ("observe_ms", "decide_ms", "plan_ms", "decision_ms", "reconcile_ms", "writes", "load1")
-        },
+        "steady": {key: _summary([float(r[key]) for r in steady]) for key in STEADY_FIGURES},
         "degraded_intervals": sum(1 for r in rows if r["degraded"]),
     }
 
@@ -226,6 +234,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--scrape-interval", type=float, default=5.0, help="Prometheus scrape interval and timeout (default: 5)"
     )
     parser.add_argument("--algorithm", default="td3", help="spec.algorithm (default: td3, the shipped actor)")
+    parser.add_argument(
+        "--guard",
+        choices=("on", "off"),
+        default="on",
+        help="spec.guard.enabled: the counterfactual guard of a learned policy (default: on, the CRD's default)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="twin seed, the same for both modes (default: 0)")
     parser.add_argument("--modes", default="eager,in-place", help="comma-separated: eager, in-place (default: both)")
     parser.add_argument("--output", type=Path, default=None, help="write the figures as JSON here")
@@ -257,6 +271,7 @@ def run(args: argparse.Namespace) -> int:  # pragma: no cover - needs a cluster
         "interval_s": args.interval,
         "scrape_interval_s": args.scrape_interval,
         "algorithm": args.algorithm,
+        "guard": args.guard,
         "modes": [],
     }
     print(
@@ -290,6 +305,8 @@ def run(args: argparse.Namespace) -> int:  # pragma: no cover - needs a cluster
         for key, label in (
             ("observe_ms", "observe ms"),
             ("decide_ms", "decide ms"),
+            ("guard_ms", "  of it guard ms"),
+            ("counterfactual_ms", "counterfact. ms"),
             ("plan_ms", "plan ms"),
             ("decision_ms", "decision ms"),
             ("reconcile_ms", "reconcile ms"),

@@ -56,7 +56,8 @@ def install_fleet(state: ClusterState, actor: Path, interval_s: int) -> None:
 
 
 def _set_algorithm(state: ClusterState, algorithm: str) -> None:
-    patch = {"spec": {"algorithm": algorithm}}
+    # The guard off: a phase shows its algorithm alone, not a heuristic that took over from it.
+    patch = {"spec": {"algorithm": algorithm, "guard": {"enabled": False}}}
     kubectl(state.kubeconfig, "patch", "pp", POLICY, "-n", NAMESPACE, "--type=merge", "-p", json.dumps(patch))
     # Start every phase from an empty edge: the phases must differ only by the algorithm.
     edge_inference = "app.kubernetes.io/component=edge-inference"

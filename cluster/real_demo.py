@@ -423,7 +423,8 @@ def _clear_edge(stack: RealStack) -> None:
 
 
 def _set_algorithm(stack: RealStack, algorithm: str) -> None:
-    patch = json.dumps({"spec": {"algorithm": algorithm}})
+    # The guard off: a phase shows its algorithm alone, not a heuristic that took over from it.
+    patch = json.dumps({"spec": {"algorithm": algorithm, "guard": {"enabled": False}}})
     stack.kubectl("patch", "pp", POLICY, "-n", NAMESPACE, "--type=merge", "-p", patch)
 
 

@@ -37,9 +37,10 @@ from edgeaigc.operator.status import edge_node_status, model_status
 from edgeaigc.policy.actor_runner import ActorLoadError
 from edgeaigc.policy.base import PlacementPolicy
 from edgeaigc.policy.fleet import InvalidFleet, current_cache, scenario_from_resources, unattached_cameras
+from edgeaigc.policy.guard import GuardSettings, GuardStep, PolicyGuard
 from edgeaigc.policy.observation import Observation
 from edgeaigc.policy.plan import plan_for
-from edgeaigc.policy.registry import PolicyUnavailable, make_policy
+from edgeaigc.policy.registry import LEARNED_POLICIES, PolicyUnavailable, make_policy
 from edgeaigc.policy.scenario import Scenario
 from edgeaigc.policy.system_model import Plan, evaluate_slot
 
@@ -79,6 +80,10 @@ class Decision:
     """EdgeNode -> its ``status`` once the decision is applied."""
     model_status: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     """InferenceModel -> its ``status`` once the decision is applied."""
+    guard: GuardStep | None = None
+    """The counterfactual guard's interval (None: no guard for this policy, or it did not run)."""
+    counterfactual_seconds: float = 0.0
+    """The guard's counterfactual decisions, run after the decision was applied (not in ``decision_seconds``)."""
 
 
 def degraded(decision: Decision, reason: str, message: str) -> Decision:
@@ -104,6 +109,8 @@ class PolicyCache:
     def __init__(self) -> None:
         self._policy: PlacementPolicy | None = None
         self._key: tuple[Any, ...] | None = None
+        self._guard: PolicyGuard | None = None
+        self._guard_key: tuple[Any, ...] | None = None
 
     def policy_for(
         self, spec: Mapping[str, Any], actor: bytes | PolicyUnavailable | None, scenario: Scenario
@@ -127,6 +134,24 @@ class PolicyCache:
             policy.reset(scenario, seed=0)
             self._policy, self._key = policy, key
         return self._policy
+
+    def guard_for(self, spec: Mapping[str, Any], scenario: Scenario) -> PolicyGuard | None:
+        """The guard of the learned policy :meth:`policy_for` gave (None: disabled, or a heuristic).
+
+        It starts afresh with the policy (a new actor, a new fleet) and when its candidates change.
+        """
+        settings = GuardSettings.from_spec(spec.get("guard"))
+        if not settings.enabled or spec["algorithm"] not in LEARNED_POLICIES:
+            self._guard = self._guard_key = None
+            return None
+        key = (self._key, settings.candidates)
+        if self._guard is None or self._guard_key != key:
+            self._guard, self._guard_key = PolicyGuard(spec["algorithm"], settings.candidates, scenario), key
+        return self._guard
+
+    def run_counterfactuals(self) -> float:
+        """The guard's counterfactual decisions of the last decision (seconds; 0 without a guard)."""
+        return 0.0 if self._guard is None else self._guard.advance()
 
 
 def routing_table(
@@ -234,7 +259,14 @@ def decide(
         decision.observed = snapshot.samples.observed(scenario)
 
         decide_started = time.perf_counter()
-        action = policies.policy_for(spec, snapshot.actor, scenario).act(observation)
+        learned = policies.policy_for(spec, snapshot.actor, scenario)
+        guard = policies.guard_for(spec, scenario)
+        if guard is None:
+            action = learned.act(observation)
+        else:  # the action of whichever candidate is in control
+            settings = GuardSettings.from_spec(spec.get("guard"))
+            decision.guard = guard.step(scenario, observation, learned, spec["churnLimit"], settings)
+            action = decision.guard.action
         decision.decide_seconds = time.perf_counter() - decide_started
 
         plan_started = time.perf_counter()

@@ -25,6 +25,7 @@ from edgeaigc.operator.leader import Fence, unfenced
 from edgeaigc.operator.loop import DecisionLoop
 from edgeaigc.operator.status import policy_status
 from edgeaigc.policy.crd_defaults import with_defaults
+from edgeaigc.policy.guard import GuardStep
 
 log = logging.getLogger(__name__)
 _MERGE = "application/merge-patch+json"
@@ -101,6 +102,9 @@ def record(body: kopf.Body, decision: Decision) -> None:
     ):
         metrics.API_WRITES.labels(name, verb).inc(count)
     metrics.RESIZE_FALLBACKS.labels(name).inc(written.fallback)
+    if decision.guard is not None:
+        record_guard(body, decision.guard)
+        metrics.GUARD_SECONDS.labels(name, "counterfactuals").observe(decision.counterfactual_seconds)
     if decision.degraded_reason:
         kopf.warn(body, reason=decision.degraded_reason, message=decision.message)
         return
@@ -113,6 +117,21 @@ def record(body: kopf.Body, decision: Decision) -> None:
         )
     for warning in decision.warnings:
         kopf.warn(body, reason="CameraUnattached", message=warning)
+
+
+def record_guard(body: kopf.Body, step: GuardStep) -> None:
+    """The guard's metrics, and an event when it hands control over."""
+    name = body["metadata"]["name"]
+    metrics.POLICY_FALLBACK.labels(name).set(1 if step.fallback else 0)
+    metrics.GUARD_SECONDS.labels(name, "decision").observe(step.seconds)
+    for candidate, value in (step.means or {}).items():
+        metrics.GUARD_OBJECTIVE.labels(name, candidate).set(value)
+    if step.switched:
+        metrics.GUARD_SWITCHES.labels(name, step.in_control).inc()
+        if step.fallback:
+            kopf.warn(body, reason="PolicyFallback", message=step.choice.message)
+        else:
+            kopf.info(body, reason="PolicyRestored", message=step.choice.message)
 
 
 @kopf.daemon(c.GROUP, c.VERSION, c.PLURAL_POLICIES, cancellation_timeout=5.0)

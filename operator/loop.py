@@ -72,9 +72,11 @@ class DecisionLoop:
         decision, changes = decide(snapshot, self.policies, self.write_policy)
         decision.observe_seconds = observe_seconds
         decision.decision_seconds = time.perf_counter() - started
-        if changes is None:
-            return decision
-        return self.apply(metadata["namespace"], decision, changes)
+        if changes is not None:
+            decision = self.apply(metadata["namespace"], decision, changes)
+        # Once the placement is applied: the other candidates' decisions only feed the next scores.
+        decision.counterfactual_seconds = self.policies.run_counterfactuals()
+        return decision
 
     def apply(self, namespace: str, decision: Decision, changes: Changes) -> Decision:
         """Write ``changes``; the decision as applied (degraded, keeping the old placement, if it fails)."""

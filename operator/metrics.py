@@ -33,3 +33,25 @@ LEADER = Gauge(
     "1 while this replica holds the operator's Lease and runs the handlers, 0 while it stands by (--leader-elect).",
     ["identity"],
 )
+POLICY_FALLBACK = Gauge(
+    "edgeaigc_policy_fallback",
+    "1 while the counterfactual guard has a heuristic place the models instead of the learned policy.",
+    ["policy"],
+)
+GUARD_OBJECTIVE = Gauge(
+    "edgeaigc_policy_guard_objective",
+    "Mean objective (the slot's -reward, lower is better) of each guard candidate over its window.",
+    ["policy", "candidate"],
+)
+GUARD_SWITCHES = Counter(
+    "edgeaigc_policy_guard_switches_total",
+    "Times the guard handed control to a candidate (the learned policy or a heuristic).",
+    ["policy", "to"],
+)
+GUARD_SECONDS = Histogram(
+    "edgeaigc_policy_guard_duration_seconds",
+    "Guard time per interval: part=decision (scoring, choosing; in the decision time), "
+    "part=counterfactuals (the other candidates' decisions, after the decision is applied).",
+    ["policy", "part"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)

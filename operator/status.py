@@ -10,6 +10,7 @@ from edgeaigc.operator.artifacts import ArtifactCondition
 
 if TYPE_CHECKING:  # decide computes the EdgeNodes' and InferenceModels' status with this module
     from edgeaigc.operator.decide import Decision
+    from edgeaigc.policy.guard import GuardStep
 
 
 def _condition(
@@ -62,6 +63,9 @@ def policy_status(decision: Decision, previous: Mapping[str, Any], now: datetime
             _condition("Ready", "True", reason, decision.message, stamp, conditions),
             _condition("Degraded", "False", "AsExpected", "", stamp, conditions),
         ]
+    fallback = policy_fallback_condition(decision, stamp, conditions)
+    if fallback is not None:
+        new.append(fallback)
     status: dict[str, Any] = {
         "conditions": new,
         "placement": [{"edgeNode": node, "models": models} for node, models in sorted(decision.placement.items())],
@@ -74,6 +78,8 @@ def policy_status(decision: Decision, previous: Mapping[str, Any], now: datetime
             "costPerHour": _fixed(decision.predicted.get("costPerHour", 0.0), 4),
             "downloadCost": _fixed(decision.predicted.get("downloadCost", 0.0), 4),
         }
+    if decision.guard is not None:
+        status["guard"] = guard_status(decision.guard)
     observed = decision.observed
     if observed.hit_rate is not None:
         status["observed"] = {
@@ -82,6 +88,38 @@ def policy_status(decision: Decision, previous: Mapping[str, Any], now: datetime
             "costPerHour": _fixed(observed.cost_per_hour, 4),
         }
     return status
+
+
+def policy_fallback_condition(
+    decision: Decision, stamp: str, previous: Sequence[Mapping[str, Any]]
+) -> dict[str, Any] | None:
+    """``PolicyFallback``: True while a heuristic places the models instead of the learned policy.
+
+    A decision without a guard step (degraded, or no guard) keeps the previous condition as it was
+    (the status is patched whole, so it must be written again); None when there never was one.
+    """
+    step = decision.guard
+    old = next((dict(c) for c in previous if c.get("type") == "PolicyFallback"), None)
+    if step is None:
+        if decision.degraded_reason or old is None:
+            return old
+        message = "the guard does not run (spec.guard.enabled is false, or the algorithm is a heuristic)"
+        return _condition("PolicyFallback", "False", "GuardOff", message, stamp, previous)
+    status = "True" if step.fallback else "False"
+    message = step.choice.message
+    if step.means:
+        figures = ", ".join(f"{name} {value:.4g}" for name, value in sorted(step.means.items(), key=lambda i: i[1]))
+        message += f"; mean objective over the window (lower is better): {figures}"
+    return _condition("PolicyFallback", status, step.choice.reason, message, stamp, previous)
+
+
+def guard_status(step: GuardStep) -> dict[str, Any]:
+    """``status.guard``: who is in control and every candidate's window mean objective."""
+    return {
+        "inControl": step.in_control,
+        "scoredIntervals": step.scored_intervals,
+        "objective": {name: f"{value:.5g}" for name, value in sorted((step.means or {}).items())},
+    }
 
 
 def edge_node_status(models: Sequence[str]) -> dict[str, Any]:

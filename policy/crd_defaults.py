@@ -34,6 +34,12 @@ SPEC_DEFAULTS: dict[str, dict[str, Any]] = {
         "cloud.pricePerCoreSecond": 1.1e-5,
         "cloud.pricePerGBTransfer": 0.09,
         "cloud.downloadPricePerGB": 2.0,
+        "guard": {},
+        "guard.enabled": True,
+        "guard.margin": 0.05,
+        "guard.windowIntervals": 5,
+        "guard.minDwellIntervals": 5,
+        "guard.candidates": ["lru", "lfu", "static_topk", "myopic"],
     },
     "EdgeNode": {
         "coreSpeed": 0.3,

@@ -10,9 +10,11 @@ swaps ranks over time, favours day or night variants by hour, and differs by cam
 Frames per second follow a daily traffic profile with incident bursts.
 
 Trace demand: a CSV with a timestamp column (ISO 8601 or Unix seconds) and one or more count
-columns (e.g. vehicles per interval from a roadside counter). Counts are summed into slots,
-each column is scaled to mean 1 and replaces the daily profile and bursts as the activity of
-the cameras mapped to it (camera ``u`` takes column ``u mod n``).
+columns (e.g. vehicles per interval from a roadside counter). Each row's count is held over the
+interval it covers and resampled to slots (a finer trace is summed, a coarser one spread evenly
+over the slots it covers: :func:`resample_counts`); each column is scaled to mean 1 and replaces
+the daily profile and bursts as the activity of the cameras mapped to it (camera ``u`` takes
+column ``u mod n``).
 """
 
 from __future__ import annotations
@@ -94,19 +96,53 @@ def read_count_trace(
     return times[order], counts[order]
 
 
+def row_durations(times: np.ndarray) -> np.ndarray:
+    """Seconds each row of a sorted trace counts over: until the next row, at most the trace's interval.
+
+    The trace's interval is the median gap between rows; a longer gap is a hole in the trace (a
+    counter that was down), not one long count, so a row never stretches over it. The last row
+    covers one interval.
+    """
+    gaps = np.diff(times)
+    interval = float(np.median(gaps)) if gaps.size else 0.0
+    return np.minimum(np.append(gaps, interval), interval)
+
+
 def resample_counts(times: np.ndarray, counts: np.ndarray, slot_seconds: float) -> tuple[np.ndarray, np.ndarray]:
-    """Sum counts into slots of ``slot_seconds``; return ``(slot_start_times, activity[S, C])``.
+    """Counts per slot of ``slot_seconds``; return ``(slot_start_times, activity[S, C])``.
+
+    Each row's count is taken as *held*: spread evenly over the seconds the row covers
+    (:func:`row_durations`), and every slot gets the part of each row that falls in it. So a trace
+    finer than the slot is summed, a coarser one (hourly counts with 60 s slots) is spread over the
+    slots it covers, an interval that does not divide the slot is split in proportion, and the
+    total count is preserved in every case. Held rather than interpolated: a count is a total over
+    its interval and says nothing about when in it the vehicles came; holding it keeps every
+    slot's count inside its own row's (a linear interpolation between rows moves counts across
+    row boundaries and needs a correction to keep their totals). Rows with the same timestamp are
+    added together.
 
     Activity is each column scaled to mean 1 over the trace (a column of zeros stays zero).
     """
-    slot_index = ((times - times[0]) // slot_seconds).astype(np.int64)
-    num_slots = int(slot_index[-1]) + 1
-    per_slot = np.zeros((num_slots, counts.shape[1]))
-    np.add.at(per_slot, slot_index, counts)
+    times, first = np.unique(times, return_index=True)
+    counts = np.add.reduceat(counts, first, axis=0) if len(first) else counts
+    if times.size < 2:
+        raise ScenarioError("demand.trace: needs rows at two or more distinct times")
+    ends = times + row_durations(times)
+    # The cumulative count is piecewise linear: it rises over each row's covered seconds and stays
+    # flat over a hole; a slot's count is its rise between the slot's edges.
+    cumulative = np.concatenate([np.zeros((1, counts.shape[1])), np.cumsum(counts, axis=0)])
+    corners = np.stack([times, ends], axis=1).reshape(-1)
+    values = np.repeat(cumulative[1:], 2, axis=0)
+    values[0::2] = cumulative[:-1]
+    distinct = np.r_[True, np.diff(corners) > 0]  # a row that ends where the next starts: one corner
+    corners, values = corners[distinct], values[distinct]
+    num_slots = int(np.ceil((ends[-1] - times[0]) / slot_seconds - 1e-9))
+    edges = times[0] + np.arange(num_slots + 1) * slot_seconds
+    at_edges = np.stack([np.interp(edges, corners, values[:, j]) for j in range(counts.shape[1])], axis=1)
+    per_slot = np.diff(at_edges, axis=0)
     mean = per_slot.mean(axis=0, keepdims=True)
     activity = np.divide(per_slot, mean, out=np.zeros_like(per_slot), where=mean > 0)
-    starts = times[0] + np.arange(num_slots) * slot_seconds
-    return starts, activity
+    return edges[:-1], activity
 
 
 class DemandGenerator:

@@ -14,6 +14,7 @@ from edgeaigc.operator import constants as c
 from edgeaigc.operator.decide import PolicyCache, decide
 from edgeaigc.operator.observe import ClusterReader, ObservationError, PrometheusSamples, Snapshot
 from edgeaigc.operator.reconcile import HASH_ANNOTATION
+from edgeaigc.operator.status import policy_status
 from edgeaigc.policy.crd_defaults import with_defaults
 from edgeaigc.policy.fleet import scenario_from_resources
 from edgeaigc.policy.registry import PolicyUnavailable, shipped_actor
@@ -175,3 +176,33 @@ def test_the_actor_is_read_from_its_configmap_with_the_crd_default_key() -> None
     assert reader.actor("city", spec) == data
     missing = reader.actor("city", {**spec, "actor": {"configMapName": "city-actor", "key": "other.onnx"}})
     assert isinstance(missing, PolicyUnavailable) and "has no binaryData key 'other.onnx'" in str(missing)
+
+
+def test_the_guard_runs_beside_a_learned_policy_and_its_condition_survives_a_degraded_decision() -> None:
+    actor = shipped_actor("traffic-city", "td3")[0].read_bytes()
+    guard = {"windowIntervals": 1, "minDwellIntervals": 0}
+    td3 = _policy_with(algorithm="td3", actor={"configMapName": "city-actor"}, guard=guard)
+    policies = PolicyCache()
+    decisions = [decide(snapshot(policy=td3, actor=actor), policies)[0] for _ in range(3)]
+    steps = [d.guard for d in decisions]
+    assert all(step is not None for step in steps)
+    last = steps[-1]
+    assert last is not None and last.scored_intervals == 2  # the first decision has nothing to score
+    status = policy_status(decisions[-1], {}, NOW)
+    fallback = next(c for c in status["conditions"] if c["type"] == "PolicyFallback")
+    assert fallback["status"] == ("True" if last.fallback else "False")
+    assert status["guard"]["inControl"] == last.in_control
+    assert set(status["guard"]["objective"]) == {"td3", "lru", "lfu", "static_topk", "myopic"}
+    # No metrics: nothing decided, and the condition is written again as it was.
+    lost = ObservationError("PrometheusUnreachable", "down")
+    degraded_decision = decide(snapshot(policy=td3, actor=actor, samples=lost), policies)[0]
+    assert degraded_decision.degraded_reason and degraded_decision.guard is None
+    kept = policy_status(degraded_decision, status, NOW + datetime.timedelta(minutes=1))
+    assert next(c for c in kept["conditions"] if c["type"] == "PolicyFallback") == fallback
+    # A heuristic has no guard; a guard turned off says so.
+    heuristic = decide(snapshot(), PolicyCache())[0]
+    assert heuristic.guard is None
+    off = next(c for c in policy_status(heuristic, status, NOW)["conditions"] if c["type"] == "PolicyFallback")
+    assert (off["status"], off["reason"]) == ("False", "GuardOff")
+    disabled = _policy_with(algorithm="td3", actor={"configMapName": "city-actor"}, guard={"enabled": False})
+    assert decide(snapshot(policy=disabled, actor=actor), PolicyCache())[0].guard is None

@@ -160,6 +160,53 @@ def test_resample_sums_counts_into_slots() -> None:
     np.testing.assert_allclose(activity[:, 0], np.array([6, 4, 6]) / (16 / 3))
 
 
+def test_a_coarser_trace_is_held_over_the_slots_it_covers() -> None:
+    # Hourly counts with 60 s slots: each hour's count is spread over its 60 slots, not put in one.
+    times = 1_700_000_000 + 3600.0 * np.arange(3)
+    counts = np.array([[600.0], [1200], [1800]])
+    starts, activity = resample_counts(times, counts, 60)
+    assert len(starts) == 180
+    np.testing.assert_allclose(np.diff(starts), 60)
+    per_slot = activity[:, 0] * (counts.sum() / 180)  # activity is count over the mean count
+    np.testing.assert_allclose(per_slot, np.repeat([10.0, 20, 30], 60))
+    assert per_slot.sum() == pytest.approx(counts.sum())
+
+
+def test_a_finer_trace_is_summed_and_keeps_its_total() -> None:
+    rng = np.random.default_rng(0)
+    times = 10.0 * np.arange(60)  # ten minutes of 10 s counts
+    counts = rng.integers(0, 9, size=(60, 2)).astype(float)
+    starts, activity = resample_counts(times, counts, 60)
+    assert len(starts) == 10
+    expected = counts.reshape(10, 6, 2).sum(axis=1)
+    np.testing.assert_allclose(activity, expected / expected.mean(axis=0))
+
+
+def test_a_trace_interval_that_does_not_divide_the_slot_is_split_in_proportion() -> None:
+    # 45 s counts of 45 vehicles (one a second) in 60 s slots: 60 a slot, none of 45 or 90.
+    times = 45.0 * np.arange(16)  # 720 s, twelve slots
+    counts = np.full((16, 1), 45.0)
+    starts, activity = resample_counts(times, counts, 60)
+    assert len(starts) == 12
+    np.testing.assert_allclose(activity[:, 0], 1.0)
+    # And 90 s counts in 60 s slots: each row spreads over one and a half slots.
+    times = 90.0 * np.arange(4)
+    counts = np.array([[90.0], [180], [90], [180]])
+    _, activity = resample_counts(times, counts, 60)
+    per_slot = activity[:, 0] * counts.sum() / 6
+    np.testing.assert_allclose(per_slot, [60, 30 + 60, 120, 60, 30 + 60, 120])
+    assert per_slot.sum() == pytest.approx(counts.sum())
+
+
+def test_a_hole_in_a_trace_stays_empty() -> None:
+    # 60 s counts with the counter down for ten minutes: the count after the hole is not smeared over it.
+    times = np.r_[60.0 * np.arange(5), 60.0 * np.arange(15, 20)]
+    counts = np.full((10, 1), 6.0)
+    _, activity = resample_counts(times, counts, 60)
+    per_slot = activity[:, 0] * counts.sum() / 20
+    np.testing.assert_allclose(per_slot, np.r_[np.full(5, 6.0), np.zeros(10), np.full(5, 6.0)])
+
+
 def test_trace_errors_name_row_and_column(tmp_path: Path) -> None:
     path = tmp_path / "bad.csv"
     path.write_text("timestamp,count\n2024-01-01T00:00:00,3\nyesterday,4\n")

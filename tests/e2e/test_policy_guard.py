@@ -1,0 +1,216 @@
+"""The counterfactual guard end to end: a deliberately bad actor loses control to a heuristic.
+
+The traffic-city fleet runs a TD3 PlacementPolicy whose actor is built here: the shipped network
+shape with its cache head set so that every (node, model) scores -1, i.e. an actor that caches
+nothing and sends every request to the cloud. The twin plays the gateways, Prometheus scrapes
+them, the operator runs as a real process. The guard must see within its window that a heuristic
+would have done better, hand it control (condition ``PolicyFallback`` True, an event, the metric),
+and the placement must become that heuristic's: models cached where before there were none. Then
+the ConfigMap gets an actor that keeps the placement it finds (the heuristic's): the guard starts
+afresh with it in control and, scored against the same heuristics, it keeps control. (The shipped
+traffic-city actor is no such good actor here: at 5 s intervals in the twin it trailed myopic by
+about 60 % when this test was written, and the guard rightly took control from it.)
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from edgeaigc.cluster.local import ClusterState
+from edgeaigc.cluster.processes import spawn_edgeaigc, spawn_twin, stop
+from edgeaigc.policy.guard import GUARD_CANDIDATES
+from tests.e2e.conftest import REPO, Kubectl, example_fleet, wait_for
+
+NAMESPACE = "guard-e2e"
+INTERVAL_S = 5
+GUARD = {"margin": 0.05, "windowIntervals": 3, "minDwellIntervals": 3}
+
+
+def build_actor(path: Path, keeps_the_placement: bool) -> Path:
+    """An ONNX actor of the shipped network shape (exported as ``edgeaigc export`` does), weights set by hand.
+
+    ``keeps_the_placement=False``: every cache score is -1, it caches nothing. True: the score is
+    +1 for a model cached now and -1 otherwise (the ``cached`` feature passed through both layers),
+    so it keeps whatever placement it finds. No share tilts in either.
+    """
+    torch = pytest.importorskip("torch")
+    from edgeaigc.policy.export import export_actor
+    from edgeaigc.policy.networks import Actor, PairContextLayer
+    from edgeaigc.policy.observation import CAMERA_FEATURES, PAIR_FEATURES
+
+    actor = Actor(len(PAIR_FEATURES), len(CAMERA_FEATURES))
+    with torch.no_grad():
+        for parameter in actor.parameters():
+            parameter.zero_()
+        if keeps_the_placement:
+            first, second = (layer for layer in actor.pair_body if isinstance(layer, PairContextLayer))
+            first.own.weight[0, PAIR_FEATURES.index("cached")] = 1.0  # relu(cached) = cached
+            second.own.weight[0, 0] = 1.0
+            actor.pair_head.weight[0, 0] = 20.0
+            actor.pair_head.bias.copy_(torch.tensor([-10.0, 0.0]))  # tanh(20 cached - 10): +-1
+        else:
+            actor.pair_head.bias.copy_(torch.tensor([-10.0, 0.0]))  # tanh(-10): cache nothing
+    example = {
+        "pair": np.zeros((2, 3, len(PAIR_FEATURES)), np.float32),
+        "camera": np.zeros((4, len(CAMERA_FEATURES)), np.float32),
+    }
+    note = "keeps the placement" if keeps_the_placement else "caches nothing"
+    return export_actor(actor, path, example, {"scenario": "guard-e2e", "algorithm": "td3", "note": note})
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Fleet:
+    def __init__(self, kubectl: Kubectl, metrics_port: int, good_actor: Path) -> None:
+        self.kubectl, self.metrics_port, self.good_actor = kubectl, metrics_port, good_actor
+
+    def policy(self) -> dict[str, Any]:
+        return json.loads(self.kubectl.run("get", "pp", "city", "-n", NAMESPACE, "-o", "json").stdout)
+
+    def condition(self, kind: str) -> dict[str, Any]:
+        conditions = self.policy().get("status", {}).get("conditions", [])
+        return next((c for c in conditions if c["type"] == kind), {})
+
+    def placed(self) -> set[tuple[str, str]]:
+        placement = self.policy().get("status", {}).get("placement", [])
+        return {(p["edgeNode"], m) for p in placement for m in p.get("models", [])}
+
+    def metric(self, line_start: str) -> float | None:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith(line_start):
+                    return float(line.rsplit(" ", 1)[1])
+        return None
+
+
+@pytest.fixture(scope="module")
+def fleet(cluster: ClusterState, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    if cluster.prometheus_url is None:
+        pytest.skip("Prometheus is not installed (apt-get install prometheus); the operator needs it")
+    logs = tmp_path_factory.mktemp("guard-e2e")
+    bad_actor = build_actor(logs / "caches-nothing.onnx", keeps_the_placement=False)
+    good_actor = build_actor(logs / "keeps-the-placement.onnx", keeps_the_placement=True)
+    kubectl.run("apply", "--server-side", "-f", str(REPO / "crds"))
+    kubectl.run("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+    documents = example_fleet(
+        NAMESPACE,
+        "city",
+        algorithm="td3",
+        intervalSeconds=INTERVAL_S,
+        prometheusURL=cluster.prometheus_url,
+        churnLimit=2,
+        actor={"configMapName": "city-actor", "key": "actor.onnx"},
+        guard=GUARD,
+    )
+    kubectl.run("create", "namespace", NAMESPACE)
+    kubectl.run("create", "configmap", "city-actor", "-n", NAMESPACE, f"--from-file=actor.onnx={bad_actor}")
+    kubectl.run("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(documents))
+    # Seed 0 starts the simulated day at a busy hour, when caching pays.
+    twin = spawn_twin(NAMESPACE, cluster.directory, logs / "twin.log", cluster.kubeconfig, seed=0)
+    port = _free_port()
+    arguments = ["operator", "-n", NAMESPACE, "--metrics-port", str(port), "--liveness-port", "0"]
+    operator: subprocess.Popen[bytes] = spawn_edgeaigc(arguments, logs / "operator.log", cluster.kubeconfig)
+    try:
+        yield Fleet(kubectl, port, good_actor)
+    finally:
+        stop(operator)
+        stop(twin)
+        kubectl.run("delete", "namespace", NAMESPACE, "--wait=false", check=False)
+        print((logs / "operator.log").read_text()[-4000:])
+
+
+def test_a_bad_actor_loses_control_to_a_heuristic_within_the_window(fleet: Fleet, kubectl: Kubectl) -> None:
+    wait_for(lambda: fleet.condition("Ready").get("status") == "True", 90, "the first decision")
+    first = time.monotonic()
+    assert not fleet.placed(), "the bad actor caches nothing"
+    # Window 3 + the decision that fills it, plus a slow interval of slack.
+    fallback = wait_for(
+        lambda: (c := fleet.condition("PolicyFallback")).get("status") == "True" and c,
+        (GUARD["windowIntervals"] + 3) * INTERVAL_S + 10,
+        "PolicyFallback True",
+    )
+    switched_after = time.monotonic() - first
+    assert fallback["reason"] == "TrailingBaseline"
+    status = fleet.policy()["status"]
+    in_control = status["guard"]["inControl"]
+    assert in_control in GUARD_CANDIDATES
+    assert f"td3 trails {in_control} by" in fallback["message"]
+    objective = {name: float(value) for name, value in status["guard"]["objective"].items()}
+    assert objective["td3"] > (1 + GUARD["margin"]) * objective[in_control]
+    # The heuristic's placement replaces caching nothing (models on the nodes, their pods created).
+    placed = wait_for(fleet.placed, 3 * INTERVAL_S, "the heuristic's placement")
+    print(
+        f"guard switched to {in_control} {switched_after:.1f} s after the first decision "
+        f"(interval {INTERVAL_S} s, window {GUARD['windowIntervals']}); placed {len(placed)} models; "
+        f"objective {objective}"
+    )
+    # kopf posts events from a queue of its own: they may come a moment after the status.
+    wait_for(
+        lambda: (
+            f"td3 trails {in_control}"
+            in kubectl.run("get", "events", "-n", NAMESPACE, "--field-selector", "reason=PolicyFallback").stdout
+        ),
+        3 * INTERVAL_S,
+        "the PolicyFallback event",
+    )
+    assert fleet.metric('edgeaigc_policy_fallback{policy="city"}') == 1.0
+    assert fleet.metric(f'edgeaigc_policy_guard_objective{{candidate="{in_control}",policy="city"}}') is not None
+    # It stays with the heuristic: the actor still caches nothing.
+    time.sleep(2 * INTERVAL_S)
+    assert fleet.condition("PolicyFallback")["status"] == "True"
+
+
+def test_an_actor_as_good_as_the_best_heuristic_keeps_control(fleet: Fleet, kubectl: Kubectl) -> None:
+    # The heuristic in control has placed models by now; an actor that keeps that placement is as
+    # good as it (better than the rest) as long as demand does not drift far. A new actor in the
+    # same ConfigMap: the guard starts afresh with it in control and its tracks from the placement.
+    # Let the heuristic finish building its placement (churn limit 2 a node and interval) first.
+    seen: list[set[tuple[str, str]]] = []
+
+    def settled() -> bool:
+        seen.append(fleet.placed())
+        time.sleep(INTERVAL_S)
+        return len(seen) >= 3 and seen[-1] == seen[-2] == seen[-3]
+
+    wait_for(settled, 12 * INTERVAL_S, "the heuristic's placement to settle")
+    manifest = kubectl.run(
+        "create", "configmap", "city-actor", "-n", NAMESPACE, f"--from-file=actor.onnx={fleet.good_actor}",
+        "--dry-run=client", "-o", "yaml",
+    ).stdout  # fmt: skip
+    kubectl.run("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=manifest)
+    back = wait_for(
+        lambda: (c := fleet.condition("PolicyFallback")).get("status") == "False" and c,
+        4 * INTERVAL_S,
+        "td3 back in control",
+    )
+    assert back["reason"] in ("CollectingWindow", "Dwelling", "WithinMargin")
+    placed = fleet.placed()
+    assert placed, "the heuristic's placement is still there"
+    # Until the window has been full for a couple of decisions: it is never handed over. (Not much
+    # longer: keeping a placement is only as good as the best heuristic while demand stays put, and
+    # it drifts; within 5 s intervals the keeper was 3 % behind myopic at worst in four runs.)
+    deadline = time.monotonic() + (GUARD["windowIntervals"] + 2) * INTERVAL_S
+    while time.monotonic() < deadline:
+        condition = fleet.condition("PolicyFallback")
+        assert condition.get("status") == "False", condition
+        time.sleep(1)
+    status = fleet.policy()["status"]
+    assert status["guard"]["inControl"] == "td3"
+    assert status["guard"]["scoredIntervals"] >= GUARD["windowIntervals"]
+    assert fleet.metric('edgeaigc_policy_fallback{policy="city"}') == 0.0
+    print(f"the placement-keeping actor kept control; objective over the window: {status['guard']['objective']}")
