@@ -35,13 +35,17 @@ def _sample(value: float, **labels: str) -> dict[str, Any]:
 
 def _samples(rate: float = 2.0) -> PrometheusSamples:
     """Every camera asks ``rate`` requests per second of each model, all served by the cloud so far."""
-    demand = [
-        _sample(rate, edge_node=node, camera=camera, model=model)
-        for camera, node in CAMERAS.items()
+    window_s = 30
+    cameras_per_node = {node: sum(1 for n in CAMERAS.values() if n == node) for node in NODES}
+    requests = [
+        _sample(rate * window_s * cameras_per_node[node], edge_node=node, model=model, served_by="cloud")
+        for node in NODES
         for model in MODELS
     ]
-    served = [_sample(rate * 60, edge_node=node, model=model, served_by="cloud") for node in NODES for model in MODELS]
-    return PrometheusSamples(demand, demand, [], served, [_sample(50.0)], [_sample(1e6)], window_s=30)
+    camera_bytes = [_sample(1000.0, edge_node=node, camera=camera) for camera, node in CAMERAS.items()]
+    return PrometheusSamples(
+        requests, requests, camera_bytes, camera_bytes, [], [_sample(50.0)], [_sample(1e6)], window_s=window_s
+    )
 
 
 def snapshot(**changes: Any) -> Snapshot:
