@@ -260,8 +260,8 @@ def observation_from_samples(
     )
 
 
-#: Queries of one :meth:`PrometheusObserver.read`, whatever the fleet's size: two more while Prometheus has no
-#: gateway series at all, one more the first time without the recording rules.
+#: Queries of one :meth:`PrometheusObserver.read`, whatever the fleet's size: one more on a Prometheus without the
+#: recording rules (the decision loop makes an observer per decision), two more while it has no gateway series.
 QUERIES_PER_READ = 7
 
 
@@ -286,7 +286,7 @@ class PrometheusObserver:
     """Queries sent since this observer was made (the benchmark reports them per interval)."""
     recorded: bool = dataclasses.field(default=True, init=False)
     """Whether the requests come from the recording rule; False once it returned nothing while the raw counters
-    had series (a Prometheus without the chart's rules), until the observer is made again."""
+    had series (a Prometheus without the chart's rules)."""
     _client: Any = dataclasses.field(default=None, init=False, repr=False)
 
     def _connection(self) -> Any:
