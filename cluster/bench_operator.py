@@ -241,6 +241,7 @@ def run_mode(
                 "load1": os.getloadavg()[0],
                 "scrape_s": _scrape_seconds(str(state.prometheus_url), namespace),
                 "queries": sum(o.queries_sent for o in observers),
+                "prometheus_ms": 1000 * sum(o.query_seconds for o in observers),
                 "series": _head_series(str(state.prometheus_url)),
             }
             rows.append(row)
@@ -250,7 +251,7 @@ def run_mode(
                 f"{row['reconcile_ms']:6.0f} ms, {row['writes']:4d} writes ({row['apply']} apply, {row['resize']} "
                 f"resize, {row['delete']} delete, {row['fallback']} fallback), "
                 f"{row['cached']} cached, load {row['load1']:.1f}, twin scrape {row['scrape_s'] or 0:.2f} s, "
-                f"{row['queries']} queries, {row['series'] or 0} series"
+                f"{row['queries']} queries ({row['prometheus_ms']:.0f} ms), {row['series'] or 0} series"
                 + (f", DEGRADED {decision.degraded_reason}: {decision.message}" if decision.degraded_reason else ""),
                 flush=True,
             )  # fmt: skip
@@ -266,6 +267,7 @@ def run_mode(
             key: _summary([float(r[key]) for r in steady])
             for key in (
                 "observe_ms",
+                "prometheus_ms",
                 "decide_ms",
                 "plan_ms",
                 "decision_ms",
@@ -363,6 +365,7 @@ def run(args: argparse.Namespace) -> int:  # pragma: no cover - needs a cluster
     for entry in results["modes"]:
         for key, label in (
             ("observe_ms", "observe ms"),
+            ("prometheus_ms", "  Prometheus ms"),
             ("decide_ms", "decide ms"),
             ("plan_ms", "plan ms"),
             ("decision_ms", "decision ms"),

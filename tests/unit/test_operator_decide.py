@@ -44,7 +44,14 @@ def _samples(rate: float = 2.0) -> PrometheusSamples:
     ]
     camera_bytes = [_sample(1000.0, edge_node=node, camera=camera) for camera, node in CAMERAS.items()]
     return PrometheusSamples(
-        requests, requests, camera_bytes, camera_bytes, [], [_sample(50.0)], [_sample(1e6)], window_s=window_s
+        requests,
+        requests,
+        camera_bytes,
+        camera_bytes,
+        [],
+        [_sample(50.0, part="sum"), _sample(rate * window_s * len(CAMERAS) * len(MODELS), part="count")],
+        [_sample(1e6)],
+        window_s=window_s,
     )
 
 

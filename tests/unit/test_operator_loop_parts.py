@@ -241,7 +241,7 @@ def test_every_query_carries_the_policys_prometheus_selector() -> None:
         requests_query(30, selector, recorded=False),
         camera_bytes_query(30, selector),
         link_query(selector),
-        duration_query("sum", 30, selector),
+        duration_query(30, selector),
         relayed_bytes_query(30, selector),
     ]
     for query in queries:

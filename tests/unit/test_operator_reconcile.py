@@ -198,8 +198,8 @@ def test_an_observation_sends_a_fixed_number_of_queries_none_per_camera_and_mode
             sent.append(query)
             if "edgeaigc:requests_total" in query:
                 return requests if self.recorded_answers else []
-            if query.startswith("sum(increase(edgeaigc_request_duration_seconds_sum"):
-                return [_sample(8.0)]
+            if "edgeaigc_request_duration_seconds" in query:
+                return [_sample(8.0, part="sum"), _sample(40.0, part="count")]
             return [_sample(0.0)] if "edgeaigc_requests_total" not in query else requests
 
         recorded_answers = True
