@@ -74,11 +74,12 @@ GATEWAY_REQUEST_DURATION = Family(
     ("served_by", "edge_node"),
     "Time from receiving an inference request to sending the last byte of its response.",
 )
+#: Per node and place too: the decision reads the bytes relayed to the cloud (each camera's are its own family).
 GATEWAY_REQUEST_BYTES = Family(
-    REQUEST_BYTES_TOTAL, "counter", ("model", "served_by", "edge_node"), "Bytes of inference request bodies received."
+    REQUEST_BYTES_TOTAL, "counter", ("served_by", "edge_node"), "Bytes of inference request bodies received."
 )
 GATEWAY_RESPONSE_BYTES = Family(
-    RESPONSE_BYTES_TOTAL, "counter", ("model", "served_by", "edge_node"), "Bytes of inference response bodies sent."
+    RESPONSE_BYTES_TOTAL, "counter", ("served_by", "edge_node"), "Bytes of inference response bodies sent."
 )
 GATEWAY_IN_FLIGHT_LABELS = ("served_by", "edge_node")
 CAMERA_LINK = Family(

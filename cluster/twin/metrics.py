@@ -63,8 +63,8 @@ class TwinMetrics(Collector):
         self._bucket_counts: dict[tuple[str, str], np.ndarray] = {}
         self._duration_sum: dict[tuple[str, str], float] = {}
         self._camera_bytes: dict[tuple[str, str], float] = {}
-        self._request_bytes: dict[tuple[str, str, str], float] = {}
-        self._response_bytes: dict[tuple[str, str, str], float] = {}
+        self._request_bytes: dict[tuple[str, str], float] = {}
+        self._response_bytes: dict[tuple[str, str], float] = {}
         self._in_flight: dict[tuple[str, str], float] = {}
         self._link: dict[tuple[str, str], float] = {}
         self._slot = 0
@@ -93,10 +93,10 @@ class TwinMetrics(Collector):
             for where in contract.SERVED_BY_VALUES:
                 self._bucket_counts.setdefault((where, node), np.zeros(self.buckets.size + 1))
                 self._duration_sum.setdefault((where, node), 0.0)
+                self._request_bytes.setdefault((where, node), 0.0)
+                self._response_bytes.setdefault((where, node), 0.0)
                 for model in scenario.model_names:
                     self._requests.setdefault((model, "200", where, node), 0.0)
-                    self._request_bytes.setdefault((model, where, node), 0.0)
-                    self._response_bytes.setdefault((model, where, node), 0.0)
 
     def add(self, served: ServedSlot, tick_seconds: float) -> None:
         scenario = served.scenario
@@ -116,9 +116,8 @@ class TwinMetrics(Collector):
                 self._bucket_counts[(where, node)][bucket_index[u, m]] += count
                 self._duration_sum[(where, node)] += count * served.seconds[u, m]
                 self._camera_bytes[(node, camera)] += count * input_bytes[m]
-                place = (model, where, node)
-                self._request_bytes[place] += count * input_bytes[m]
-                self._response_bytes[place] += count * output_bytes[m]
+                self._request_bytes[(where, node)] += count * input_bytes[m]
+                self._response_bytes[(where, node)] += count * output_bytes[m]
                 # Little's law: requests in flight on average = arrival rate x time in the system.
                 in_flight[(where, node)] += count / tick_seconds * served.seconds[u, m]
             self._in_flight = in_flight

@@ -271,11 +271,10 @@ class Gateway:
         models = set(table.cloud) | set(node.models if node else ())
         cameras = set(node.camera_bandwidth_share if node else ()) | {DEFAULT_CAMERA}
         for served_by in SERVED_BY_VALUES:
-            self.metrics.duration.labels(served_by, self.edge_node)
+            for metric in (self.metrics.duration, self.metrics.request_bytes, self.metrics.response_bytes):
+                metric.labels(served_by, self.edge_node)
             for model in models:
                 self.metrics.requests.labels(model, "200", served_by, self.edge_node)
-                for metric in (self.metrics.request_bytes, self.metrics.response_bytes):
-                    metric.labels(model, served_by, self.edge_node)
         for camera in cameras:
             self.metrics.camera_request_bytes.labels(self.edge_node, camera)
 

@@ -138,8 +138,8 @@ class GatewayMetrics:
         self.requests.labels(model, str(code), served_by, node).inc()
         self.duration.labels(served_by, node).observe(seconds)
         self.camera_request_bytes.labels(node, camera).inc(request_bytes)
-        self.request_bytes.labels(model, served_by, node).inc(request_bytes)
-        self.response_bytes.labels(model, served_by, node).inc(response_bytes)
+        self.request_bytes.labels(served_by, node).inc(request_bytes)
+        self.response_bytes.labels(served_by, node).inc(response_bytes)
 
 
 class GatewayStateCollector(Collector):
