@@ -494,7 +494,9 @@ class ClusterReader:
             return None
         name, key = actor["configMapName"], actor["key"]
         try:
-            data = (self.core.read_namespaced_config_map(name, namespace).binary_data or {}).get(key)
+            # The JSON, not a V1ConfigMap: the actor's bytes are read every interval.
+            response: Any = self.core.read_namespaced_config_map(name, namespace, _preload_content=False)
+            data = (json.loads(response.data).get("binaryData") or {}).get(key)
         except ApiException as error:
             return PolicyUnavailable(f"cannot load the {spec['algorithm']} policy: {error.status} {error.reason}")
         if data is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime
+import json
 from typing import Any
 
 import pytest
@@ -176,9 +177,10 @@ def test_the_actor_is_read_from_its_configmap_with_the_crd_default_key() -> None
     data = actor.read_bytes()
 
     class ConfigMaps:
-        def read_namespaced_config_map(self, name: str, namespace: str) -> Any:
-            assert (name, namespace) == ("city-actor", "city")
-            return type("ConfigMap", (), {"binary_data": {"actor.onnx": base64.b64encode(data).decode()}})()
+        def read_namespaced_config_map(self, name: str, namespace: str, _preload_content: bool = True) -> Any:
+            assert (name, namespace, _preload_content) == ("city-actor", "city", False)
+            body = {"kind": "ConfigMap", "binaryData": {"actor.onnx": base64.b64encode(data).decode()}}
+            return type("Response", (), {"data": json.dumps(body).encode()})()
 
     reader = ClusterReader.__new__(ClusterReader)
     reader.core = ConfigMaps()  # type: ignore[assignment]
