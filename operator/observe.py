@@ -23,6 +23,7 @@ the last good placement and say why.
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import dataclasses
 import datetime
 import functools
@@ -143,9 +144,9 @@ def observed_from_samples(
     """Hit rate, mean response time and cost per hour from the query results (pure).
 
     ``served`` is the requests of each (edge node, model, place) over the window (:func:`requests_query`).
-    Cost uses the prices of the fleet (``spec.cloud``, EdgeNode
-    energy prices) and each model's work per request, as the system model does, but the measured
-    request counts and relayed bytes; series of unknown nodes or models count for the hit rate only.
+    Cost uses the prices of the fleet (``spec.cloud``, EdgeNode energy prices) and each model's work
+    per request, as the system model does, but the measured request counts and relayed bytes; series
+    of unknown nodes or models count for the hit rate only.
     """
     nodes = {name: e for e, name in enumerate(scenario.node_names)}
     models = {name: m for m, name in enumerate(scenario.model_names)}
@@ -511,16 +512,20 @@ def observe(cluster: ClusterReader, prometheus: PrometheusObserver, policy: Mapp
     metadata = policy["metadata"]
     spec = with_defaults("PlacementPolicy", policy["spec"])
     namespace, name = metadata["namespace"], metadata["name"]
-    edge_nodes = cluster.custom_objects(namespace, c.PLURAL_EDGE_NODES)
-    models = cluster.custom_objects(namespace, c.PLURAL_MODELS)
-    cameras = cluster.custom_objects(namespace, c.PLURAL_CAMERAS)
-    owned, pods = cluster.owned(namespace, name), cluster.pods(namespace, name)
-    allocatable, actor = cluster.allocatable(), cluster.actor(namespace, spec)
-    samples: PrometheusSamples | ObservationError
-    try:
-        samples = prometheus.read(int(spec["intervalSeconds"]))
-    except ObservationError as error:
-        samples = error
+    # Prometheus answers while the API server lists: two servers, so the waits overlap (the queries
+    # themselves stay one after the other, see PrometheusObserver).
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="observe-prometheus") as pool:
+        reading = pool.submit(prometheus.read, int(spec["intervalSeconds"]))
+        edge_nodes = cluster.custom_objects(namespace, c.PLURAL_EDGE_NODES)
+        models = cluster.custom_objects(namespace, c.PLURAL_MODELS)
+        cameras = cluster.custom_objects(namespace, c.PLURAL_CAMERAS)
+        owned, pods = cluster.owned(namespace, name), cluster.pods(namespace, name)
+        allocatable, actor = cluster.allocatable(), cluster.actor(namespace, spec)
+        samples: PrometheusSamples | ObservationError
+        try:
+            samples = reading.result()
+        except ObservationError as error:
+            samples = error
     return Snapshot(
         policy={"metadata": metadata, "spec": spec, "status": policy.get("status") or {}},
         edge_nodes=edge_nodes,
