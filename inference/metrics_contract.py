@@ -28,6 +28,7 @@ RESPONSE_BYTES_TOTAL = "edgeaigc_response_bytes_total"
 REQUESTS_IN_FLIGHT = "edgeaigc_requests_in_flight"
 CAMERA_LINK_SPECTRAL_EFFICIENCY = "edgeaigc_camera_link_spectral_efficiency"
 CAMERA_REQUEST_BYTES_TOTAL = "edgeaigc_camera_request_bytes_total"
+REQUEST_SECONDS_TOTAL = "edgeaigc_request_seconds_total"
 
 #: Names exported by every component that serves inference requests (server, gateway, twin).
 REQUEST_METRIC_NAMES = (
@@ -74,6 +75,13 @@ GATEWAY_REQUEST_DURATION = Family(
     ("served_by", "edge_node"),
     "Time from receiving an inference request to sending the last byte of its response.",
 )
+#: Each model's response times summed: over ``edgeaigc_requests_total`` its mean (2 series a pair, a histogram's 32).
+GATEWAY_REQUEST_SECONDS = Family(
+    REQUEST_SECONDS_TOTAL,
+    "counter",
+    ("model", "served_by", "edge_node"),
+    "Seconds from receiving inference requests to sending the last byte of their responses, summed.",
+)
 #: Per node and place too: the decision reads the bytes relayed to the cloud (each camera's are its own family).
 GATEWAY_REQUEST_BYTES = Family(
     REQUEST_BYTES_TOTAL, "counter", ("served_by", "edge_node"), "Bytes of inference request bodies received."
@@ -107,6 +115,7 @@ GATEWAY_REQUEST_METRIC_LABELS = {
         for family in (
             GATEWAY_REQUESTS,
             GATEWAY_REQUEST_DURATION,
+            GATEWAY_REQUEST_SECONDS,
             GATEWAY_REQUEST_BYTES,
             GATEWAY_RESPONSE_BYTES,
             CAMERA_REQUEST_BYTES,

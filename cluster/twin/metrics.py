@@ -60,6 +60,7 @@ class TwinMetrics(Collector):
         self._bounds = [floatToGoString(b) for b in self.buckets] + ["+Inf"]
         self._lock = threading.Lock()
         self._requests: dict[tuple[str, str, str, str], float] = {}
+        self._request_seconds: dict[tuple[str, str, str], float] = {}
         self._bucket_counts: dict[tuple[str, str], np.ndarray] = {}
         self._duration_sum: dict[tuple[str, str], float] = {}
         self._camera_bytes: dict[tuple[str, str], float] = {}
@@ -97,6 +98,7 @@ class TwinMetrics(Collector):
                 self._response_bytes.setdefault((where, node), 0.0)
                 for model in scenario.model_names:
                     self._requests.setdefault((model, "200", where, node), 0.0)
+                    self._request_seconds.setdefault((model, where, node), 0.0)
 
     def add(self, served: ServedSlot, tick_seconds: float) -> None:
         scenario = served.scenario
@@ -113,6 +115,7 @@ class TwinMetrics(Collector):
                 model, node = scenario.model_names[m], scenario.node_names[scenario.camera_node[u]]
                 camera = scenario.camera_names[u]
                 self._requests[(model, "200", where, node)] += count
+                self._request_seconds[(model, where, node)] += count * served.seconds[u, m]
                 self._bucket_counts[(where, node)][bucket_index[u, m]] += count
                 self._duration_sum[(where, node)] += count * served.seconds[u, m]
                 self._camera_bytes[(node, camera)] += count * input_bytes[m]
@@ -160,6 +163,7 @@ class TwinMetrics(Collector):
                 sample(f"{duration.name}_bucket", BUCKET_LABELS, (*place, bound), float(count))
             sample(f"{duration.name}_count", duration.labels, place, float(cumulative[-1]))
             sample(f"{duration.name}_sum", duration.labels, place, self._duration_sum[place])
+        labelled(contract.GATEWAY_REQUEST_SECONDS, self._request_seconds)
         labelled(contract.GATEWAY_REQUEST_BYTES, self._request_bytes)
         labelled(contract.GATEWAY_RESPONSE_BYTES, self._response_bytes)
         labelled(contract.CAMERA_REQUEST_BYTES, self._camera_bytes)

@@ -275,6 +275,7 @@ class Gateway:
                 metric.labels(served_by, self.edge_node)
             for model in models:
                 self.metrics.requests.labels(model, "200", served_by, self.edge_node)
+                self.metrics.request_seconds.labels(model, served_by, self.edge_node)
         for camera in cameras:
             self.metrics.camera_request_bytes.labels(self.edge_node, camera)
 

@@ -15,6 +15,7 @@ from edgeaigc.inference.metrics_contract import (
     GATEWAY_IN_FLIGHT_LABELS,
     GATEWAY_REQUEST_BYTES,
     GATEWAY_REQUEST_DURATION,
+    GATEWAY_REQUEST_SECONDS,
     GATEWAY_REQUESTS,
     GATEWAY_RESPONSE_BYTES,
     REQUEST_LATENCY_BUCKETS,
@@ -57,6 +58,12 @@ class GatewayMetrics:
             GATEWAY_REQUEST_DURATION.help,
             GATEWAY_REQUEST_DURATION.labels,
             buckets=REQUEST_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.request_seconds = Counter(
+            GATEWAY_REQUEST_SECONDS.client_name,
+            GATEWAY_REQUEST_SECONDS.help,
+            GATEWAY_REQUEST_SECONDS.labels,
             registry=self.registry,
         )
         self.request_bytes = Counter(
@@ -137,6 +144,7 @@ class GatewayMetrics:
         node = self.edge_node
         self.requests.labels(model, str(code), served_by, node).inc()
         self.duration.labels(served_by, node).observe(seconds)
+        self.request_seconds.labels(model, served_by, node).inc(seconds)
         self.camera_request_bytes.labels(node, camera).inc(request_bytes)
         self.request_bytes.labels(served_by, node).inc(request_bytes)
         self.response_bytes.labels(served_by, node).inc(response_bytes)

@@ -85,6 +85,7 @@ def test_the_observer_reads_real_gateway_series_through_the_recording_rule(
         for model in TINY.model_names:
             for served_by in ("edge", "cloud"):
                 metrics.requests.labels(model, "200", served_by, node)
+                metrics.request_seconds.labels(model, served_by, node)
         for served_by in ("edge", "cloud"):
             for family in (metrics.duration, metrics.request_bytes, metrics.response_bytes):
                 family.labels(served_by, node)
@@ -131,3 +132,25 @@ def test_the_observer_reads_real_gateway_series_through_the_recording_rule(
     observed = samples.observed(TINY)
     assert observed.hit_rate == pytest.approx(30 / 111, rel=0.1)
     assert observed.mean_response_time_s == pytest.approx((110 * 0.05 + 0.01) / 111, rel=0.1)
+
+
+def test_the_real_demos_per_model_figures_come_from_the_seconds_counter(
+    scraped_gateways: tuple[str, dict[str, GatewayMetrics]],
+) -> None:
+    """``edgeaigc demo --real`` compares each model's mean response time with the system model's."""
+    from edgeaigc.cluster.real_demo import gateway_figures, served_figures
+
+    url, gateways = scraped_gateways
+    for served_by in ("edge", "cloud"):
+        gateways["pi-1"].requests.labels("flow-urban", "200", served_by, "pi-1")
+        gateways["pi-1"].request_seconds.labels("flow-urban", served_by, "pi-1")
+    time.sleep(3)
+    for served_by, seconds, count in (("edge", 0.2, 10), ("cloud", 0.6, 30)):
+        for _ in range(count):
+            gateways["pi-1"].observe_request("flow-urban", 200, served_by, "camera-3", seconds, 1000, 10)
+    time.sleep(3)
+    figures = gateway_figures(url, 20, time.time())["flow-urban"]
+    assert figures["edge_hit_rate"] == pytest.approx(10 / 40, rel=0.05)
+    assert figures["mean_latency_ms"] == pytest.approx(1000 * (10 * 0.2 + 30 * 0.6) / 40, rel=0.05)
+    served = served_figures(url, 20, time.time())["flow-urban"]
+    assert served["edge"][1] == pytest.approx(0.2) and served["cloud"][1] == pytest.approx(0.6)

@@ -251,6 +251,9 @@ def test_histogram_counts_and_bytes_match_the_requests() -> None:
     for u, camera in enumerate(scenario.camera_names):
         sent = sum(s.counts[u] @ (scenario.model_input_mbit * 1e6 / 8) for s in served if s is not None)
         assert camera_bytes[camera] == (scenario.node_names[scenario.camera_node[u]], pytest.approx(sent))
+    # Each model's response times summed, per place: with the request counts, its mean.
+    seconds = sum(v for _, v in _samples(text, "edgeaigc_request_seconds_total"))
+    assert seconds == pytest.approx(sum(float((s.counts * s.seconds).sum()) for s in served if s is not None))
     # The response-time histogram is per node and place: 2 x nodes series of each bucket.
     assert len(inf) == 2 * scenario.num_nodes * (len(REQUEST_LATENCY_BUCKETS) + 1)
     links = _samples(text, "edgeaigc_camera_link_spectral_efficiency")
@@ -315,7 +318,7 @@ def test_the_twin_exports_exactly_the_metrics_of_its_contract_section() -> None:
     twin.step()
     families = {family.name: family for family in text_string_to_metric_families(_scrape(twin))}
     contract = _twin_contract()
-    assert len(contract) == 11
+    assert len(contract) == 12
     assert {name.removesuffix("_total") if kind == "counter" else name for name, (kind, _) in contract.items()} == set(
         families
     )
