@@ -9,7 +9,9 @@ the folder, and re-reads it every ``refresh_interval`` as a fallback). A target'
 comes from its file, not from the scrape configuration.
 
 The scrape interval defaults to 5 s: the operator decides every few tens of seconds and reads
-rates over windows of several scrapes.
+rates over windows of several scrapes. Rules are evaluated at the same interval: the chart's
+recording rules (``charts/edgeaigc/files/prometheus-rules.yaml``, copied to ``rules/`` at start) are
+what the operator's observer queries, as with a Prometheus the chart configures.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ INSTALL_HINT = "install Debian's package (apt-get install -y prometheus) or set 
 SELF_JOB = "prometheus"
 #: Scrape job of the file-registered targets (each file sets its own ``job`` label).
 FILE_SD_JOB = "edgeaigc"
+
+#: The chart's recording rules, the one copy of them (the Helm chart ships the same file).
+RULES_FILE = Path(__file__).resolve().parents[1] / "charts" / "edgeaigc" / "files" / "prometheus-rules.yaml"
 
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
@@ -69,13 +74,18 @@ def duration(seconds: float) -> str:
     return f"{milliseconds // 1000}s" if milliseconds % 1000 == 0 else f"{milliseconds}ms"
 
 
+def rules_dir(cluster_dir: Path) -> Path:
+    return prometheus_dir(cluster_dir) / "rules"
+
+
 def config(cluster_dir: Path, port: int, scrape_interval_s: float, listen_address: str = "127.0.0.1") -> dict[str, Any]:
     """The configuration document: Prometheus itself plus every file in ``targets/`` (the pods of
-    real nodes among them: see :mod:`.pod_targets`)."""
+    real nodes among them: see :mod:`.pod_targets`), and the rule files of ``rules/``."""
     interval = duration(scrape_interval_s)
     return {
         # The timeout may not exceed the interval (Prometheus refuses the configuration).
         "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
+        "rule_files": [str(rules_dir(cluster_dir) / "*.yaml")],
         "scrape_configs": [
             {"job_name": SELF_JOB, "static_configs": [{"targets": [f"{listen_address}:{port}"]}]},
             {
@@ -105,6 +115,10 @@ def prepare(
     root = prometheus_dir(cluster_dir)
     targets_dir(cluster_dir).mkdir(parents=True, exist_ok=True)
     (root / "data").mkdir(exist_ok=True)
+    if not RULES_FILE.exists():
+        raise PrometheusError(f"{RULES_FILE} not found: run the local cluster from a source checkout")
+    rules_dir(cluster_dir).mkdir(exist_ok=True)
+    shutil.copyfile(RULES_FILE, rules_dir(cluster_dir) / "edgeaigc.yaml")
     config_file = root / "prometheus.yml"
     config_file.write_text(
         yaml.safe_dump(config(cluster_dir, port, scrape_interval_s, listen_address), sort_keys=False)

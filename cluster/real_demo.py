@@ -58,7 +58,7 @@ from edgeaigc.cluster.real_stack import (
     wait_until,
 )
 from edgeaigc.cluster.sim_to_real import Sample, compare, format_table, plot
-from edgeaigc.inference.metrics_contract import REQUEST_DURATION_SECONDS, REQUESTS_TOTAL
+from edgeaigc.inference.metrics_contract import REQUEST_SECONDS_TOTAL, REQUESTS_TOTAL
 
 ProgressFn = Callable[[str], None]
 
@@ -310,12 +310,9 @@ def gateway_figures(url: str, window_s: int, at: float) -> dict[str, dict[str, f
     edge = _scalar_by_model(
         url, f'sum by (model) (increase({REQUESTS_TOTAL}{{{GATEWAY},served_by="edge"}}{window}))', at
     )
-    seconds = _scalar_by_model(
-        url, f"sum by (model) (increase({REQUEST_DURATION_SECONDS}_sum{{{GATEWAY}}}{window}))", at
-    )
-    count = _scalar_by_model(
-        url, f"sum by (model) (increase({REQUEST_DURATION_SECONDS}_count{{{GATEWAY}}}{window}))", at
-    )
+    # Each model's summed response times over its requests (the gateway's histogram is per node, not per model).
+    seconds = _scalar_by_model(url, f"sum by (model) (increase({REQUEST_SECONDS_TOTAL}{{{GATEWAY}}}{window}))", at)
+    count = total
     figures: dict[str, dict[str, float | None]] = {}
     for model, requests in total.items():
         if not model:
@@ -336,8 +333,8 @@ def served_figures(url: str, window_s: float, at: float) -> dict[str, dict[str, 
     by = "sum by (model, served_by)"
     figures: dict[str, dict[str, tuple[float, float]]] = {}
     try:
-        counts = query(url, f"{by} (increase({REQUEST_DURATION_SECONDS}_count{{{GATEWAY}}}{window}))", at=at)
-        sums = query(url, f"{by} (increase({REQUEST_DURATION_SECONDS}_sum{{{GATEWAY}}}{window}))", at=at)
+        counts = query(url, f"{by} (increase({REQUESTS_TOTAL}{{{GATEWAY}}}{window}))", at=at)
+        sums = query(url, f"{by} (increase({REQUEST_SECONDS_TOTAL}{{{GATEWAY}}}{window}))", at=at)
     except Exception:  # a gap in the samples, not the end of the demo
         return figures
     seconds = {(r["metric"].get("model"), r["metric"].get("served_by")): float(r["value"][1]) for r in sums}

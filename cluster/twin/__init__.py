@@ -16,8 +16,8 @@ operator's own :func:`~edgeaigc.policy.fleet.scenario_from_resources`, draws a l
    :func:`~edgeaigc.policy.system_model.evaluate_slot` (the previous cache is the last tick's, so
    newly cached models pay their download);
 3. adds them to the metrics served at ``/metrics`` — the request metrics of
-   ``docs/metrics-contract.md`` with ``edge_node`` and ``camera`` labels, as the real gateways
-   export them — and registers itself as a scrape target of the local cluster's Prometheus
+   ``docs/metrics-contract.md`` with ``edge_node`` labels and each camera's request bytes and link,
+   as the real gateways export them — and registers itself as a scrape target of the local cluster's Prometheus
    (job ``edgeaigc-gateway``).
 
 **Time mapping.** One tick (``--tick-seconds``, 5 s by default) plays one slot of the trace: the

@@ -40,7 +40,7 @@ camera's accepted request bodies are held to its ``bandwidthShare`` of it (an id
 the active ones): paced up to ``uplink_max_wait_s``, past it 429 with ``Retry-After``.
 
 **Cameras** name themselves in the ``X-Edgeaigc-Camera`` header (or the ``camera`` query
-parameter; ``unknown`` when absent); the name labels the request metrics. A malformed name is a
+parameter; ``unknown`` when absent); the name labels its request bytes and uplink metrics. A malformed name is a
 400; past ``max_cameras`` distinct names (cameras of the routing table not counted) further ones
 are counted as ``_other`` so that clients cannot create series at will. With camera
 authentication (:mod:`.camera_auth`, in front of this class) the header holds the camera of the
@@ -270,12 +270,14 @@ class Gateway:
         node = table.edge_nodes.get(self.edge_node)
         models = set(table.cloud) | set(node.models if node else ())
         cameras = set(node.camera_bandwidth_share if node else ()) | {DEFAULT_CAMERA}
-        for model in models:
-            for served_by in SERVED_BY_VALUES:
-                for camera in cameras:
-                    self.metrics.requests.labels(model, "200", served_by, self.edge_node, camera)
-                for metric in (self.metrics.duration, self.metrics.request_bytes, self.metrics.response_bytes):
-                    metric.labels(model, served_by, self.edge_node)
+        for served_by in SERVED_BY_VALUES:
+            for metric in (self.metrics.duration, self.metrics.request_bytes, self.metrics.response_bytes):
+                metric.labels(served_by, self.edge_node)
+            for model in models:
+                self.metrics.requests.labels(model, "200", served_by, self.edge_node)
+                self.metrics.request_seconds.labels(model, served_by, self.edge_node)
+        for camera in cameras:
+            self.metrics.camera_request_bytes.labels(self.edge_node, camera)
 
     def _prune(self) -> None:
         """Forget breakers and balancers of endpoints and models the new table no longer routes here."""

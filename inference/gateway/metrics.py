@@ -1,5 +1,5 @@
-"""The gateway's metrics: the contract's request metrics with ``edge_node`` and ``camera`` labels, and its own
-(routing table, circuit breakers, upstream retries and failures); see ``docs/metrics-contract.md``."""
+"""The gateway's metrics: the contract's request metrics with an ``edge_node`` label, each camera's request bytes,
+and its own (routing table, circuit breakers, upstream retries and failures); see ``docs/metrics-contract.md``."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from edgeaigc.inference.metrics_contract import (
+    CAMERA_REQUEST_BYTES,
     GATEWAY_IN_FLIGHT_LABELS,
     GATEWAY_REQUEST_BYTES,
     GATEWAY_REQUEST_DURATION,
+    GATEWAY_REQUEST_SECONDS,
     GATEWAY_REQUESTS,
     GATEWAY_RESPONSE_BYTES,
     REQUEST_LATENCY_BUCKETS,
@@ -40,7 +42,7 @@ GATEWAY_METRIC_NAMES = (
 
 
 class GatewayMetrics:
-    """The contract's request metrics with ``edge_node`` and ``camera`` labels, and the gateway's own.
+    """The contract's request metrics with an ``edge_node`` label, each camera's request bytes, and the gateway's own.
 
     The routing-table and circuit-breaker figures are read from the gateway at scrape time.
     """
@@ -58,6 +60,12 @@ class GatewayMetrics:
             buckets=REQUEST_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.request_seconds = Counter(
+            GATEWAY_REQUEST_SECONDS.client_name,
+            GATEWAY_REQUEST_SECONDS.help,
+            GATEWAY_REQUEST_SECONDS.labels,
+            registry=self.registry,
+        )
         self.request_bytes = Counter(
             GATEWAY_REQUEST_BYTES.client_name,
             GATEWAY_REQUEST_BYTES.help,
@@ -68,6 +76,12 @@ class GatewayMetrics:
             GATEWAY_RESPONSE_BYTES.client_name,
             GATEWAY_RESPONSE_BYTES.help,
             GATEWAY_RESPONSE_BYTES.labels,
+            registry=self.registry,
+        )
+        self.camera_request_bytes = Counter(
+            CAMERA_REQUEST_BYTES.client_name,
+            CAMERA_REQUEST_BYTES.help,
+            CAMERA_REQUEST_BYTES.labels,
             registry=self.registry,
         )
         self.in_flight = Gauge(
@@ -128,10 +142,12 @@ class GatewayMetrics:
         response_bytes: int,
     ) -> None:
         node = self.edge_node
-        self.requests.labels(model, str(code), served_by, node, camera).inc()
-        self.duration.labels(model, served_by, node).observe(seconds)
-        self.request_bytes.labels(model, served_by, node).inc(request_bytes)
-        self.response_bytes.labels(model, served_by, node).inc(response_bytes)
+        self.requests.labels(model, str(code), served_by, node).inc()
+        self.duration.labels(served_by, node).observe(seconds)
+        self.request_seconds.labels(model, served_by, node).inc(seconds)
+        self.camera_request_bytes.labels(node, camera).inc(request_bytes)
+        self.request_bytes.labels(served_by, node).inc(request_bytes)
+        self.response_bytes.labels(served_by, node).inc(response_bytes)
 
 
 class GatewayStateCollector(Collector):

@@ -88,17 +88,23 @@ def test_unknown_routes_and_methods(gateway: RunningGateway) -> None:
     assert response.json() == {"error": "Method Not Allowed"}
 
 
-def test_cameras_past_the_limit_are_counted_as_other(gateway: RunningGateway) -> None:
+def test_cameras_past_the_limit_have_their_bytes_counted_as_other(gateway: RunningGateway) -> None:
+    labels = {"edge_node": EDGE_NODE}
+    served = {"model": "affine", "code": "200", "served_by": "cloud", **labels}
+    before = gateway.sample("edgeaigc_requests_total", **served) or 0
     for camera in ("cam-a", "cam-b", "cam-c", "cam-listed"):
         assert gateway.client.post("/v2/models/affine/infer", json=AFFINE, params={"camera": camera}).status_code == 200
     text = gateway.scrape()
-    labels = {"model": "affine", "code": "200", "served_by": "cloud", "edge_node": EDGE_NODE}
-    assert sample_value(text, "edgeaigc_requests_total", camera="cam-a", **labels) == 1
-    assert sample_value(text, "edgeaigc_requests_total", camera="cam-b", **labels) == 1
-    assert sample_value(text, "edgeaigc_requests_total", camera="cam-c", **labels) is None
-    assert sample_value(text, "edgeaigc_requests_total", camera="_other", **labels) == 1
+    sent = sample_value(text, "edgeaigc_camera_request_bytes_total", camera="cam-a", **labels)
+    assert sent is not None and sent > 0
+    assert sample_value(text, "edgeaigc_camera_request_bytes_total", camera="cam-a", **labels) == sent
+    assert sample_value(text, "edgeaigc_camera_request_bytes_total", camera="cam-b", **labels) == sent
+    assert sample_value(text, "edgeaigc_camera_request_bytes_total", camera="cam-c", **labels) is None
+    assert sample_value(text, "edgeaigc_camera_request_bytes_total", camera="_other", **labels) == sent
     # Cameras named in the routing table always keep their name.
-    assert sample_value(text, "edgeaigc_requests_total", camera="cam-listed", **labels) == 1
+    assert sample_value(text, "edgeaigc_camera_request_bytes_total", camera="cam-listed", **labels) == sent
+    # The request counter has no camera label: one series per (model, code, place) of the node.
+    assert sample_value(text, "edgeaigc_requests_total", **served) == before + 4
 
 
 def test_no_routing_table_yet_is_503_until_one_appears(tmp_path: Path, cloud: RunningServer) -> None:
@@ -122,7 +128,7 @@ def test_no_routing_table_yet_is_503_until_one_appears(tmp_path: Path, cloud: Ru
 
 
 def test_scrape_has_the_contract_names_and_labels(gateway: RunningGateway) -> None:
-    unknown = {"model": UNKNOWN_MODEL, "code": "404", "served_by": "edge", "edge_node": EDGE_NODE, "camera": "unknown"}
+    unknown = {"model": UNKNOWN_MODEL, "code": "404", "served_by": "edge", "edge_node": EDGE_NODE}
     before = gateway.sample("edgeaigc_requests_total", **unknown) or 0
     gateway.client.post("/v2/models/affine/infer", json=AFFINE)
     gateway.client.post("/v2/models/nobody/infer", json=AFFINE)

@@ -61,7 +61,7 @@ def dead_url() -> str:
 
 
 def counts(gateway: RunningGateway, served_by: str, code: str = "200") -> float:
-    labels = {"model": "affine", "edge_node": EDGE_NODE, "camera": "unknown"}
+    labels = {"model": "affine", "edge_node": EDGE_NODE}
     return sample_value(gateway.scrape(), "edgeaigc_requests_total", code=code, served_by=served_by, **labels) or 0.0
 
 

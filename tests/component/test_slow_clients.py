@@ -240,7 +240,7 @@ def test_a_client_gone_mid_body_is_a_400_not_a_500(standard_root: Path, tmp_path
             time.sleep(0.3)
         labels = {"model": "affine", "served_by": "edge"}
         if what == "gateway":
-            labels |= {"edge_node": EDGE_NODE, "camera": "unknown"}
+            labels |= {"edge_node": EDGE_NODE}
         deadline = time.monotonic() + 5
         while server.sample("edgeaigc_requests_total", code="400", **labels) is None and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -240,9 +240,14 @@ def test_a_camera_is_its_token_and_may_not_claim_another(camera_gateway: tuple[h
     assert client.get("/v2/health/ready").status_code == 200
     scrape = client.get("/metrics").text
     labels = {"model": "affine", "code": "200", "served_by": "edge", "edge_node": EDGE_NODE}
-    assert sample_value(scrape, "edgeaigc_requests_total", **labels, camera="cam-a") == 3
-    assert sample_value(scrape, "edgeaigc_requests_total", **labels, camera="cam-b") is None
-    assert sample_value(scrape, "edgeaigc_requests_total", **labels, camera="unknown") in (None, 0)
+    assert sample_value(scrape, "edgeaigc_requests_total", **labels) == 3
+    sent = 3 * len(client.build_request("POST", infer, json=AFFINE).content)
+    assert sample_value(scrape, "edgeaigc_camera_request_bytes_total", edge_node=EDGE_NODE, camera="cam-a") == sent
+    assert sample_value(scrape, "edgeaigc_camera_request_bytes_total", edge_node=EDGE_NODE, camera="cam-b") is None
+    assert sample_value(scrape, "edgeaigc_camera_request_bytes_total", edge_node=EDGE_NODE, camera="unknown") in (
+        None,
+        0,
+    )
 
 
 def test_a_camera_added_to_the_secret_can_send_without_a_restart(camera_gateway: tuple[httpx.Client, Path]) -> None:

@@ -28,6 +28,7 @@ from edgeaigc.cluster.twin.slots import ServedSlot
 from edgeaigc.cluster.twin.twin import Twin
 from edgeaigc.operator import constants as c
 from edgeaigc.operator.builders import build_edge_deployment
+from edgeaigc.operator.observe import camera_bytes_query, requests_query
 from tests.e2e.conftest import REPO, Kubectl
 
 NAMESPACE = "traffic-city"
@@ -116,9 +117,9 @@ def running_twin(cluster: ClusterState, traffic_city: Kubectl) -> Iterator[tuple
         server.server_close()
 
 
-def _cumulative_requests(history: list[ServedSlot], up_to_slot: int) -> dict[tuple[str, str, str, str], float]:
-    """(model, served_by, edge_node, camera) -> requests the twin counted up to a slot."""
-    totals: dict[tuple[str, str, str, str], float] = defaultdict(float)
+def _cumulative_requests(history: list[ServedSlot], up_to_slot: int) -> dict[tuple[str, str, str], float]:
+    """(model, served_by, edge_node) -> requests the twin counted up to a slot."""
+    totals: dict[tuple[str, str, str], float] = defaultdict(float)
     for served in history:
         if served.slot > up_to_slot:
             continue
@@ -126,7 +127,7 @@ def _cumulative_requests(history: list[ServedSlot], up_to_slot: int) -> dict[tup
         for u, m in zip(*np.nonzero(served.counts), strict=True):
             node = scenario.node_names[scenario.camera_node[u]]
             where = "edge" if served.hit[u, m] else "cloud"
-            totals[(scenario.model_names[m], where, node, scenario.camera_names[u])] += served.counts[u, m]
+            totals[(scenario.model_names[m], where, node)] += served.counts[u, m]
     return dict(totals)
 
 
@@ -177,41 +178,44 @@ def test_twin_follows_the_placement_and_prometheus_reads_its_rates(
     # 3. Counters: exactly the twin's own counts at the slot of the same scrape.
     slot_at = int(_scalar(url, f"edgeaigc_twin_slot{{{mine}}}", at) or 0)
     scraped = {
-        (s["metric"]["model"], s["metric"]["served_by"], s["metric"]["edge_node"], s["metric"]["camera"]): float(
-            s["value"][1]
-        )
+        (s["metric"]["model"], s["metric"]["served_by"], s["metric"]["edge_node"]): float(s["value"][1])
         for s in prom.query(url, f"edgeaigc_requests_total{{{mine}}}", at)
     }
     assert slot_at > first_edge.slot
     assert {key: value for key, value in scraped.items() if value} == _cumulative_requests(twin.served_slots(), slot_at)
-    assert len(scraped) == scenario.num_cameras * scenario.num_models * 2  # the others at zero
+    assert len(scraped) == scenario.num_nodes * scenario.num_models * 2  # the others at zero
     # Since the replica is ready, none of that model's requests on the node goes to the cloud.
     pair = f'model="{model}", edge_node="{EDGE_NODE}"'
     recent = f"sum(increase(edgeaigc_requests_total{{{mine}, {pair}, served_by=%r}}[{WINDOW_S // 2}s]))"
     assert (_scalar(url, recent % "cloud", at) or 0) == 0
     assert (_scalar(url, recent % "edge", at) or 0) > 0
 
-    # 4. The operator's rate query against the twin's counts over the same window.
-    rate_query = (
-        f"sum by (edge_node, camera, model) (increase(edgeaigc_requests_total{{{mine}}}[{WINDOW_S}s])) / {WINDOW_S}"
-    )
-    measured = {
-        (s["metric"]["edge_node"], s["metric"]["camera"], s["metric"]["model"]): float(s["value"][1])
-        for s in prom.query(url, rate_query, at)
-    }
+    # 4. The operator's query, on the series of the chart's recording rule (loaded by the cluster's
+    # Prometheus), against the twin's counts over the same window.
+    by_place = prom.query(url, requests_query(WINDOW_S, mine, "edge_node, model, served_by"), at)
+    assert by_place and {s["metric"]["served_by"] for s in by_place} == {"edge", "cloud"}
+    measured: dict[tuple[str, str], float] = defaultdict(float)
+    for s in by_place:
+        measured[(s["metric"]["edge_node"], s["metric"]["model"])] += float(s["value"][1]) / WINDOW_S
     in_window = [s for s in twin.served_slots() if at - WINDOW_S < s.finished_at <= at]
     assert len(in_window) >= WINDOW_S - 2
-    own: dict[tuple[str, str, str], float] = defaultdict(float)
-    at_edges: dict[tuple[str, str, str], float] = defaultdict(float)  # requests in the edge ticks
+    own: dict[tuple[str, str], float] = defaultdict(float)
+    at_edges: dict[tuple[str, str], float] = defaultdict(float)  # requests in the edge ticks
+    own_bytes: dict[str, float] = defaultdict(float)
+    bytes_at_edges: dict[str, float] = defaultdict(float)
+    input_bytes = scenario.model_input_mbit * 1e6 / 8
     expected_total = 0.0
     for i, s in enumerate(in_window):
         expected_total += float(s.expected_rates.sum()) / len(in_window)
         for u, mm in zip(*np.nonzero(s.counts), strict=True):
-            key = (scenario.node_names[scenario.camera_node[u]], scenario.camera_names[u], scenario.model_names[mm])
+            key = (scenario.node_names[scenario.camera_node[u]], scenario.model_names[mm])
             own[key] += s.counts[u, mm] / WINDOW_S
-            # Scrapes lag ticks on a loaded machine: the first and last ticks may fall either side.
+            own_bytes[scenario.camera_names[u]] += s.counts[u, mm] * input_bytes[mm] / WINDOW_S
+            # Scrapes (and the rule's evaluations) lag ticks on a loaded machine: the first and last
+            # ticks may fall either side.
             if i < 3 or i >= len(in_window) - 3:
                 at_edges[key] += float(s.counts[u, mm])
+                bytes_at_edges[scenario.camera_names[u]] += float(s.counts[u, mm] * input_bytes[mm])
     # Tolerance: Prometheus counts what happened between the first and the last scrape in the
     # window and extrapolates the rest at the average rate, and on a loaded machine scrapes lag the
     # ticks, so a series may be off by the requests of the edge ticks (cameras switch models from
@@ -219,6 +223,14 @@ def test_twin_follows_the_placement_and_prometheus_reads_its_rates(
     for key in set(own) | set(measured):
         got, want = measured.get(key, 0.0), own.get(key, 0.0)
         assert abs(got - want) <= 0.1 * want + (at_edges.get(key, 0.0) + 1) / WINDOW_S, (key, got, want)
+    camera_bytes = {
+        s["metric"]["camera"]: float(s["value"][1]) / WINDOW_S
+        for s in prom.query(url, camera_bytes_query(WINDOW_S, mine), at)
+    }
+    assert len(camera_bytes) == scenario.num_cameras
+    for camera, got in camera_bytes.items():
+        want = own_bytes.get(camera, 0.0)
+        assert abs(got - want) <= 0.1 * want + (bytes_at_edges.get(camera, 0.0) + 1e5) / WINDOW_S, (camera, got, want)
     total = sum(measured.values())
     worst = max(abs(measured.get(k, 0.0) - own.get(k, 0.0)) for k in set(own) | set(measured))
     print(

@@ -11,6 +11,7 @@ import dataclasses
 import ipaddress
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -445,10 +446,12 @@ def test_chart_files_are_the_repositorys_files_and_helm_packages_their_bytes(hel
             assert member is not None and member.read() == source.read_bytes(), link
         assert not any(name.startswith("edgeaigc/ci/") for name in archive.getnames())
     # The rendered ConfigMap carries the actors byte for byte.
-    (actors,) = find(render(helm, "--set", "policy.actors={traffic-city-td3,traffic-city-ddpg}"), "ConfigMap")
+    (actors,) = find(
+        render(helm, "--set", "policy.actors={traffic-city-td3,traffic-city-ddpg}"), "ConfigMap", "rel-edgeaigc-actors"
+    )
     for key, data in actors["binaryData"].items():
         assert base64.b64decode(data) == (REPO / "policy" / "actors" / key).read_bytes()
-    assert not find(render(helm, "--set-json", "policy.actors=[]"), "ConfigMap")
+    assert not find(render(helm, "--set-json", "policy.actors=[]"), "ConfigMap", "rel-edgeaigc-actors")
 
 
 def test_the_helm_test_is_a_job_hook_probing_every_component(helm: list[str]) -> None:
@@ -756,3 +759,29 @@ def test_every_container_has_a_cpu_limit_and_the_operator_a_readiness_probe(helm
     operator = find(render(helm), "Deployment", "rel-edgeaigc-operator")[0]["spec"]["template"]["spec"]["containers"][0]
     assert operator["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert operator["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+
+
+def test_recording_rules_ship_as_a_configmap_and_a_prometheus_rule_and_pass_promtool(
+    helm: list[str], tmp_path: Path
+) -> None:
+    """The rules the operator's queries read: one file, valid for Prometheus, in both forms the chart offers."""
+    from edgeaigc.inference.metrics_contract import RECORDED_REQUESTS_TOTAL
+
+    shipped = yaml.safe_load((CHART / "files" / "prometheus-rules.yaml").read_text())
+    assert [rule["record"] for group in shipped["groups"] for rule in group["rules"]] == [RECORDED_REQUESTS_TOTAL]
+    assert not find(render(helm), "PrometheusRule")
+    objects = render(helm, "--api-versions", "monitoring.coreos.com/v1/PrometheusRule",
+                     "--set", "metrics.prometheusRule.labels.release=kube-prometheus")  # fmt: skip
+    (rule,) = find(objects, "PrometheusRule")
+    assert rule["spec"] == shipped and rule["metadata"]["labels"]["release"] == "kube-prometheus"
+    (config_map,) = find(objects, "ConfigMap", "rel-edgeaigc-prometheus-rules")
+    rules_file = tmp_path / "edgeaigc-rules.yaml"
+    rules_file.write_text(config_map["data"]["edgeaigc-rules.yaml"])
+    assert yaml.safe_load(rules_file.read_text()) == shipped
+    if shutil.which("promtool"):
+        result = subprocess.run(["promtool", "check", "rules", str(rules_file)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+    off = render(helm, "--api-versions", "monitoring.coreos.com/v1/PrometheusRule",
+                 "--set", "metrics.prometheusRule.enabled=false",
+                 "--set", "metrics.rulesConfigMap.enabled=false")  # fmt: skip
+    assert not find(off, "PrometheusRule") and not find(off, "ConfigMap", "rel-edgeaigc-prometheus-rules")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime
+import json
 from typing import Any
 
 import pytest
@@ -36,13 +37,24 @@ def _sample(value: float, **labels: str) -> dict[str, Any]:
 
 def _samples(rate: float = 2.0) -> PrometheusSamples:
     """Every camera asks ``rate`` requests per second of each model, all served by the cloud so far."""
-    demand = [
-        _sample(rate, edge_node=node, camera=camera, model=model)
-        for camera, node in CAMERAS.items()
+    window_s = 30
+    cameras_per_node = {node: sum(1 for n in CAMERAS.values() if n == node) for node in NODES}
+    requests = [
+        _sample(rate * window_s * cameras_per_node[node], edge_node=node, model=model, served_by="cloud")
+        for node in NODES
         for model in MODELS
     ]
-    served = [_sample(rate * 60, edge_node=node, model=model, served_by="cloud") for node in NODES for model in MODELS]
-    return PrometheusSamples(demand, demand, [], served, [_sample(50.0)], [_sample(1e6)], window_s=30)
+    camera_bytes = [_sample(1000.0, edge_node=node, camera=camera) for camera, node in CAMERAS.items()]
+    return PrometheusSamples(
+        requests,
+        requests,
+        camera_bytes,
+        camera_bytes,
+        [],
+        [_sample(50.0, part="sum"), _sample(rate * window_s * len(CAMERAS) * len(MODELS), part="count")],
+        [_sample(1e6)],
+        window_s=window_s,
+    )
 
 
 def snapshot(**changes: Any) -> Snapshot:
@@ -166,9 +178,10 @@ def test_the_actor_is_read_from_its_configmap_with_the_crd_default_key() -> None
     data = actor.read_bytes()
 
     class ConfigMaps:
-        def read_namespaced_config_map(self, name: str, namespace: str) -> Any:
-            assert (name, namespace) == ("city-actor", "city")
-            return type("ConfigMap", (), {"binary_data": {"actor.onnx": base64.b64encode(data).decode()}})()
+        def read_namespaced_config_map(self, name: str, namespace: str, _preload_content: bool = True) -> Any:
+            assert (name, namespace, _preload_content) == ("city-actor", "city", False)
+            body = {"kind": "ConfigMap", "binaryData": {"actor.onnx": base64.b64encode(data).decode()}}
+            return type("Response", (), {"data": json.dumps(body).encode()})()
 
     reader = ClusterReader.__new__(ClusterReader)
     reader.core = ConfigMaps()  # type: ignore[assignment]

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 
 from edgeaigc.operator.decide import Decision
-from edgeaigc.operator.observe import observation_from_samples, rate_query
+from edgeaigc.operator.observe import camera_rates_of, observation_from_samples, requests_query
 from edgeaigc.operator.placement import plan_fits_nodes
 from edgeaigc.operator.reconcile import HASH_ANNOTATION, changes, manifest_hash
 from edgeaigc.operator.status import policy_status
 from edgeaigc.policy.fleet import current_cache
+from edgeaigc.policy.observation import TREND_WINDOW_SLOTS, Observation, encode
 from edgeaigc.policy.scenario import load_scenario
-from edgeaigc.policy.system_model import Plan
+from edgeaigc.policy.system_model import Plan, node_rates_of
 
 TINY = load_scenario("tiny")  # nodes pi-0, pi-1; cameras camera-0..5; models det-day, ...
 NOW = datetime.datetime(2026, 11, 27, 7, 30, tzinfo=datetime.UTC)
@@ -25,17 +26,23 @@ def _sample(value: float, **labels: str) -> dict:
 
 
 def test_observation_from_query_results() -> None:
+    # Requests over a 10-s interval; pi-0 holds camera-0, 2, 4 in TINY.
     last = [
-        _sample(2.0, edge_node="pi-0", camera="camera-0", model="det-day"),
-        _sample(8.0, edge_node="pi-0", camera="camera-0", model="cls-small"),
-        _sample(5.0, edge_node="pi-9", camera="camera-99", model="det-day"),  # unknown camera: ignored
-        _sample(float("nan"), edge_node="pi-1", camera="camera-1", model="det-day"),  # NaN: counted as 0
+        _sample(20.0, edge_node="pi-0", model="det-day", served_by="cloud"),
+        _sample(80.0, edge_node="pi-0", model="cls-small", served_by="edge"),
+        _sample(50.0, edge_node="pi-9", model="det-day", served_by="cloud"),  # unknown node: ignored
+        _sample(float("nan"), edge_node="pi-1", model="det-day", served_by="cloud"),  # NaN: counted as 0
     ]
-    recent = [_sample(1.0, edge_node="pi-0", camera="camera-0", model="det-day")]
+    recent = [_sample(50.0, edge_node="pi-0", model="det-day")]  # over 5 intervals: 1 req/s
+    # camera-0 sent all of pi-0's bytes in both windows: it gets all of pi-0's requests.
+    camera_bytes = [
+        _sample(5e5, edge_node="pi-0", camera="camera-0"),
+        _sample(0.0, edge_node="pi-0", camera="camera-2"),
+    ]
     link = [_sample(4.0, edge_node="pi-0", camera="camera-0")]
     cache = np.zeros((2, 6))
     cache[0, 0] = 1
-    observation = observation_from_samples(TINY, last, recent, link, cache, NOW)
+    observation = observation_from_samples(TINY, last, recent, camera_bytes, camera_bytes, link, cache, NOW, 10)
     assert observation.camera_rates[0, 0] == 2.0 and observation.camera_rates[0, 2] == 8.0
     assert observation.camera_rates.sum() == 10.0
     assert observation.camera_rate_trend[0, 0] == 1.0
@@ -47,8 +54,57 @@ def test_observation_from_query_results() -> None:
     assert observation.hour_of_day == 7.5
 
 
-def test_rate_query_is_per_camera_and_model() -> None:
-    assert rate_query(30) == "sum by (edge_node, camera, model) (increase(edgeaigc_requests_total[30s])) / 30"
+def test_camera_rates_from_node_counts_and_camera_bytes_encode_like_the_per_pair_rates() -> None:
+    """What the gateways export (per (node, model) requests, per camera bytes) gives the actor the same input.
+
+    Each camera asks its own mix of models; the observation rebuilt from the aggregated series must
+    encode to the same features as the exact per-(camera, model) rates, for any fleet.
+    """
+    rng = np.random.default_rng(7)
+    exact = rng.uniform(0, 3, size=(TINY.num_cameras, TINY.num_models)) * (rng.random((TINY.num_cameras, 1)) < 0.8)
+    exact[:, 1] *= 4  # the cameras' mixes differ: one model's share varies with the camera
+    window_s = 30
+    node_counts = node_rates_of(TINY, exact) * window_s
+    requests = [
+        _sample(float(node_counts[e, m]), edge_node=TINY.node_names[e], model=TINY.model_names[m], served_by="edge")
+        for e in range(TINY.num_nodes)
+        for m in range(TINY.num_models)
+    ]
+    input_bytes = TINY.model_input_mbit * 1e6 / 8
+    camera_bytes = [
+        _sample(float(exact[u] @ input_bytes * window_s), edge_node=TINY.node_names[TINY.camera_node[u]], camera=name)
+        for u, name in enumerate(TINY.camera_names)
+    ]
+    cache = np.zeros((TINY.num_nodes, TINY.num_models))
+    cache[0, :2] = 1
+    link = rng.choice(TINY.link_states, size=TINY.num_cameras)
+    link_samples = [_sample(float(q), camera=name) for q, name in zip(link, TINY.camera_names, strict=True)]
+    rebuilt = observation_from_samples(
+        TINY, requests, requests, camera_bytes, camera_bytes, link_samples, cache, NOW, window_s
+    )
+    recent = node_rates_of(TINY, exact) / TREND_WINDOW_SLOTS
+    assert np.allclose(node_rates_of(TINY, rebuilt.camera_rates_recent_mean), recent)
+    truth = Observation(exact, rebuilt.camera_rates_recent_mean, link, cache, rebuilt.node_compute_utilisation, 7.5)
+    assert not np.allclose(rebuilt.camera_rates, exact)  # the per-pair split itself is not measured...
+    for key, features in encode(TINY, truth).items():  # ...and the actor never needs it
+        np.testing.assert_allclose(encode(TINY, rebuilt)[key], features, rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_a_node_whose_cameras_sent_no_bytes_splits_its_requests_evenly() -> None:
+    node_rates = np.zeros((TINY.num_nodes, TINY.num_models))
+    node_rates[1, 0] = 3.0
+    rates = camera_rates_of(TINY, node_rates, np.zeros(TINY.num_cameras))
+    on_pi1 = TINY.camera_node == 1
+    assert np.allclose(rates[on_pi1, 0], 3.0 / on_pi1.sum()) and rates[~on_pi1].sum() == 0
+
+
+def test_requests_query_is_per_node_and_model_from_the_recording_rule() -> None:
+    assert requests_query(30) == (
+        "sum by (edge_node, model, served_by) (increase(edgeaigc:requests_total:sum_without_code[30s]))"
+    )
+    assert requests_query(30, recorded=False) == (
+        'sum by (edge_node, model, served_by) (increase(edgeaigc_requests_total{edge_node!=""}[30s]))'
+    )
 
 
 def _deployment(name: str, **labels: str) -> dict:
@@ -170,25 +226,25 @@ def test_model_status_reports_the_artifact_and_keeps_other_conditions() -> None:
 
 def test_every_query_carries_the_policys_prometheus_selector() -> None:
     from edgeaigc.operator.observe import (
+        camera_bytes_query,
         duration_query,
         link_query,
         relayed_bytes_query,
         series,
-        served_query,
     )
 
     assert series("m") == "m" and series("m", "", 'a="b"') == 'm{a="b"}'
     assert series("m", ' namespace="city", ', 'a="b"') == 'm{a="b", namespace="city"}'
     selector = 'namespace="city"'
     queries = [
-        rate_query(30, selector),
+        requests_query(30, selector),
+        requests_query(30, selector, recorded=False),
+        camera_bytes_query(30, selector),
         link_query(selector),
-        served_query(30, selector),
-        duration_query("sum", 30, selector),
+        duration_query(30, selector),
         relayed_bytes_query(30, selector),
     ]
     for query in queries:
-        metrics = query.count("edgeaigc_")
+        metrics = query.count("edgeaigc_") + query.count("edgeaigc:")
         assert query.count(selector) == metrics, query
     assert 'edgeaigc_request_bytes_total{served_by="cloud", namespace="city"}' in queries[-1]
-    assert rate_query(30) == "sum by (edge_node, camera, model) (increase(edgeaigc_requests_total[30s])) / 30"

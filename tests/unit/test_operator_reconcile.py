@@ -15,12 +15,10 @@ from edgeaigc.inference.gateway.routing_table import EdgeNodeRoutes, Endpoint, L
 from edgeaigc.operator.builders import build_edge_deployment, build_service
 from edgeaigc.operator.decide import Decision
 from edgeaigc.operator.observe import (
+    QUERIES_PER_READ,
     Observed,
     PrometheusObserver,
-    duration_query,
     observed_from_samples,
-    relayed_bytes_query,
-    served_query,
 )
 from edgeaigc.operator.reconcile import (
     HASH_ANNOTATION,
@@ -187,27 +185,41 @@ def test_observed_figures_from_query_results() -> None:
     assert observed_from_samples(TINY, [], [], [], [], 60) == Observed(None, None, None)
 
 
-def test_observed_figures_read_the_histogram_not_the_per_camera_counters() -> None:
-    answers = {
-        served_query(60): [
-            _sample(30, edge_node="pi-0", model="det-day", served_by="edge"),
-            _sample(10, edge_node="pi-0", model="det-day", served_by="cloud"),
-        ],
-        duration_query("sum", 60): [_sample(8.0)],
-        relayed_bytes_query(60): [_sample(0.0)],
-    }
+def test_an_observation_sends_a_fixed_number_of_queries_none_per_camera_and_model() -> None:
+    """The same queries whatever the fleet's size, each returning every series of its figure."""
+    requests = [
+        _sample(30, edge_node="pi-0", model="det-day", served_by="edge"),
+        _sample(10, edge_node="pi-0", model="det-day", served_by="cloud"),
+    ]
     sent: list[str] = []
 
     class Observer(PrometheusObserver):
-        def _query(self, query: str) -> list[dict[str, Any]]:
+        def _send(self, query: str) -> list[dict[str, Any]]:
             sent.append(query)
-            return answers[query]
+            if "edgeaigc:requests_total" in query:
+                return requests if self.recorded_answers else []
+            if "edgeaigc_request_duration_seconds" in query:
+                return [_sample(8.0, part="sum"), _sample(40.0, part="count")]
+            return [_sample(0.0)] if "edgeaigc_requests_total" not in query else requests
 
-    served, duration_sum, relayed_bytes = Observer("http://prometheus:9090").read_served(60)
-    observed = observed_from_samples(TINY, served, duration_sum, served, relayed_bytes, 60)
-    # 4 000 histogram series at 100 x 20 instead of 16 000 request counters; their sum counts the mean too.
-    assert all("edgeaigc_requests_total" not in query for query in sent) and len(sent) == 3
+        recorded_answers = True
+
+    observer = Observer("http://prometheus:9090")
+    samples = observer.read(60)
+    assert len(sent) == QUERIES_PER_READ == observer.queries_sent
+    assert all(query.count("camera") == 0 or "model" not in query for query in sent), sent
+    assert all("edgeaigc_requests_total" not in query for query in sent)  # the recording rule's series
+    observed = samples.observed(TINY)
     assert observed.hit_rate == pytest.approx(30 / 40) and observed.mean_response_time_s == pytest.approx(8 / 40)
+    # A Prometheus without the chart's rules: the gateways' counters, after one extra query.
+    sent.clear()
+    without_rules = Observer("http://prometheus:9090")
+    without_rules.recorded_answers = False
+    assert without_rules.read(60).observed(TINY).hit_rate == pytest.approx(30 / 40)
+    assert not without_rules.recorded and len(sent) == QUERIES_PER_READ + 1
+    sent.clear()
+    without_rules.read(60)
+    assert len(sent) == QUERIES_PER_READ and not any("edgeaigc:requests_total" in query for query in sent)
 
 
 def test_status_shows_observed_next_to_predicted() -> None:

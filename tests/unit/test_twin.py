@@ -20,6 +20,7 @@ from edgeaigc.cluster.twin.placement import bandwidth_shares, compute_shares, cp
 from edgeaigc.cluster.twin.slots import response_seconds, serve_slot
 from edgeaigc.cluster.twin.twin import Twin
 from edgeaigc.inference.gateway.routing_table import EdgeNodeRoutes, RoutingTable
+from edgeaigc.inference.metrics_contract import REQUEST_LATENCY_BUCKETS
 from edgeaigc.operator import builders
 from edgeaigc.policy.fleet import scenario_from_resources
 from edgeaigc.policy.system_model import Plan, evaluate_slot
@@ -198,8 +199,9 @@ def test_twin_serves_everything_from_the_cloud_until_a_replica_is_ready() -> Non
     text = _scrape(twin)
     requests = _samples(text, "edgeaigc_requests_total")
     scenario = first.scenario
-    # Every (camera, model, place) series exists from the start, at zero until used.
-    assert len(requests) == scenario.num_cameras * scenario.num_models * 2
+    # Every (node, model, place) series exists from the start, at zero until used; none per camera and model.
+    assert len(requests) == scenario.num_nodes * scenario.num_models * 2
+    assert all("camera" not in labels for labels, _ in requests)
     assert {labels["served_by"] for labels, value in requests if value > 0} == {"cloud"}
     assert sum(value for _, value in requests) == first.counts.sum()
     # The busiest model on pi-0 gets a replica.
@@ -240,6 +242,20 @@ def test_histogram_counts_and_bytes_match_the_requests() -> None:
         (s.counts.sum(axis=0) * scenario.model_input_mbit * 1e6 / 8).sum() for s in served if s is not None
     )
     assert sum(v for _, v in _samples(text, "edgeaigc_request_bytes_total")) == pytest.approx(expected_bytes)
+    # Each camera's bytes: its own requests times their models' input sizes, at the node it is attached to.
+    camera_bytes = {
+        labels["camera"]: (labels["edge_node"], v)
+        for labels, v in _samples(text, "edgeaigc_camera_request_bytes_total")
+    }
+    assert len(camera_bytes) == scenario.num_cameras
+    for u, camera in enumerate(scenario.camera_names):
+        sent = sum(s.counts[u] @ (scenario.model_input_mbit * 1e6 / 8) for s in served if s is not None)
+        assert camera_bytes[camera] == (scenario.node_names[scenario.camera_node[u]], pytest.approx(sent))
+    # Each model's response times summed, per place: with the request counts, its mean.
+    seconds = sum(v for _, v in _samples(text, "edgeaigc_request_seconds_total"))
+    assert seconds == pytest.approx(sum(float((s.counts * s.seconds).sum()) for s in served if s is not None))
+    # The response-time histogram is per node and place: 2 x nodes series of each bucket.
+    assert len(inf) == 2 * scenario.num_nodes * (len(REQUEST_LATENCY_BUCKETS) + 1)
     links = _samples(text, "edgeaigc_camera_link_spectral_efficiency")
     assert len(links) == scenario.num_cameras and all(v in scenario.link_states for _, v in links)
     assert _samples(text, "edgeaigc_twin_slot")[0][1] == 3
@@ -302,7 +318,7 @@ def test_the_twin_exports_exactly_the_metrics_of_its_contract_section() -> None:
     twin.step()
     families = {family.name: family for family in text_string_to_metric_families(_scrape(twin))}
     contract = _twin_contract()
-    assert len(contract) == 10
+    assert len(contract) == 12
     assert {name.removesuffix("_total") if kind == "counter" else name for name, (kind, _) in contract.items()} == set(
         families
     )
