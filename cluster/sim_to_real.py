@@ -103,6 +103,8 @@ def compare(documents: Sequence[dict[str, Any]], samples: Sequence[Sample]) -> l
                 if requests <= 0 or (model, served_by) not in predicted:
                     continue
                 limit = sample.cpu_millicores.get(model) if served_by == "edge" else None
+                if served_by == "edge" and limit is None:
+                    continue  # served by a replica that was starting or going: its CPU is not known
                 entry = sums[(model, served_by, limit)]
                 entry[0] += requests
                 entry[1] += requests * mean_s

@@ -22,6 +22,7 @@ SPEC_DEFAULTS: dict[str, dict[str, Any]] = {
         "planningSlotSeconds": 60,
         "churnLimit": 2,
         "sloSeconds": 0.5,
+        "requestOverheadMs": 0.0,
         "prometheusURL": "http://prometheus:9090",
         "actor.key": "actor.onnx",
         "reward": {},

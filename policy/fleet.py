@@ -72,6 +72,7 @@ def scenario_from_resources(
         "slot_seconds": spec["planningSlotSeconds"],
         "episode_slots": 1,
         "slo_s": spec["sloSeconds"],
+        "request_overhead_ms": spec["requestOverheadMs"],
         "reward": {
             "alpha": reward["alpha"],
             "beta": reward["beta"],

@@ -188,13 +188,15 @@ def node_serving(
     F = scenario.node_compute[:, None]  # [E, 1] reference cores
     work = scenario.model_work_s  # [M]
     compute_needed = node_rates * work / F  # share of the node's compute each model's load needs
-    hit_seconds = work * seconds_per_work(compute_share, compute_needed * cache, F, scenario.rho_max)
+    overhead = scenario.request_overhead_s
+    hit_seconds = overhead + work * seconds_per_work(compute_share, compute_needed * cache, F, scenario.rho_max)
     d_in, d_out = scenario.model_input_mbit, scenario.model_output_mbit
     R = scenario.node_backhaul_mbps
     backhaul_needed = ((1 - cache) * node_rates * d_in).sum(axis=-1) / R  # [..., E]
     backhaul_spw = seconds_per_work(np.ones_like(backhaul_needed), backhaul_needed, R, scenario.rho_max)
     miss_seconds = (
-        d_in * backhaul_spw[..., None]
+        overhead
+        + d_in * backhaul_spw[..., None]
         + scenario.node_rtt_s[:, None]
         + d_out / R[:, None]
         + work / scenario.cloud_core_speed

@@ -52,3 +52,14 @@ def test_points_are_request_weighted_per_model_place_and_limit(documents: list[d
     assert "det" in format_table(list(points.values()))
     plot(list(points.values()), tmp_path / "s2r.png", "test")
     assert (tmp_path / "s2r.png").stat().st_size > 0
+
+
+def test_the_request_overhead_is_added_to_hits_and_misses(documents: list[dict]) -> None:
+    sample = Sample(0.0, 10.0, ["det"], {"det": 400}, {"det": {"edge": (1.0, 0.1)}, "cls": {"cloud": (1.0, 0.01)}})
+    before = predict(documents, sample)
+    for document in documents:
+        if document["kind"] == "PlacementPolicy":
+            document["spec"]["requestOverheadMs"] = 15.0
+    after = predict(documents, sample)
+    for key in (("det", "edge"), ("cls", "cloud")):
+        assert after[key] - before[key] == pytest.approx(0.015)
