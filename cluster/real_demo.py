@@ -484,6 +484,7 @@ def _cameras(
                 "--gateway", gateway, "--camera-id", camera.name, "--fps", f"{fps:g}", "--frames", str(frames),
                 "--timeout", "20", "--token-file", str(stack.camera_token_files[camera.name]),
                 "--frame-log", str(out / f"{camera.name}.frames.jsonl"), "--json", "--no-progress",
+                "--every-frame",  # a busy replica's 429 is waited out: both phases see every frame
             ]  # fmt: skip
             with (out / f"{camera.name}.json").open("wb") as stdout, (out / f"{camera.name}.log").open("wb") as log:
                 processes[camera.name] = subprocess.Popen(command, stdout=stdout, stderr=log)

@@ -28,6 +28,8 @@ from typing import Any, TextIO
 import numpy as np
 
 DEFAULT_DETECTOR = "yolox_nano"
+#: ``--every-frame``: how often one frame is sent again after a 429 before it counts as failed.
+MAX_RESENDS = 20
 
 
 class SendPacer:
@@ -136,6 +138,22 @@ class CameraReport:
         }
 
 
+def _process(pipeline: Any, jpeg: bytes, index: int, timestamp: float, report: CameraReport, resends: int) -> Any:
+    """The frame through the pipeline; a 429 (the gateway or a busy replica) is waited out and the same
+    frame sent again, up to ``resends`` times (each counted as throttled)."""
+    from edgeaigc.inference.pipeline.backend import RemoteInferenceError
+
+    for attempt in range(resends + 1):
+        try:
+            return pipeline.process(jpeg, frame_index=index, timestamp_s=timestamp)
+        except RemoteInferenceError as error:
+            if error.status_code != 429 or attempt == resends:
+                raise
+            report.throttled += 1
+            time.sleep(min(error.retry_after_s or 1.0, 10.0))
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
 def _log_frame(log: TextIO | None, **fields: Any) -> None:
     """One line of ``--frame-log``."""
     if log is not None:
@@ -187,6 +205,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--frame-log",
         metavar="PATH",
         help="write one JSON line per frame sent: its wall-clock time, whether it was answered, latency or error",
+    )
+    parser.add_argument(
+        "--every-frame",
+        action="store_true",
+        help="never drop a frame: on 429 wait the Retry-After and send the same frame again (up to "
+        f"{MAX_RESENDS} times), so that two runs see the same input (default: drop frames to keep pace, as a "
+        "live camera does)",
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -293,16 +318,16 @@ def run(args: argparse.Namespace) -> int:
                 _, encoded = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, args.jpeg_quality])
                 jpeg = encoded.tobytes()
                 sent_at = pacer.wait()
-                if not pacer.take():
+                if not args.every_frame and not pacer.take():
                     report.dropped += 1
                     progress.update(1)
                     continue
                 sent_wall = time.time()
                 report.send_times.append(sent_at)
                 try:
-                    result = pipeline.process(jpeg, frame_index=index, timestamp_s=timestamp)
+                    result = _process(pipeline, jpeg, index, timestamp, report, MAX_RESENDS if args.every_frame else 0)
                 except (InvalidInput, RemoteInferenceError) as error:
-                    if isinstance(error, RemoteInferenceError) and error.status_code == 429:
+                    if isinstance(error, RemoteInferenceError) and error.status_code == 429 and not args.every_frame:
                         report.throttled += 1
                         pacer.refused(error.retry_after_s)
                         _log_frame(frame_log, frame=index, time=sent_wall, ok=False, throttled=True)
