@@ -24,7 +24,6 @@ keeps serving.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import hashlib
@@ -149,12 +148,31 @@ def is_edge_deployment(manifest: Mapping[str, Any]) -> bool:
     return manifest.get("kind") == "Deployment" and labels.get(c.LABEL_COMPONENT) == c.COMPONENT_EDGE_INFERENCE
 
 
+def _with_inference_resources(manifest: Mapping[str, Any], change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """``manifest`` with ``change`` applied to its inference container's ``resources``.
+
+    Only the dictionaries on the way to the container are copied (``manifest`` is left as it is):
+    a deep copy of every Deployment of a large fleet, every interval, costs more than the rest of
+    the diff.
+    """
+    changed = {**manifest, "spec": {**manifest["spec"]}}
+    template = changed["spec"]["template"] = {**changed["spec"]["template"]}
+    pod_spec = template["spec"] = {**template["spec"]}
+    containers = pod_spec["containers"] = list(pod_spec.get("containers") or [])
+    for i, container in enumerate(containers):
+        if container.get("name") == INFERENCE_CONTAINER:
+            resources = {part: dict(value) for part, value in (container.get("resources") or {}).items()}
+            change(resources)
+            containers[i] = {**container, "resources": resources}
+    return changed
+
+
 def _without_cpu(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    stripped = copy.deepcopy(dict(manifest))
-    container = _inference_container(stripped["spec"]["template"]["spec"])
-    for part in ("requests", "limits"):
-        ((container or {}).get("resources") or {}).get(part, {}).pop("cpu", None)
-    return stripped
+    def drop_cpu(resources: dict[str, Any]) -> None:
+        for part in ("requests", "limits"):
+            resources.get(part, {}).pop("cpu", None)
+
+    return _with_inference_resources(manifest, drop_cpu)
 
 
 def manifest_hash(manifest: Mapping[str, Any], in_place: bool = True) -> str:
@@ -163,22 +181,27 @@ def manifest_hash(manifest: Mapping[str, Any], in_place: bool = True) -> str:
     return hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def with_hash(manifest: Mapping[str, Any], in_place: bool = True) -> dict[str, Any]:
-    stamped = copy.deepcopy(dict(manifest))
-    annotations = stamped["metadata"].setdefault("annotations", {})
-    annotations[HASH_ANNOTATION] = manifest_hash(manifest, in_place)
-    return stamped
+def with_hash(manifest: Mapping[str, Any], in_place: bool = True, digest: str | None = None) -> dict[str, Any]:
+    """``manifest`` with its :func:`manifest_hash` (``digest`` if already computed) as an annotation.
+
+    The result shares all but its ``metadata`` with ``manifest``.
+    """
+    metadata = dict(manifest["metadata"])
+    metadata["annotations"] = {
+        **(metadata.get("annotations") or {}),
+        HASH_ANNOTATION: digest or manifest_hash(manifest, in_place),
+    }
+    return {**manifest, "metadata": metadata}
 
 
 def with_template_cpu(manifest: Mapping[str, Any], cpu_m: int) -> dict[str, Any]:
     """``manifest`` with the inference container's CPU request and limit set to ``cpu_m``."""
-    changed = copy.deepcopy(dict(manifest))
-    container = _inference_container(changed["spec"]["template"]["spec"])
-    if container is not None:
-        resources = container.setdefault("resources", {})
+
+    def set_cpu(resources: dict[str, Any]) -> None:
         for part in ("requests", "limits"):
             resources.setdefault(part, {})["cpu"] = f"{cpu_m}m"
-    return changed
+
+    return _with_inference_resources(manifest, set_cpu)
 
 
 def cpu_threshold(current_m: int, policy: WritePolicy = WritePolicy()) -> int:
@@ -246,15 +269,34 @@ class Changes:
         return len(self.apply) + len(self.delete) + len(self.resize)
 
 
-def pods_of(deployment: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+class PodIndex:
+    """The live pods (terminating pods left out), found by label: a Deployment's pods in time
+    proportional to the pods that share its most selective label, not to every pod listed (a
+    reconcile looks up the pods of every edge Deployment, hundreds of each in a large fleet)."""
+
+    def __init__(self, pods: Sequence[Mapping[str, Any]]) -> None:
+        self._live = [pod for pod in pods if not pod["metadata"].get("deletionTimestamp")]
+        self._by_label: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+        for pod in self._live:
+            for label in (pod["metadata"].get("labels") or {}).items():
+                self._by_label.setdefault(label, []).append(pod)
+
+    def pods_of(self, deployment: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+        """The live pods ``deployment`` selects (by its selector's labels)."""
+        selector = (deployment.get("spec") or {}).get("selector", {}).get("matchLabels") or {}
+        if not selector:
+            return list(self._live)
+        narrowest = min((self._by_label.get(label, []) for label in selector.items()), key=len)
+        return [
+            pod
+            for pod in narrowest
+            if all((pod["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())
+        ]
+
+
+def pods_of(deployment: Mapping[str, Any], pods: Sequence[Mapping[str, Any]] | PodIndex) -> list[Mapping[str, Any]]:
     """The live pods a Deployment selects (by its selector's labels; terminating pods left out)."""
-    selector = (deployment.get("spec") or {}).get("selector", {}).get("matchLabels") or {}
-    return [
-        pod
-        for pod in pods
-        if not pod["metadata"].get("deletionTimestamp")
-        and all((pod["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())
-    ]
+    return (pods if isinstance(pods, PodIndex) else PodIndex(pods)).pods_of(deployment)
 
 
 def reports_resources(pod: Mapping[str, Any]) -> bool:
@@ -267,7 +309,7 @@ def reports_resources(pod: Mapping[str, Any]) -> bool:
     )
 
 
-def current_cpu(deployment: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> int | None:
+def current_cpu(deployment: Mapping[str, Any], pods: Sequence[Mapping[str, Any]] | PodIndex) -> int | None:
     """The CPU a Deployment has now: the largest of its live pods' (a pod recreated from the template
     has less until it is resized to its siblings'), else its template's (no pods yet)."""
     live = [cpu for pod in pods_of(deployment, pods) if (cpu := container_cpu(pod["spec"])) is not None]
@@ -291,6 +333,7 @@ def plan_writes(
         policy: in-place or not, hysteresis steps.
     """
     in_place = policy.in_place
+    live_pods = PodIndex(pods)
     found = {(o["kind"], o["metadata"]["name"]): o for o in existing}
     to_apply: list[dict[str, Any]] = []
     wanted: set[Key] = set()
@@ -301,17 +344,18 @@ def plan_writes(
         wanted.add(key)
         current = found.get(key)
         annotations = (current or {}).get("metadata", {}).get("annotations") or {}
-        same = current is not None and annotations.get(HASH_ANNOTATION) == manifest_hash(manifest, in_place)
-        if same and in_place and is_edge_deployment(manifest) and current_cpu(current or {}, pods) is not None:
+        digest = manifest_hash(manifest, in_place)
+        same = current is not None and annotations.get(HASH_ANNOTATION) == digest
+        if same and in_place and is_edge_deployment(manifest) and current_cpu(current or {}, live_pods) is not None:
             resizable[key[1]] = manifest
         elif same:
             unchanged += 1
         else:
-            to_apply.append(with_hash(manifest, in_place))
+            to_apply.append(with_hash(manifest, in_place, digest))
     desired_cpu = {
         name: cpu for name, m in resizable.items() if (cpu := container_cpu(m["spec"]["template"]["spec"])) is not None
     }
-    cpu_now = {name: current_cpu(found[("Deployment", name)], pods) or 0 for name in desired_cpu}
+    cpu_now = {name: current_cpu(found[("Deployment", name)], live_pods) or 0 for name in desired_cpu}
     node_of = {name: m["metadata"]["labels"].get(c.LABEL_EDGE_NODE, "") for name, m in resizable.items()}
     # Edge Deployments applied whole (new models) take their CPU on the node too: what is left
     # bounds the pods resized in place, so a decrease kept back by hysteresis cannot overcommit it.
@@ -329,7 +373,7 @@ def plan_writes(
             unchanged += 1
             continue
         # Pods not at the target: those of a CPU change, and pods recreated from an older template.
-        behind = [p for p in pods_of(found[("Deployment", name)], pods) if container_cpu(p["spec"]) != target]
+        behind = [p for p in live_pods.pods_of(found[("Deployment", name)]) if container_cpu(p["spec"]) != target]
         if not all(reports_resources(p) for p in behind):
             # A node that cannot resize in place: the template carries the CPU (the Deployment rolls).
             to_apply.append(with_hash(with_template_cpu(manifest, target)))

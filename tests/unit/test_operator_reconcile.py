@@ -23,6 +23,7 @@ from edgeaigc.operator.observe import (
 from edgeaigc.operator.reconcile import (
     HASH_ANNOTATION,
     Changes,
+    PodIndex,
     Reconciler,
     RetryPolicy,
     container_cpu,
@@ -58,6 +59,16 @@ def _pod(deployment: dict[str, Any], name: str, cpu_m: int, deleting: bool = Fal
     if deleting:
         metadata["deletionTimestamp"] = "2026-11-27T07:00:00Z"
     return {"metadata": metadata, "spec": spec}
+
+
+def test_the_pod_index_finds_each_deployments_live_pods_and_only_those() -> None:
+    deployments = [_deployment(model, node, 200) for model in ("det-day", "cls-small") for node in ("pi-0", "pi-1")]
+    pods = [_pod(d, f"{d['metadata']['name']}-{k}", 200) for d in deployments for k in range(2)]
+    pods.append(_pod(deployments[0], "terminating", 200, deleting=True))
+    index = PodIndex(pods)
+    for deployment in deployments:
+        found = [p["metadata"]["name"] for p in index.pods_of(deployment)]
+        assert found == [f"{deployment['metadata']['name']}-{k}" for k in range(2)]
 
 
 def test_hysteresis_threshold_is_25m_or_ten_percent() -> None:
