@@ -209,7 +209,10 @@ def plan_for(
     planning_rates = np.maximum(observation.camera_rates, observation.camera_rates_recent_mean)
     node_rates = node_rates_of(scenario, planning_rates)
     if switching_horizon_slots > 0:
-        cache = stable_cache(scenario, cache_score, cache, observation.cache, node_rates, switching_horizon_slots)
+        # A move's gain over the horizon is judged on the recent mean: the larger-of-two planning
+        # rates above are biased up by one slot's noise, which would make near-ties look like gains.
+        expected_rates = node_rates_of(scenario, observation.camera_rates_recent_mean)
+        cache = stable_cache(scenario, cache_score, cache, observation.cache, expected_rates, switching_horizon_slots)
     E, M = cache.shape
     base_compute = optimal_compute_shares(scenario, cache, node_rates)
     compute = _tilt(

@@ -71,8 +71,8 @@ def test_the_pod_index_finds_each_deployments_live_pods_and_only_those() -> None
         assert found == [f"{deployment['metadata']['name']}-{k}" for k in range(2)]
 
 
-def test_hysteresis_threshold_is_25m_or_ten_percent() -> None:
-    assert cpu_threshold(100) == 25 and cpu_threshold(250) == 25 and cpu_threshold(1000) == 100
+def test_deadband_is_50m_or_a_quarter() -> None:
+    assert cpu_threshold(100) == 50 and cpu_threshold(200) == 50 and cpu_threshold(1000) == 250
 
 
 def test_small_cpu_changes_are_kept_back_large_ones_written() -> None:
@@ -82,11 +82,11 @@ def test_small_cpu_changes_are_kept_back_large_ones_written() -> None:
 
 
 def test_decreases_kept_back_are_written_when_the_node_would_overflow() -> None:
-    # a: 2000 -> 1950 (below the step, kept back), b: 1800 -> 2050 (written): kept back the node holds 4050m > 4000m.
-    desired, current, node_of = {"a": 1950, "b": 2050}, {"a": 2000, "b": 1800}, {"a": "n", "b": "n"}
-    assert cpu_changes(desired, current, node_of, {"n": 4000}) == {"a": 1950, "b": 2050}
+    # a: 2000 -> 1650 (below the step, kept back), b: 1800 -> 2300 (written): kept back the node holds 4300m > 4000m.
+    desired, current, node_of = {"a": 1650, "b": 2300}, {"a": 2000, "b": 1800}, {"a": "n", "b": "n"}
+    assert cpu_changes(desired, current, node_of, {"n": 4000}) == {"a": 1650, "b": 2300}
     # With room on the node the decrease stays kept back.
-    assert cpu_changes(desired, current, node_of, {"n": 4100}) == {"b": 2050}
+    assert cpu_changes(desired, current, node_of, {"n": 4300}) == {"b": 2300}
 
 
 def test_a_new_model_on_the_node_counts_when_decreases_are_kept_back() -> None:
