@@ -24,6 +24,7 @@ keeps serving.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import hashlib
@@ -254,6 +255,12 @@ class Resize:
     pod: str
     deployment: str
     cpu_m: int
+    from_m: int | None = None
+    """The pod's CPU before (None: unknown, written with the decreases)."""
+
+    @property
+    def lowers(self) -> bool:
+        return self.from_m is None or self.cpu_m < self.from_m
 
 
 @dataclasses.dataclass(frozen=True)
@@ -385,7 +392,7 @@ def plan_writes(
             to_apply.append(with_hash(with_template_cpu(manifest, target)))
             new_cpu.pop(name, None)
             continue
-        resizes += [Resize(p["metadata"]["name"], name, target) for p in behind]
+        resizes += [Resize(p["metadata"]["name"], name, target, container_cpu(p["spec"])) for p in behind]
         if name in new_cpu or behind:
             fallback[name] = with_hash(with_template_cpu(manifest, target))
         else:
@@ -421,9 +428,19 @@ class Written:
     def total(self) -> int:
         return self.apply + self.delete + self.resize
 
+    def __iadd__(self, other: Written) -> Written:
+        self.apply += other.apply
+        self.delete += other.delete
+        self.resize += other.resize
+        self.fallback += other.fallback
+        return self
+
 
 class Reconciler:
     """Reads and writes the objects of one policy through the dynamic client."""
+
+    parallel_writes: int = 8
+    """Writes in flight at once within a step of :meth:`apply` (the API client keeps 5 connections per core)."""
 
     def __init__(
         self, api_client: ApiClient, retry: RetryPolicy = RetryPolicy(), sleep: Callable[[float], None] = time.sleep
@@ -472,25 +489,22 @@ class Reconciler:
             f"apply {manifest['kind']} {name}",
         )
 
-    def apply(self, namespace: str, plan: Changes) -> Written:
-        """Resize (falling back to a template change), apply, then delete."""
+    def _resize_deployment(
+        self, namespace: str, resizes: Sequence[Resize], fallback: Mapping[str, Any] | None, subresource: Any
+    ) -> Written:
+        """Resize one Deployment's pods in place; where the cluster cannot, apply ``fallback`` (once)."""
         written = Written()
-        pods = self.client.resources.get(api_version="v1", kind="Pod")
-        resize_subresource = pods.subresources.get("resize")
-        rolled: set[str] = set()
-        for resize in plan.resize:
-            if resize.deployment in rolled:
-                continue
+        for resize in resizes:
             cpu = f"{resize.cpu_m}m"
             resources = {"requests": {"cpu": cpu}, "limits": {"cpu": cpu}}
             body = {"spec": {"containers": [{"name": INFERENCE_CONTAINER, "resources": resources}]}}
             try:
-                if resize_subresource is None:  # a cluster before in-place resize
+                if subresource is None:  # a cluster before in-place resize
                     raise ApiException(status=404, reason="no pods/resize subresource")
                 written.resize += 1
                 self._call(
                     functools.partial(
-                        resize_subresource.patch,
+                        subresource.patch,
                         name=resize.pod,
                         namespace=namespace,
                         body=body,
@@ -502,33 +516,83 @@ class Reconciler:
             except ApiException as error:
                 if error.status == 404 and f'"{resize.pod}" not found' in str(error.body or ""):
                     continue  # the pod went away meanwhile; its replacement is resized next interval
-                if not resize_unsupported(error):
+                if not resize_unsupported(error) or fallback is None:
                     raise
                 # No in-place resize here: the template carries the CPU, the Deployment rolls its pods.
-                manifest = plan.fallback.get(resize.deployment)
-                if manifest is None:
-                    raise
-                self._apply(namespace, manifest)
+                self._apply(namespace, fallback)
                 written.apply += 1
                 written.fallback += 1
-                rolled.add(resize.deployment)
-        for manifest in plan.apply:
-            self._apply(namespace, manifest)
-            written.apply += 1
-        for api_version, kind, name in plan.delete:
-            resource = self.client.resources.get(api_version=api_version, kind=kind)
-            try:
-                self._call(
-                    functools.partial(
-                        resource.delete, name=name, namespace=namespace, body={"propagationPolicy": "Background"}
-                    ),
-                    f"delete {kind} {name}",
-                )
-            except ApiException as error:
-                if error.status != 404:  # gone already (a retried delete whose first try went through)
-                    raise
-            written.delete += 1
+                return written
         return written
+
+    def _delete(self, namespace: str, api_version: str, kind: str, name: str) -> Written:
+        resource = self.client.resources.get(api_version=api_version, kind=kind)
+        try:
+            self._call(
+                functools.partial(
+                    resource.delete, name=name, namespace=namespace, body={"propagationPolicy": "Background"}
+                ),
+                f"delete {kind} {name}",
+            )
+        except ApiException as error:
+            if error.status != 404:  # gone already (a retried delete whose first try went through)
+                raise
+        return Written(delete=1)
+
+    def _all(self, calls: Sequence[Callable[[], Written]], written: Written) -> None:
+        """Run independent writes ``parallel_writes`` at a time, adding what they wrote to ``written``.
+
+        Every call runs (or fails) before this returns; the first failure is then raised, so the
+        steps after it (the deletes) do not run.
+        """
+        if not calls:
+            return
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, self.parallel_writes)) as pool:
+            futures = [pool.submit(call) for call in calls]
+            concurrent.futures.wait(futures)
+        failure: BaseException | None = None
+        for future in futures:
+            if (error := future.exception()) is not None:
+                failure = failure or error
+            else:
+                written += future.result()
+        if failure is not None:
+            raise failure
+
+    def apply(self, namespace: str, plan: Changes) -> Written:
+        """Resize (falling back to a template change), apply, then delete.
+
+        The writes of one step are independent and go ``parallel_writes`` at a time (each takes a
+        round trip to the API server: one after the other, a hundred of them take seconds); the
+        steps stay in order: CPU decreases, increases, Deployments and Services, the routing table
+        (once what it routes to exists), deletes (make before break).
+        """
+        written = Written()
+        pods = self.client.resources.get(api_version="v1", kind="Pod")
+        subresource = pods.subresources.get("resize")
+        for lowering in (True, False):
+            by_deployment: dict[str, list[Resize]] = {}
+            for resize in plan.resize:
+                if resize.lowers == lowering:
+                    by_deployment.setdefault(resize.deployment, []).append(resize)
+            self._all(
+                [
+                    functools.partial(
+                        self._resize_deployment, namespace, resizes, plan.fallback.get(deployment), subresource
+                    )
+                    for deployment, resizes in by_deployment.items()
+                ],
+                written,
+            )
+        for routing in (False, True):
+            manifests = [m for m in plan.apply if (m["kind"] == "ConfigMap") == routing]
+            self._all([functools.partial(self._apply_counted, namespace, m) for m in manifests], written)
+        self._all([functools.partial(self._delete, namespace, *key) for key in plan.delete], written)
+        return written
+
+    def _apply_counted(self, namespace: str, manifest: Mapping[str, Any]) -> Written:
+        self._apply(namespace, manifest)
+        return Written(apply=1)
 
 
 def routing_table_to_write(

@@ -25,6 +25,7 @@ from edgeaigc.operator.reconcile import (
     Changes,
     PodIndex,
     Reconciler,
+    Resize,
     RetryPolicy,
     container_cpu,
     cpu_changes,
@@ -299,7 +300,11 @@ class _FakeResource:
 
     def __init__(self, calls: list[tuple[str, str]], failing: set[str]) -> None:
         self.calls, self.failing = calls, failing
-        self.subresources: dict[str, Any] = {}
+        self.subresources: dict[str, Any] = {"resize": SimpleNamespace(patch=self.resize)}
+
+    def resize(self, name: str, body: dict[str, Any], **_: Any) -> None:
+        cpu = body["spec"]["containers"][0]["resources"]["limits"]["cpu"]
+        self.calls.append(("resize", f"{name}={cpu}"))
 
     def server_side_apply(self, body: dict[str, Any], name: str, **_: Any) -> None:
         self.calls.append(("apply", name))
@@ -322,4 +327,31 @@ def test_a_failed_apply_deletes_nothing_so_the_last_placement_keeps_serving() ->
     with pytest.raises(ApiException):
         reconciler.apply("ns", changes)
     names = [m["metadata"]["name"] for m in new]
-    assert calls == [("apply", names[0]), ("apply", names[1]), ("apply", names[1])] and sleeps == [0.5]
+    # The two applies go at once (either may come first); the delete never comes.
+    assert sorted(calls) == sorted([("apply", names[0]), ("apply", names[1]), ("apply", names[1])])
+    assert sleeps == [0.5]
+
+
+def test_writes_go_in_parallel_within_a_step_and_the_steps_in_order() -> None:
+    calls: list[tuple[str, str]] = []
+    resource = _FakeResource(calls, failing=set())
+    reconciler = Reconciler.__new__(Reconciler)
+    reconciler.client = SimpleNamespace(resources=SimpleNamespace(get=lambda **_: resource))
+    reconciler.retry, reconciler._sleep = RetryPolicy(), lambda _: None
+    deployments = [_deployment(model, "pi-0", 500) for model in ("det-day", "cls-small", "flow-urban")]
+    routing = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "routing"}, "data": {}}
+    changes = Changes(
+        apply=[routing, *deployments, *(build_service(d) for d in deployments)],
+        delete=[("v1", "Service", "old"), ("apps/v1", "Deployment", "old")],
+        unchanged=0,
+        resize=[Resize("up", "a", 900, 500), Resize("down-1", "b", 300, 600), Resize("down-2", "c", 100, 200)],
+    )
+    written = reconciler.apply("ns", changes)
+    assert (written.resize, written.apply, written.delete) == (3, 7, 2)
+    step = {"resize down": 0, "resize up": 1, "apply": 2, "apply routing": 3, "delete": 4}
+    steps = [
+        step[f"{verb} {'up' if name.startswith('up') else 'down'}" if verb == "resize" else
+             "apply routing" if name == "routing" else verb]
+        for verb, name in calls
+    ]  # fmt: skip
+    assert steps == sorted(steps) and len(calls) == 12
