@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -50,6 +50,9 @@ from edgeaigc.cluster.prometheus import query
 from edgeaigc.inference.metrics_contract import REQUESTS_TOTAL
 from edgeaigc.operator.observe import QUERIES_PER_READ, PrometheusObserver
 from edgeaigc.policy.registry import shipped_actor
+
+if TYPE_CHECKING:  # the operator (kubernetes, kopf) is imported only when a run needs it
+    from edgeaigc.operator.decide import Decision
 
 REPRODUCE = """\
 how to reproduce (2 cores; each run starts and stops its own clusters, `edgeaigc cluster build` once first):
@@ -125,7 +128,7 @@ def _head_series(url: str) -> int | None:
 EDGE_NODE_CAPACITY = {"cpu": "4", "memory": "4Gi", "pods": "110", "ephemeral-storage": "32Gi"}
 
 
-def moves(decision: Any) -> tuple[int, float]:
+def moves(decision: Decision) -> tuple[int, float]:
     """Placements moved by a decision (newly cached plus evicted) and their share of the placements it found."""
     moved = len(decision.newly_cached) + len(decision.evicted)
     before = sum(len(models) for models in decision.previous_placement.values())

@@ -9,9 +9,9 @@ The action of every policy, learned or not, is the same vector in ``[-1, 1]``:
   scores add to a node is a move, made only when the system model predicts that its gain over
   ``h`` slots exceeds what it costs — the download price and the gain forgone while the model
   downloads (:func:`~edgeaigc.policy.system_model.switching_cost`). A move evicts, lowest score
-  first, only models the scores dropped; a model the scores drop but no accepted move needs
-  stays cached. Demand noise and near-ties therefore leave the placement alone, while a shift
-  in demand that pays for the download still moves it.
+  first, only models the scores dropped; a model the scores drop leaves on its own only if the
+  node serves no worse without it. Demand noise and near-ties therefore leave the placement
+  alone, while a shift in demand that pays for the download still moves it.
 - Shares: the optimal shares for the *measured* load (the larger of the last slot's and the
   recent mean rate) (water-filling, see
   :func:`~edgeaigc.policy.system_model.optimal_shares`) tilted by ``exp(TILT * action)`` and
