@@ -162,7 +162,13 @@ def nodes_file(edge_nodes: int, models: int) -> dict[str, Any]:
 
 
 def fleet(
-    namespace: str, edge_nodes: int, models: int, cameras: int, algorithm: str, guard: bool = True
+    namespace: str,
+    edge_nodes: int,
+    models: int,
+    cameras: int,
+    algorithm: str,
+    guard: bool = True,
+    switching_horizon_slots: float = 0.0,
 ) -> list[dict[str, Any]]:
     """The custom resources of a fleet of the given size, built from the traffic-city samples."""
     samples = [d for p in sorted(_repo_file("examples").glob("*.yaml")) for d in yaml.safe_load_all(p.read_text())]
@@ -194,7 +200,12 @@ def fleet(
         for u in range(cameras)
     ]
     policy = dict(by_kind["PlacementPolicy"][0])
-    spec = {**policy["spec"], "algorithm": algorithm, "guard": {**policy["spec"].get("guard", {}), "enabled": guard}}
+    spec = {
+        **policy["spec"],
+        "algorithm": algorithm,
+        "guard": {**policy["spec"].get("guard", {}), "enabled": guard},
+        "switchingHorizonSlots": switching_horizon_slots,
+    }
     if algorithm in ("td3", "ddpg"):
         spec["actor"] = {"configMapName": "bench-actor", "key": "actor.onnx"}
     else:
@@ -223,7 +234,15 @@ def run_mode(
     from edgeaigc.operator.reconcile import DEFAULT_WRITES, EAGER
 
     namespace = f"bench-{mode}"
-    documents = fleet(namespace, args.edge_nodes, args.models, args.cameras, args.algorithm, args.guard == "on")
+    documents = fleet(
+        namespace,
+        args.edge_nodes,
+        args.models,
+        args.cameras,
+        args.algorithm,
+        args.guard == "on",
+        args.switching_horizon,
+    )
     policy_doc = documents[-1]
     policy_doc["spec"].update(intervalSeconds=int(args.interval), prometheusURL=state.prometheus_url)
     kubectl(state.kubeconfig, "create", "namespace", namespace)
@@ -352,6 +371,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="on",
         help="spec.guard.enabled: the counterfactual guard of a learned policy (default: on, the CRD's default)",
     )
+    parser.add_argument(
+        "--switching-horizon",
+        type=float,
+        default=10.0,
+        metavar="SLOTS",
+        help="the policy's spec.switchingHorizonSlots: a model moves only when its predicted gain over SLOTS "
+        "planning slots exceeds its switching cost; 0 applies the policy's placement as it is (default: 10)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="twin seed, the same for both modes (default: 0)")
     parser.add_argument("--modes", default="eager,in-place", help="comma-separated: eager, in-place (default: both)")
     parser.add_argument("--output", type=Path, default=None, help="write the figures as JSON here")
@@ -367,6 +394,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:  # pragma: no cover - needs a cluster
     if args.edge_nodes < 1 or args.models < 1 or args.cameras < 1 or args.intervals < 1:
         print("--edge-nodes, --models, --cameras and --intervals must be >= 1", file=sys.stderr)
+        return 2
+    if args.switching_horizon < 0:
+        print("--switching-horizon must be >= 0", file=sys.stderr)
         return 2
     if not 1 <= args.warmup <= args.intervals:
         print("--warmup must be between 1 and --intervals (the steady figures need an interval)", file=sys.stderr)
@@ -393,6 +423,7 @@ def run(args: argparse.Namespace) -> int:  # pragma: no cover - needs a cluster
         "scrape_interval_s": args.scrape_interval,
         "algorithm": args.algorithm,
         "guard": args.guard,
+        "switching_horizon_slots": args.switching_horizon,
         "warmup_intervals": args.warmup,
         "modes": [],
     }
