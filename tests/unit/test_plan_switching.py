@@ -84,7 +84,7 @@ def test_without_a_horizon_the_plan_takes_the_scores_cache_as_it_is() -> None:
 @given(
     scores=arrays(np.float64, (E, M), elements=st.floats(-1, 1)),
     previous=arrays(np.float64, (E, M), elements=st.sampled_from([0.0, 1.0])),
-    rates=arrays(np.float64, (E, M), elements=st.floats(0, 50)),
+    rates=arrays(np.float64, (E, M), elements=st.one_of(st.just(0.0), st.floats(1e-6, 50))),
     horizon=st.floats(0.01, 1000),
 )
 def test_the_stable_cache_fits_and_holds_only_models_it_had_or_was_asked_for(
