@@ -485,6 +485,7 @@ class Reconciler:
                 namespace=namespace,
                 field_manager=c.FIELD_MANAGER,
                 force_conflicts=True,
+                serialize=False,  # the answer is not read: turning it into objects costs CPU per write
             ),
             f"apply {manifest['kind']} {name}",
         )
@@ -510,6 +511,7 @@ class Reconciler:
                         body=body,
                         content_type="application/strategic-merge-patch+json",
                         field_manager=c.FIELD_MANAGER,
+                        serialize=False,
                     ),
                     f"resize Pod {resize.pod}",
                 )
@@ -530,7 +532,11 @@ class Reconciler:
         try:
             self._call(
                 functools.partial(
-                    resource.delete, name=name, namespace=namespace, body={"propagationPolicy": "Background"}
+                    resource.delete,
+                    name=name,
+                    namespace=namespace,
+                    body={"propagationPolicy": "Background"},
+                    serialize=False,
                 ),
                 f"delete {kind} {name}",
             )
