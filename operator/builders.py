@@ -9,7 +9,6 @@ reference to the policy, so deleting the policy removes what it caused.
 
 from __future__ import annotations
 
-import copy
 import math
 import posixpath
 from collections.abc import Mapping, Sequence
@@ -158,7 +157,13 @@ def _with_tls_secret(pod_spec: dict[str, Any], secret_name: str, with_ca: bool =
 
 
 def _security_context() -> dict[str, Any]:
-    return copy.deepcopy(SECURITY_CONTEXT)
+    # A fresh copy per container (callers may change theirs), built directly: copy.deepcopy is
+    # slow enough to matter for the hundreds of Deployments a large fleet builds every interval.
+    return {
+        **SECURITY_CONTEXT,
+        "capabilities": {"drop": list(SECURITY_CONTEXT["capabilities"]["drop"])},
+        "seccompProfile": dict(SECURITY_CONTEXT["seccompProfile"]),
+    }
 
 
 def artifact_max_bytes(model_size_mib: float) -> int:

@@ -77,9 +77,9 @@ class Decision:
     previous_placement: Placement = dataclasses.field(default_factory=dict)
     """The placement the cluster ran before this decision (empty until it was read)."""
     edge_node_status: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
-    """EdgeNode -> its ``status`` once the decision is applied."""
+    """EdgeNode -> its ``status`` once the decision is applied, for those whose status changes."""
     model_status: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
-    """InferenceModel -> its ``status`` once the decision is applied."""
+    """InferenceModel -> its ``status`` once the decision is applied, for those whose status changes."""
     guard: GuardStep | None = None
     """The counterfactual guard's interval (None: no guard for this policy, or it did not run)."""
     counterfactual_seconds: float = 0.0
@@ -220,9 +220,20 @@ def writes(
     return plan_writes(desired, snapshot.owned, edge_pods, capacity, write_policy)
 
 
+def status_changes(new: Mapping[str, Any], current: Mapping[str, Any] | None) -> bool:
+    """Whether merging ``new`` into a resource's ``current`` status changes it (else no write is needed)."""
+    current = current or {}
+    return any(current.get(field) != value for field, value in new.items())
+
+
 def _statuses(decision: Decision, snapshot: Snapshot) -> None:
-    """The EdgeNodes' and InferenceModels' status once ``decision.placement`` is applied."""
-    decision.edge_node_status = {node: edge_node_status(models) for node, models in decision.placement.items()}
+    """The EdgeNodes' and InferenceModels' status once ``decision.placement`` is applied, for those
+    whose status it changes: a steady placement writes no status."""
+    current = {r["metadata"]["name"]: r.get("status") for r in snapshot.edge_nodes}
+    for node, models in decision.placement.items():
+        status = edge_node_status(models)
+        if status_changes(status, current.get(node)):
+            decision.edge_node_status[node] = status
     cached_on: dict[str, list[str]] = {}
     for node, models in decision.placement.items():
         for model in models:
@@ -231,9 +242,9 @@ def _statuses(decision: Decision, snapshot: Snapshot) -> None:
     artifacts = artifact_conditions(snapshot.pods)
     for resource in snapshot.models:
         name = resource["metadata"]["name"]
-        decision.model_status[name] = model_status(
-            cached_on.get(name, []), artifacts.get(name), resource.get("status"), snapshot.now
-        )
+        status = model_status(cached_on.get(name, []), artifacts.get(name), resource.get("status"), snapshot.now)
+        if status_changes(status, resource.get("status")):
+            decision.model_status[name] = status
 
 
 def decide(
@@ -270,7 +281,7 @@ def decide(
         decision.decide_seconds = time.perf_counter() - decide_started
 
         plan_started = time.perf_counter()
-        plan = plan_for(scenario, observation, action, spec["churnLimit"])
+        plan = plan_for(scenario, observation, action, spec["churnLimit"], spec["switchingHorizonSlots"])
         node_names = {n["metadata"]["name"]: n["spec"]["nodeName"] for n in snapshot.edge_nodes}
         problems = plan_fits_nodes(scenario, plan, node_names, snapshot.allocatable)
         if problems:

@@ -275,9 +275,14 @@ def run_benchmark(
     seeds: Sequence[int],
     actor_dir: Path | None = None,
     progress: bool = True,
+    switching_horizon_slots: float = 0.0,
 ) -> tuple[dict[str, Any], dict[str, list[EpisodeResult]]]:
-    """Evaluate ``policies`` on ``seeds``; policies that cannot run are reported in notes."""
-    env = EdgePlacementEnv(scenario)
+    """Evaluate ``policies`` on ``seeds``; policies that cannot run are reported in notes.
+
+    ``switching_horizon_slots > 0`` makes every online policy's plan weigh a move's gain over that
+    many slots against its switching cost, as the operator does (:func:`~edgeaigc.policy.plan.stable_cache`).
+    """
+    env = EdgePlacementEnv(scenario, switching_horizon_slots=switching_horizon_slots)
     per_policy: dict[str, list[EpisodeResult]] = {}
     notes: dict[str, str] = {}
     bar = tqdm(total=len(policies) * len(seeds), desc=scenario.name, unit="episode", disable=not progress)
@@ -340,6 +345,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--episode-slots", type=int, default=None, help="override the scenario's episode length")
     parser.add_argument("--actor-dir", type=Path, default=None, help="directory of <scenario>-<td3|ddpg>.onnx actors")
+    parser.add_argument(
+        "--switching-horizon",
+        type=float,
+        default=0.0,
+        metavar="SLOTS",
+        help="online policies move a model only when its predicted gain over SLOTS slots exceeds its switching "
+        "cost (download price and time), as the operator's spec.switchingHorizonSlots does; "
+        "0 takes every policy's placement as it is (default: 0)",
+    )
     parser.add_argument("--check-targets", action="store_true", help="exit 1 if a TD3 target of issue 2 is missed")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -354,19 +368,30 @@ def run(args: argparse.Namespace) -> int:
         scenario = scenario.with_overrides(episode_slots=args.episode_slots)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     unknown = [p for p in policies if p not in POLICY_NAMES]
-    if unknown or args.seeds < 1:
-        print(f"edgeaigc benchmark: unknown policies {unknown} or --seeds < 1", file=sys.stderr)
+    if unknown or args.seeds < 1 or args.switching_horizon < 0:
+        print(
+            f"edgeaigc benchmark: unknown policies {unknown}, --seeds < 1 or --switching-horizon < 0", file=sys.stderr
+        )
         return 2
     seeds = list(range(args.seed_base, args.seed_base + args.seeds))
     started = time.perf_counter()
-    document, per_policy = run_benchmark(scenario, policies, seeds, args.actor_dir, progress=not args.quiet)
+    document, per_policy = run_benchmark(
+        scenario,
+        policies,
+        seeds,
+        args.actor_dir,
+        progress=not args.quiet,
+        switching_horizon_slots=args.switching_horizon,
+    )
+    document["switching_horizon_slots"] = args.switching_horizon
     document["wall_clock_s"] = round(time.perf_counter() - started, 1)
     output: Path = args.output
     output.mkdir(parents=True, exist_ok=True)
     (output / "results.json").write_text(json.dumps(document, indent=2) + "\n")
     table = markdown_table(document)
     checks = target_checks(document)
-    lines = [f"# Benchmark: {scenario.name}", "", f"Seeds {seeds}; mean ± 95 % CI.", "", table, ""]
+    switching = f"switching horizon {args.switching_horizon:g} slots" if args.switching_horizon else "no switching cost"
+    lines = [f"# Benchmark: {scenario.name}", "", f"Seeds {seeds}; {switching}; mean ± 95 % CI.", "", table, ""]
     if "hit_rate_ceiling" in document:
         ceiling = document["hit_rate_ceiling"]
         lines.append(

@@ -21,6 +21,7 @@ SPEC_DEFAULTS: dict[str, dict[str, Any]] = {
         "intervalSeconds": 30,
         "planningSlotSeconds": 60,
         "churnLimit": 2,
+        "switchingHorizonSlots": 0,
         "sloSeconds": 0.5,
         "requestOverheadMs": 0.0,
         "prometheusURL": "http://prometheus:9090",

@@ -59,12 +59,14 @@ class EdgePlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         *,
         episode_slots: int | None = None,
         churn_limit: int | None = None,
+        switching_horizon_slots: float = 0.0,
         render_mode: str | None = None,
     ) -> None:
         self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
         if episode_slots is not None:
             self.scenario = self.scenario.with_overrides(episode_slots=int(episode_slots))
         self.churn_limit = churn_limit
+        self.switching_horizon_slots = switching_horizon_slots
         self.render_mode = render_mode
         self.demand = DemandGenerator(self.scenario)
         E, M, U = self.scenario.num_nodes, self.scenario.num_models, self.scenario.num_cameras
@@ -113,7 +115,9 @@ class EdgePlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         if self.trace is None or self.observation is None:
             raise RuntimeError("call reset() before step()")
-        return self.step_plan(plan_for(self.scenario, self.observation, action, self.churn_limit))
+        return self.step_plan(
+            plan_for(self.scenario, self.observation, action, self.churn_limit, self.switching_horizon_slots)
+        )
 
     def step_plan(self, plan: Plan) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         """Serve the next slot under an explicit plan (must be feasible; see :func:`is_feasible`).

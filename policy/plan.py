@@ -5,6 +5,13 @@ The action of every policy, learned or not, is the same vector in ``[-1, 1]``:
 
 - Caching: on each node, models with a positive score are taken in order of score while they
   fit the node's storage (and, with a churn limit, while few enough of them are new).
+- Switching cost (with a horizon of ``h > 0`` slots, :func:`stable_cache`): each model the
+  scores add to a node is a move, made only when the system model predicts that its gain over
+  ``h`` slots exceeds what it costs — the download price and the gain forgone while the model
+  downloads (:func:`~edgeaigc.policy.system_model.switching_cost`). A move evicts, lowest score
+  first, only models the scores dropped; a model the scores drop leaves on its own only if the
+  node serves no worse without it. Demand noise and near-ties therefore leave the placement
+  alone, while a shift in demand that pays for the download still moves it.
 - Shares: the optimal shares for the *measured* load (the larger of the last slot's and the
   recent mean rate) (water-filling, see
   :func:`~edgeaigc.policy.system_model.optimal_shares`) tilted by ``exp(TILT * action)`` and
@@ -23,15 +30,19 @@ from edgeaigc.policy.observation import Observation
 from edgeaigc.policy.scenario import Scenario
 from edgeaigc.policy.system_model import (
     Plan,
+    node_cache_objective,
     node_rates_of,
     optimal_bandwidth_shares,
     optimal_compute_shares,
+    switching_cost,
 )
 
 #: How far an action of +-1 can move a share away from the measured optimum (factor e**TILT).
 TILT = 1.5
 #: Fraction of each resource spread evenly over its users (cached models, cameras).
 UNIFORM_FLOOR = 0.05
+#: Storage slack when checking that a cache fits (sizes are summed in a different order than in select_cache).
+_STORAGE_SLACK_MB = 1e-9
 
 
 def action_size(scenario: Scenario) -> int:
@@ -84,6 +95,89 @@ def select_cache(
     return cache
 
 
+def stable_cache(
+    scenario: Scenario,
+    cache_score: np.ndarray,
+    proposed: np.ndarray,
+    previous_cache: np.ndarray,
+    node_rates: np.ndarray,
+    horizon_slots: float,
+) -> np.ndarray:
+    """The moves from ``previous_cache`` towards ``proposed`` that pay for their switching cost.
+
+    On each node, the models ``proposed`` drops are tried one at a time (lowest score first),
+    then the models it adds (highest score first): a try evicts the model, or adds it to the
+    cache kept so far, evicting models ``proposed`` dropped (lowest score first) while it does
+    not fit. An addition is accepted when the slot objective's gain
+    (:func:`~edgeaigc.policy.system_model.node_cache_objective` under ``node_rates``, optimal
+    compute shares) times ``horizon_slots`` exceeds its
+    :func:`~edgeaigc.policy.system_model.switching_cost`, an eviction when the objective is no
+    worse without the model (it costs nothing to switch). A node whose previous cache no longer
+    fits its storage takes ``proposed`` as it is. The result fits every node (``proposed`` does,
+    and a try evicts only models outside it) and adds nothing ``proposed`` does not.
+
+    Args:
+        cache_score: the scores ``proposed`` was selected by, ``[E, M]``.
+        proposed: the cache the scores select, ``[E, M]`` in {0, 1}.
+        previous_cache: the cache now, ``[E, M]`` in {0, 1}.
+        node_rates: request rates to plan for, ``[E, M]``.
+        horizon_slots: slots over which a move's gain must repay its cost.
+    """
+    E, M = proposed.shape
+    size, storage = scenario.model_size_mb, scenario.node_storage_mb
+    wanted = proposed > 0
+    previous = previous_cache > 0
+    previous_fits = (previous * size).sum(axis=1) <= storage + _STORAGE_SLACK_MB
+    current = np.where(previous_fits[:, None], previous, wanted)
+    total_rate = float(node_rates.sum())
+    nodes = np.arange(E)
+
+    def gain_and_cost(candidate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per node: the gain over the horizon of moving from ``current`` to ``candidate``, and its cost."""
+        objective = node_cache_objective(scenario, np.stack([current, candidate]).astype(float), node_rates, total_rate)
+        gain = objective[0] - objective[1]
+        return gain * horizon_slots, switching_cost(scenario, candidate, current, gain, total_rate)
+
+    # Evictions first, lowest score first. They cost no download, so one is made unless the node
+    # serves worse without the model: a model without measured demand leaves (should its demand
+    # come back, a share left to it by the uniform floor would serve it slowly), and so does one a
+    # compute-bound node serves better from the cloud.
+    dropped = current & ~wanted
+    dropped_order = np.argsort(np.where(dropped, cache_score, np.inf), axis=1, kind="stable")
+    dropped_per_node = dropped.sum(axis=1)
+    for rank in range(int(dropped_per_node.max(initial=0))):
+        trying = rank < dropped_per_node
+        model = dropped_order[:, rank]
+        candidate = current.copy()
+        candidate[nodes[trying], model[trying]] = False
+        gain, cost = gain_and_cost(candidate)
+        current = np.where((trying & (gain >= cost))[:, None], candidate, current)
+
+    # Then additions, highest score first, each making room by evicting dropped models.
+    additions = wanted & ~current
+    added_order = np.argsort(np.where(additions, -cache_score, np.inf), axis=1, kind="stable")
+    additions_per_node = additions.sum(axis=1)
+    for rank in range(int(additions_per_node.max(initial=0))):
+        trying = rank < additions_per_node
+        model = added_order[:, rank]
+        candidate = current.copy()
+        candidate[nodes[trying], model[trying]] = True
+        evictable = candidate & ~wanted
+        free = storage - (candidate * size).sum(axis=1)
+        eviction_order = np.argsort(np.where(evictable, cache_score, np.inf), axis=1, kind="stable")
+        for position in range(M):
+            short = trying & (free < -_STORAGE_SLACK_MB)
+            if not short.any():
+                break
+            victim = eviction_order[:, position]
+            evict = short & evictable[nodes, victim]
+            candidate[nodes[evict], victim[evict]] = False
+            free += np.where(evict, size[victim], 0.0)
+        gain, cost = gain_and_cost(candidate)
+        current = np.where((trying & (gain > cost))[:, None], candidate, current)
+    return current.astype(float)
+
+
 def _tilt(base: np.ndarray, tilt: np.ndarray, users: np.ndarray, group: np.ndarray, num_groups: int) -> np.ndarray:
     """Tilt shares by ``exp(TILT * tilt)``, add the uniform floor, renormalise per group."""
     weights = np.where(users, base * np.exp(TILT * tilt), 0.0)
@@ -101,14 +195,24 @@ def plan_for(
     observation: Observation,
     action: np.ndarray,
     churn_limit: int | None = None,
+    switching_horizon_slots: float = 0.0,
 ) -> Plan:
-    """Project an action onto a feasible :class:`Plan` using the measured demand."""
+    """Project an action onto a feasible :class:`Plan` using the measured demand.
+
+    With ``switching_horizon_slots > 0`` a change of cache is kept only where it pays for its
+    switching cost over that many slots (:func:`stable_cache`); 0 takes the scores' cache as it is.
+    """
     cache_score, compute_tilt, bandwidth_tilt = split_action(scenario, action)
     cache = select_cache(scenario, cache_score, observation.cache, churn_limit)
     # Plan for the larger of the last slot and the recent mean: one quiet slot (Poisson noise
     # at low rates) must not starve a cached model of compute or a camera of bandwidth.
     planning_rates = np.maximum(observation.camera_rates, observation.camera_rates_recent_mean)
     node_rates = node_rates_of(scenario, planning_rates)
+    if switching_horizon_slots > 0:
+        # A move's gain over the horizon is judged on the recent mean: the larger-of-two planning
+        # rates above are biased up by one slot's noise, which would make near-ties look like gains.
+        expected_rates = node_rates_of(scenario, observation.camera_rates_recent_mean)
+        cache = stable_cache(scenario, cache_score, cache, observation.cache, expected_rates, switching_horizon_slots)
     E, M = cache.shape
     base_compute = optimal_compute_shares(scenario, cache, node_rates)
     compute = _tilt(

@@ -472,8 +472,7 @@ def scenario_from_dict(document: dict[str, Any], base_dir: Path | None = None) -
         episode_slots=int(_number(document.get("episode_slots", 240), "episode_slots", positive=True)),
         slo_s=_number(document.get("slo_s", POLICY_DEFAULTS["sloSeconds"]), "slo_s", positive=True),
         rho_max=rho_max,
-        request_overhead_s=_number(document.get("request_overhead_ms", 0.0), "request_overhead_ms", minimum=0)
-        / 1000.0,
+        request_overhead_s=_number(document.get("request_overhead_ms", 0.0), "request_overhead_ms", minimum=0) / 1000.0,
         reward=reward,
         demand=_demand_config(document, base_dir),
         cloud_core_speed=_number(_require(cloud, "core_speed", "cloud"), "cloud.core_speed", positive=True),

@@ -240,6 +240,39 @@ def download_cost(scenario: Scenario, cache: np.ndarray, previous_cache: np.ndar
     return (new * scenario.model_size_mb).sum(axis=-1) / 1000.0 * scenario.download_price_per_gb
 
 
+def download_seconds(scenario: Scenario, cache: np.ndarray, previous_cache: np.ndarray) -> np.ndarray:
+    """Seconds the newly cached models of each node take to arrive over its backhaul, ``[..., E]``.
+
+    Until then their requests still go to the cloud: a new model starts paying off only after this.
+    """
+    new = (cache > 0) & ~(previous_cache > 0)
+    return (new * scenario.model_size_mb).sum(axis=-1) * 8.0 / scenario.node_backhaul_mbps
+
+
+def switching_cost(
+    scenario: Scenario,
+    cache: np.ndarray,
+    previous_cache: np.ndarray,
+    gain_per_slot: np.ndarray,
+    total_rate: float | np.ndarray,
+) -> np.ndarray:
+    """What moving each node from ``previous_cache`` to ``cache`` costs, in slot-objective units, ``[..., E]``.
+
+    The download price of the newly cached models (:func:`download_cost`, weighted as the slot
+    objective weighs cost) plus the gain forgone while they download (:func:`download_seconds`):
+    a move pays for itself over ``h`` slots when ``gain_per_slot * h`` exceeds this.
+
+    Args:
+        gain_per_slot: how much lower the slot objective is with ``cache`` than with ``previous_cache``,
+            per node (negative: worse).
+        total_rate: the fleet's request rate, which sets the objective's weights (:func:`objective_weights`).
+    """
+    _, w_cost = objective_weights(scenario, total_rate)
+    price = np.asarray(w_cost)[..., None] * download_cost(scenario, cache, previous_cache)
+    forgone = np.maximum(gain_per_slot, 0.0) * download_seconds(scenario, cache, previous_cache) / scenario.slot_seconds
+    return price + forgone
+
+
 def objective_weights(scenario: Scenario, total_rate: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Weights turning (response-time sum per second, cost per slot) into the slot objective.
 

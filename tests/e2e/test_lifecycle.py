@@ -130,7 +130,8 @@ def test_a_cpu_change_resizes_the_running_pod_in_place(fleet: None, kubectl: Kub
     _play_kubelet_resize_support(kubectl, [p for p in pods if _pair(p)[0] == node])
     before = {p["metadata"]["uid"]: p for p in running_pods() if _pair(p)[0] == node}
     replica_sets = {rs["metadata"]["name"] for rs in _json(kubectl, "rs", "-l", EDGE)["items"]}
-    # 3 of the node's 4 cores: every model's CPU there drops by about a quarter, well above the hysteresis step.
+    # 3 of the node's 4 cores: every model's CPU there drops by about a quarter, at the deadband (25 %), and
+    # kept back they would not fit the node's 3 cores, so the node's bound has them written anyway.
     _patch(kubectl, "en", node, {"spec": {"cores": 3}})
     try:
 

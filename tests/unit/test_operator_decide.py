@@ -114,6 +114,21 @@ def test_a_steady_placement_writes_nothing() -> None:
     assert again is not None and again.writes == 0 and second.newly_cached == []
 
 
+def test_a_steady_placement_writes_no_status_the_resources_already_have() -> None:
+    policies, policy = PolicyCache(), _policy_with(churnLimit=10)
+    first, changes = decide(snapshot(policy=policy), policies)
+    assert changes is not None and first.edge_node_status and first.model_status
+    # The cluster as the handler leaves it: the objects applied, each resource's status written.
+    with_status = {**first.edge_node_status, **first.model_status}
+    edge_nodes, models = (
+        [{**r, "status": with_status.get(r["metadata"]["name"], {})} for r in resources]
+        for resources in (snapshot().edge_nodes, snapshot().models)
+    )
+    second, _ = decide(snapshot(policy=policy, owned=changes.apply, edge_nodes=edge_nodes, models=models), policies)
+    assert second.placement == first.placement
+    assert second.edge_node_status == {} and second.model_status == {}
+
+
 def test_dry_run_decides_and_writes_nothing() -> None:
     decision, changes = decide(snapshot(policy=_policy_with(mode="dry-run")), PolicyCache())
     assert changes is None and decision.dry_run and decision.degraded_reason is None

@@ -23,7 +23,9 @@ from edgeaigc.operator.observe import (
 from edgeaigc.operator.reconcile import (
     HASH_ANNOTATION,
     Changes,
+    PodIndex,
     Reconciler,
+    Resize,
     RetryPolicy,
     container_cpu,
     cpu_changes,
@@ -60,8 +62,18 @@ def _pod(deployment: dict[str, Any], name: str, cpu_m: int, deleting: bool = Fal
     return {"metadata": metadata, "spec": spec}
 
 
-def test_hysteresis_threshold_is_25m_or_ten_percent() -> None:
-    assert cpu_threshold(100) == 25 and cpu_threshold(250) == 25 and cpu_threshold(1000) == 100
+def test_the_pod_index_finds_each_deployments_live_pods_and_only_those() -> None:
+    deployments = [_deployment(model, node, 200) for model in ("det-day", "cls-small") for node in ("pi-0", "pi-1")]
+    pods = [_pod(d, f"{d['metadata']['name']}-{k}", 200) for d in deployments for k in range(2)]
+    pods.append(_pod(deployments[0], "terminating", 200, deleting=True))
+    index = PodIndex(pods)
+    for deployment in deployments:
+        found = [p["metadata"]["name"] for p in index.pods_of(deployment)]
+        assert found == [f"{deployment['metadata']['name']}-{k}" for k in range(2)]
+
+
+def test_deadband_is_50m_or_a_quarter() -> None:
+    assert cpu_threshold(100) == 50 and cpu_threshold(200) == 50 and cpu_threshold(1000) == 250
 
 
 def test_small_cpu_changes_are_kept_back_large_ones_written() -> None:
@@ -71,11 +83,11 @@ def test_small_cpu_changes_are_kept_back_large_ones_written() -> None:
 
 
 def test_decreases_kept_back_are_written_when_the_node_would_overflow() -> None:
-    # a: 2000 -> 1950 (below the step, kept back), b: 1800 -> 2050 (written): kept back the node holds 4050m > 4000m.
-    desired, current, node_of = {"a": 1950, "b": 2050}, {"a": 2000, "b": 1800}, {"a": "n", "b": "n"}
-    assert cpu_changes(desired, current, node_of, {"n": 4000}) == {"a": 1950, "b": 2050}
+    # a: 2000 -> 1650 (below the step, kept back), b: 1800 -> 2300 (written): kept back the node holds 4300m > 4000m.
+    desired, current, node_of = {"a": 1650, "b": 2300}, {"a": 2000, "b": 1800}, {"a": "n", "b": "n"}
+    assert cpu_changes(desired, current, node_of, {"n": 4000}) == {"a": 1650, "b": 2300}
     # With room on the node the decrease stays kept back.
-    assert cpu_changes(desired, current, node_of, {"n": 4100}) == {"b": 2050}
+    assert cpu_changes(desired, current, node_of, {"n": 4300}) == {"b": 2300}
 
 
 def test_a_new_model_on_the_node_counts_when_decreases_are_kept_back() -> None:
@@ -288,7 +300,11 @@ class _FakeResource:
 
     def __init__(self, calls: list[tuple[str, str]], failing: set[str]) -> None:
         self.calls, self.failing = calls, failing
-        self.subresources: dict[str, Any] = {}
+        self.subresources: dict[str, Any] = {"resize": SimpleNamespace(patch=self.resize)}
+
+    def resize(self, name: str, body: dict[str, Any], **_: Any) -> None:
+        cpu = body["spec"]["containers"][0]["resources"]["limits"]["cpu"]
+        self.calls.append(("resize", f"{name}={cpu}"))
 
     def server_side_apply(self, body: dict[str, Any], name: str, **_: Any) -> None:
         self.calls.append(("apply", name))
@@ -311,4 +327,31 @@ def test_a_failed_apply_deletes_nothing_so_the_last_placement_keeps_serving() ->
     with pytest.raises(ApiException):
         reconciler.apply("ns", changes)
     names = [m["metadata"]["name"] for m in new]
-    assert calls == [("apply", names[0]), ("apply", names[1]), ("apply", names[1])] and sleeps == [0.5]
+    # The two applies go at once (either may come first); the delete never comes.
+    assert sorted(calls) == sorted([("apply", names[0]), ("apply", names[1]), ("apply", names[1])])
+    assert sleeps == [0.5]
+
+
+def test_writes_go_in_parallel_within_a_step_and_the_steps_in_order() -> None:
+    calls: list[tuple[str, str]] = []
+    resource = _FakeResource(calls, failing=set())
+    reconciler = Reconciler.__new__(Reconciler)
+    reconciler.client = SimpleNamespace(resources=SimpleNamespace(get=lambda **_: resource))
+    reconciler.retry, reconciler._sleep = RetryPolicy(), lambda _: None
+    deployments = [_deployment(model, "pi-0", 500) for model in ("det-day", "cls-small", "flow-urban")]
+    routing = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "routing"}, "data": {}}
+    changes = Changes(
+        apply=[routing, *deployments, *(build_service(d) for d in deployments)],
+        delete=[("v1", "Service", "old"), ("apps/v1", "Deployment", "old")],
+        unchanged=0,
+        resize=[Resize("up", "a", 900, 500), Resize("down-1", "b", 300, 600), Resize("down-2", "c", 100, 200)],
+    )
+    written = reconciler.apply("ns", changes)
+    assert (written.resize, written.apply, written.delete) == (3, 7, 2)
+    step = {"resize down": 0, "resize up": 1, "apply": 2, "apply routing": 3, "delete": 4}
+    steps = [
+        step[f"{verb} {'up' if name.startswith('up') else 'down'}" if verb == "resize" else
+             "apply routing" if name == "routing" else verb]
+        for verb, name in calls
+    ]  # fmt: skip
+    assert steps == sorted(steps) and len(calls) == 12
