@@ -276,7 +276,9 @@ def decide(
             action = learned.act(observation)
         else:  # the action of whichever candidate is in control
             settings = GuardSettings.from_spec(spec.get("guard"))
-            decision.guard = guard.step(scenario, observation, learned, spec["churnLimit"], settings)
+            decision.guard = guard.step(
+                scenario, observation, learned, spec["churnLimit"], settings, spec["switchingHorizonSlots"]
+            )
             action = decision.guard.action
         decision.decide_seconds = time.perf_counter() - decide_started
 

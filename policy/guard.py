@@ -219,6 +219,7 @@ class _Pending:
     observation: Observation
     policies: dict[str, PlacementPolicy]
     churn_limit: int | None
+    switching_horizon_slots: float
     decided: set[str]
     """Candidates whose track already decided (the one in control, when the cluster runs its track)."""
 
@@ -269,6 +270,7 @@ class PolicyGuard:
         learned_policy: PlacementPolicy,
         churn_limit: int | None,
         settings: GuardSettings,
+        switching_horizon_slots: float = 0.0,
     ) -> GuardStep:
         """Score the last decisions, choose who is in control, and decide for the cluster.
 
@@ -300,7 +302,7 @@ class PolicyGuard:
         if np.array_equal(seen.cache, np.asarray(observation.cache, float)):
             action = policy.act(seen)  # the cluster runs its track: one decision serves both
             in_control_seconds = time.perf_counter() - acted
-            self._decide_on_track(track, scenario, seen, action, churn_limit)
+            self._decide_on_track(track, scenario, seen, action, churn_limit, switching_horizon_slots)
             decided = {self.in_control}
         else:
             # The cluster's cache differs from the track's (it took control from another one, or a
@@ -311,7 +313,7 @@ class PolicyGuard:
             action = real.act(observation)
             in_control_seconds = time.perf_counter() - acted
             decided = set()
-        self._pending = _Pending(scenario, observation, policies, churn_limit, decided)
+        self._pending = _Pending(scenario, observation, policies, churn_limit, switching_horizon_slots, decided)
         return GuardStep(
             action=action,
             learned=self.learned,
@@ -336,13 +338,21 @@ class PolicyGuard:
             if name not in pending.decided:
                 seen = with_cache(pending.scenario, pending.observation, track.cache)
                 action = pending.policies[name].act(seen)
-                self._decide_on_track(track, pending.scenario, seen, action, pending.churn_limit)
+                self._decide_on_track(
+                    track, pending.scenario, seen, action, pending.churn_limit, pending.switching_horizon_slots
+                )
         return time.perf_counter() - started
 
     @staticmethod
     def _decide_on_track(
-        track: Track, scenario: Scenario, seen: Observation, action: np.ndarray, churn_limit: int | None
+        track: Track,
+        scenario: Scenario,
+        seen: Observation,
+        action: np.ndarray,
+        churn_limit: int | None,
+        switching_horizon_slots: float = 0.0,
     ) -> None:
         track.cache_before_plan = seen.cache
-        track.plan = plan_for(scenario, seen, action, churn_limit)
+        # The same switching cost as the applied plan's: a counterfactual must be what that policy would run.
+        track.plan = plan_for(scenario, seen, action, churn_limit, switching_horizon_slots)
         track.cache = track.plan.cache
