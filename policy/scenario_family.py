@@ -21,7 +21,8 @@ What varies, each drawn from the seed (ranges in :class:`FamilyRanges`):
   (a CSV written next to the scenario, one count per slot, with weekday/weekend shapes and
   noise) replacing the profile and bursts.
 
-Seeds: training draws worlds from :data:`TRAINING_SEEDS`; held-out families (``families/*.yaml``)
+Seeds: training draws worlds from :data:`TRAINING_SEEDS` and picks its best actor on
+:data:`VALIDATION_SEEDS` (below them); held-out families (``families/*.yaml``)
 use seeds at or above :data:`HELDOUT_SEED_FLOOR`, and :func:`training_seed` never returns one, so
 training cannot see a held-out world.
 """
@@ -31,6 +32,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+import os
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -41,9 +43,12 @@ import yaml
 
 from edgeaigc.policy.scenario import STAGES, Scenario, ScenarioError, scenario_from_dict
 
-#: Training worlds are drawn from seeds in ``[0, HELDOUT_SEED_FLOOR)``.
+#: Held-out families use seeds at or above this; training never draws one.
 HELDOUT_SEED_FLOOR = 1_000_000
-TRAINING_SEEDS = range(0, HELDOUT_SEED_FLOOR)
+#: Training worlds are drawn from these seeds.
+TRAINING_SEEDS = range(1000, HELDOUT_SEED_FLOOR)
+#: Worlds a training run is evaluated on to pick its best actor: below the training seeds.
+VALIDATION_SEEDS: tuple[int, ...] = (1, 2, 3)
 #: The bundled held-out family.
 HELDOUT_FAMILY = "heldout"
 #: Where drawn count traces are written unless told otherwise.
@@ -172,7 +177,7 @@ def _write_trace(draw: _Draw, path: Path, slot_seconds: float, columns: int) -> 
         mean_count = draw.log_uniform((5.0, 200.0)) * slot_seconds / 60.0
         table[:, column] = draw.rng.poisson(mean_count * level * noise * incidents)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
+    temporary = path.with_suffix(f".{os.getpid()}.tmp")
     with temporary.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["timestamp", *(f"site{c}" for c in range(columns))])
@@ -367,19 +372,45 @@ def load_family(name_or_path: str | Path) -> Family:
         seeds = tuple(int(s) for s in seeds_doc)
     if not seeds or min(seeds) < HELDOUT_SEED_FLOOR:
         raise ScenarioError(f"{path}: family seeds must be >= {HELDOUT_SEED_FLOOR} (below are training worlds)")
-    known = {field.name: field for field in dataclasses.fields(FamilyRanges)}
-    overrides = document.get("ranges", {}) or {}
-    unknown = sorted(set(overrides) - set(known))
-    if unknown:
-        raise ScenarioError(f"{path}: unknown ranges {unknown}")
-    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
-    ranges = FamilyRanges(**values)
+    ranges = _ranges_from(document, str(path))
     return Family(
         name=str(document.get("name", path.stem)),
         seeds=seeds,
         ranges=ranges,
         episode_slots=int(document.get("episode_slots", 240)),
     )
+
+
+def _ranges_from(document: dict[str, Any], where: str) -> FamilyRanges:
+    known = {field.name for field in dataclasses.fields(FamilyRanges)}
+    overrides = document.get("ranges", {}) or {}
+    if not isinstance(overrides, dict):
+        raise ScenarioError(f"{where}: 'ranges' must be a mapping of FamilyRanges fields")
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ScenarioError(f"{where}: unknown ranges {unknown} (known: {', '.join(sorted(known))})")
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+    return FamilyRanges(**values)
+
+
+def load_family_ranges(name_or_path: str | Path) -> FamilyRanges:
+    """The ranges training draws worlds from: ``default`` or a YAML file with ``ranges:``.
+
+    Raises:
+        ScenarioError: the file is missing or names unknown ranges.
+    """
+    if str(name_or_path) == "default":
+        return FamilyRanges()
+    path = Path(name_or_path)
+    if not path.exists():
+        raise ScenarioError(f"family {str(name_or_path)!r} is neither 'default' nor an existing file")
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ScenarioError(f"{path}: not valid YAML: {error}") from error
+    if not isinstance(document, dict):
+        raise ScenarioError(f"{path}: the top level must be a mapping")
+    return _ranges_from(document, str(path))
 
 
 def family_scenarios(family: Family, trace_dir: Path | None = None) -> list[Scenario]:
