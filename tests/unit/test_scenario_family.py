@@ -18,9 +18,10 @@ from edgeaigc.policy.actor_runner import OnnxActorPolicy
 from edgeaigc.policy.demand import DemandGenerator
 from edgeaigc.policy.demonstrator import demonstration_action
 from edgeaigc.policy.env import EdgePlacementEnv
-from edgeaigc.policy.export import export_actor
+from edgeaigc.policy.export import export_actor, load_actor_checkpoint
 from edgeaigc.policy.networks import Actor
 from edgeaigc.policy.observation import CAMERA_FEATURES, PAIR_FEATURES
+from edgeaigc.policy.registry import make_policy, shipped_actor, shipped_actors
 from edgeaigc.policy.scenario import STAGES, ScenarioError
 from edgeaigc.policy.scenario_family import (
     HELDOUT_SEED_FLOOR,
@@ -209,3 +210,15 @@ def test_benchmark_suite_runs_a_subset(tmp_path: Path, capsys: pytest.CaptureFix
     assert "| tiny |" in capsys.readouterr().out
     bad = parser.parse_args(["--suite", "heldout", "--only", "nowhere", "--output", str(tmp_path), "--quiet"])
     assert benchmark_module.run(bad) == 2
+
+
+def test_td3_without_an_actor_runs_the_shipped_general_actor() -> None:
+    policy = make_policy("td3")
+    assert isinstance(policy, OnnxActorPolicy) and policy.path is not None
+    assert policy.path.name == "general-td3.onnx" and policy.action_mode == "residual"
+    # A scenario without an actor of its own gets it too (the benchmark's td3 row).
+    path, note = shipped_actor("heldout-1000000", "td3")
+    assert path.name == "general-td3.onnx" and "general" in note
+    # And `--init general` finds its weights.
+    actor, metadata = load_actor_checkpoint(shipped_actors() / "general-td3.pt")
+    assert metadata["action_mode"] == "residual" and actor.hidden == policy.metadata["hidden"]
