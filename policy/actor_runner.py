@@ -23,7 +23,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from edgeaigc.policy.demonstrator import DEFAULT_HORIZON_SLOTS
 from edgeaigc.policy.observation import CAMERA_FEATURES, PAIR_FEATURES, Observation, encode
+from edgeaigc.policy.residual import ACTION_MODES, residual_action
 from edgeaigc.policy.scenario import Scenario
 
 
@@ -109,6 +111,12 @@ class OnnxActorPolicy:
         inputs = {i.name for i in self.session.get_inputs()}
         if inputs != {"pair", "camera"}:
             raise ActorLoadError(where, f"expected inputs 'pair' and 'camera', found {sorted(inputs)}")
+        mode = self.metadata.get("action_mode", "direct")
+        if mode not in ACTION_MODES:
+            raise ActorLoadError(where, f"action_mode {mode!r} is not one of {ACTION_MODES}")
+        self.action_mode = str(mode)
+        """``direct``: the output is the action; ``residual``: a correction of the teacher's (:mod:`.residual`)."""
+        self.teacher_horizon = float(self.metadata.get("teacher_horizon_slots", DEFAULT_HORIZON_SLOTS))
         self.scenario: Scenario | None = None
 
     def reset(self, scenario: Scenario, seed: int) -> None:
@@ -130,4 +138,7 @@ class OnnxActorPolicy:
         """``[cache score E*M | compute tilt E*M | bandwidth tilt U]`` in ``[-1, 1]``."""
         if self.scenario is None:
             raise RuntimeError("call reset(scenario, seed) before act()")
-        return self.act_encoded(encode(self.scenario, observation))
+        action = self.act_encoded(encode(self.scenario, observation))
+        if self.action_mode == "residual":
+            return residual_action(self.scenario, observation, action, self.teacher_horizon)
+        return action

@@ -34,11 +34,18 @@ from tqdm import tqdm
 
 from edgeaigc.policy.base import PlacementPolicy
 from edgeaigc.policy.env import EdgePlacementEnv
-from edgeaigc.policy.registry import LEARNED_POLICIES, PolicyUnavailable, make_policy, shipped_actor
+from edgeaigc.policy.registry import (
+    FALLBACK_ACTOR_SCENARIO,
+    LEARNED_POLICIES,
+    PolicyUnavailable,
+    make_policy,
+    shipped_actor,
+    shipped_actors,
+)
 from edgeaigc.policy.scenario import BUNDLED_SCENARIOS, Scenario, ScenarioError, load_scenario
 from edgeaigc.policy.system_model import RESPONSE_TIME_BINS, histogram_quantile, node_rates_of
 
-POLICY_NAMES: tuple[str, ...] = ("random", "lru", "lfu", "static_topk", "myopic", "ddpg", "td3", "oracle")
+POLICY_NAMES: tuple[str, ...] = ("random", "lru", "lfu", "static_topk", "myopic", "ddpg", "td3", "general", "oracle")
 METRICS: tuple[str, ...] = (
     "hit_rate",
     "mean_response_time_s",
@@ -67,6 +74,14 @@ def online_policy(name: str, scenario: Scenario, actor_dir: Path | None = None) 
     if name in LEARNED_POLICIES:
         path, note = shipped_actor(scenario.name, name, actor_dir)
         return make_policy(name, path), note
+    if name == "general":
+        # The general actor whatever the scenario (td3 prefers a scenario's own actor).
+        path = (actor_dir or shipped_actors()) / f"{FALLBACK_ACTOR_SCENARIO}-td3.onnx"
+        if not path.exists():
+            raise PolicyUnavailable(f"no general actor {path} (train one with `edgeaigc train --family default`)")
+        policy = make_policy("td3", path)
+        policy.name = "general"
+        return policy, f"the general actor {path.name}"
     return make_policy(name), ""
 
 
@@ -330,6 +345,8 @@ def run_benchmark(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from edgeaigc.policy.suite import SUITES  # the suite runs this module's benchmark
+
     parser.add_argument(
         "--scenario",
         default="traffic-city",
@@ -354,11 +371,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "cost (download price and time), as the operator's spec.switchingHorizonSlots does; "
         "0 takes every policy's placement as it is (default: 0)",
     )
-    parser.add_argument("--check-targets", action="store_true", help="exit 1 if a TD3 target of issue 2 is missed")
+    parser.add_argument(
+        "--check-targets",
+        action="store_true",
+        help="exit 1 if a TD3 target of issue 2 (with --suite: of issue 14) is missed",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--suite",
+        choices=SUITES,
+        default=None,
+        help="instead of one scenario: every bundled scenario plus a held-out family's worlds, one row each, with "
+        "LRU, LFU, static top-K, myopic, the general actor and the oracle (--policies narrows them)",
+    )
+    parser.add_argument("--only", default=None, help="with --suite: comma-separated scenario names to run")
+    parser.add_argument(
+        "--reuse", action="store_true", help="with --suite: keep policies already in <output>/<scenario>/results.json"
+    )
+
+
+def run_suite_command(args: argparse.Namespace) -> int:
+    from edgeaigc.policy.suite import SUITE_POLICIES, markdown, run_suite
+
+    explicit = args.policies != ",".join(POLICY_NAMES)
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()] if explicit else list(SUITE_POLICIES)
+    unknown = [p for p in policies if p not in POLICY_NAMES]
+    if unknown or args.seeds < 1:
+        print(f"edgeaigc benchmark: unknown policies {unknown} or --seeds < 1", file=sys.stderr)
+        return 2
+    seeds = list(range(args.seed_base, args.seed_base + args.seeds))
+    only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
+    try:
+        rows, totals = run_suite(args.suite, args.output, seeds, only, policies, args.reuse, not args.quiet)
+    except (ScenarioError, ValueError) as error:
+        print(f"edgeaigc benchmark: {error}", file=sys.stderr)
+        return 2
+    print(markdown(rows, totals, seeds))
+    print(f"\nwrote {args.output / 'suite.json'} and suite.md")
+    if args.check_targets and not all(totals["targets"].values()):
+        return 1
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.suite is not None:
+        return run_suite_command(args)
     try:
         scenario = load_scenario(args.scenario)
     except ScenarioError as error:

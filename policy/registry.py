@@ -24,8 +24,9 @@ BUILT_IN_POLICIES: dict[str, Callable[[], PlacementPolicy]] = {
 }
 #: Policies that run a trained actor.
 LEARNED_POLICIES: tuple[str, ...] = ("td3", "ddpg")
-#: The scenario whose actor serves scenarios without a shipped actor of their own.
-FALLBACK_ACTOR_SCENARIO = "traffic-city"
+#: The actor that serves scenarios without a shipped actor of their own: the general actor,
+#: trained over a family of drawn worlds (``edgeaigc train --family default``).
+FALLBACK_ACTOR_SCENARIO = "general"
 
 
 class PolicyUnavailable(RuntimeError):
@@ -55,7 +56,7 @@ def shipped_actor(scenario_name: str, algorithm: str = "td3", actor_dir: Path | 
         return own, f"trained on {scenario_name}"
     fallback = directory / f"{FALLBACK_ACTOR_SCENARIO}-{algorithm}.onnx"
     if fallback.exists():
-        return fallback, f"trained on {FALLBACK_ACTOR_SCENARIO}, run unchanged on {scenario_name}"
+        return fallback, f"the {FALLBACK_ACTOR_SCENARIO} actor (no actor trained on {scenario_name})"
     raise PolicyUnavailable(f"no {algorithm} actor in {directory} (train one with `edgeaigc train`)")
 
 
@@ -63,11 +64,13 @@ def make_policy(algorithm: str, actor: Path | bytes | None = None, source: str |
     """The policy named ``algorithm`` (numpy and onnxruntime only: the operator calls this).
 
     Args:
-        actor: for a learned policy, its ONNX actor: a file, or the file's bytes.
+        actor: for a learned policy, its ONNX actor: a file, or the file's bytes; None: the
+            shipped general actor (``policy/actors/general-<algorithm>.onnx``).
         source: where bytes came from, for error messages (e.g. ``ConfigMap city-actor``).
 
     Raises:
-        PolicyUnavailable: an unknown name, or a learned policy without an actor.
+        PolicyUnavailable: an unknown name, or a learned policy without an actor (none given and
+            no general one shipped).
         ActorLoadError: the actor cannot be used (corrupt, trained on other features).
     """
     if algorithm in BUILT_IN_POLICIES:
@@ -76,7 +79,11 @@ def make_policy(algorithm: str, actor: Path | bytes | None = None, source: str |
         known = ", ".join([*BUILT_IN_POLICIES, *LEARNED_POLICIES])
         raise PolicyUnavailable(f"unknown policy {algorithm!r}; choose from {known}")
     if actor is None:
-        raise PolicyUnavailable(f"{algorithm} needs an actor")
+        # No actor given (a PlacementPolicy without spec.actor): the shipped general actor.
+        general = shipped_actors() / f"{FALLBACK_ACTOR_SCENARIO}-{algorithm}.onnx"
+        if not general.exists():
+            raise PolicyUnavailable(f"{algorithm} needs an actor (no general {algorithm} actor is shipped)")
+        actor, source = general, source or f"the shipped general actor {general.name}"
     from edgeaigc.policy.actor_runner import OnnxActorPolicy
 
     return OnnxActorPolicy(actor, name=algorithm, source=source)

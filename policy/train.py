@@ -36,8 +36,9 @@ import dataclasses
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,14 +46,19 @@ from tqdm import tqdm
 
 from edgeaigc.policy.demonstrator import DEFAULT_HORIZON_SLOTS, demonstration_action
 from edgeaigc.policy.env import EdgePlacementEnv
-from edgeaigc.policy.export import export_actor
+from edgeaigc.policy.export import export_actor, load_actor_checkpoint
 from edgeaigc.policy.networks import Actor
 from edgeaigc.policy.observation import CAMERA_FEATURES, PAIR_FEATURES, Observation
+from edgeaigc.policy.plan import action_size
+from edgeaigc.policy.registry import shipped_actors
+from edgeaigc.policy.residual import ACTION_MODES, residual_action
 from edgeaigc.policy.scenario import BUNDLED_SCENARIOS, ScenarioError, load_scenario
-from edgeaigc.policy.td3 import ALGORITHMS, Agent, AgentConfig, ReplayBuffer
+from edgeaigc.policy.scenario_family import FamilyRanges, load_family_ranges
+from edgeaigc.policy.td3 import ALGORITHMS, Agent, AgentConfig
+from edgeaigc.policy.training_worlds import TrainingWorlds, World, validation_worlds
 
-#: Upper bound on the replay buffer's memory (its capacity shrinks for very large fleets).
-MAX_REPLAY_BYTES = 4 * 2**30
+#: The general actor ``--init general`` starts from (``policy/actors/general-td3.pt``).
+GENERAL_ACTOR = "general-td3"
 #: First evaluation seed (held out from training episodes and from the benchmark's seeds).
 EVAL_SEED_BASE = 500
 LOG_COLUMNS = (
@@ -78,7 +84,17 @@ class TrainConfig:
     """Everything ``edgeaigc train`` accepts (one field per flag; the agent's flags set fields of ``agent``)."""
 
     scenario: str = "traffic-city"
-    """Bundled scenario name or path to a scenario YAML."""
+    """Bundled scenario name or path to a scenario YAML (ignored with ``family``)."""
+    family: str | None = None
+    """Train over worlds drawn from a scenario family instead: ``default`` (the ranges of
+    :class:`~edgeaigc.policy.scenario_family.FamilyRanges`) or a YAML file with ``ranges:``."""
+    family_episode_slots: int = 120
+    """Episode length of drawn worlds (shorter episodes: more worlds per hour)."""
+    action_mode: str | None = None
+    """``direct`` (the actor's output is the action) or ``residual`` (a correction of the teacher's,
+    :mod:`.residual`); default residual for a family or ``--init``, direct otherwise."""
+    init: str | None = None
+    """Start from an actor: ``general`` (the shipped general actor) or a ``best.pt``; a fine-tune."""
     algorithm: str = "td3"
     """td3 or ddpg."""
     total_steps: int = 60_000
@@ -88,7 +104,7 @@ class TrainConfig:
     seed: int = 1
     """Seed of networks, noise, replay sampling and training episodes."""
     output: Path | None = None
-    """Run directory (default runs/<scenario>-<algorithm>)."""
+    """Run directory (default runs/<scenario or family>-<algorithm>)."""
     eval_every: int = 2_000
     """Evaluate every this many steps."""
     eval_episodes: int = 3
@@ -203,53 +219,116 @@ def _current(env: EdgePlacementEnv) -> Observation:
     return env.observation
 
 
+def _init_actor(init: str) -> tuple[Actor, dict[str, Any]]:
+    """The actor a fine-tune starts from: the shipped general actor, or a ``best.pt``."""
+    path = shipped_actors() / f"{GENERAL_ACTOR}.pt" if init == "general" else Path(init)
+    if not path.exists():
+        raise ValueError(f"--init: {path} does not exist (use 'general' or a best.pt of `edgeaigc train`)")
+    try:
+        return load_actor_checkpoint(path)
+    except (RuntimeError, KeyError, OSError) as error:
+        raise ValueError(f"--init: cannot read {path}: {error}") from error
+
+
+def _normalised_evaluation(
+    policy_for: Callable[[EdgePlacementEnv], Callable[[dict[str, np.ndarray]], np.ndarray]],
+    envs: list[EdgePlacementEnv],
+    references: list[float],
+    episodes: int,
+) -> Evaluation:
+    """Over several worlds: reward is minus the mean of (objective / the teacher's objective)."""
+    results = [evaluate(policy_for(env), env, episodes) for env in envs]
+    ratios = [result.reward / reference for result, reference in zip(results, references, strict=True)]
+    return Evaluation(
+        -float(np.mean(ratios)),
+        float(np.mean([r.hit_rate for r in results])),
+        float(np.mean([r.response_time_s for r in results])),
+    )
+
+
 def train(config: TrainConfig) -> Path:
     """Train, writing everything to the run directory; returns the exported ONNX path.
 
     Raises:
-        ScenarioError: the scenario cannot be loaded.
+        ScenarioError: the scenario or family cannot be loaded.
         ValueError: bad settings or a checkpoint that does not match.
     """
     if config.algorithm not in ALGORITHMS:
         raise ValueError(f"--algorithm must be one of {ALGORITHMS}, got {config.algorithm!r}")
-    scenario = load_scenario(config.scenario)
-    output = config.output or Path("runs") / f"{scenario.name}-{config.algorithm}"
+    action_mode = config.action_mode or ("residual" if config.family or config.init else "direct")
+    if action_mode not in ACTION_MODES:
+        raise ValueError(f"--action-mode must be one of {ACTION_MODES}, got {action_mode!r}")
+    residual = action_mode == "residual"
+    ranges: FamilyRanges | None = None
+    if config.family is not None:
+        ranges = load_family_ranges(config.family)
+        worlds = TrainingWorlds(
+            ranges=ranges, capacity=config.buffer_size, episode_slots=config.family_episode_slots, seed=config.seed
+        )
+        run_name = f"family-{Path(config.family).stem}"
+        eval_envs = validation_worlds(ranges, config.family_episode_slots)
+    else:
+        scenario = load_scenario(config.scenario)
+        worlds = TrainingWorlds(scenario, capacity=config.buffer_size, seed=config.seed)
+        run_name = scenario.name
+        eval_envs = [EdgePlacementEnv(scenario)]
+    output = config.output or Path("runs") / f"{run_name}-{config.algorithm}"
     output.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, config.threads))
     # ``started`` dates the whole run (resumed parts included) for the log; the --max-minutes
     # budget counts from this invocation's start.
     started = invocation_started = time.monotonic()
 
-    # Seeding: one numpy generator drives noise and episode seeds, torch's drives the networks.
+    # Seeding: one numpy generator drives noise, worlds and episode seeds, torch's the networks.
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
 
-    env = EdgePlacementEnv(scenario)
-    eval_env = EdgePlacementEnv(scenario)
     agent = Agent(len(PAIR_FEATURES), len(CAMERA_FEATURES), config.agent.as_algorithm(config.algorithm))
-    # The env's spaces are Boxes of fixed shapes (the Space base class types them as optional).
-    observation_spaces = cast(dict[str, Any], env.observation_space.spaces)  # type: ignore[attr-defined]
-    pair_shape = cast(tuple[int, ...], observation_spaces["pair"].shape)
-    camera_shape = cast(tuple[int, ...], observation_spaces["camera"].shape)
-    action_size = int(np.prod(cast(tuple[int, ...], env.action_space.shape)))
-    # Keep the buffer within MAX_REPLAY_BYTES however large the fleet (two observations a row).
-    row_bytes = 4 * (2 * (int(np.prod(pair_shape)) + int(np.prod(camera_shape))) + 2 * action_size + 3)
-    capacity = int(min(config.buffer_size, MAX_REPLAY_BYTES // row_bytes))
-    buffer = ReplayBuffer(
-        capacity,
-        pair_shape,
-        camera_shape,
-        action_size,
-        seed=config.seed,
-    )
-    metadata = {
-        "scenario": scenario.name,
-        "scenario_path": config.scenario if config.scenario not in BUNDLED_SCENARIOS else None,
+    metadata: dict[str, Any] = {
+        "scenario": run_name,
+        "scenario_path": None if config.family or config.scenario in BUNDLED_SCENARIOS else config.scenario,
+        "family": config.family,
         "algorithm": config.algorithm,
+        "action_mode": action_mode,
+        "teacher_horizon_slots": config.demo_horizon,
         "pair_features": list(PAIR_FEATURES),
         "camera_features": list(CAMERA_FEATURES),
         "seed": config.seed,
+        "init": config.init,
     }
+    if config.init is not None and not config.resume:
+        init_actor, init_metadata = _init_actor(config.init)
+        if init_actor.hidden != config.agent.hidden:
+            raise ValueError(f"--init: the actor has hidden {init_actor.hidden}, not --hidden {config.agent.hidden}")
+        if init_metadata.get("action_mode", "direct") != action_mode:
+            raise ValueError(f"--init: the actor is {init_metadata.get('action_mode', 'direct')}, not {action_mode}")
+        agent.actor.load_state_dict(init_actor.state_dict())
+        agent.actor_target.load_state_dict(init_actor.state_dict())
+
+    def apply(env: EdgePlacementEnv, action: np.ndarray) -> np.ndarray:
+        """The action the env gets: the actor's, or for a residual actor the teacher's corrected by it."""
+        if not residual:
+            return action
+        return residual_action(env.scenario, _current(env), action, config.demo_horizon)
+
+    def policy_for(env: EdgePlacementEnv) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+        return lambda observation: apply(env, agent.act(observation))
+
+    # A family's evaluation is relative to the teacher on each validation world (worlds differ
+    # in scale by orders of magnitude); the teacher's figures are computed once.
+    references: list[float] = []
+    if ranges is not None:
+        for env in eval_envs:
+
+            def teacher(observation: dict[str, np.ndarray], env: EdgePlacementEnv = env) -> np.ndarray:
+                return demonstration_action(env.scenario, _current(env), config.demo_horizon)
+
+            references.append(evaluate(teacher, env, config.eval_episodes).reward)
+
+    def run_evaluation() -> Evaluation:
+        if ranges is None:
+            return evaluate(policy_for(eval_envs[0]), eval_envs[0], config.eval_episodes)
+        return _normalised_evaluation(policy_for, eval_envs, references, config.eval_episodes)
 
     # Resume: networks, optimisers, counters, random generators (and the buffer if saved).
     step, episodes, best_reward, bc_done = 0, 0, -math.inf, False
@@ -259,10 +338,10 @@ def train(config: TrainConfig) -> Path:
         if not checkpoint_path.exists():
             raise ValueError(f"--resume: {checkpoint_path} does not exist")
         state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        if state["metadata"]["algorithm"] != config.algorithm or state["metadata"]["scenario"] != scenario.name:
+        if state["metadata"]["algorithm"] != config.algorithm or state["metadata"]["scenario"] != run_name:
             raise ValueError(
                 f"--resume: {checkpoint_path} is {state['metadata']['algorithm']} on "
-                f"{state['metadata']['scenario']}, not {config.algorithm} on {scenario.name}"
+                f"{state['metadata']['scenario']}, not {config.algorithm} on {run_name}"
             )
         try:
             agent.load_state_dict(state["agent"])
@@ -272,8 +351,8 @@ def train(config: TrainConfig) -> Path:
         best_reward, bc_done = float(state["best_reward"]), bool(state["bc_done"])
         rng.bit_generator.state = state["numpy_rng"]
         torch.set_rng_state(state["torch_rng"])
-        if "replay" in state:
-            buffer.load_state_dict(state["replay"])
+        if "replay" in state and worlds.single is not None:
+            worlds.single.buffer.load_state_dict(state["replay"])
         started -= float(state["wall_seconds"])
     else:
         with log_path.open("w", newline="") as handle:
@@ -298,20 +377,19 @@ def train(config: TrainConfig) -> Path:
             "wall_seconds": time.monotonic() - started,
             "config": {k: str(v) for k, v in dataclasses.asdict(config).items()},
         }
-        if config.save_replay:
-            state["replay"] = buffer.state_dict()
+        if config.save_replay and worlds.single is not None:
+            state["replay"] = worlds.single.buffer.state_dict()
         torch.save(state, checkpoint_path)
 
-    def new_episode() -> tuple[dict[str, np.ndarray], bool]:
-        """Reset on a fresh training seed; decide whether the teacher plays this episode."""
-        observation, _ = env.reset(seed=int(rng.integers(10_000, 2**31 - 1)))
+    def new_episode() -> tuple[World, dict[str, np.ndarray], bool]:
+        """Pick the world, reset on a fresh training seed, decide whether the teacher plays."""
+        world = worlds.next_world(rng)
+        observation, _ = world.env.reset(seed=int(rng.integers(10_000, 2**31 - 1)))
         teacher = step < config.demo_steps or rng.random() < config.demo_fraction
-        return observation, teacher
+        return world, observation, teacher
 
-    def actor_policy(observation: dict[str, np.ndarray]) -> np.ndarray:
-        return agent.act(observation)
-
-    observation, teacher_episode = new_episode()
+    world, observation, teacher_episode = new_episode()
+    env, buffer = world.env, world.buffer
     episode_reward, episode_slots = 0.0, 0
     recent_episode_rewards: list[float] = []
     recent_metrics: dict[str, list[float]] = {}
@@ -319,26 +397,33 @@ def train(config: TrainConfig) -> Path:
     bar = tqdm(
         total=config.total_steps,
         initial=step,
-        desc=f"{config.algorithm} {scenario.name}",
+        desc=f"{config.algorithm} {run_name}",
         unit="step",
         disable=not config.progress,
     )
     while step < config.total_steps:
         # Act: the teacher (warm-up and a share of episodes) or the actor, plus exploration noise.
+        # For a residual actor the teacher's own action is the residual 0.
         demo_action = None
         if teacher_episode:
-            demo_action = demonstration_action(scenario, _current(env), config.demo_horizon)
+            if residual:
+                demo_action = np.zeros(action_size(env.scenario), np.float32)
+            else:
+                demo_action = demonstration_action(env.scenario, _current(env), config.demo_horizon)
             action = demo_action.copy()
         else:
             action = agent.act(observation)
             if rng.random() < config.teacher_labels:
                 # Label the state the actor reached (not only the teacher's own states).
-                demo_action = demonstration_action(scenario, _current(env), config.demo_horizon)
+                if residual:
+                    demo_action = np.zeros_like(action)
+                else:
+                    demo_action = demonstration_action(env.scenario, _current(env), config.demo_horizon)
         action = np.clip(action + rng.normal(0.0, config.exploration_noise, action.shape), -1.0, 1.0).astype(np.float32)
 
         # Step the environment and store the transition (truncation is not termination).
-        next_observation, reward, terminated, truncated, _ = env.step(action)
-        buffer.add(observation, action, reward, next_observation, terminated, demo_action)
+        next_observation, reward, terminated, truncated, _ = env.step(apply(env, action))
+        buffer.add(observation, action, world.learning_reward(reward), next_observation, terminated, demo_action)
         observation = next_observation
         step += 1
         bar.update(1)
@@ -349,18 +434,19 @@ def train(config: TrainConfig) -> Path:
                 recent_episode_rewards.append(episode_reward / episode_slots)
             episodes += 1
             episode_reward, episode_slots = 0.0, 0
-            observation, teacher_episode = new_episode()
+            world, observation, teacher_episode = new_episode()
+            env, buffer = world.env, world.buffer
 
         # Learn: once, behaviour cloning on the warm-up demonstrations; then TD3/DDPG updates.
         if step >= config.demo_steps:
             if not bc_done:
                 for _ in range(config.bc_pretrain_steps if config.demo_steps > 0 else 0):
-                    agent.behaviour_cloning_step(buffer.sample(config.batch_size))
+                    agent.behaviour_cloning_step(worlds.sample(config.batch_size, rng))
                 agent.sync_targets()
                 bc_done = True
             # (After a resume without a saved buffer, wait until a batch's worth is collected.)
             if step % config.update_every == 0 and len(buffer) >= config.batch_size:
-                for name, value in agent.update(buffer.sample(config.batch_size)).items():
+                for name, value in agent.update(worlds.sample(config.batch_size, rng)).items():
                     recent_metrics.setdefault(name, []).append(value)
 
         out_of_time = config.max_minutes is not None and time.monotonic() - invocation_started > 60 * config.max_minutes
@@ -368,7 +454,7 @@ def train(config: TrainConfig) -> Path:
             stopped_early = True
         # Evaluate the deterministic actor on held-out seeds; log, checkpoint, keep the best.
         if step % config.eval_every == 0 or step >= config.total_steps or out_of_time:
-            evaluation = evaluate(actor_policy, eval_env, config.eval_episodes)
+            evaluation = run_evaluation()
             if evaluation.reward > best_reward:
                 best_reward = evaluation.reward
                 best = actor_checkpoint(
@@ -377,6 +463,11 @@ def train(config: TrainConfig) -> Path:
                         **metadata,
                         "steps": step,
                         "eval_reward": evaluation.reward,
+                        "eval_reward_meaning": (
+                            "mean reward per slot"
+                            if ranges is None
+                            else "minus the mean over validation worlds of objective / teacher's objective"
+                        ),
                         "eval_hit_rate": evaluation.hit_rate,
                         "eval_response_time_s": evaluation.response_time_s,
                         "eval_seeds": [EVAL_SEED_BASE + i for i in range(config.eval_episodes)],
@@ -403,9 +494,7 @@ def train(config: TrainConfig) -> Path:
             recent_episode_rewards.clear()
             recent_metrics.clear()
             save_checkpoint()
-            write_learning_curve(
-                log_path, output / "learning_curve.png", f"{config.algorithm.upper()} on {scenario.name}"
-            )
+            write_learning_curve(log_path, output / "learning_curve.png", f"{config.algorithm.upper()} on {run_name}")
             bar.set_postfix(
                 eval=f"{evaluation.reward:.3f}",
                 hit=f"{evaluation.hit_rate:.2f}",
@@ -424,10 +513,11 @@ def train(config: TrainConfig) -> Path:
     onnx_path = export_actor(
         best_actor,
         output / "actor.onnx",
-        eval_env.reset(seed=EVAL_SEED_BASE)[0],
+        eval_envs[0].reset(seed=EVAL_SEED_BASE)[0],
         {
             **best_state["metadata"],
             "total_steps": step,
+            "worlds_drawn": worlds.worlds_drawn,
             "wall_seconds": round(time.monotonic() - started, 1),
             "stopped_early": stopped_early,
         },
@@ -439,6 +529,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TrainConfig()
     parser.add_argument(
         "--scenario", default=defaults.scenario, help=f"bundled scenario ({', '.join(BUNDLED_SCENARIOS)}) or YAML path"
+    )
+    parser.add_argument(
+        "--family",
+        default=None,
+        help="train over worlds drawn from a scenario family instead: 'default' or a YAML file with 'ranges:'",
+    )
+    parser.add_argument(
+        "--family-episode-slots",
+        type=int,
+        default=defaults.family_episode_slots,
+        help="episode length of drawn worlds",
+    )
+    parser.add_argument(
+        "--action-mode",
+        choices=ACTION_MODES,
+        default=None,
+        help="direct, or residual (a correction of the amortised-myopic teacher); default residual with "
+        "--family or --init, direct otherwise",
+    )
+    parser.add_argument(
+        "--init",
+        default=None,
+        help="fine-tune from an actor: 'general' (the shipped general actor) or a best.pt",
     )
     parser.add_argument("--algorithm", choices=ALGORITHMS, default=defaults.algorithm, help="td3 (default) or ddpg")
     parser.add_argument("--total-steps", type=int, default=defaults.total_steps, help="environment steps in total")
@@ -506,8 +619,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
-        if config.total_steps < 1 or config.eval_every < 1 or config.eval_episodes < 1 or config.batch_size < 1:
-            raise ValueError("--total-steps, --eval-every, --eval-episodes and --batch-size must be >= 1")
+        if (
+            min(config.total_steps, config.eval_every, config.eval_episodes, config.batch_size) < 1
+            or config.family_episode_slots < 1
+        ):
+            raise ValueError(
+                "--total-steps, --eval-every, --eval-episodes, --batch-size and --family-episode-slots must be >= 1"
+            )
         onnx_path = train(config)
     except ScenarioError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -70,7 +70,7 @@ def _object(kind: str, spec: dict) -> dict:
             "exactly one of url, persistentVolumeClaim or image",
         ),
         ("EdgeNode", {"nodeName": "pi-0", "modelStorage": "24Mi", "cores": -1}, "spec.cores"),
-        ("PlacementPolicy", {"algorithm": "td3"}, "spec.actor is required when spec.algorithm is td3 or ddpg"),
+        ("PlacementPolicy", {"algorithm": "ddpg"}, "spec.actor is required when spec.algorithm is ddpg"),
         ("PlacementPolicy", {"algorithm": "lru", "intervalSeconds": 1}, "spec.intervalSeconds"),
         ("PlacementPolicy", {"algorithm": "lru", "reward": {"alpha": 0, "beta": 0}}, "cannot both be 0"),
         ("PlacementPolicy", {"algorithm": "genetic"}, 'spec.algorithm: Unsupported value: "genetic"'),
