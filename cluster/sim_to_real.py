@@ -20,7 +20,9 @@ the table is printed, ``sim-to-real.png`` and ``summary.json`` are written to ``
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
+import json
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -118,6 +120,38 @@ def compare(documents: Sequence[dict[str, Any]], samples: Sequence[Sample]) -> l
     ]
 
 
+def with_overhead(documents: Sequence[dict[str, Any]], overhead_ms: float) -> list[dict[str, Any]]:
+    """The fleet with the PlacementPolicy's ``requestOverheadMs`` set to ``overhead_ms``."""
+    copied = copy.deepcopy(list(documents))
+    for document in copied:
+        if document["kind"] == "PlacementPolicy":
+            document["spec"]["requestOverheadMs"] = round(overhead_ms, 2)
+    return copied
+
+
+def fit_overhead_ms(documents: Sequence[dict[str, Any]], samples: Sequence[Sample]) -> float:
+    """The per-request overhead that best explains ``samples``: the request-weighted median of observed minus
+    predicted (without overhead) mean service time. Fitted on one phase, judged on another."""
+    bare = with_overhead(documents, 0.0)
+    residuals: list[tuple[float, float]] = []
+    for sample in samples:
+        predicted = predict(bare, sample)
+        for model, places in sample.served.items():
+            for served_by, (requests, mean_s) in places.items():
+                known = served_by == "cloud" or sample.cpu_millicores.get(model) is not None
+                if requests > 0 and known and (model, served_by) in predicted:
+                    residuals.append((mean_s - predicted[(model, served_by)], requests))
+    if not residuals:
+        return 0.0
+    residuals.sort()
+    total, running = sum(weight for _, weight in residuals), 0.0
+    for value, weight in residuals:
+        running += weight
+        if running >= total / 2:
+            return max(0.0, 1000 * value)
+    return max(0.0, 1000 * residuals[-1][0])
+
+
 def format_table(points: Sequence[Point]) -> str:
     header = f"{'model':<16} {'served by':<9} {'CPU limit':>9} {'requests':>9} {'observed':>10} {'predicted':>10}"
     lines = [f"{header} {'error':>7}"]
@@ -174,16 +208,101 @@ def plot(points: Sequence[Point], path: Path, title: str) -> None:
     plt.close(figure)
 
 
+@dataclasses.dataclass
+class Report:
+    """Sim-to-real of a run: as planned (the overhead measured before the phases), and calibrated (the
+    overhead fitted on the first phase, judged on the second)."""
+
+    planned_overhead_ms: float
+    as_planned: dict[str, list[Point]]
+    """Phase -> its points with the fleet as the operator planned from it."""
+    fitted_overhead_ms: float
+    calibrated: list[Point]
+    """The last phase's points with the overhead fitted on the first phase."""
+
+    def to_dict(self) -> dict[str, Any]:
+        def rows(points: Sequence[Point]) -> list[dict[str, Any]]:
+            return [dataclasses.asdict(p) | {"error": p.error} for p in points]
+
+        return {
+            "planned_overhead_ms": self.planned_overhead_ms,
+            "as_planned": {phase: rows(points) for phase, points in self.as_planned.items()},
+            "fitted_overhead_ms": round(self.fitted_overhead_ms, 2),
+            "calibrated": rows(self.calibrated),
+        }
+
+
+def report(documents: Sequence[dict[str, Any]], phases: dict[str, list[Sample]]) -> Report:
+    names = list(phases)
+    planned = next(
+        (float(d["spec"].get("requestOverheadMs", 0.0)) for d in documents if d["kind"] == "PlacementPolicy"), 0.0
+    )
+    as_planned = {phase: compare(documents, samples) for phase, samples in phases.items()}
+    fitted = fit_overhead_ms(documents, phases[names[0]]) if names else 0.0
+    calibrated = compare(with_overhead(documents, fitted), phases[names[-1]]) if len(names) > 1 else []
+    return Report(planned, as_planned, fitted, calibrated)
+
+
+def print_report(result: Report, load: str) -> None:
+    for phase, points in result.as_planned.items():
+        print(f"\nsim-to-real, {phase} phase, as planned (overhead {result.planned_overhead_ms:g} ms; {load})")
+        print(format_table(points))
+    if result.calibrated:
+        first, *_, last = list(result.as_planned)
+        print(f"\nsim-to-real, {last} phase, overhead fitted on the {first} phase: {result.fitted_overhead_ms:.1f} ms")
+        print(format_table(result.calibrated))
+
+
+def load_run(directory: Path) -> tuple[list[dict[str, Any]], dict[str, list[Sample]], str]:
+    """The fleet and each phase's samples of a ``demo --real`` output directory."""
+    import yaml
+
+    documents = [d for d in yaml.safe_load_all((directory / "fleet.yaml").read_text()) if d]
+    summary = json.loads((directory / "summary.json").read_text())
+    phases = {
+        phase["algorithm"]: [
+            Sample(
+                s["at"],
+                s["seconds"],
+                s["cached"],
+                s["cpu_millicores"],
+                {m: {k: (v[0], v[1]) for k, v in places.items()} for m, places in s["served"].items()},
+            )
+            for s in phase.get("samples", [])
+        ]
+        for phase in summary["phases"]
+    }
+    return documents, phases, str(summary.get("load", ""))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``edgeaigc bench-sim-to-real``: the flags of ``demo --real``, with defaults for measuring."""
     from edgeaigc.cluster import demo
 
     demo.add_arguments(parser)
+    parser.add_argument(
+        "--from-run",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="no new run: the tables and plot of a finished run's output directory (its fleet.yaml, summary.json)",
+    )
     parser.set_defaults(real=True, minutes=5.0, interval=15, output_dir=Path("sim-to-real"))
 
 
 def run(args: argparse.Namespace) -> int:
     from edgeaigc.cluster import demo
 
+    if args.from_run is not None:
+        try:
+            documents, phases, load = load_run(args.from_run)
+        except (OSError, ValueError, KeyError) as error:
+            print(f"edgeaigc bench-sim-to-real: {args.from_run} is not a demo --real output: {error}")
+            return 2
+        result = report(documents, phases)
+        print_report(result, load)
+        points = [p for points in result.as_planned.values() for p in points]
+        plot(points, args.from_run / "sim-to-real.png", f"predicted vs observed ({load})")
+        return 0
     args.real = True
     return demo.run(args)

@@ -32,8 +32,8 @@ def test_a_hit_is_the_work_over_the_cpu_limit_and_a_miss_the_clouds_share(docume
     sample = Sample(0.0, 10.0, ["det"], {"det": 400}, {"det": {"edge": (1.0, 0.1)}, "cls": {"cloud": (1.0, 0.01)}})
     predicted = predict(documents, sample)
     assert predicted[("det", "edge")] == pytest.approx(0.040 / 0.4, rel=0.02)
-    # a miss: the work at the cloud replica's 0.5 core, the bed's 1 ms RTT, the input over the backhaul
-    cloud = 0.002 / 0.5 + 0.001 + 100 * 8 / 1000 / 1000.0 + 2.0 * 8 / 1000 / 1000.0
+    # a miss: the work at the cloud replica's 0.5 core, the bed's 1 ms RTT, the input over the bridge
+    cloud = 0.002 / 0.5 + 0.001 + 100 * 8 / 1000 / 10000.0 + 2.0 * 8 / 1000 / 10000.0  # 10 Gbit/s backhaul
     assert predicted[("cls", "cloud")] == pytest.approx(cloud, rel=0.05)
 
 
@@ -63,3 +63,21 @@ def test_the_request_overhead_is_added_to_hits_and_misses(documents: list[dict])
     after = predict(documents, sample)
     for key in (("det", "edge"), ("cls", "cloud")):
         assert after[key] - before[key] == pytest.approx(0.015)
+
+
+def test_the_overhead_fitted_on_one_phase_is_the_weighted_median_residual(documents: list[dict]) -> None:
+    from edgeaigc.cluster.sim_to_real import fit_overhead_ms, report, with_overhead
+
+    bare = with_overhead(documents, 0.0)
+    sample = Sample(0.0, 10.0, ["det"], {"det": 400}, {"det": {"edge": (1.0, 0.1)}})
+    exact = predict(bare, sample)[("det", "edge")]
+    # observed = prediction + 12 ms on most requests, + 40 ms on a few: the median says 12 ms
+    samples = [
+        Sample(0.0, 90.0, ["det"], {"det": 400}, {"det": {"edge": (9.0, exact + 0.012)}}),  # the same rate
+        Sample(10.0, 10.0, ["det"], {"det": 400}, {"det": {"edge": (1.0, exact + 0.040)}}),
+    ]
+    assert fit_overhead_ms(documents, samples) == pytest.approx(12.0, abs=0.2)
+    result = report(documents, {"first": samples, "second": samples})
+    assert result.fitted_overhead_ms == pytest.approx(12.0, abs=0.2)
+    (point,) = result.calibrated
+    assert abs(point.error) < 0.05  # the second phase, judged with the first's overhead
