@@ -466,10 +466,19 @@ def _clear_edge(stack: RealStack) -> None:
     wait_until(lambda: not stack.pods(selector), 180, "the edge replicas to go")
 
 
-def _set_algorithm(stack: RealStack, algorithm: str) -> None:
+def _set_policy(stack: RealStack, **spec: Any) -> None:
+    stack.kubectl("patch", "pp", POLICY, "-n", NAMESPACE, "--type=merge", "-p", json.dumps({"spec": spec}))
+
+
+def _start_phase(stack: RealStack, algorithm: str, interval_s: float) -> None:
+    """An empty Pi, then ``algorithm`` deciding. The operator is in dry-run while the edge is cleared: in
+    apply mode its next decision re-created the replicas being deleted, and the Pi never emptied (the
+    e2e test's shorter phases hit it)."""
+    _set_policy(stack, mode="dry-run")
+    time.sleep(interval_s + 2)  # a decision already under way finishes its writes first
+    _clear_edge(stack)
     # The guard off: a phase shows its algorithm alone, not a heuristic that took over from it.
-    patch = json.dumps({"spec": {"algorithm": algorithm, "guard": {"enabled": False}}})
-    stack.kubectl("patch", "pp", POLICY, "-n", NAMESPACE, "--type=merge", "-p", patch)
+    _set_policy(stack, mode="apply", algorithm=algorithm, guard={"enabled": False})
 
 
 @contextlib.contextmanager
@@ -508,8 +517,7 @@ def run_phase(
 
     console = Console()
     url = f"http://{network.HOST_ADDRESS}:{network.PROMETHEUS_PORT}"
-    _set_algorithm(stack, algorithm)
-    _clear_edge(stack)
+    _start_phase(stack, algorithm, args.interval)
     result = PhaseResult(algorithm)
     phase_dir = out / algorithm
     phase_dir.mkdir(parents=True, exist_ok=True)

@@ -707,15 +707,27 @@ def start_real_nodes(
     runtime.progress(f"{len(nodes)} real node(s) Ready: {', '.join(node.name for node in nodes)}")
 
 
+def nodes_in(directory: Path) -> list[RealNode]:
+    """The real nodes a cluster in ``directory`` started, with the indices :func:`plan_real_nodes` gave them
+    (the Pis by number, then the cloud node): the index decides the pod subnet and the bridge to clean up.
+    Taking it from the name's number gave ``cloud-real-0`` the first Pi's and left its pods' network
+    namespaces behind."""
+    nodes_dir = directory / "nodes"
+    names = {path.name for path in nodes_dir.iterdir()} if nodes_dir.exists() else set()
+    pis = sorted((name for name in names if name.startswith("pi-real-")), key=lambda n: int(n.rsplit("-", 1)[1]))
+    nodes = [RealNode(name, int(name.rsplit("-", 1)[1]), nodes_dir / name) for name in pis]
+    if CLOUD_NODE_NAME in names:
+        nodes.append(RealNode(CLOUD_NODE_NAME, len(pis), nodes_dir / CLOUD_NODE_NAME, tier="cloud"))
+    return nodes
+
+
 def stop_real_nodes(directory: Path, kube_proxy: Path | None, progress: ProgressFn) -> None:
     """Everything a real node left: containers, shims, mounts, network namespaces, bridges, cgroups.
 
     Called after the cluster's processes (kubelets, containerd, kube-proxy, CoreDNS) were stopped;
     safe to call again and on a half-started cluster.
     """
-    nodes_dir = directory / "nodes"
-    names = sorted(path.name for path in nodes_dir.iterdir()) if nodes_dir.exists() else []
-    nodes = [RealNode(name, int(name.rsplit("-", 1)[1]), nodes_dir / name) for name in names]
+    nodes = nodes_in(directory)
     for node in nodes:
         kill_containers(node)
         # The shims outlive containerd (they are their own sessions); each names its containerd's socket.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import shutil
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -157,3 +159,17 @@ def test_a_real_cloud_node_comes_after_the_pis_with_the_cloud_tier_and_room_for_
     assert "node.kubernetes.io/instance-type" not in cloud.labels  # not a Pi
     assert cloud.address != edge.address and cloud.pod_subnet != edge.pod_subnet
     assert cloud.allocatable_cpu_millicores > edge.allocatable_cpu_millicores
+
+
+def test_the_nodes_of_a_cluster_directory_keep_their_planned_indices() -> None:
+    """Tear-down finds each node's pod subnet and bridge by its index: the cloud node's is after the Pis'."""
+    tmp_path = Path(tempfile.mkdtemp(prefix="rn-"))  # short: containerd's socket paths must fit
+    planned = realnode.plan_real_nodes(tmp_path, 2, cloud=True)
+    for node in planned:
+        node.directory.mkdir(parents=True)
+    found = realnode.nodes_in(tmp_path)
+    assert [(n.name, n.index, n.pod_subnet, n.bridge) for n in found] == [
+        (n.name, n.index, n.pod_subnet, n.bridge) for n in planned
+    ]
+    assert realnode.nodes_in(tmp_path / "none") == []
+    shutil.rmtree(tmp_path)
