@@ -44,6 +44,7 @@ import numpy as np
 import yaml
 
 from edgeaigc.cluster import network
+from edgeaigc.cluster.bench_quota import example_feed
 from edgeaigc.cluster.local import ClusterError
 from edgeaigc.cluster.prometheus import query
 from edgeaigc.cluster.real_stack import (
@@ -158,17 +159,15 @@ def demo_models(directory: Path | None, progress: ProgressFn) -> Path:
 
 
 def measure_work_ms(model: Path, runs: int = 15) -> float:
-    """Median milliseconds of one inference on one thread of this machine (a batch of one, zeros): the
-    work per request the fleet declares, on this bed's reference core (EdgeNode coreSpeed 1)."""
+    """Median milliseconds of one inference on one thread of this machine (a batch of one of zeros,
+    shaped as :func:`~edgeaigc.cluster.bench_quota.example_feed` says): the work per request the fleet declares, on this
+    bed's reference core (EdgeNode coreSpeed 1)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-    feed = {}
-    for tensor in session.get_inputs():
-        shape = [dim if isinstance(dim, int) and dim > 0 else 1 for dim in tensor.shape]
-        feed[tensor.name] = np.zeros(shape, dtype=np.float32)
+    feed = {name: np.zeros_like(tensor) for name, tensor in example_feed(model)[0].items()}
     for _ in range(3):  # warm-up: allocations, kernels chosen
         session.run(None, feed)
     times = []
@@ -181,13 +180,8 @@ def measure_work_ms(model: Path, runs: int = 15) -> float:
 
 def input_kilobytes(model: Path) -> float:
     """KB of one request's input tensor (float32, a batch of one): what a camera uploads per request."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    elements = 0
-    for tensor in session.get_inputs():
-        elements += int(np.prod([dim if isinstance(dim, int) and dim > 0 else 1 for dim in tensor.shape]))
-    return elements * 4 / 1024
+    _, shape = example_feed(model)
+    return int(np.prod(shape)) * 4 / 1024
 
 
 def choose_models(shared: Path | None, repository: Path) -> list[DemoModel]:
@@ -298,40 +292,11 @@ def fleet_documents(
 # -- the running system --------------------------------------------------------------------------------
 
 
-def _scalar_by_model(url: str, promql: str, at: float) -> dict[str, float]:
-    try:
-        result = query(url, promql, at=at)
-    except Exception:  # a Prometheus hiccup shows as a gap, never stops the demo
-        return {}
-    return {r["metric"].get("model", ""): float(r["value"][1]) for r in result}
-
-
-def gateway_figures(url: str, window_s: int, at: float) -> dict[str, dict[str, float | None]]:
-    """Per model over the last ``window_s``: requests, edge requests, edge hit rate, mean latency at the gateway."""
-    window = f"[{max(window_s, 10)}s]"
-    total = _scalar_by_model(url, f"sum by (model) (increase({REQUESTS_TOTAL}{{{GATEWAY}}}{window}))", at)
-    edge = _scalar_by_model(
-        url, f'sum by (model) (increase({REQUESTS_TOTAL}{{{GATEWAY},served_by="edge"}}{window}))', at
-    )
-    # Each model's summed response times over its requests (the gateway's histogram is per node, not per model).
-    seconds = _scalar_by_model(url, f"sum by (model) (increase({REQUEST_SECONDS_TOTAL}{{{GATEWAY}}}{window}))", at)
-    count = total
-    figures: dict[str, dict[str, float | None]] = {}
-    for model, requests in total.items():
-        if not model:
-            continue
-        hits = edge.get(model, 0.0)
-        figures[model] = {
-            "requests": round(requests, 1),
-            "edge_requests": round(hits, 1),
-            "edge_hit_rate": round(hits / requests, 4) if requests else None,
-            "mean_latency_ms": round(1000 * seconds[model] / count[model], 1) if count.get(model) else None,
-        }
-    return figures
-
-
-def served_figures(url: str, window_s: float, at: float) -> dict[str, dict[str, tuple[float, float]]]:
-    """Model -> served_by -> (requests, mean latency in s) the gateway answered over the last ``window_s``."""
+def served_figures(
+    url: str, window_s: float, at: float, minimum: float = 0.5
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """Model -> served_by -> (requests, mean latency in s) the gateway answered over the last ``window_s``
+    (places with fewer than ``minimum`` requests left out)."""
     window = f"[{max(round(window_s), 5)}s]"
     by = "sum by (model, served_by)"
     figures: dict[str, dict[str, tuple[float, float]]] = {}
@@ -343,9 +308,25 @@ def served_figures(url: str, window_s: float, at: float) -> dict[str, dict[str, 
     seconds = {(r["metric"].get("model"), r["metric"].get("served_by")): float(r["value"][1]) for r in sums}
     for r in counts:
         model, served_by, requests = r["metric"].get("model"), r["metric"].get("served_by"), float(r["value"][1])
-        if model and served_by and requests > 0.5:
-            mean = seconds.get((model, served_by), 0.0) / requests
+        if model and served_by and requests >= minimum:
+            mean = seconds.get((model, served_by), 0.0) / requests if requests else 0.0
             figures.setdefault(model, {})[served_by] = (round(requests, 2), mean)
+    return figures
+
+
+def gateway_figures(url: str, window_s: int, at: float) -> dict[str, dict[str, float | None]]:
+    """Per model over the last ``window_s``: requests, edge requests, edge hit rate, mean latency at the gateway."""
+    figures: dict[str, dict[str, float | None]] = {}
+    for model, places in served_figures(url, max(window_s, 10), at, minimum=0.0).items():
+        requests = sum(count for count, _ in places.values())
+        hits = places.get("edge", (0.0, 0.0))[0]
+        seconds = sum(count * mean for count, mean in places.values())
+        figures[model] = {
+            "requests": round(requests, 1),
+            "edge_requests": round(hits, 1),
+            "edge_hit_rate": round(hits / requests, 4) if requests else None,
+            "mean_latency_ms": round(1000 * seconds / requests, 1) if requests else None,
+        }
     return figures
 
 
@@ -388,10 +369,13 @@ def _edge_cpu(stack: RealStack) -> dict[str, str]:
     return limits
 
 
-def live_table(stack: RealStack, algorithm: str, left_s: float, url: str) -> Any:
+def live_table(
+    stack: RealStack, algorithm: str, left_s: float, url: str, placement: tuple[list[str], dict[str, Any]]
+) -> Any:
+    """The live table; ``placement``: :func:`_placement`'s answer, read once per refresh by the caller."""
     from rich.table import Table
 
-    cached, status = _placement(stack)
+    cached, status = placement
     conditions = {c["type"]: c for c in status.get("conditions", [])}
     figures = gateway_figures(url, 60, time.time())
     cpu = _edge_cpu(stack)
@@ -433,13 +417,8 @@ def measure_overhead_ms(
     import httpx
 
     smallest = min(models, key=lambda m: work_ms[m.name])
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(smallest.file), providers=["CPUExecutionProvider"])
-    inputs = []
-    for tensor in session.get_inputs():
-        shape = [dim if isinstance(dim, int) and dim > 0 else 1 for dim in tensor.shape]
-        inputs.append({"name": tensor.name, "shape": shape, "datatype": "FP32", "data": [0.0] * int(np.prod(shape))})
+    feed, shape = example_feed(smallest.file)
+    inputs = [{"name": name, "shape": shape, "datatype": "FP32", "data": [0.0] * int(np.prod(shape))} for name in feed]
     token = stack.camera_token_files[camera].read_text().strip()
     headers = {"Authorization": f"Bearer {token}", "X-Edgeaigc-Camera": camera}
     times, served = [], []
@@ -528,10 +507,10 @@ def run_phase(
     with _cameras(stack, cameras, args.fps, frames, phase_dir) as processes:
 
         def step() -> Any:
-            cached, _ = _placement(stack)
-            if not result.placements or result.placements[-1] != cached:
-                result.placements.append(cached)
-            return live_table(stack, algorithm, max(0.0, started + args.minutes * 60 - time.time()), url)
+            placement = _placement(stack)
+            if not result.placements or result.placements[-1] != placement[0]:
+                result.placements.append(placement[0])
+            return live_table(stack, algorithm, max(0.0, started + args.minutes * 60 - time.time()), url, placement)
 
         def running() -> bool:
             return time.time() < deadline and any(p.poll() is None for p in processes.values())

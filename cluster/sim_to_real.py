@@ -76,7 +76,10 @@ def _scenario(documents: Sequence[dict[str, Any]]) -> Any:
 
 def predict(documents: Sequence[dict[str, Any]], sample: Sample) -> dict[tuple[str, str], float]:
     """(model, served_by) -> the system model's service time (s) for the sample's cache, shares and rates."""
-    scenario = _scenario(documents)
+    return _predict(_scenario(documents), sample)
+
+
+def _predict(scenario: Any, sample: Sample) -> dict[tuple[str, str], float]:
     names = list(scenario.model_names)
     node_cores = float(scenario.node_cores[0])
     cache = np.zeros((1, len(names)))
@@ -98,8 +101,9 @@ def predict(documents: Sequence[dict[str, Any]], sample: Sample) -> dict[tuple[s
 def compare(documents: Sequence[dict[str, Any]], samples: Sequence[Sample]) -> list[Point]:
     """Request-weighted means over the samples, one :class:`Point` per (model, served_by, CPU limit)."""
     sums: dict[tuple[str, str, int | None], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+    scenario = _scenario(documents)  # once: the fleet is the same for every sample
     for sample in samples:
-        predicted = predict(documents, sample)
+        predicted = _predict(scenario, sample)
         for model, places in sample.served.items():
             for served_by, (requests, mean_s) in places.items():
                 if requests <= 0 or (model, served_by) not in predicted:
@@ -132,10 +136,10 @@ def with_overhead(documents: Sequence[dict[str, Any]], overhead_ms: float) -> li
 def fit_overhead_ms(documents: Sequence[dict[str, Any]], samples: Sequence[Sample]) -> float:
     """The per-request overhead that best explains ``samples``: the request-weighted median of observed minus
     predicted (without overhead) mean service time. Fitted on one phase, judged on another."""
-    bare = with_overhead(documents, 0.0)
+    bare = _scenario(with_overhead(documents, 0.0))
     residuals: list[tuple[float, float]] = []
     for sample in samples:
-        predicted = predict(bare, sample)
+        predicted = _predict(bare, sample)
         for model, places in sample.served.items():
             for served_by, (requests, mean_s) in places.items():
                 known = served_by == "cloud" or sample.cpu_millicores.get(model) is not None
