@@ -458,8 +458,7 @@ def up(
     if real_cloud_node:
         # The real cloud node plays the cloud: a fake one beside it would get the cloud pods it is drawn to.
         manifests = [m for m in manifests if m["metadata"].get("labels", {}).get(TIER_LABEL) != "cloud"]
-    progress(f"creating {len(manifests)} fake nodes")
-    kubectl(state, paths, ["apply", "--server-side", "-f", "-"], yaml.safe_dump_all(manifests))
+    create_nodes(state, paths, manifests, progress)
     if nodes:
         runtime = realnode.RealNodeRuntime(
             directory=directory,
@@ -514,6 +513,21 @@ def _real_node_images(progress: Callable[[str], None]) -> list[Path]:
 
     archives = images.ensure_images(["inference", "operator", "pause"], [images.host_arch()], progress)
     return list(archives.values())
+
+
+NODES_PER_APPLY = 100
+"""Fake nodes created per ``kubectl apply``: one apply of 1000 nodes outlasts kubectl's 60-s timeout."""
+
+
+def create_nodes(
+    state: ClusterState, paths: Binaries, manifests: list[dict[str, Any]], progress: Callable[[str], None]
+) -> None:
+    progress(f"creating {len(manifests)} fake nodes")
+    for start in range(0, len(manifests), NODES_PER_APPLY):
+        batch = manifests[start : start + NODES_PER_APPLY]
+        kubectl(state, paths, ["apply", "--server-side", "-f", "-"], yaml.safe_dump_all(batch))
+        if len(manifests) > NODES_PER_APPLY:
+            progress(f"  {start + len(batch)} / {len(manifests)} fake nodes created")
 
 
 def _node_ready(state: ClusterState, paths: Binaries, node: str) -> bool:
