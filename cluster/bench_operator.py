@@ -47,6 +47,7 @@ from edgeaigc.cluster.kubectl import kubectl
 from edgeaigc.cluster.local import ClusterError, ClusterState, down, up
 from edgeaigc.cluster.processes import spawn_twin, stop
 from edgeaigc.cluster.prometheus import query
+from edgeaigc.inference.bench.load import process_cpu_seconds, process_rss_mib
 from edgeaigc.inference.metrics_contract import REQUESTS_TOTAL
 from edgeaigc.operator.observe import QUERIES_PER_READ, PrometheusObserver
 from edgeaigc.policy.registry import shipped_actor
@@ -70,8 +71,11 @@ EDGEAIGC_APISERVER_VERBOSITY=3 makes the API server log every request with its s
 STEADY_FIGURES = (
     "observe_ms", "prometheus_ms", "decide_ms", "guard_ms", "plan_ms", "decision_ms", "counterfactual_ms",
     "reconcile_ms", "writes", "load1", "queries", "series",
-    "decide_plan_ms", "status_writes", "moved", "moved_percent", "unexplained_writes",
+    "decide_plan_ms", "status_writes", "moved", "moved_percent", "unexplained_writes", "operator_rss_mib",
 )  # fmt: skip
+FLEET_OBJECTS_PER_APPLY = 500
+#: The cluster's processes whose CPU and memory each interval reports (beside the operator and the twin).
+USAGE_COMPONENTS = ("etcd", "apiserver", "controller_manager", "scheduler", "kwok", "prometheus")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +121,35 @@ def check_targets(steady: dict[str, dict[str, float]], targets: tuple[Target, ..
             f"(target <= {target.limit:g}{target.unit})"
         )
     return lines
+
+
+class ProcessUsage:
+    """CPU (% of one core, since the last sample) and resident memory of named processes, sampled each interval."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = dict(pids)
+        self._last = {name: (time.monotonic(), process_cpu_seconds(pid)) for name, pid in self.pids.items()}
+
+    def sample(self) -> dict[str, dict[str, float | None]]:
+        figures: dict[str, dict[str, float | None]] = {}
+        for name, pid in self.pids.items():
+            now, cpu = time.monotonic(), process_cpu_seconds(pid)
+            then, cpu_then = self._last[name]
+            percent = None
+            if cpu is not None and cpu_then is not None and now > then:
+                percent = 100.0 * (cpu - cpu_then) / (now - then)
+            self._last[name] = (now, cpu)
+            figures[name] = {"cpu_percent": percent, "rss_mib": process_rss_mib(pid)}
+        return figures
+
+
+def usage_line(usage: dict[str, dict[str, float | None]]) -> str:
+    """``name cpu% / RSS MiB`` per process, for the per-interval line."""
+    parts = []
+    for name, figures in usage.items():
+        cpu, rss = figures["cpu_percent"], figures["rss_mib"]
+        parts.append(f"{name} {'?' if cpu is None else f'{cpu:.0f}'}% {'?' if rss is None else f'{rss:.0f}'} MiB")
+    return ", ".join(parts)
 
 
 def _head_series(url: str) -> int | None:
@@ -248,7 +281,10 @@ def run_mode(
     kubectl(state.kubeconfig, "create", "namespace", namespace)
     actor, _ = shipped_actor("traffic-city", "td3")
     kubectl(state.kubeconfig, "create", "configmap", "bench-actor", "-n", namespace, f"--from-file=actor.onnx={actor}")
-    kubectl(state.kubeconfig, "apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(documents))
+    # In batches: one apply of a 1000-node fleet's 5000 objects outlasts kubectl's timeout.
+    for start in range(0, len(documents), FLEET_OBJECTS_PER_APPLY):
+        batch = documents[start : start + FLEET_OBJECTS_PER_APPLY]
+        kubectl(state.kubeconfig, "apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(batch))
     twin = spawn_twin(
         namespace, state.directory, logs / f"twin-{mode}.log", state.kubeconfig,
         seed=args.seed, tick_seconds=args.tick, extra=["--log-level", "WARNING"],
@@ -263,6 +299,10 @@ def run_mode(
 
     loop = DecisionLoop(api, write_policy=EAGER if mode == "eager" else DEFAULT_WRITES, observer_factory=observer)
     rows: list[dict[str, Any]] = []
+    # The operator's loop runs in this process (its RSS includes the bench's own few MiB); the control
+    # plane's and Prometheus's processes are the cluster's.
+    watched = {name: pid for name, pid in state.pids.items() if name in USAGE_COMPONENTS}
+    usage = ProcessUsage({"operator": os.getpid(), **watched, "twin": twin.pid})
     try:
         # Wait until Prometheus has scraped the twin over a whole decision interval.
         deadline = time.monotonic() + 120 + 3 * args.interval
@@ -286,7 +326,7 @@ def run_mode(
             )  # fmt: skip
             written = decision.written
             moved, moved_percent = moves(decision)
-            row = {
+            row: dict[str, Any] = {
                 "interval": interval,
                 "degraded": decision.degraded_reason,
                 "observe_ms": 1000 * decision.observe_seconds,
@@ -314,6 +354,8 @@ def run_mode(
                 "prometheus_ms": 1000 * sum(o.query_seconds for o in observers),
                 "series": _head_series(str(state.prometheus_url)),
             }
+            processes = usage.sample()
+            row["usage"], row["operator_rss_mib"] = processes, processes["operator"]["rss_mib"]
             rows.append(row)
             print(
                 f"  {mode:8s} interval {interval}: decision {row['decision_ms']:6.0f} ms (observe "
@@ -325,7 +367,8 @@ def run_mode(
                 f"{row['moved']} moved ({row['moved_percent']:.1f} %), {row['cached']} cached, "
                 f"load {row['load1']:.1f}, twin scrape {row['scrape_s'] or 0:.2f} s, "
                 f"{row['queries']} queries ({row['prometheus_ms']:.0f} ms), {row['series'] or 0} series"
-                + (f", DEGRADED {decision.degraded_reason}: {decision.message}" if decision.degraded_reason else ""),
+                + (f", DEGRADED {decision.degraded_reason}: {decision.message}" if decision.degraded_reason else "")
+                + f"\n      {usage_line(processes)}",
                 flush=True,
             )  # fmt: skip
             time.sleep(max(0.0, args.interval - (time.monotonic() - started)))
@@ -342,6 +385,19 @@ def run_mode(
             if all(r.get(key) is not None for r in steady)
         },
         "degraded_intervals": sum(1 for r in rows if r["degraded"]),
+        "usage_steady": usage_summary([r["usage"] for r in steady]),
+    }
+
+
+def usage_summary(samples: list[dict[str, dict[str, float | None]]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per process: CPU % and RSS MiB (p50 and max) over the samples that have them."""
+    names = sorted({name for sample in samples for name in sample})
+    return {
+        name: {
+            figure: _summary([v for s in samples if (v := s.get(name, {}).get(figure)) is not None])
+            for figure in ("cpu_percent", "rss_mib")
+        }
+        for name in names
     }
 
 
@@ -472,11 +528,18 @@ def run(args: argparse.Namespace) -> int:  # pragma: no cover - needs a cluster
             ("load1", "load average"),
             ("queries", "queries"),
             ("series", "series"),
+            ("operator_rss_mib", "operator MiB"),
         ):
             if key not in entry["steady"]:
                 continue
             figures = entry["steady"][key]
             print(f"{entry['mode']:9s} {label:14s} {figures['p50']:9.1f} {figures['max']:9.1f}")
+        for name, figures in entry["usage_steady"].items():
+            cpu, rss = figures["cpu_percent"], figures["rss_mib"]
+            print(
+                f"{entry['mode']:9s} {name[:14]:14s} CPU {cpu['p50']:5.0f} / {cpu['max']:4.0f} %, "
+                f"RSS {rss['p50']:6.0f} / {rss['max']:6.0f} MiB"
+            )
         first = entry["intervals"][0]
         print(
             f"{entry['mode']:9s} first interval: {first['writes']} writes, decision {first['decision_ms']:.0f} ms, "

@@ -75,6 +75,18 @@ def process_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_rss_mib(pid: int) -> float | None:
+    """Resident memory of a process now, MiB (Linux /proc; None when it is gone or elsewhere)."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0  # kB
+    return None
+
+
 def _percentiles(latencies: Sequence[float]) -> tuple[float | None, float | None]:
     if not latencies:
         return None, None

@@ -1,8 +1,12 @@
-"""bench-operator's figures that need no cluster: placement moves and the --check targets."""
+"""bench-operator's figures that need no cluster: placement moves, the --check targets, process usage."""
 
 from __future__ import annotations
 
-from edgeaigc.cluster.bench_operator import TARGETS, Target, check_targets, moves
+import subprocess
+import sys
+import time
+
+from edgeaigc.cluster.bench_operator import TARGETS, ProcessUsage, Target, check_targets, moves, usage_summary
 from edgeaigc.operator.decide import Decision
 
 
@@ -33,3 +37,38 @@ def test_a_figure_that_was_not_measured_misses_its_target_and_targets_extend() -
     extra = (*TARGETS, Target("series", "series_count", 10_000, ""))
     lines = check_targets({}, extra)
     assert len(lines) == len(TARGETS) + 1 and all(line.startswith("MISSED") for line in lines)
+
+
+def test_process_usage_reports_a_real_process_cpu_and_memory_and_none_once_it_is_gone() -> None:
+    # A child that holds 64 MiB it has written (resident) and burns CPU for a bounded while.
+    code = (
+        "import time; b = b'x' * (64 << 20); end = time.process_time() + 0.5\n"
+        "while time.process_time() < end: pass\ntime.sleep(30)"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        usage = ProcessUsage({"child": child.pid})
+        deadline = time.monotonic() + 20
+        figures = usage.sample()["child"]
+        burnt = 0.0
+        while time.monotonic() < deadline and burnt < 0.4:
+            time.sleep(0.2)
+            figures = usage.sample()["child"]
+            burnt += (figures["cpu_percent"] or 0.0) / 100 * 0.2
+        assert figures["rss_mib"] is not None and figures["rss_mib"] >= 64
+        assert burnt > 0.0, "the child's CPU seconds never showed"
+    finally:
+        child.kill()
+        child.wait()
+    assert usage.sample()["child"] == {"cpu_percent": None, "rss_mib": None}
+
+
+def test_usage_summary_takes_p50_and_max_over_the_samples_that_have_a_figure() -> None:
+    samples = [
+        {"etcd": {"cpu_percent": 10.0, "rss_mib": 100.0}},
+        {"etcd": {"cpu_percent": 30.0, "rss_mib": None}},
+        {"etcd": {"cpu_percent": 20.0, "rss_mib": 120.0}},
+    ]
+    summary = usage_summary(samples)
+    assert summary["etcd"]["cpu_percent"] == {"p50": 20.0, "max": 30.0}
+    assert summary["etcd"]["rss_mib"] == {"p50": 110.0, "max": 120.0}
