@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from edgeaigc.inference.bench.load import process_rss_mib
 from edgeaigc.inference.gateway.gateway import GatewaySettings
 from edgeaigc.inference.http_server import ConnectionLimits
 from edgeaigc.inference.server.routes import RequestLimits
@@ -38,10 +39,9 @@ MIB = 2**20
 
 def rss_mib(pid: int) -> float:
     """Resident memory of a process, from /proc/PID/status."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for process {pid}")
+    rss = process_rss_mib(pid)
+    assert rss is not None, f"no VmRSS for process {pid}"
+    return rss
 
 
 def infer_head(length: int, json_length: int | None = None) -> bytes:
