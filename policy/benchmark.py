@@ -8,6 +8,9 @@ Figures per episode, then mean and 95 % confidence interval (Student t) over see
 - ``mean_response_time_s`` and ``p95_response_time_s`` over all requests;
 - ``cost``: money per hour of operation (cloud compute, transfer, edge energy, downloads);
 - ``churn``: models newly downloaded to edge nodes per hour;
+- ``backhaul_gb``: gigabytes of those downloads fetched from the cloud over the backhaul, per hour;
+- ``peer_gb``: gigabytes fetched from a neighbour of the same site instead (backhaul bytes saved by
+  peer-to-peer distribution, ``fetch-model --peer``), per hour; zero unless the scenario's nodes share sites;
 - ``slo_violation_rate``: share of requests slower than the scenario's ``slo_s``;
 - ``objective``: mean per slot of ``-reward = alpha*mean_rt/t_ref + beta*cost_per_request/c_ref``
   — what every policy is trying to minimise, and what the oracle bounds from below.
@@ -52,6 +55,8 @@ METRICS: tuple[str, ...] = (
     "p95_response_time_s",
     "cost",
     "churn",
+    "backhaul_gb",
+    "peer_gb",
     "slo_violation_rate",
     "objective",
 )
@@ -89,6 +94,7 @@ def _accumulate(env: EdgePlacementEnv, step: Callable[[], tuple[float, dict[str,
     """Run ``step`` until the episode ends, summing what the env reports."""
     scenario = env.scenario
     totals = {"requests": 0.0, "hits": 0.0, "rt": 0.0, "slo": 0.0, "cost": 0.0, "downloads": 0.0}
+    totals |= {"backhaul_mb": 0.0, "peer_mb": 0.0}
     histogram = np.zeros(len(RESPONSE_TIME_BINS) - 1)
     hit_rates: list[float] = []
     objectives: list[float] = []
@@ -105,6 +111,8 @@ def _accumulate(env: EdgePlacementEnv, step: Callable[[], tuple[float, dict[str,
         totals["slo"] += info["slo_violations"]
         totals["cost"] += info["cost"]
         totals["downloads"] += info["downloads"]
+        totals["backhaul_mb"] += info["backhaul_download_mb"]
+        totals["peer_mb"] += info["peer_download_mb"]
         histogram += info["response_time_histogram"]
         hit_rates.append(info["hit_rate"])
         objectives.append(-reward)
@@ -116,6 +124,8 @@ def _accumulate(env: EdgePlacementEnv, step: Callable[[], tuple[float, dict[str,
         "p95_response_time_s": histogram_quantile(histogram, 0.95),
         "cost": totals["cost"] / hours,
         "churn": totals["downloads"] / hours,
+        "backhaul_gb": totals["backhaul_mb"] / 1000.0 / hours,
+        "peer_gb": totals["peer_mb"] / 1000.0 / hours,
         "slo_violation_rate": totals["slo"] / requests,
         "objective": float(np.mean(objectives)),
     }
@@ -192,7 +202,15 @@ def results_document(
         name: {metric: summarise([r.metrics[metric] for r in results]) for metric in METRICS}
         for name, results in per_policy.items()
     }
-    return {"scenario": scenario.name, "seeds": list(seeds), "policies": policies, "notes": notes}
+    _, nodes_per_site = np.unique(scenario.node_site, return_counts=True)
+    return {
+        "scenario": scenario.name,
+        "seeds": list(seeds),
+        # Sites of more than one node, where a download can come from a peer (then the table shows it).
+        "shared_sites": int((nodes_per_site > 1).sum()),
+        "policies": policies,
+        "notes": notes,
+    }
 
 
 def target_checks(document: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
@@ -228,6 +246,8 @@ _LABELS = {
     "p95_response_time_s": "p95 response time (s)",
     "cost": "cost ($/h)",
     "churn": "downloads per hour",
+    "backhaul_gb": "backhaul GB/h (downloads)",
+    "peer_gb": "GB/h from site peers",
     "slo_violation_rate": "SLO violations",
     "objective": "objective (-reward per slot)",
 }
@@ -235,7 +255,10 @@ _LABELS = {
 
 def markdown_table(document: dict[str, Any]) -> str:
     """Policies as rows, metrics as columns, ``mean ± ci95``."""
-    shown = ("hit_rate", "mean_response_time_s", "p95_response_time_s", "cost", "churn", "objective")
+    shown: tuple[str, ...] = ("hit_rate", "mean_response_time_s", "p95_response_time_s", "cost", "churn")
+    if document.get("shared_sites"):
+        shown += ("backhaul_gb", "peer_gb")
+    shown += ("objective",)
     header = "| policy | " + " | ".join(_LABELS[m] for m in shown) + " |"
     rule = "|---|" + "---:|" * len(shown)
     rows = [header, rule]

@@ -153,6 +153,8 @@ class EdgePlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             "hits": outcome.hits,
             "slo_violations": outcome.slo_violations,
             "downloads": outcome.downloads,
+            "backhaul_download_mb": outcome.backhaul_download_mb,
+            "peer_download_mb": outcome.peer_download_mb,
             "response_time_histogram": outcome.response_time_histogram,
         }
         return encode(self.scenario, self.observation), outcome.reward, False, truncated, info

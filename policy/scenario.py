@@ -36,7 +36,16 @@ from edgeaigc.policy.crd_defaults import POLICY_DEFAULTS
 
 STAGES: tuple[str, ...] = ("detection", "classification", "flow")
 DAYPARTS: tuple[str, ...] = ("any", "day", "night")
-BUNDLED_SCENARIOS: tuple[str, ...] = ("paper", "traffic-city", "traffic-city-calibrated", "large", "tiny")
+BUNDLED_SCENARIOS: tuple[str, ...] = (
+    "paper",
+    "traffic-city",
+    "traffic-city-calibrated",
+    "traffic-city-sites",
+    "large",
+    "tiny",
+)
+#: LAN rate between two edge nodes of one site when a scenario names none (Mbit/s; 1 Gbit Ethernet).
+DEFAULT_SITE_LAN_MBPS = 1000.0
 
 
 class ScenarioError(ValueError):
@@ -112,6 +121,12 @@ class Scenario:
     node_backhaul_mbps: np.ndarray  # R_e
     node_rtt_s: np.ndarray  # RTT_e
     node_energy_price_per_core_second: np.ndarray
+    node_site: np.ndarray
+    """Index of each node's site: nodes of one site share a LAN, so a model newly cached on one is
+    fetched from a site neighbour that held it in the previous slot instead of over the backhaul.
+    A node without a ``site`` in its file is a site of its own (no peers: the backhaul as before)."""
+    site_lan_mbps: float
+    """Rate of a peer download inside a site (Mbit/s); a peer download costs no backhaul bytes."""
     # cameras u
     camera_names: tuple[str, ...]
     camera_node: np.ndarray  # index e of the node each camera is attached to
@@ -394,7 +409,13 @@ def scenario_from_dict(document: dict[str, Any], base_dir: Path | None = None) -
             "energy_price_per_core_second",
         )
     }
+    node_site_names: list[str] = []
     for node_name, group in nodes:
+        # Every node of a group shares the group's site; no site: a site of its own.
+        site = group.get("site")
+        if site is not None and (not isinstance(site, str) or not site or "{i}" in site):
+            raise ScenarioError(f"edge_nodes[{node_name}].site must be a non-empty name without '{{i}}', got {site!r}")
+        node_site_names.append(f"node:{node_name}" if site is None else f"site:{site}")
         for key, values in node_fields.items():
             values.append(
                 _draw(_require(group, key, f"edge_nodes[{node_name}]"), f"edge_nodes[{node_name}].{key}", rng)
@@ -493,6 +514,8 @@ def scenario_from_dict(document: dict[str, Any], base_dir: Path | None = None) -
         node_backhaul_mbps=np.array(node_fields["backhaul_mbps"]),
         node_rtt_s=np.array(node_fields["rtt_ms"]) / 1000.0,
         node_energy_price_per_core_second=np.array(node_fields["energy_price_per_core_second"]),
+        node_site=np.unique(node_site_names, return_inverse=True)[1].astype(np.int64),
+        site_lan_mbps=_number(document.get("site_lan_mbps", DEFAULT_SITE_LAN_MBPS), "site_lan_mbps", positive=True),
         camera_names=tuple(f"camera-{u}" for u in range(camera_count)),
         camera_node=camera_node.astype(np.int64),
         camera_fps=camera_fps,

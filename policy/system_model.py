@@ -54,6 +54,10 @@ class SlotOutcome:
     edge_energy_cost: float
     download_cost: float
     downloads: int
+    backhaul_download_mb: float
+    """Megabytes the slot's newly cached models fetched from the cloud over the backhaul."""
+    peer_download_mb: float
+    """Megabytes they fetched from a site neighbour instead: backhaul bytes saved by peers."""
     reward: float
     response_time_histogram: np.ndarray
     """Requests per :data:`RESPONSE_TIME_BINS` bin."""
@@ -234,19 +238,51 @@ def optimal_bandwidth_shares(scenario: Scenario, camera_rates: np.ndarray, link_
     return optimal_shares(needed, scenario.camera_node, scenario.num_nodes, scenario.rho_max)
 
 
-def download_cost(scenario: Scenario, cache: np.ndarray, previous_cache: np.ndarray) -> np.ndarray:
-    """Cost of fetching newly cached models, per node: ``sum_m s_m c_dl [x_new and not x_old]``."""
+def peer_sourced(scenario: Scenario, cache: np.ndarray, previous_cache: np.ndarray) -> np.ndarray:
+    """Which newly cached models come from a site neighbour, ``[..., E, M]`` (bool).
+
+    A model newly cached on node ``e`` is fetched over the site's LAN when another node of ``e``'s
+    site held it in ``previous_cache`` (its replica there serves the file: ``fetch-model --peer``);
+    otherwise from the cloud over ``e``'s backhaul. A node alone in its site never has a peer.
+    """
     new = (cache > 0) & ~(previous_cache > 0)
-    return (new * scenario.model_size_mb).sum(axis=-1) / 1000.0 * scenario.download_price_per_gb
+    site = scenario.node_site
+    if np.unique(site).size == site.size:
+        return np.zeros(new.shape, dtype=bool)
+    neighbours = (site[:, None] == site[None, :]) & ~np.eye(site.size, dtype=bool)
+    held_by_neighbour = np.einsum("ef,...fm->...em", neighbours.astype(float), (previous_cache > 0).astype(float)) > 0
+    return new & held_by_neighbour
+
+
+def download_megabytes(
+    scenario: Scenario, cache: np.ndarray, previous_cache: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Megabytes each node's newly cached models fetch ``(over the backhaul, from site peers)``, ``[..., E]``."""
+    new = (cache > 0) & ~(previous_cache > 0)
+    from_peer = peer_sourced(scenario, cache, previous_cache)
+    backhaul = ((new & ~from_peer) * scenario.model_size_mb).sum(axis=-1)
+    peer = (from_peer * scenario.model_size_mb).sum(axis=-1)
+    return backhaul, peer
+
+
+def download_cost(scenario: Scenario, cache: np.ndarray, previous_cache: np.ndarray) -> np.ndarray:
+    """Cost of fetching newly cached models, per node: ``sum_m s_m c_dl [x_new and not x_old]``.
+
+    Only backhaul bytes are priced: a model a site neighbour already holds comes over the LAN
+    (:func:`peer_sourced`), whose bytes cost nothing here.
+    """
+    backhaul_mb, _ = download_megabytes(scenario, cache, previous_cache)
+    return backhaul_mb / 1000.0 * scenario.download_price_per_gb
 
 
 def download_seconds(scenario: Scenario, cache: np.ndarray, previous_cache: np.ndarray) -> np.ndarray:
-    """Seconds the newly cached models of each node take to arrive over its backhaul, ``[..., E]``.
+    """Seconds the newly cached models of each node take to arrive, ``[..., E]``: over its backhaul,
+    or over the site's LAN for those a site neighbour holds (:func:`peer_sourced`).
 
     Until then their requests still go to the cloud: a new model starts paying off only after this.
     """
-    new = (cache > 0) & ~(previous_cache > 0)
-    return (new * scenario.model_size_mb).sum(axis=-1) * 8.0 / scenario.node_backhaul_mbps
+    backhaul_mb, peer_mb = download_megabytes(scenario, cache, previous_cache)
+    return backhaul_mb * 8.0 / scenario.node_backhaul_mbps + peer_mb * 8.0 / scenario.site_lan_mbps
 
 
 def switching_cost(
@@ -347,6 +383,7 @@ def evaluate_slot(
     requests = float(counts.sum())
     response_sum = float((counts * response).sum())
     downloads_cost = float(download_cost(scenario, plan.cache, previous_cache).sum())
+    backhaul_mb, peer_mb = download_megabytes(scenario, plan.cache, previous_cache)
     serving_cost = float(serving.cost_per_second.sum()) * scenario.slot_seconds
     # Cost breakdown (for reports): recomputed per component from the same rates.
     misses = node_rates * (1 - plan.cache)
@@ -380,6 +417,8 @@ def evaluate_slot(
         edge_energy_cost=energy * scenario.slot_seconds,
         download_cost=downloads_cost,
         downloads=int(((plan.cache > 0) & ~(previous_cache > 0)).sum()),
+        backhaul_download_mb=float(backhaul_mb.sum()),
+        peer_download_mb=float(peer_mb.sum()),
         reward=float(reward),
         response_time_histogram=histogram,
         node_compute_utilisation=serving.compute_utilisation,
