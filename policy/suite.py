@@ -41,7 +41,9 @@ def suite_scenarios(suite: str, trace_dir: Path | None = None) -> list[tuple[str
     """``(kind, scenario)`` of a suite, kind ``bundled`` or ``family``: bundled ones first."""
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}; choose from {SUITES}")
-    scenarios = [("bundled", load_scenario(name)) for name in BUNDLED_SCENARIOS]
+    # traffic-city-sites is traffic-city's fleet and demand with sites: only its download figures
+    # differ (peer-to-peer distribution), which `benchmark --scenario traffic-city-sites` reports.
+    scenarios = [("bundled", load_scenario(name)) for name in BUNDLED_SCENARIOS if name != "traffic-city-sites"]
     family = load_family(suite)
     scenarios += [("family", scenario) for scenario in family_scenarios(family, trace_dir)]
     return scenarios

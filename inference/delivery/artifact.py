@@ -345,6 +345,40 @@ def fetch_url(
     raise SourceUnreachable(f"{url}: {failures[-1]} (after {len(failures)} attempts)")
 
 
+def fetch_from_peers(
+    peers: list[str],
+    dest: Path,
+    *,
+    sha256: str,
+    max_bytes: int,
+    timeout_s: float = 2.0,
+    progress: Progress | None = None,
+    log: Callable[[str], None] | None = None,
+) -> tuple[FetchResult, str] | None:
+    """Try each peer URL once, in order, for the file with ``sha256``; None when none delivered it.
+
+    A peer is a neighbouring edge node's model server (``GET /v2/models/NAME/artifact``, on the
+    site's LAN): it saves the backhaul, but it is trusted for nothing. The file must have the
+    expected sha256 (a mismatch is discarded, never renamed into place), fit ``max_bytes``, and
+    arrive within ``timeout_s`` per connect and read; any failure moves on to the next peer, and
+    the caller then fetches from the artifact's own source.
+
+    Returns:
+        The result and the peer URL that delivered it (a file already in place counts as kept).
+    """
+    for peer in peers:
+        try:
+            result = fetch_url(
+                peer, dest, sha256=sha256, max_bytes=max_bytes, attempts=1, timeout_s=timeout_s, progress=progress
+            )
+        except ArtifactError as error:
+            if log is not None:
+                log(f"peer {peer} did not deliver the file ({type(error).__name__}: {error}); trying the next source")
+            continue
+        return result, peer
+    return None
+
+
 class _Retry(Exception):
     """This attempt failed in a way another one may not."""
 

@@ -5,6 +5,13 @@ Exit codes: 0 the file is in place (downloaded, copied or already there), 1 anot
 5 over the storage budget. On a failure one line saying why goes to stderr and to the
 termination log (``/dev/termination-log`` when it exists, where Kubernetes reads a container's
 termination message; ``--termination-log`` to choose another file).
+
+``--peer URL`` (repeatable) names a neighbouring edge node's model server that may already hold
+the file (``http://SERVICE:PORT/v2/models/NAME/artifact``: peer-to-peer model distribution within
+a site). Peers are tried first, once each, with a short timeout; a peer's file must have the
+expected ``--sha256`` (peers are only used when one is given), and on any failure or mismatch the
+artifact's own source (``--url`` or ``--path``) is used. The last line says which source the file
+came from; the exit codes are those of the artifact's source.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from edgeaigc.inference.delivery.artifact import (
     FetchResult,
     Progress,
     copy_file,
+    fetch_from_peers,
     fetch_url,
     mib,
 )
@@ -64,6 +72,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         metavar="N",
         help="largest file accepted, in bytes: the model's storage budget on the node",
+    )
+    parser.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a site neighbour's copy of the file, tried before the source, in the order given "
+        "(e.g. http://NEIGHBOUR:8000/v2/models/NAME/artifact); repeatable. Used only with --sha256: "
+        "a peer's file must match it, and any failure or mismatch falls back to --url/--path",
+    )
+    parser.add_argument(
+        "--peer-timeout",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="connect and read timeout for each peer, one attempt each (default: 2)",
     )
     parser.add_argument("--attempts", type=int, default=4, help="download attempts in all (default: 4)")
     parser.add_argument(
@@ -121,11 +145,36 @@ def run(args: argparse.Namespace) -> int:
     if args.attempts < 1:
         _report_failure("--attempts must be at least 1", args.termination_log)
         return ExitCode.USAGE
+    if args.peer and args.sha256 is None:
+        _report_failure(
+            "--peer needs --sha256: a peer's file is used only when its checksum matches", args.termination_log
+        )
+        return ExitCode.USAGE
+    if args.peer_timeout <= 0:
+        _report_failure("--peer-timeout must be positive", args.termination_log)
+        return ExitCode.USAGE
     source = args.url or str(args.path)
     progress: Progress | None = None if args.quiet else _ProgressLines(source)
+
+    def log(line: str) -> None:
+        print(f"fetch-model: {line}", file=sys.stderr, flush=True)
+
     try:
         result: FetchResult
-        if args.url is not None:
+        from_peer = None
+        if args.peer:
+            from_peer = fetch_from_peers(
+                args.peer,
+                args.dest,
+                sha256=args.sha256,
+                max_bytes=args.max_bytes,
+                timeout_s=args.peer_timeout,
+                progress=progress,
+                log=log,
+            )
+        if from_peer is not None:
+            result, source = from_peer
+        elif args.url is not None:
             result = fetch_url(
                 args.url,
                 args.dest,
@@ -135,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
                 backoff_s=args.backoff,
                 timeout_s=args.timeout,
                 progress=progress,
-                log=lambda line: print(f"fetch-model: {line}", file=sys.stderr, flush=True),
+                log=log,
             )
         else:
             result = copy_file(args.path, args.dest, sha256=args.sha256, max_bytes=args.max_bytes, progress=progress)
@@ -145,7 +194,9 @@ def run(args: argparse.Namespace) -> int:
     except OSError as error:
         _report_failure(f"{source}: {error}", args.termination_log)
         return ExitCode.FAILED
-    what = "kept (checksum verified)" if result.kept else f"fetched from {source}"
+    # Says where the file came from: a peer on the site's LAN, or the artifact's source (the backhaul).
+    where = "peer" if from_peer is not None else "source"
+    what = "kept (checksum verified)" if result.kept else f"fetched from {where} {source}"
     print(f"fetch-model: {result.path} {what}: {mib(result.size)}, sha256 {result.sha256}", file=sys.stderr)
     return ExitCode.OK
 

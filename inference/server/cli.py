@@ -115,6 +115,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the bearer token (a file, e.g. a mounted Secret key; re-read when it changes) that load and unload "
         "need, and that shows the repository index's details",
     )
+    parser.add_argument(
+        "--serve-artifacts",
+        action="store_true",
+        help="hand a loaded model's ONNX file to site neighbours at GET /v2/models/NAME/artifact, for their "
+        "`fetch-model --peer` (read-only, only loaded models' own files; default: off, it answers 403)",
+    )
+    parser.add_argument(
+        "--artifact-streams",
+        type=int,
+        default=2,
+        metavar="N",
+        help="model files sent at once with --serve-artifacts; more get 503 and fetch elsewhere (default: 2)",
+    )
     add_tls_arguments(parser)
     add_log_level_argument(parser)
 
@@ -124,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     from edgeaigc.inference.auth import TokenFile
     from edgeaigc.inference.delivery.artifact import MODEL_FILE
     from edgeaigc.inference.server.repository import ModelRepository, parse_byte_size
-    from edgeaigc.inference.server.routes import RepositoryAccess, RequestLimits, create_app
+    from edgeaigc.inference.server.routes import ArtifactAccess, RepositoryAccess, RequestLimits, create_app
 
     repository_dir = Path(args.model_repository)
     if not repository_dir.is_dir():
@@ -155,6 +168,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.max_in_flight < 1 or args.body_timeout <= 0:
         print("edgeaigc serve: --max-in-flight must be at least 1 and --body-timeout positive", file=sys.stderr)
+        return 2
+    if args.artifact_streams < 1:
+        print("edgeaigc serve: --artifact-streams must be at least 1", file=sys.stderr)
         return 2
     if args.workers is not None and args.workers < 1:
         print("edgeaigc serve: --workers must be at least 1", file=sys.stderr)
@@ -189,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
         served_by=args.served_by,
         preload=not args.no_preload,
         repository_access=RepositoryAccess(enabled=args.repository_api, token=token),
+        artifact_access=ArtifactAccess(enabled=args.serve_artifacts, max_streams=args.artifact_streams),
     )
     return run_app(app, args.host, args.port, args.log_level, connections, tls)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -61,6 +62,13 @@ class DataPlane:
     def model_ready(self, name: str, version: str | None = None) -> dict[str, Any]:
         model = self.repository.get(name, version)
         return {"name": model.name, "ready": True}
+
+    def artifact_path(self, name: str) -> Path:
+        """The file of the ready model ``name`` (verified against its config's sha256 when it was loaded).
+
+        Only a ready model's own file: the path comes from the repository, never from a request.
+        """
+        return self.repository.get(name).path
 
     def check_model(self, name: str, version: str | None = None) -> None:
         """Raise ModelNotFound / ModelNotReady before a request body is read."""

@@ -11,7 +11,17 @@ Endpoints (``/versions/{version}`` may follow ``/v2/models/{name}`` where the pr
 - ``GET /v2/health/live``, ``GET /v2/health/ready``, ``GET /v2``
 - ``GET /v2/models/{name}``, ``GET /v2/models/{name}/ready``, ``POST /v2/models/{name}/infer``
 - ``POST /v2/repository/index``, ``POST /v2/repository/models/{name}/load`` and ``.../unload``
+- ``GET /v2/models/{name}/artifact``: a ready model's ONNX file, for a site neighbour's
+  ``fetch-model --peer`` (peer-to-peer model distribution; off unless ``artifacts.enabled``)
 - ``GET /metrics`` (Prometheus)
+
+**The artifact endpoint** hands a neighbour the file of a model this server has loaded, so a
+replica newly placed on another node of the same site fetches it over the LAN instead of the
+backhaul. It reads like the other model endpoints (no token: the file is what the InferenceModel's
+artifact already names, and the fetching side verifies its sha256), but serves only a READY
+model's own file (the path comes from the repository, never from the request), only when the
+server was started with ``--serve-artifacts`` (else 403), and at most ``max_streams`` at once (503
+past it: the fetching side falls back to the artifact's source).
 
 **The repository API** (load and unload) changes what a server serves, so it is off unless
 ``repository_api`` (``edgeaigc serve --repository-api``): off, load and unload answer 403 — the
@@ -35,11 +45,18 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import FileResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edgeaigc.inference import protocol
 from edgeaigc.inference.auth import Forbidden, TokenFile
-from edgeaigc.inference.errors import InferenceServerError, InvalidInput, PayloadTooLarge, register_error_handlers
+from edgeaigc.inference.errors import (
+    InferenceServerError,
+    InvalidInput,
+    PayloadTooLarge,
+    ServerBusy,
+    register_error_handlers,
+)
 from edgeaigc.inference.metrics_contract import UNKNOWN_MODEL
 from edgeaigc.inference.request_body import (
     DEFAULT_BODY_MEMORY_BYTES,
@@ -194,16 +211,51 @@ class RepositoryAccess:
         return True
 
 
+@dataclass(frozen=True)
+class ArtifactAccess:
+    """Whether the server hands its loaded models' files to site neighbours (``--serve-artifacts``)."""
+
+    enabled: bool = False
+    """``GET /v2/models/{name}/artifact`` answers at all (else 403)."""
+    max_streams: int = 2
+    """Files sent at once: a Pi's CPU and uplink are for inference first (503 past it)."""
+
+
+class _StreamCount:
+    """Artifact files being sent now."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+class ArtifactResponse(FileResponse):
+    """A model file, counted as one of the artifact streams until its last byte is sent (or the client goes)."""
+
+    def __init__(self, path: Any, streams: _StreamCount) -> None:
+        super().__init__(path, media_type="application/octet-stream")
+        self.streams = streams
+        streams.count += 1
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.streams.count -= 1
+
+
 def build_router(
     dataplane: DataPlane,
     limits: RequestLimits,
     metrics: ServerMetrics,
     body_memory: BodyMemory,
     repository_access: RepositoryAccess | None = None,
+    artifact_access: ArtifactAccess | None = None,
 ) -> APIRouter:
     """The protocol's routes; each decodes, calls the data plane once, encodes."""
     router = APIRouter()
     access = repository_access or RepositoryAccess()
+    artifacts = artifact_access or ArtifactAccess()
+    artifact_streams = _StreamCount()
     in_flight = InFlightLimit(limits.max_in_flight)
     # Parsed JSON numbers take about 16 times their text: one large body is parsed at a time (the
     # parser holds the GIL, so running several at once would gain no speed, only memory).
@@ -266,6 +318,18 @@ def build_router(
         router.add_api_route(f"{prefix}/ready", model_ready, methods=["GET"])
         router.add_route(f"{prefix}/infer", infer, methods=["POST"], include_in_schema=False)
 
+    @router.get("/v2/models/{name}/artifact")
+    async def model_artifact(name: str) -> Response:
+        if not artifacts.enabled:
+            raise Forbidden(
+                f"model '{name}': this server does not hand out model files "
+                "(edgeaigc serve --serve-artifacts turns it on, for site neighbours' fetch-model --peer)"
+            )
+        path = dataplane.artifact_path(name)  # 404 / 503 unless the model is loaded
+        if artifact_streams.count >= artifacts.max_streams:
+            raise ServerBusy(f"{artifact_streams.count} model files are being sent, the server's limit; retry later")
+        return ArtifactResponse(path, artifact_streams)
+
     @router.post("/v2/repository/index")
     async def repository_index(request: Request) -> list[dict[str, str]]:
         async with request_body(request, max_json_bytes, limits.body_timeout_s, body_memory) as body:
@@ -310,6 +374,7 @@ def create_app(
     preload: bool = True,
     metrics: ServerMetrics | None = None,
     repository_access: RepositoryAccess | None = None,
+    artifact_access: ArtifactAccess | None = None,
 ) -> FastAPI:
     """The model server app for ``repository``.
 
@@ -324,6 +389,7 @@ def create_app(
         preload: load every model of the repository at start-up.
         metrics: metrics to export (default: fresh ones in their own registry).
         repository_access: whether load/unload answer and the token they need (default: off).
+        artifact_access: whether loaded models' files are handed to site neighbours (default: off).
     """
     metrics = metrics or ServerMetrics(served_by, lambda: repository_figures(repository))
     repository.observer = metrics
@@ -354,7 +420,7 @@ def create_app(
     if max_request_bytes is not None:
         limits = replace(limits, max_request_bytes=max_request_bytes)
     body_memory = BodyMemory(limits.body_memory_bytes)
-    app.include_router(build_router(dataplane, limits, metrics, body_memory, repository_access))
+    app.include_router(build_router(dataplane, limits, metrics, body_memory, repository_access, artifact_access))
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics, is_known_model=repository.is_known)
     app.state.dataplane = dataplane
     app.state.metrics = metrics
