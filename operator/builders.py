@@ -3,7 +3,9 @@
 For a PlacementPolicy and its plan: one Deployment + Service per cached (model, edge node),
 pinned to the node, with CPU requests/limits from the compute share and memory from the model
 size; one cloud Deployment + Service per model (the relay target on a miss); and the routing
-table ConfigMap the gateways read. Every object carries the operator's labels and an owner
+table ConfigMap the gateways read. When EdgeNodes share a site (``spec.site``), a peers ConfigMap
+tells each newly placed replica which replicas of its model on its site's other nodes to fetch the
+file from first (:func:`site_peers`). Every object carries the operator's labels and an owner
 reference to the policy, so deleting the policy removes what it caused.
 """
 
@@ -51,6 +53,15 @@ FETCH_CONTAINER = "fetch-model"
 FETCH_CPU_MILLICORES = MIN_CPU_MILLICORES
 MODELS_VOLUME = "models"
 ARTIFACT_VOLUME = "artifact"
+#: The peers ConfigMap in the fetch-model container: one file per newly placed (model, EdgeNode).
+#: Peers live in a ConfigMap, not in the pod template, so that a placement change on a neighbouring
+#: node never changes (and rolls) a running replica's template; the file is read when the init
+#: container starts.
+PEERS_VOLUME = "peers"
+PEERS_MOUNT = "/etc/edgeaigc/peers"
+#: Peers a replica tries before its artifact's source; each failing one costs at most fetch-model's
+#: short --peer-timeout.
+MAX_PEERS = 3
 
 #: Pod Security "restricted": what every container of a model pod runs with.
 SECURITY_CONTEXT: dict[str, Any] = {
@@ -199,10 +210,84 @@ def _fetch_arguments(artifact: Mapping[str, Any]) -> tuple[list[str], dict[str, 
     return ["--path", f"{ARTIFACT_MOUNT}/{inside}", *checksum], volume
 
 
-def _with_artifact(
-    pod_spec: dict[str, Any], model: str, artifact: Mapping[str, Any], model_size_mib: float
+def peers_key(model: str, edge_node: str) -> str:
+    """The peers ConfigMap's key (and file) for ``model`` newly placed on ``edge_node``."""
+    return f"{model}.{edge_node}"
+
+
+def peers_configmap_name(policy_name: str) -> str:
+    return object_name(policy_name, "peers")
+
+
+def shared_site_nodes(scenario: Scenario) -> np.ndarray:
+    """Which edge nodes share their site with another (where peer-to-peer distribution applies)."""
+    _, inverse, counts = np.unique(scenario.node_site, return_inverse=True, return_counts=True)
+    return np.asarray(counts[inverse] > 1)
+
+
+def site_peers(scenario: Scenario, cache: np.ndarray, previous_cache: np.ndarray) -> dict[tuple[str, str], list[str]]:
+    """(EdgeNode, model) newly cached in ``cache`` -> the other nodes of its site that hold the model
+    in both ``previous_cache`` (their replica has the file) and ``cache`` (it stays), sorted by name,
+    at most :data:`MAX_PEERS`; pairs without such a neighbour are left out.
+
+    The same rule as the system model's (:func:`~edgeaigc.policy.system_model.peer_sourced`)."""
+    peers: dict[tuple[str, str], list[str]] = {}
+    new = (cache > 0) & ~(previous_cache > 0)
+    holding = (cache > 0) & (previous_cache > 0)
+    for e, m in zip(*np.nonzero(new), strict=True):
+        neighbours = [
+            scenario.node_names[f]
+            for f in np.flatnonzero((scenario.node_site == scenario.node_site[e]) & holding[:, m])
+            if f != e
+        ]
+        if neighbours:
+            peers[(scenario.node_names[e], scenario.model_names[m])] = sorted(neighbours)[:MAX_PEERS]
+    return peers
+
+
+def peer_artifact_url(model: str, edge_node: str, namespace: str) -> str:
+    """Where the replica of ``model`` on ``edge_node`` hands out its file (``serve --serve-artifacts``)."""
+    return f"{service_url(object_name(model, edge_node), namespace)}/v2/models/{model}/artifact"
+
+
+def build_peers_configmap(
+    policy: Mapping[str, Any],
+    scenario: Scenario,
+    cache: np.ndarray,
+    previous_cache: np.ndarray,
+    artifacts: Mapping[str, Mapping[str, Any]],
 ) -> dict[str, Any]:
-    """``pod_spec`` with the models volume, the fetch-model init container and ephemeral storage."""
+    """The peers of each newly placed replica whose artifact has a sha256 (peers are verified by it),
+    one key per (model, EdgeNode) (:func:`peers_key`), one URL a line. Only new placements have an
+    entry, so the ConfigMap is empty (and unchanged: no write) while the placement holds."""
+    policy_name, namespace = policy["metadata"]["name"], policy["metadata"]["namespace"]
+    data = {
+        peers_key(model, node): "".join(f"{peer_artifact_url(model, peer, namespace)}\n" for peer in peers)
+        for (node, model), peers in sorted(site_peers(scenario, cache, previous_cache).items())
+        if (artifacts.get(model) or {}).get("sha256")
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(policy, peers_configmap_name(policy_name), _labels(policy_name, c.COMPONENT_PEERS)),
+        "data": data,
+    }
+
+
+def _with_artifact(
+    pod_spec: dict[str, Any],
+    model: str,
+    artifact: Mapping[str, Any],
+    model_size_mib: float,
+    peers_from: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    """``pod_spec`` with the models volume, the fetch-model init container and ephemeral storage.
+
+    ``peers_from``: (peers ConfigMap, this replica's key in it) when the replica's node shares a site
+    and the artifact has a sha256: fetch-model tries the peers it lists first, and the server hands
+    its own file to the site's next replicas (``--serve-artifacts``). Both are fixed for the
+    replica's life, so its template does not change when its neighbours' placements do.
+    """
     if model_size_mib <= 0:
         raise ValueError(f"model {model}: an artifact needs the model's size (the largest file accepted)")
     max_bytes = artifact_max_bytes(model_size_mib)
@@ -221,6 +306,14 @@ def _with_artifact(
     if artifact_volume is not None:
         volumes.append(artifact_volume)
         mounts.append({"name": ARTIFACT_VOLUME, "mountPath": ARTIFACT_MOUNT, "readOnly": True})
+    peers: list[str] = []
+    if peers_from is not None and artifact.get("sha256"):
+        configmap, key = peers_from
+        # Optional: a replica placed before the ConfigMap existed (or after its entry went) fetches from the source.
+        volumes.append({"name": PEERS_VOLUME, "configMap": {"name": configmap, "optional": True}})
+        mounts.append({"name": PEERS_VOLUME, "mountPath": PEERS_MOUNT, "readOnly": True})
+        peers = ["--peers-file", f"{PEERS_MOUNT}/{key}"]
+        inference["args"] = [*inference["args"], "--serve-artifacts"]
     fetch = {
         "name": FETCH_CONTAINER,
         "image": inference["image"],
@@ -231,6 +324,7 @@ def _with_artifact(
             f"{MODEL_REPOSITORY}/{model}",
             "--max-bytes",
             str(max_bytes),
+            *peers,
         ],
         "resources": {
             bound: {**values, "cpu": f"{FETCH_CPU_MILLICORES}m"} for bound, values in inference["resources"].items()
@@ -244,9 +338,13 @@ def _with_artifact(
 
 
 def _pod_spec(
-    pod_spec: dict[str, Any], model: str, artifact: Mapping[str, Any] | None, model_size_mib: float
+    pod_spec: dict[str, Any],
+    model: str,
+    artifact: Mapping[str, Any] | None,
+    model_size_mib: float,
+    peers_from: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
-    return pod_spec if not artifact else _with_artifact(pod_spec, model, artifact, model_size_mib)
+    return pod_spec if not artifact else _with_artifact(pod_spec, model, artifact, model_size_mib, peers_from)
 
 
 def build_edge_deployment(
@@ -259,12 +357,15 @@ def build_edge_deployment(
     image: str,
     artifact: Mapping[str, Any] | None = None,
     model_size_mib: float = 0.0,
+    shares_site: bool = False,
 ) -> dict[str, Any]:
     """A model replica of ``model`` on EdgeNode ``edge_node``, pinned to Kubernetes node ``node_name``.
 
     Args:
         artifact: the InferenceModel's ``spec.artifact`` (None: the model is in the image).
         model_size_mib: its ``spec.size``; the largest file the pod accepts and stores.
+        shares_site: ``edge_node`` shares its site with other EdgeNodes: the replica takes its peers
+            from the policy's peers ConfigMap (:func:`build_peers_configmap`) and serves its file to them.
     """
     policy_name = policy["metadata"]["name"]
     labels = _labels(policy_name, c.COMPONENT_EDGE_INFERENCE, **{c.LABEL_MODEL: model, c.LABEL_EDGE_NODE: edge_node})
@@ -293,6 +394,7 @@ def build_edge_deployment(
                     model,
                     artifact,
                     model_size_mib,
+                    (peers_configmap_name(policy_name), peers_key(model, edge_node)) if shares_site else None,
                 ),
             },
         },
@@ -453,8 +555,10 @@ def desired_objects(
     artifacts: Mapping[str, Mapping[str, Any]] | None = None,
     cloud_tls_secret: str = c.CLOUD_TLS_SECRET,
     cloud_mutual_tls: bool = c.CLOUD_MUTUAL_TLS,
+    previous_cache: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
-    """Every object the plan needs, in apply order (cloud first, then edge, then routing).
+    """Every object the plan needs, in apply order (cloud first, then the peers of new edge replicas
+    when nodes share sites, then edge, then routing).
 
     Args:
         node_names: EdgeNode name -> Kubernetes Node name (``spec.nodeName``).
@@ -463,6 +567,7 @@ def desired_objects(
             not in it is expected in the inference image.
         cloud_tls_secret: the TLS Secret the cloud replicas serve HTTPS with (:func:`build_cloud_deployment`).
         cloud_mutual_tls: they require client certificates of its CA (mutual TLS).
+        previous_cache: x[e, m] the cluster runs now (None: the plan's own, no new replica has peers).
     """
     artifacts = artifacts or {}
     objects: list[dict[str, Any]] = []
@@ -477,6 +582,10 @@ def desired_objects(
             mutual_tls=cloud_mutual_tls,
         )
         objects += [deployment, build_service(deployment)]
+    shared = shared_site_nodes(scenario)
+    if shared.any():
+        previous = plan.cache if previous_cache is None else previous_cache
+        objects.append(build_peers_configmap(policy, scenario, plan.cache, previous, artifacts))
     for e, edge_node in enumerate(scenario.node_names):
         cached = np.flatnonzero(plan.cache[e] > 0)
         cpu = cpu_millicores(plan.compute_share[e, cached], float(scenario.node_cores[e]))
@@ -491,6 +600,7 @@ def desired_objects(
                 image,
                 artifacts.get(scenario.model_names[m]),
                 float(scenario.model_size_mb[m]),
+                shares_site=bool(shared[e]),
             )
             objects += [deployment, build_service(deployment)]
     objects.append(build_routing_configmap(policy, routing_table))

@@ -203,7 +203,11 @@ def writes(
     in-place CPU resizes, the routing table if it moved (hysteresis), and what to delete."""
     policy = snapshot.policy
     table = routing_table(snapshot.owned, policy, scenario, plan, node_names, write_policy)
-    desired = desired_objects(policy, scenario, plan, node_names, table, artifacts=model_artifacts(snapshot.models))
+    # The placement the cluster runs now: replicas new in ``plan`` fetch from their site's neighbours in it.
+    running = current_cache(scenario, [o for o in snapshot.owned if o["kind"] == "Deployment"])
+    desired = desired_objects(
+        policy, scenario, plan, node_names, table, artifacts=model_artifacts(snapshot.models), previous_cache=running
+    )
     # What the EdgeNode offers, but never more than its Kubernetes node can allocate: the bound
     # that CPU decreases kept back by hysteresis must respect.
     capacity = {

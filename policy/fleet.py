@@ -95,6 +95,9 @@ def scenario_from_resources(
                 "backhaul_mbps": node["backhaulMbps"],
                 "rtt_ms": node["rttMs"],
                 "energy_price_per_core_second": node["energyPricePerCoreSecond"],
+                # spec.site: nodes of one site share a LAN (peer-to-peer model distribution); absent,
+                # a site of its own. The LAN's rate is the scenario files' default (site_lan_mbps).
+                **({"site": node["site"]} if node.get("site") else {}),
             }
             for name, node in node_specs
         ],

@@ -31,6 +31,8 @@ LABEL_TIER = "edgeaigc.io/tier"
 COMPONENT_EDGE_INFERENCE = "edge-inference"
 COMPONENT_CLOUD_INFERENCE = "cloud-inference"
 COMPONENT_ROUTING = "routing-table"
+#: The ConfigMap of site peers each newly placed edge replica fetches its model file from first.
+COMPONENT_PEERS = "site-peers"
 
 ANNOTATION_COMPUTE_SHARE = "edgeaigc.io/compute-share"
 ROUTING_TABLE_KEY = "routing.json"

@@ -83,6 +83,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "a peer's file must match it, and any failure or mismatch falls back to --url/--path",
     )
     parser.add_argument(
+        "--peers-file",
+        type=Path,
+        metavar="FILE",
+        help="more peers, one URL a line, tried after the --peer ones (the operator's peers ConfigMap); "
+        "a missing file means none",
+    )
+    parser.add_argument(
         "--peer-timeout",
         type=float,
         default=2.0,
@@ -145,7 +152,15 @@ def run(args: argparse.Namespace) -> int:
     if args.attempts < 1:
         _report_failure("--attempts must be at least 1", args.termination_log)
         return ExitCode.USAGE
-    if args.peer and args.sha256 is None:
+    peers = list(args.peer)
+    if args.peers_file is not None:
+        try:
+            peers += [line.strip() for line in args.peers_file.read_text().splitlines() if line.strip()]
+        except FileNotFoundError:
+            pass  # no neighbour of this node's site holds the model: the source it is
+        except (OSError, UnicodeDecodeError) as error:
+            print(f"fetch-model: --peers-file {args.peers_file} unreadable ({error}): no peers", file=sys.stderr)
+    if peers and args.sha256 is None:
         _report_failure(
             "--peer needs --sha256: a peer's file is used only when its checksum matches", args.termination_log
         )
@@ -162,9 +177,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         result: FetchResult
         from_peer = None
-        if args.peer:
+        if peers:
             from_peer = fetch_from_peers(
-                args.peer,
+                peers,
                 args.dest,
                 sha256=args.sha256,
                 max_bytes=args.max_bytes,

@@ -147,3 +147,24 @@ def test_peers_need_a_checksum(tmp_path: Path) -> None:
     result = fetch(tmp_path / "m", "--path", str(tmp_path / "x.onnx"), "--peer", "http://127.0.0.1:1/a")
     assert result.returncode == ExitCode.USAGE
     assert "--peer needs --sha256" in result.stderr
+
+
+def test_the_operators_peers_file_is_read_and_a_missing_one_means_the_source(
+    peer: ServerProcess, peer_root: Path, server: FileServer, tmp_path: Path
+) -> None:
+    payload = model_bytes(peer_root)
+    server.routes["/det.onnx"] = Route(body=payload)
+    checksum = hashlib.sha256(payload).hexdigest()
+    peers_file = tmp_path / "det.pi-1"
+    peers_file.write_text(f"{server.url}/no-such-peer\n{peer.url}/v2/models/det/artifact\n")
+    result = fetch(
+        tmp_path / "a" / "det", "--url", f"{server.url}/det.onnx", "--sha256", checksum, "--peers-file", str(peers_file)
+    )
+    assert result.returncode == ExitCode.OK, result.stderr
+    assert f"fetched from peer {peer.url}/v2/models/det/artifact" in result.stderr
+    missing = tmp_path / "absent"
+    result = fetch(
+        tmp_path / "b" / "det", "--url", f"{server.url}/det.onnx", "--sha256", checksum, "--peers-file", str(missing)
+    )
+    assert result.returncode == ExitCode.OK, result.stderr
+    assert f"fetched from source {server.url}/det.onnx" in result.stderr

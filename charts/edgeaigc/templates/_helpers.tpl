@@ -171,6 +171,13 @@ matchExpressions:
     values: [edge-inference, cloud-inference]
 {{- end }}
 
+{{/* The operator's edge replicas only: site neighbours fetch a model's file from them (peer-to-peer). */}}
+{{- define "edgeaigc.edgeModelPodSelector" -}}
+matchLabels:
+  app.kubernetes.io/managed-by: edgeaigc
+  app.kubernetes.io/component: edge-inference
+{{- end }}
+
 {{/* The inference port of the operator's model replicas (operator/constants.py INFERENCE_PORT). */}}
 {{- define "edgeaigc.modelPort" -}}
 8080
