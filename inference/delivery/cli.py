@@ -79,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="URL",
         help="a site neighbour's copy of the file, tried before the source, in the order given "
-        "(e.g. http://NEIGHBOUR:8000/v2/models/NAME/artifact); repeatable. Used only with --sha256: "
+        "(e.g. http://NEIGHBOUR:8080/v2/models/NAME/artifact); repeatable. Used only with --sha256: "
         "a peer's file must match it, and any failure or mismatch falls back to --url/--path",
     )
     parser.add_argument(
