@@ -46,6 +46,10 @@ def _deployments(namespace: str, artifact: dict) -> list[dict]:
             policy, "det", "pi-0", "pi-0", 500, 128, "ghcr.io/edgeaigc/inference:0.1.0", artifact, 3.7
         ),
         builders.build_cloud_deployment(policy, "det", "ghcr.io/edgeaigc/inference:0.1.0", artifact, 3.7),
+        # On a node that shares its site: the peers ConfigMap volume and --serve-artifacts (with a sha256).
+        builders.build_edge_deployment(
+            policy, "det", "pi-1", "pi-1", 500, 128, "ghcr.io/edgeaigc/inference:0.1.0", artifact, 3.7, shares_site=True
+        ),
     ]
 
 

@@ -70,6 +70,11 @@ def _object(kind: str, spec: dict) -> dict:
             "exactly one of url, persistentVolumeClaim or image",
         ),
         ("EdgeNode", {"nodeName": "pi-0", "modelStorage": "24Mi", "cores": -1}, "spec.cores"),
+        (
+            "EdgeNode",
+            {"nodeName": "pi-0", "modelStorage": "24Mi", "cores": 4, "site": "North_1"},
+            "spec.site in body should match",
+        ),
         ("PlacementPolicy", {"algorithm": "ddpg"}, "spec.actor is required when spec.algorithm is ddpg"),
         ("PlacementPolicy", {"algorithm": "lru", "intervalSeconds": 1}, "spec.intervalSeconds"),
         ("PlacementPolicy", {"algorithm": "lru", "reward": {"alpha": 0, "beta": 0}}, "cannot both be 0"),
