@@ -570,8 +570,9 @@ class Reconciler:
 
         The writes of one step are independent and go ``parallel_writes`` at a time (each takes a
         round trip to the API server: one after the other, a hundred of them take seconds); the
-        steps stay in order: CPU decreases, increases, Deployments and Services, the routing table
-        (once what it routes to exists), deletes (make before break).
+        steps stay in order: CPU decreases, increases, the site peers of new replicas (before the pods
+        that read them start), Deployments and Services, the routing table (once what it routes to
+        exists), deletes (make before break).
         """
         written = Written()
         pods = self.client.resources.get(api_version="v1", kind="Pod")
@@ -590,8 +591,8 @@ class Reconciler:
                 ],
                 written,
             )
-        for routing in (False, True):
-            manifests = [m for m in plan.apply if (m["kind"] == "ConfigMap") == routing]
+        for step in range(3):
+            manifests = [m for m in plan.apply if apply_step(m) == step]
             self._all([functools.partial(self._apply_counted, namespace, m) for m in manifests], written)
         self._all([functools.partial(self._delete, namespace, *key) for key in plan.delete], written)
         return written
@@ -599,6 +600,16 @@ class Reconciler:
     def _apply_counted(self, namespace: str, manifest: Mapping[str, Any]) -> Written:
         self._apply(namespace, manifest)
         return Written(apply=1)
+
+
+def apply_step(manifest: Mapping[str, Any]) -> int:
+    """When a manifest is applied: 0 the site peers ConfigMap (a new replica's fetch-model reads it when
+    its pod starts), 1 Deployments and Services, 2 other ConfigMaps (the routing table, once what it
+    routes to exists)."""
+    if manifest["kind"] != "ConfigMap":
+        return 1
+    labels = manifest.get("metadata", {}).get("labels") or {}
+    return 0 if labels.get(c.LABEL_COMPONENT) == c.COMPONENT_PEERS else 2
 
 
 def routing_table_to_write(

@@ -12,6 +12,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from edgeaigc.inference.gateway.routing_table import EdgeNodeRoutes, Endpoint, LocalModel, RoutingTable
+from edgeaigc.operator import constants as c
 from edgeaigc.operator.builders import build_edge_deployment, build_service
 from edgeaigc.operator.decide import Decision
 from edgeaigc.operator.observe import (
@@ -340,18 +341,21 @@ def test_writes_go_in_parallel_within_a_step_and_the_steps_in_order() -> None:
     reconciler.retry, reconciler._sleep = RetryPolicy(), lambda _: None
     deployments = [_deployment(model, "pi-0", 500) for model in ("det-day", "cls-small", "flow-urban")]
     routing = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "routing"}, "data": {}}
+    # The site peers go before the Deployments whose new pods read them when they start.
+    peers_labels = {c.LABEL_COMPONENT: c.COMPONENT_PEERS}
+    peers = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "peers", "labels": peers_labels}}
     changes = Changes(
-        apply=[routing, *deployments, *(build_service(d) for d in deployments)],
+        apply=[routing, *deployments, *(build_service(d) for d in deployments), peers],
         delete=[("v1", "Service", "old"), ("apps/v1", "Deployment", "old")],
         unchanged=0,
         resize=[Resize("up", "a", 900, 500), Resize("down-1", "b", 300, 600), Resize("down-2", "c", 100, 200)],
     )
     written = reconciler.apply("ns", changes)
-    assert (written.resize, written.apply, written.delete) == (3, 7, 2)
-    step = {"resize down": 0, "resize up": 1, "apply": 2, "apply routing": 3, "delete": 4}
+    assert (written.resize, written.apply, written.delete) == (3, 8, 2)
+    step = {"resize down": 0, "resize up": 1, "apply peers": 2, "apply": 3, "apply routing": 4, "delete": 5}
     steps = [
         step[f"{verb} {'up' if name.startswith('up') else 'down'}" if verb == "resize" else
-             "apply routing" if name == "routing" else verb]
+             "apply routing" if name == "routing" else "apply peers" if name == "peers" else verb]
         for verb, name in calls
     ]  # fmt: skip
-    assert steps == sorted(steps) and len(calls) == 12
+    assert steps == sorted(steps) and len(calls) == 13
