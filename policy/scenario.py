@@ -10,6 +10,12 @@ becomes ``n`` entries; a value given as ``[low, high]`` is drawn uniformly per e
 a generator seeded by the scenario's ``layout_seed``, so a scenario file always means the
 same fleet.
 
+An edge node group may name a ``site`` (every node of the group is in it): nodes of one site share
+a LAN, and a model newly cached on one of them is fetched from a site neighbour that held it in the
+previous slot, at the top-level ``site_lan_mbps`` (default 1000) and without backhaul bytes or
+download price (:func:`edgeaigc.policy.system_model.peer_sourced`). A node without a site is a site
+of its own, as in every scenario written before sites existed.
+
 Work per request can come from measurements instead of guesses: a top-level
 ``calibration: PATH`` names a calibration file (relative to the scenario file), as written by
 ``edgeaigc bench-serving --parts work`` (``policy/calibration/work_ms.json``), and a model whose
