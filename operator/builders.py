@@ -22,6 +22,7 @@ from edgeaigc.inference.gateway.routing_table import EdgeNodeRoutes, Endpoint, L
 from edgeaigc.operator import constants as c
 from edgeaigc.policy.resources import object_name
 from edgeaigc.policy.scenario import Scenario
+from edgeaigc.policy.shard import is_shard
 from edgeaigc.policy.system_model import Plan
 
 #: Smallest CPU a model pod is given, so a tiny share still leaves a schedulable, usable pod.
@@ -421,6 +422,16 @@ def cloud_replica_resources(cpu: str = c.CLOUD_REPLICA_CPU, memory: str = c.CLOU
     return millicores, mebibytes
 
 
+def cloud_replica_name(policy: Mapping[str, Any], model: str) -> str:
+    """The name of a model's cloud replica (Deployment and Service).
+
+    A shard (a policy with ``spec.edgeNodeSelector``) has its own, prefixed with its name: shards of one
+    namespace place the same models, and each object must be written by one policy only. A policy
+    without a selector keeps the unprefixed name it always had.
+    """
+    return object_name(policy["metadata"]["name"], "cloud", model) if is_shard(policy) else object_name("cloud", model)
+
+
 def build_cloud_deployment(
     policy: Mapping[str, Any],
     model: str,
@@ -434,7 +445,7 @@ def build_cloud_deployment(
 
     ``artifact`` and ``model_size_mib`` as for :func:`build_edge_deployment`. With ``tls_secret`` (a
     kubernetes.io/tls Secret of the policy's namespace) the replica serves HTTPS with it: the relay
-    crosses a WAN. Its certificate must name ``cloud-<model>.<namespace>.svc`` (e.g. ``*.<namespace>.svc``).
+    crosses a WAN. Its certificate must name ``<cloud_replica_name>.<namespace>.svc`` (e.g. ``*.<namespace>.svc``).
     ``mutual_tls`` (with ``tls_secret``): inference only for clients with a certificate of the Secret's CA.
     """
     policy_name = policy["metadata"]["name"]
@@ -456,7 +467,7 @@ def build_cloud_deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(policy, object_name("cloud", model), labels),
+        "metadata": _metadata(policy, cloud_replica_name(policy, model), labels),
         "spec": {
             "replicas": 1,
             "selector": {
@@ -531,7 +542,9 @@ def build_routing_table(
             for u in np.flatnonzero(scenario.camera_node == e)
         }
         edge_nodes[node] = EdgeNodeRoutes(models, cameras, node_names.get(node), uplink_bytes_per_second(scenario, e))
-    cloud = {model: service_url(object_name("cloud", model), namespace, cloud_tls) for model in scenario.model_names}
+    cloud = {
+        model: service_url(cloud_replica_name(policy, model), namespace, cloud_tls) for model in scenario.model_names
+    }
     return RoutingTable(generation, edge_nodes, cloud)
 
 

@@ -33,7 +33,7 @@ from edgeaigc.operator.reconcile import (
     plan_writes,
     routing_table_to_write,
 )
-from edgeaigc.operator.status import edge_node_status, model_status
+from edgeaigc.operator.status import OVERLAPPING_SHARDS, edge_node_status, model_status
 from edgeaigc.policy.actor_runner import ActorLoadError
 from edgeaigc.policy.base import PlacementPolicy
 from edgeaigc.policy.fleet import InvalidFleet, current_cache, scenario_from_resources, unattached_cameras
@@ -42,6 +42,14 @@ from edgeaigc.policy.observation import Observation
 from edgeaigc.policy.plan import plan_for
 from edgeaigc.policy.registry import LEARNED_POLICIES, PolicyUnavailable, make_policy
 from edgeaigc.policy.scenario import Scenario
+from edgeaigc.policy.shard import (
+    InvalidSelector,
+    is_shard,
+    older_overlaps,
+    overlap_message,
+    selected_nodes,
+    shard_cameras,
+)
 from edgeaigc.policy.system_model import Plan, evaluate_slot
 
 log = logging.getLogger(__name__)
@@ -244,11 +252,17 @@ def _statuses(decision: Decision, snapshot: Snapshot) -> None:
             cached_on.setdefault(model, []).append(node)
     # The pods' init containers say whether each model's artifact could be fetched.
     artifacts = artifact_conditions(snapshot.pods)
+    # Every shard places the same InferenceModels: a shard writes only its own entry of
+    # status.shards (a merge patch leaves the other shards' entries alone), never the fields a
+    # policy without a selector writes, which would flip between the shards' views every interval.
+    shard = snapshot.policy["metadata"]["name"] if is_shard(snapshot.policy) else None
     for resource in snapshot.models:
-        name = resource["metadata"]["name"]
-        status = model_status(cached_on.get(name, []), artifacts.get(name), resource.get("status"), snapshot.now)
-        if status_changes(status, resource.get("status")):
-            decision.model_status[name] = status
+        name, current = resource["metadata"]["name"], resource.get("status") or {}
+        if shard is not None:
+            current = (current.get("shards") or {}).get(shard) or {}
+        status = model_status(cached_on.get(name, []), artifacts.get(name), current, snapshot.now)
+        if status_changes(status, current):
+            decision.model_status[name] = status if shard is None else {"shards": {shard: status}}
 
 
 def decide(
@@ -262,12 +276,19 @@ def decide(
     policy, spec = snapshot.policy, snapshot.policy["spec"]
     decision = Decision(dry_run=spec["mode"] == "dry-run")
     try:
-        scenario = scenario_from_resources(policy, snapshot.edge_nodes, snapshot.models, snapshot.cameras)
-        decision.warnings += [
-            f"Camera {u} names no EdgeNode" for u in unattached_cameras(snapshot.edge_nodes, snapshot.cameras)
-        ]
+        # This policy's shard: the EdgeNodes its spec.edgeNodeSelector selects (all without one), their cameras.
+        selected = selected_nodes(policy, snapshot.edge_nodes)
+        edge_nodes = [n for n in snapshot.edge_nodes if n["metadata"]["name"] in selected]
+        cameras = shard_cameras(snapshot.edge_nodes, selected, snapshot.cameras)
+        scenario = scenario_from_resources(policy, edge_nodes, snapshot.models, cameras)
+        decision.warnings += [f"Camera {u} names no EdgeNode" for u in unattached_cameras(snapshot.edge_nodes, cameras)]
         cache = current_cache(scenario, [o for o in snapshot.owned if o["kind"] == "Deployment"])
         decision.placement = decision.previous_placement = placement_of(scenario, cache)
+        # An older policy selects some of these nodes: write nothing (its placement, and this
+        # policy's own, stay as they are) until the selectors are disjoint again.
+        overlaps = older_overlaps(policy, snapshot.policies, snapshot.edge_nodes)
+        if overlaps:
+            return degraded(decision, OVERLAPPING_SHARDS, overlap_message(overlaps)), None
         if isinstance(snapshot.samples, ObservationError):
             raise snapshot.samples
         observation = snapshot.samples.observation(scenario, cache, snapshot.now)
@@ -310,6 +331,8 @@ def decide(
         return degraded(decision, "PolicyUnavailable", str(error)), None
     except InvalidFleet as error:
         return degraded(decision, "InvalidFleet", str(error)), None
+    except InvalidSelector as error:
+        return degraded(decision, "InvalidSelector", f"spec.edgeNodeSelector: {error}"), None
     except Exception as error:  # an actor that fails at run time, a bug: report, never crash the loop
         log.exception("decision for %s/%s failed", policy["metadata"]["namespace"], policy["metadata"]["name"])
         return degraded(decision, "DecisionFailed", f"{type(error).__name__}: {error}"), None

@@ -438,6 +438,8 @@ class Snapshot:
     """The ONNX actor of ``spec.actor`` (None: the policy has none)."""
     samples: PrometheusSamples | ObservationError
     now: datetime.datetime
+    policies: list[Resource] = dataclasses.field(default_factory=list)
+    """Every PlacementPolicy of the namespace, this one included: the shards whose selectors may overlap its."""
 
 
 class ClusterReader:
@@ -514,6 +516,9 @@ def observe(cluster: ClusterReader, prometheus: PrometheusObserver, policy: Mapp
     edge_nodes = cluster.custom_objects(namespace, c.PLURAL_EDGE_NODES)
     models = cluster.custom_objects(namespace, c.PLURAL_MODELS)
     cameras = cluster.custom_objects(namespace, c.PLURAL_CAMERAS)
+    # The whole fleet is read; decide() keeps this policy's shard (spec.edgeNodeSelector) and
+    # checks the other policies' selectors for overlaps.
+    policies = cluster.custom_objects(namespace, c.PLURAL_POLICIES)
     owned, pods = cluster.owned(namespace, name), cluster.pods(namespace, name)
     allocatable, actor = cluster.allocatable(), cluster.actor(namespace, spec)
     # The queries after the lists, not beside them: overlapped in a thread, observe was no faster on
@@ -535,4 +540,5 @@ def observe(cluster: ClusterReader, prometheus: PrometheusObserver, policy: Mapp
         actor=actor,
         samples=samples,
         now=datetime.datetime.now(datetime.UTC),
+        policies=policies,
     )

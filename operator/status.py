@@ -8,6 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from edgeaigc.operator.artifacts import ArtifactCondition
 
+#: Degraded reason (and Ready=False reason) of a policy held because an older policy selects some of
+#: its EdgeNodes (:func:`edgeaigc.policy.shard.older_overlaps`).
+OVERLAPPING_SHARDS = "OverlappingShards"
+
 if TYPE_CHECKING:  # decide computes the EdgeNodes' and InferenceModels' status with this module
     from edgeaigc.operator.decide import Decision
     from edgeaigc.policy.guard import GuardStep
@@ -40,11 +44,17 @@ def policy_status(decision: Decision, previous: Mapping[str, Any], now: datetime
     """The PlacementPolicy's ``status``: conditions, placement, observed vs predicted figures.
 
     When degraded, Ready keeps its previous value (the last good placement is still serving)
-    and Degraded says why.
+    and Degraded says why; a policy held for overlapping an older shard is not Ready.
     """
     stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     conditions = list(previous.get("conditions") or [])
-    if decision.degraded_reason:
+    if decision.degraded_reason == OVERLAPPING_SHARDS:
+        # Held, not failing: the policy runs nothing of its own until the overlap is gone.
+        new = [
+            _condition("Ready", "False", OVERLAPPING_SHARDS, decision.message, stamp, conditions),
+            _condition("Degraded", "True", OVERLAPPING_SHARDS, decision.message, stamp, conditions),
+        ]
+    elif decision.degraded_reason:
         ready = next((c for c in conditions if c.get("type") == "Ready"), None)
         new = [
             _condition(
