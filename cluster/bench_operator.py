@@ -72,6 +72,7 @@ STEADY_FIGURES = (
     "observe_ms", "prometheus_ms", "decide_ms", "guard_ms", "plan_ms", "decision_ms", "counterfactual_ms",
     "reconcile_ms", "writes", "load1", "queries", "series",
     "decide_plan_ms", "status_writes", "moved", "moved_percent", "unexplained_writes", "operator_rss_mib",
+    "all_shards_ms",
 )  # fmt: skip
 FLEET_OBJECTS_PER_APPLY = 500
 #: The cluster's processes whose CPU and memory each interval reports (beside the operator and the twin).
@@ -202,8 +203,14 @@ def fleet(
     algorithm: str,
     guard: bool = True,
     switching_horizon_slots: float = 0.0,
+    shards: int = 1,
 ) -> list[dict[str, Any]]:
-    """The custom resources of a fleet of the given size, built from the traffic-city samples."""
+    """The custom resources of a fleet of the given size, built from the traffic-city samples.
+
+    With ``shards`` > 1 the EdgeNodes are labelled into that many contiguous groups of (about) equal
+    size (:data:`SHARD_LABEL`) and there is one PlacementPolicy per group (``bench-<k>``, selecting it);
+    else one PlacementPolicy ``bench`` without a selector. The policies come last.
+    """
     samples = [d for p in sorted(_repo_file("examples").glob("*.yaml")) for d in yaml.safe_load_all(p.read_text())]
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for document in samples:
@@ -221,7 +228,11 @@ def fleet(
             "spec": spec,
         }
 
-    documents += [resource("EdgeNode", f"pi-{i}", {**node_spec, "nodeName": f"pi-{i}"}) for i in range(edge_nodes)]
+    for i in range(edge_nodes):
+        node = resource("EdgeNode", f"pi-{i}", {**node_spec, "nodeName": f"pi-{i}"})
+        if shards > 1:
+            node["metadata"]["labels"] = {SHARD_LABEL: shard_name(i * shards // edge_nodes)}
+        documents.append(node)
     for k in range(models):
         base = base_models[k % len(base_models)]
         suffix = "" if k < len(base_models) else f"-v{k // len(base_models)}"
@@ -243,8 +254,21 @@ def fleet(
         spec["actor"] = {"configMapName": "bench-actor", "key": "actor.onnx"}
     else:
         spec.pop("actor", None)
-    documents.append(resource("PlacementPolicy", "bench", spec))
+    if shards == 1:
+        documents.append(resource("PlacementPolicy", "bench", spec))
+    for k in range(shards if shards > 1 else 0):
+        selector = {"matchLabels": {SHARD_LABEL: shard_name(k)}}
+        documents.append(resource("PlacementPolicy", shard_name(k), {**spec, "edgeNodeSelector": selector}))
     return documents
+
+
+#: The label that puts a benchmark EdgeNode into a shard (``--shards``).
+SHARD_LABEL = "edgeaigc.io/shard"
+
+
+def shard_name(k: int) -> str:
+    """Shard ``k``'s label value and PlacementPolicy name."""
+    return f"bench-{k}"
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -275,9 +299,12 @@ def run_mode(
         args.algorithm,
         args.guard == "on",
         args.switching_horizon,
+        args.shards,
     )
-    policy_doc = documents[-1]
-    policy_doc["spec"].update(intervalSeconds=int(args.interval), prometheusURL=state.prometheus_url)
+    policy_names = [d["metadata"]["name"] for d in documents if d["kind"] == "PlacementPolicy"]
+    for policy_doc in documents:
+        if policy_doc["kind"] == "PlacementPolicy":
+            policy_doc["spec"].update(intervalSeconds=int(args.interval), prometheusURL=state.prometheus_url)
     kubectl(state.kubeconfig, "create", "namespace", namespace)
     actor, _ = shipped_actor("traffic-city", "td3")
     kubectl(state.kubeconfig, "create", "configmap", "bench-actor", "-n", namespace, f"--from-file=actor.onnx={actor}")
@@ -285,10 +312,14 @@ def run_mode(
     for start in range(0, len(documents), FLEET_OBJECTS_PER_APPLY):
         batch = documents[start : start + FLEET_OBJECTS_PER_APPLY]
         kubectl(state.kubeconfig, "apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(batch))
-    twin = spawn_twin(
-        namespace, state.directory, logs / f"twin-{mode}.log", state.kubeconfig,
-        seed=args.seed, tick_seconds=args.tick, extra=["--log-level", "WARNING"],
-    )  # fmt: skip
+    # One twin per policy: each plays the gateways of its shard once.
+    twins = [
+        spawn_twin(
+            namespace, state.directory, logs / f"twin-{mode}-{name}.log", state.kubeconfig,
+            seed=args.seed, tick_seconds=args.tick, extra=["--log-level", "WARNING", "--policy", name],
+        )
+        for name in policy_names
+    ]  # fmt: skip
     api = config.new_client_from_config(config_file=str(state.kubeconfig))
     observers: list[PrometheusObserver] = []
 
@@ -297,12 +328,19 @@ def run_mode(
         observers.append(PrometheusObserver(url, selector))
         return observers[-1]
 
-    loop = DecisionLoop(api, write_policy=EAGER if mode == "eager" else DEFAULT_WRITES, observer_factory=observer)
+    # A loop per policy, as the operator runs a daemon per PlacementPolicy (each keeps its policy's state).
+    loops = {
+        name: DecisionLoop(api, write_policy=EAGER if mode == "eager" else DEFAULT_WRITES, observer_factory=observer)
+        for name in policy_names
+    }
     rows: list[dict[str, Any]] = []
     # The operator's loop runs in this process (its RSS includes the bench's own few MiB); the control
     # plane's and Prometheus's processes are the cluster's.
     watched = {name: pid for name, pid in state.pids.items() if name in USAGE_COMPONENTS}
-    usage = ProcessUsage({"operator": os.getpid(), **watched, "twin": twin.pid})
+    twin_pids = {
+        "twin" if len(twins) == 1 else f"twin-{name}": t.pid for name, t in zip(policy_names, twins, strict=True)
+    }
+    usage = ProcessUsage({"operator": os.getpid(), **watched, **twin_pids})
     try:
         # Wait until Prometheus has scraped the twin over a whole decision interval.
         deadline = time.monotonic() + 120 + 3 * args.interval
@@ -310,12 +348,13 @@ def run_mode(
         while time.monotonic() < deadline and not query(str(state.prometheus_url), count_query):
             time.sleep(1)
         time.sleep(args.interval)
-        for interval in range(args.intervals + 1):
-            started = time.monotonic()
-            raw = json.loads(kubectl(state.kubeconfig, "get", "pp", "bench", "-n", namespace, "-o", "json"))
+        for interval, shard in ((i, name) for i in range(args.intervals + 1) for name in policy_names):
+            if shard == policy_names[0]:
+                started = time.monotonic()
+            raw = json.loads(kubectl(state.kubeconfig, "get", "pp", shard, "-n", namespace, "-o", "json"))
             policy = {"metadata": raw["metadata"], "spec": raw["spec"], "status": raw.get("status") or {}}
             observers.clear()
-            decision = loop.run_once(policy)
+            decision = loops[shard].run_once(policy)
             # The status the operator's handler writes after each decision: real writes, counted.
             status_started = time.monotonic()
             write_results(api, policy, decision)
@@ -328,6 +367,7 @@ def run_mode(
             moved, moved_percent = moves(decision)
             row: dict[str, Any] = {
                 "interval": interval,
+                "shard": shard,
                 "degraded": decision.degraded_reason,
                 "observe_ms": 1000 * decision.observe_seconds,
                 "decide_ms": 1000 * decision.decide_seconds,
@@ -357,8 +397,9 @@ def run_mode(
             processes = usage.sample()
             row["usage"], row["operator_rss_mib"] = processes, processes["operator"]["rss_mib"]
             rows.append(row)
+            shard_label = "" if len(policy_names) == 1 else f" {shard}"
             print(
-                f"  {mode:8s} interval {interval}: decision {row['decision_ms']:6.0f} ms (observe "
+                f"  {mode:8s} interval {interval}{shard_label}: decision {row['decision_ms']:6.0f} ms (observe "
                 f"{row['observe_ms']:.0f}, decide {row['decide_ms']:.0f} of which guard {row['guard_ms']:.0f}, "
                 f"plan {row['plan_ms']:.0f}), guard counterfactuals after it {row['counterfactual_ms']:.0f} ms, "
                 "reconcile "
@@ -371,11 +412,18 @@ def run_mode(
                 + f"\n      {usage_line(processes)}",
                 flush=True,
             )  # fmt: skip
-            time.sleep(max(0.0, args.interval - (time.monotonic() - started)))
+            if shard == policy_names[-1]:
+                # Every shard's decision and reconcile of this interval, one after the other: the work of
+                # one operator process for the whole fleet (its daemons share the process and the cores).
+                this = [r for r in rows if r["interval"] == interval]
+                for r in this:
+                    r["all_shards_ms"] = sum(x["decision_ms"] + x["reconcile_ms"] for x in this)
+                time.sleep(max(0.0, args.interval - (time.monotonic() - started)))
     finally:
-        stop(twin)
+        for twin in twins:
+            stop(twin)
         kubectl(state.kubeconfig, "delete", "namespace", namespace, "--wait=false")
-    steady = [r for r in rows[args.warmup :] if not r["degraded"]]
+    steady = [r for r in rows if r["interval"] >= args.warmup and not r["degraded"]]
     return {
         "mode": mode,
         "intervals": rows,
@@ -386,6 +434,7 @@ def run_mode(
         },
         "degraded_intervals": sum(1 for r in rows if r["degraded"]),
         "usage_steady": usage_summary([r["usage"] for r in steady]),
+        "shards": len(policy_names),
     }
 
 
@@ -435,6 +484,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the policy's spec.switchingHorizonSlots: a model moves only when its predicted gain over SLOTS "
         "planning slots exceeds its switching cost; 0 applies the policy's placement as it is (default: 10)",
     )
+    parser.add_argument(
+        "--shards",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N PlacementPolicies over N equal groups of the edge nodes (spec.edgeNodeSelector), each decided by its "
+        "own loop and played by its own twin; per-shard figures, and all_shards_ms: every shard's decision and "
+        "reconcile of one interval together (default: 1, one policy without a selector)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="twin seed, the same for both modes (default: 0)")
     parser.add_argument("--modes", default="eager,in-place", help="comma-separated: eager, in-place (default: both)")
     parser.add_argument("--output", type=Path, default=None, help="write the figures as JSON here")
@@ -451,6 +509,9 @@ def run(args: argparse.Namespace) -> int:  # pragma: no cover - needs a cluster
     if args.edge_nodes < 1 or args.models < 1 or args.cameras < 1 or args.intervals < 1:
         print("--edge-nodes, --models, --cameras and --intervals must be >= 1", file=sys.stderr)
         return 2
+    if not 1 <= args.shards <= args.edge_nodes:
+        print("--shards must be between 1 and --edge-nodes (a shard needs an edge node)", file=sys.stderr)
+        return 2
     if args.switching_horizon < 0:
         print("--switching-horizon must be >= 0", file=sys.stderr)
         return 2
@@ -463,7 +524,7 @@ def run(args: argparse.Namespace) -> int:  # pragma: no cover - needs a cluster
         return 2
     # SIGTERM unwinds like Ctrl-C, so the twin and the cluster are stopped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    name = f"bench-operator-{args.edge_nodes}x{args.models}"
+    name = f"bench-operator-{args.edge_nodes}x{args.models}" + (f"-{args.shards}shards" if args.shards > 1 else "")
     work = Path(tempfile.mkdtemp(prefix="edgeaigc-bench-operator-"))
     nodes = work / "nodes.yaml"
     nodes.write_text(yaml.safe_dump(nodes_file(args.edge_nodes, args.models)))
@@ -481,10 +542,13 @@ def run(args: argparse.Namespace) -> int:  # pragma: no cover - needs a cluster
         "guard": args.guard,
         "switching_horizon_slots": args.switching_horizon,
         "warmup_intervals": args.warmup,
+        "shards": args.shards,
         "modes": [],
     }
     print(
-        f"{args.edge_nodes} edge nodes x {args.models} models x {args.cameras} cameras, {args.algorithm}, "
+        f"{args.edge_nodes} edge nodes x {args.models} models x {args.cameras} cameras"
+        + (f" in {args.shards} shards" if args.shards > 1 else "")
+        + f", {args.algorithm}, "
         f"a decision every {args.interval:g} s, scrape every {args.scrape_interval:g} s (logs in {work})"
     )
     for mode in modes:
@@ -521,6 +585,7 @@ def run(args: argparse.Namespace) -> int:  # pragma: no cover - needs a cluster
             ("decision_ms", "decision ms"),
             ("decide_plan_ms", "decide+plan ms"),
             ("reconcile_ms", "reconcile ms"),
+            ("all_shards_ms", "all shards ms"),
             ("writes", "API writes"),
             ("status_writes", "status writes"),
             ("moved", "moved"),

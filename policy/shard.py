@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 Resource = Mapping[str, Any]
+Camera = TypeVar("Camera", bound=Mapping[str, Any])
 
 #: The operators of a selector's ``matchExpressions`` (as in metav1.LabelSelectorRequirement).
 SET_OPERATORS = ("In", "NotIn")
@@ -81,9 +82,7 @@ def selected_nodes(policy: Resource, edge_nodes: Sequence[Resource]) -> list[str
     return sorted(_name(n) for n in edge_nodes if selector_matches(selector, n["metadata"].get("labels")))
 
 
-def shard_cameras(
-    edge_nodes: Sequence[Resource], selected: Sequence[str], cameras: Sequence[Resource]
-) -> list[Resource]:
+def shard_cameras(edge_nodes: Sequence[Resource], selected: Sequence[str], cameras: Sequence[Camera]) -> list[Camera]:
     """The cameras of the shard: those attached to a selected EdgeNode, and those naming no EdgeNode
     at all (every shard reports them as unattached; they are placed nowhere)."""
     known, chosen = {_name(n) for n in edge_nodes}, set(selected)

@@ -13,7 +13,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from edgeaigc.cluster.local import DEFAULT_NAME, ClusterState, _alive, cluster_dir
-from edgeaigc.policy import resources
+from edgeaigc.policy import resources, shard
 
 #: An object as the API server returns it.
 Resource = dict[str, Any]
@@ -84,11 +84,15 @@ class KubernetesSource:
             names = sorted(p["metadata"]["name"] for p in policies)
             wanted = f"PlacementPolicy {policy!r}" if policy else "exactly one PlacementPolicy (or --policy)"
             raise FleetUnavailable(f"namespace {namespace!r} needs {wanted}; it has {names or 'none'}")
+        # The policy's shard only (spec.edgeNodeSelector), as the operator sees it: one twin per shard
+        # plays each gateway once.
+        edge_nodes = self._items(namespace, resources.PLURAL_EDGE_NODES)
+        selected = shard.selected_nodes(chosen[0], edge_nodes)
         return Fleet(
             chosen[0],
-            self._items(namespace, resources.PLURAL_EDGE_NODES),
+            [n for n in edge_nodes if n["metadata"]["name"] in selected],
             self._items(namespace, resources.PLURAL_MODELS),
-            self._items(namespace, resources.PLURAL_CAMERAS),
+            shard.shard_cameras(edge_nodes, selected, self._items(namespace, resources.PLURAL_CAMERAS)),
         )
 
     def edge_deployments(self, namespace: str, policy: str) -> list[Resource]:

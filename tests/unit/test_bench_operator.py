@@ -6,8 +6,18 @@ import subprocess
 import sys
 import time
 
-from edgeaigc.cluster.bench_operator import TARGETS, ProcessUsage, Target, check_targets, moves, usage_summary
+from edgeaigc.cluster.bench_operator import (
+    TARGETS,
+    ProcessUsage,
+    Target,
+    check_targets,
+    fleet,
+    moves,
+    shard_name,
+    usage_summary,
+)
 from edgeaigc.operator.decide import Decision
+from edgeaigc.policy.shard import older_overlaps, selected_nodes
 
 
 def test_moves_count_new_and_evicted_placements_against_those_found() -> None:
@@ -64,7 +74,7 @@ def test_process_usage_reports_a_real_process_cpu_and_memory_and_none_once_it_is
 
 
 def test_usage_summary_takes_p50_and_max_over_the_samples_that_have_a_figure() -> None:
-    samples = [
+    samples: list[dict[str, dict[str, float | None]]] = [
         {"etcd": {"cpu_percent": 10.0, "rss_mib": 100.0}},
         {"etcd": {"cpu_percent": 30.0, "rss_mib": None}},
         {"etcd": {"cpu_percent": 20.0, "rss_mib": 120.0}},
@@ -72,3 +82,17 @@ def test_usage_summary_takes_p50_and_max_over_the_samples_that_have_a_figure() -
     summary = usage_summary(samples)
     assert summary["etcd"]["cpu_percent"] == {"p50": 20.0, "max": 30.0}
     assert summary["etcd"]["rss_mib"] == {"p50": 110.0, "max": 120.0}
+
+
+def test_shards_split_the_nodes_into_disjoint_equal_groups_with_a_policy_each() -> None:
+    documents = fleet("bench", edge_nodes=10, models=3, cameras=20, algorithm="lru", shards=4)
+    nodes = [d for d in documents if d["kind"] == "EdgeNode"]
+    policies = [d for d in documents if d["kind"] == "PlacementPolicy"]
+    assert [p["metadata"]["name"] for p in policies] == [shard_name(k) for k in range(4)]
+    groups = {p["metadata"]["name"]: selected_nodes(p, nodes) for p in policies}
+    assert sorted(n for group in groups.values() for n in group) == sorted(n["metadata"]["name"] for n in nodes)
+    assert all(len(group) in (2, 3) for group in groups.values())
+    assert all(not older_overlaps(p, policies, nodes) for p in policies)
+    # One shard: one policy without a selector, as before.
+    (single,) = [d for d in fleet("bench", 10, 3, 20, "lru") if d["kind"] == "PlacementPolicy"]
+    assert "edgeNodeSelector" not in single["spec"] and single["metadata"]["name"] == "bench"
