@@ -56,13 +56,18 @@ class WriteRecorder:
         self._lock = threading.Lock()
 
     def _watch(self, kind: str, stream: Callable[[], Iterator[dict[str, Any]]]) -> None:
+        # Each watch ends after a few seconds and is opened again (listing everything anew), so a stop is
+        # noticed soon; a failed watch is retried (the versions written meanwhile are listed then).
         while not self._stopping.is_set():
-            for event in stream():
-                raw = event["raw_object"]
-                with self._lock:
-                    self.versions.append((kind, raw["metadata"]["name"], event["type"], raw))
-                if self._stopping.is_set():
-                    break
+            try:
+                for event in stream():
+                    raw = event["raw_object"]
+                    with self._lock:
+                        self.versions.append((kind, raw["metadata"]["name"], event["type"], raw))
+                    if self._stopping.is_set():
+                        break
+            except Exception:  # the API server going away at the end, a timeout under load
+                self._stopping.wait(1.0)
 
     def start(self) -> None:
         from kubernetes import watch
@@ -131,23 +136,24 @@ def shards(
             document["metadata"]["labels"] = {SHARD_LABEL: shard}
     recorder = WriteRecorder(config.new_client_from_config(config_file=str(cluster.kubeconfig)))
     recorder.start()
-    kubectl.run("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(documents))
-    kubectl.run("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all([_policy(cluster, s) for s in SHARDS]))
-    twins = [
-        spawn_twin(
-            NAMESPACE, cluster.directory, logs / f"twin-{s}.log", cluster.kubeconfig, seed=0, extra=["--policy", s]
-        )
-        for s in SHARDS
-    ]
-    operator = spawn_operator(NAMESPACE, logs / "operator.log", cluster.kubeconfig)
+    processes = []
     try:
+        kubectl.run("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(documents))
+        policies = [_policy(cluster, s) for s in SHARDS]
+        kubectl.run("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(policies))
+        for s in SHARDS:
+            log = logs / f"twin-{s}.log"
+            processes.append(
+                spawn_twin(NAMESPACE, cluster.directory, log, cluster.kubeconfig, seed=0, extra=["--policy", s])
+            )
+        processes.append(spawn_operator(NAMESPACE, logs / "operator.log", cluster.kubeconfig))
         yield recorder
     finally:
-        stop(operator)
-        for twin in twins:
-            stop(twin)
+        for process in reversed(processes):
+            stop(process)
         recorder.stop()
-        print((logs / "operator.log").read_text()[-4000:])
+        if (logs / "operator.log").exists():
+            print((logs / "operator.log").read_text()[-4000:])
 
 
 def _policy(cluster: ClusterState, name: str, selector: dict[str, Any] | None = None) -> dict[str, Any]:
