@@ -169,9 +169,10 @@ def moves(decision: Decision) -> tuple[int, float]:
     return moved, 100.0 * moved / before if before else 0.0
 
 
-def nodes_file(edge_nodes: int, models: int) -> dict[str, Any]:
-    """kwok nodes: ``edge_nodes`` Pi-like nodes and one cloud node large enough for every cloud replica."""
-    cloud_cores = max(32, 2 * models)
+def nodes_file(edge_nodes: int, models: int, shards: int = 1) -> dict[str, Any]:
+    """kwok nodes: ``edge_nodes`` Pi-like nodes and one cloud node large enough for every cloud replica
+    (each shard has its own, one per model)."""
+    cloud_cores = max(32, 2 * models * shards)
     return {
         "nodes": [
             {
@@ -527,7 +528,7 @@ def run(args: argparse.Namespace) -> int:  # pragma: no cover - needs a cluster
     name = f"bench-operator-{args.edge_nodes}x{args.models}" + (f"-{args.shards}shards" if args.shards > 1 else "")
     work = Path(tempfile.mkdtemp(prefix="edgeaigc-bench-operator-"))
     nodes = work / "nodes.yaml"
-    nodes.write_text(yaml.safe_dump(nodes_file(args.edge_nodes, args.models)))
+    nodes.write_text(yaml.safe_dump(nodes_file(args.edge_nodes, args.models, args.shards)))
 
     def progress(message: str) -> None:
         print(f"[cluster] {message}", file=sys.stderr, flush=True)
