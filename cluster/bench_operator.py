@@ -63,6 +63,9 @@ how to reproduce (2 cores; each run starts and stops its own clusters, `edgeaigc
   # issue 15's targets (steady demand: one twin slot per decision; caches filled before measuring):
   edgeaigc bench-operator --edge-nodes 100 --models 20 --cameras 400 --interval 30 --tick 30 \\
       --scrape-interval 10 --modes in-place --intervals 8 --warmup 4 --check
+  # the same nodes as 4 PlacementPolicies of 25 (README, "Sharding a large fleet"):
+  edgeaigc bench-operator --edge-nodes 100 --models 20 --cameras 400 --interval 30 --tick 30 \\
+      --scrape-interval 10 --modes in-place --intervals 7 --warmup 3 --shards 4
 The figures depend on the machine's load: each row carries the 1-minute load average.
 EDGEAIGC_APISERVER_VERBOSITY=3 makes the API server log every request with its status code
 (logs under ~/.cache/edgeaigc/clusters/bench-operator-*/logs, kept with --keep-cluster)."""
