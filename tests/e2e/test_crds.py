@@ -84,6 +84,16 @@ def _object(kind: str, spec: dict) -> dict:
             {"algorithm": "lru", "prometheusSelector": 'namespace="a"}[5m]) or vector(1'},
             "spec.prometheusSelector must be PromQL label matchers",
         ),
+        (
+            "PlacementPolicy",
+            {"algorithm": "lru", "edgeNodeSelector": {"matchExpressions": [{"key": "site", "operator": "In"}]}},
+            "In and NotIn need values; Exists and DoesNotExist take none",
+        ),
+        (
+            "PlacementPolicy",
+            {"algorithm": "lru", "edgeNodeSelector": {"matchExpressions": [{"key": "site", "operator": "Near"}]}},
+            'Unsupported value: "Near"',
+        ),
     ],
 )
 def test_bad_objects_are_rejected_naming_the_field(crds: Kubectl, kind: str, spec: dict, message: str) -> None:
