@@ -158,10 +158,14 @@ class DemandGenerator:
             )
             self._trace = resample_counts(times, counts, scenario.slot_seconds)
 
-    def episode(self, rng: np.random.Generator, num_slots: int | None = None) -> EpisodeTrace:
+    def episode(
+        self, rng: np.random.Generator, num_slots: int | None = None, start_hour: float | None = None
+    ) -> EpisodeTrace:
+        """A trace of ``num_slots`` slots (default: the scenario's episode) starting at ``start_hour`` (default:
+        drawn uniformly; a recorded count trace starts where it likes)."""
         scenario = self.scenario
         T = (num_slots or scenario.episode_slots) + 1
-        hours, activity = self._activity(rng, T)
+        hours, activity = self._activity(rng, T, start_hour)
         variant_weight = self._variant_weights(rng, hours)  # [T, U, M]
         active = self._active_variants(rng, variant_weight)  # [T, U, M] one-hot per stage
         per_frame = scenario.stage_requests_per_frame[scenario.model_stage]  # [M]
@@ -175,7 +179,9 @@ class DemandGenerator:
             hour_of_day=hours,
         )
 
-    def _activity(self, rng: np.random.Generator, T: int) -> tuple[np.ndarray, np.ndarray]:
+    def _activity(
+        self, rng: np.random.Generator, T: int, start_hour: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Hour of day per slot and activity (frame-rate multiplier) per slot and camera."""
         scenario, config = self.scenario, self.scenario.demand
         U = scenario.num_cameras
@@ -191,7 +197,8 @@ class DemandGenerator:
             )
             columns = np.arange(U) % trace_activity.shape[1]
             return hours, trace_activity[index][:, columns]
-        start_hour = rng.uniform(0, 24)
+        if start_hour is None:
+            start_hour = rng.uniform(0, 24)
         hours = (start_hour + np.arange(T) * scenario.slot_seconds / 3600.0) % 24
         profile = np.array(config.daily_profile)
         # Linear interpolation between hourly values, wrapping at midnight.

@@ -47,7 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the demand trace and request counts (default: 0)")
     parser.add_argument(
-        "--trace-slots", type=int, default=None, help="slots per demand trace (default: one simulated day)"
+        "--trace-slots",
+        type=int,
+        default=None,
+        help="slots per demand trace (default: one simulated day, fewer for a fleet whose day's trace would "
+        "take over 512 MiB)",
     )
     parser.add_argument(
         "--demand-from",

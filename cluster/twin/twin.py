@@ -28,6 +28,26 @@ log = logging.getLogger("edgeaigc.twin")
 DEFAULT_TICK_SECONDS = 5.0
 
 
+#: Memory a drawn demand trace may take. A day of 60-s slots for 4000 cameras x 50 models is 1441 x
+#: 200 000 values per array, and drawing it holds about eight such arrays (12 GiB): the twin of
+#: bench-operator's 1000-node fleet took half the machine before it served a slot.
+TRACE_MEMORY_BYTES = 512 * 2**20
+#: float64 arrays of [slots, cameras, models] alive at once while a trace is drawn (weights,
+#: one-hot variants, rates, counts and their temporaries).
+TRACE_ARRAYS = 8
+
+
+def trace_slots_within(cameras: int, models: int, slot_seconds: float, memory_bytes: int = TRACE_MEMORY_BYTES) -> int:
+    """Slots per drawn trace: a simulated day, or fewer when a day's trace would not fit ``memory_bytes``.
+
+    Shorter traces follow one another on the same simulated clock (see ``Twin._new_trace``); each
+    draws its model popularity afresh, so a large fleet's demand shifts at each new trace.
+    """
+    day = math.ceil(86400 / slot_seconds)
+    per_slot = cameras * models * 8 * TRACE_ARRAYS
+    return max(1, min(day, memory_bytes // max(per_slot, 1)))
+
+
 class Twin:
     """Plays the gateways of one PlacementPolicy's fleet, one slot per :meth:`step`.
 
@@ -37,7 +57,8 @@ class Twin:
         policy: the PlacementPolicy's name (None: the namespace's only one).
         seed: seeds the demand trace and the request counts.
         tick_seconds: real seconds per tick (requests per tick = rate x tick_seconds).
-        trace_slots: slots per drawn trace (None: one simulated day); another is drawn after it.
+        trace_slots: slots per drawn trace (None: one simulated day, or fewer for a fleet whose day would
+            not fit :data:`TRACE_MEMORY_BYTES`); another is drawn after it, on the same clock.
         demand: demand settings replacing the fleet's defaults (e.g. a bundled scenario's).
         history: how many :class:`ServedSlot` records to keep in :attr:`history` (oldest dropped).
     """
@@ -139,8 +160,12 @@ class Twin:
 
     def _new_trace(self) -> None:
         assert self.scenario is not None
-        slots = self.trace_slots or math.ceil(86400 / self.scenario.slot_seconds)
-        self.trace = DemandGenerator(self.scenario).episode(self.rng, num_slots=slots)
+        scenario = self.scenario
+        slots = self.trace_slots or trace_slots_within(scenario.num_cameras, scenario.num_models, scenario.slot_seconds)
+        # A trace after the first carries on the simulated clock where the last one ended (its slot 0,
+        # the warm-up slot that is never served, at the hour of the last slot served).
+        start_hour = None if self.trace is None else float(self.trace.hour_of_day[-1])
+        self.trace = DemandGenerator(scenario).episode(self.rng, num_slots=slots, start_hour=start_hour)
         self.trace_slot = 0
 
     def step(self) -> ServedSlot | None:

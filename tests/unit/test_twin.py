@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from edgeaigc.cluster.twin.fleet_source import Fleet, FleetUnavailable
 from edgeaigc.cluster.twin.placement import bandwidth_shares, compute_shares, cpu_limit_cores, plan_for
 from edgeaigc.cluster.twin.slots import response_seconds, serve_slot
-from edgeaigc.cluster.twin.twin import Twin
+from edgeaigc.cluster.twin.twin import Twin, trace_slots_within
 from edgeaigc.inference.gateway.routing_table import EdgeNodeRoutes, RoutingTable
 from edgeaigc.inference.metrics_contract import REQUEST_LATENCY_BUCKETS
 from edgeaigc.operator import builders
@@ -349,3 +349,18 @@ def test_the_twins_fast_exposition_is_the_client_librarys_text_format() -> None:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(twin.metrics)
     assert twin.metrics.exposition() == generate_latest(registry)
+
+
+def test_a_large_fleets_trace_is_cut_to_the_memory_budget() -> None:
+    # 4000 cameras x 50 models: a day of 60-s slots would take ~12 GiB to draw; 512 MiB holds 41 slots.
+    assert trace_slots_within(4000, 50, 60.0) == 41
+    assert trace_slots_within(40, 12, 60.0) == 1440  # a small fleet still gets its day
+    assert trace_slots_within(10**6, 10**3, 60.0) == 1  # never none
+
+
+def test_traces_follow_one_another_on_the_same_simulated_clock() -> None:
+    twin = Twin(FakeSource(), "traffic-city", seed=4, tick_seconds=1.0, trace_slots=5)
+    hours = [s.hour_of_day for s in (twin.step() for _ in range(12)) if s is not None]
+    steps = np.diff(hours) % 24
+    assert len(hours) == 12
+    assert np.allclose(steps, 60 / 3600), hours  # one 60-s slot a step, across the traces' joins
