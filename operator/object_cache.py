@@ -227,6 +227,9 @@ class ObjectCache:
                 log.info("cache of %s: 410 Gone; listing again", self.watched)
                 self._unsync()
                 return
+            if self._stopped.is_set():  # stop() came before this watch was open: it could not shut it down
+                self._response.close()
+                return
             try:
                 for line in iter_resp_lines(self._response):
                     if line and not self._apply(json.loads(line)):

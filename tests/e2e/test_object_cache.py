@@ -1,35 +1,39 @@
 """The operator's watch-based object cache on the real local API server.
 
 The cache must follow creates, updates and deletes as the API server reports them, keep out what its
-selector excludes, recover when its watch breaks (a resourceVersion too old for the API server: a
-real 410 Gone, then a relist that also drops what was deleted meanwhile), and never hand out its
-objects while it is not synced: the decision's reader lists instead.
+selector excludes, recover when its watch breaks (a cut connection, then a relist that also drops what
+was deleted meanwhile; 410 Gone), and never hand out its objects while it is not synced: the
+decision's reader lists instead.
 """
 
 from __future__ import annotations
 
-import threading
+import socket
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 
 from edgeaigc.cluster.local import ClusterState
 from edgeaigc.operator import constants as c
-from edgeaigc.operator.object_cache import ObjectCache, ObjectCaches, Watched
+from edgeaigc.operator.object_cache import Backoff, ObjectCache, ObjectCaches, Watched
 from edgeaigc.operator.observe import ClusterReader
-from tests.e2e.conftest import wait_for
+from tests.e2e.conftest import REPO, Kubectl, wait_for
 
 NAMESPACE = "object-cache"
 MANAGED = {c.LABEL_MANAGED_BY: c.MANAGED_BY}
 
 
 @pytest.fixture(scope="module")
-def api(cluster: ClusterState) -> Iterator[client.ApiClient]:
+def api(cluster: ClusterState, kubectl: Kubectl) -> Iterator[client.ApiClient]:
     api_client = config.new_client_from_config(config_file=str(cluster.kubeconfig))
     core = client.CoreV1Api(api_client)
+    # The fleet's CRDs, so that the caches of EdgeNodes, InferenceModels and Cameras list them too.
+    kubectl.run("apply", "--server-side", "-f", str(REPO / "crds"))
+    kubectl.run("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
     core.create_namespace({"metadata": {"name": NAMESPACE}})
     try:
         yield api_client
@@ -84,42 +88,47 @@ def test_the_cache_follows_creates_updates_and_deletes(api: client.ApiClient) ->
 
 
 def test_a_broken_watch_is_relisted_and_nothing_is_served_until_then(api: client.ApiClient) -> None:
-    """The watch resumes from a resourceVersion the API server no longer has (410 Gone, as after a long
-    disconnection); meanwhile an object was created and another deleted. The cache must relist, serve
-    nothing between the break and the relist, and end with the API server's state."""
+    """The watch's connection is cut, and while no watch is open an object is created and another
+    deleted: the cache must serve nothing until it has listed again, then hold the API server's state.
+    Then the API server answers a watch with 410 Gone (the version left its watch cache, as after a
+    long disconnection; injected here, a young cluster's watch cache still holds every version): the
+    cache must list again at once."""
     core = client.CoreV1Api(api)
     _config_map(core, "stays", "1", MANAGED)
     _config_map(core, "goes", "1", MANAGED)
-    calls = {"watch": 0, "list": 0}
-    served_during_relist: list[Any] = []
-    relisted = threading.Event()
+    watches: list[Any] = []
+    lists: list[Any] = []  # what the cache served when each list began
     cache: ObjectCache
 
     def listing(**keywords: Any) -> Any:
         if keywords.get("watch"):
-            calls["watch"] += 1
-            if calls["watch"] == 1:
-                # Changes the first watch will not see, and a resourceVersion too old to resume from.
-                _config_map(core, "new", "1", MANAGED)
-                core.delete_namespaced_config_map("goes", NAMESPACE)
-                keywords["resource_version"] = "1"
-        else:
-            calls["list"] += 1
-            if calls["list"] == 2:  # the relist after 410 Gone: the cache must not serve meanwhile
-                served_during_relist.append(cache.items())
-                relisted.set()
+            if len(watches) == 1 and len(lists) == 2:
+                watches.append("410")
+                raise ApiException(status=410, reason="Gone")
+            response = core.list_namespaced_config_map(NAMESPACE, **keywords)
+            watches.append(response)
+            return response
+        lists.append(cache.items())
+        if len(lists) == 2:  # the relist after the cut: changes no watch saw
+            _config_map(core, "new", "1", MANAGED)
+            core.delete_namespaced_config_map("goes", NAMESPACE)
         return core.list_namespaced_config_map(NAMESPACE, **keywords)
 
     cache = _config_maps(api, listing)
+    cache.backoff = Backoff(base_s=0.1)
     cache.start()
     try:
-        assert relisted.wait(30), f"no relist after the watch broke (calls: {calls})"
-        assert served_during_relist == [None], "served objects while not synced"
+        wait_for(lambda: _values(cache) == {"stays": "1", "goes": "1"} and watches, 30, "the list and the watch")
+        watches[0].connection.sock.shutdown(socket.SHUT_RDWR)  # the connection breaks
+        wait_for(lambda: len(lists) >= 2, 30, "a relist after the break")
+        assert lists[1] is None, "served objects while not synced"
         wait_for(lambda: _values(cache) == {"stays": "1", "new": "1"}, 30, "the relist's state")
-        assert cache.lists == 2
-        # And it follows the new watch.
+        # The next watch is answered with 410 Gone: listed again, then followed.
+        wait_for(lambda: len(lists) >= 3, 30, "a relist after 410 Gone")
+        assert lists[2] is None and watches[1] == "410"
         core.patch_namespaced_config_map("stays", NAMESPACE, {"data": {"value": "2"}})
-        wait_for(lambda: _values(cache) == {"stays": "2", "new": "1"}, 10, "an update after the relist")
+        wait_for(lambda: _values(cache) == {"stays": "2", "new": "1"}, 10, "an update after the relists")
+        assert cache.lists == 3
     finally:
         cache.stop()
         assert cache.join(10)
@@ -185,5 +194,6 @@ def test_caches_stop_with_their_last_holder(api: client.ApiClient) -> None:
     assert first["Pod"].items(wait_s=30) is not None, "still held once"
     caches.release(NAMESPACE)
     deadline = time.monotonic() + 10
-    assert all(cache.join(max(0.0, deadline - time.monotonic())) for cache in first.values())
+    running = [name for name, cache in first.items() if not cache.join(max(0.0, deadline - time.monotonic()))]
+    assert not running, f"still running: {running}"
     assert all(cache.items() is None for cache in first.values())
