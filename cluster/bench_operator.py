@@ -338,6 +338,7 @@ def run_mode(
                 "decide_plan_ms": 1000 * (decision.decide_seconds + decision.plan_seconds),
                 "decision_ms": 1000 * decision.decision_seconds,
                 "reconcile_ms": 1000 * decision.reconcile_seconds,
+                "reconcile_steps_ms": {step: round(1000 * t) for step, t in decision.written.step_seconds.items()},
                 "writes": written.total,
                 "apply": written.apply,
                 "resize": written.resize,
@@ -363,7 +364,8 @@ def run_mode(
                 f"{row['observe_ms']:.0f}, decide {row['decide_ms']:.0f} of which guard {row['guard_ms']:.0f}, "
                 f"plan {row['plan_ms']:.0f}), guard counterfactuals after it {row['counterfactual_ms']:.0f} ms, "
                 "reconcile "
-                f"{row['reconcile_ms']:6.0f} ms, {row['writes']:4d} writes ({row['apply']} apply, {row['resize']} "
+                f"{row['reconcile_ms']:6.0f} ms {row['reconcile_steps_ms']}, "
+                f"{row['writes']:4d} writes ({row['apply']} apply, {row['resize']} "
                 f"resize, {row['delete']} delete, {row['fallback']} fallback) + {row['status_writes']} status, "
                 f"{row['moved']} moved ({row['moved_percent']:.1f} %), {row['cached']} cached, "
                 f"load {row['load1']:.1f}, twin scrape {row['scrape_s'] or 0:.2f} s, "
