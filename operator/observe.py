@@ -502,7 +502,7 @@ class ClusterReader:
     def close(self) -> None:
         """Release the caches this reader used (they stop when no reader holds them)."""
         if self.caches is not None:
-            for namespace in self._held:
+            for namespace in list(self._held):
                 self.caches.release(namespace)
         self._held.clear()
 
