@@ -126,6 +126,7 @@ class ObjectCache:
         self._stopped = threading.Event()
         self._response: Any = None
         self._thread: threading.Thread | None = None
+        self._failures = 0
 
     def start(self) -> None:
         """List and follow the watch in a daemon thread (once)."""
@@ -171,18 +172,16 @@ class ObjectCache:
         return item
 
     def _run(self) -> None:
-        failures = 0
         while not self._stopped.is_set():
             try:
                 self._list()
-                failures = 0
                 self._follow()  # returns on 410 Gone: relist at once
             except Exception as error:  # the API server down, a broken stream, RBAC: relist after a pause
                 self._unsync()
                 if self._stopped.is_set():
                     return
-                failures += 1
-                delay = self.backoff.delay(failures)
+                self._failures += 1
+                delay = self.backoff.delay(self._failures)
                 detail = f"{error.status} {error.reason}" if isinstance(error, ApiException) else repr(error)
                 log.warning("cache of %s: %s; listing again in %.1f s", self.watched, detail, delay)
                 self._stopped.wait(delay)
@@ -230,6 +229,9 @@ class ObjectCache:
             if self._stopped.is_set():  # stop() came before this watch was open: it could not shut it down
                 self._response.close()
                 return
+            # Failures count until a watch opens, not a list: a list allowed and a watch refused (RBAC without
+            # `watch`) must back off too, not relist every half second.
+            self._failures = 0
             try:
                 for line in iter_resp_lines(self._response):
                     if line and not self._apply(json.loads(line)):

@@ -1,8 +1,9 @@
 """Observe: every read of one decision, from the API server and Prometheus, in a :class:`Snapshot`.
 
-:func:`observe` lists the fleet (EdgeNodes, InferenceModels, Cameras), what the operator created
+:func:`observe` reads the fleet (EdgeNodes, InferenceModels, Cameras), what the operator created
 for the policy (Deployments, Services, the routing ConfigMap) and its model pods, the nodes'
-allocatable resources and the actor ConfigMap, and runs the Prometheus queries; it interprets
+allocatable resources (all from the watch-based caches of :mod:`.object_cache` while they are
+synced, else listed) and the actor ConfigMap, and runs the Prometheus queries; it interprets
 nothing. :func:`~edgeaigc.operator.decide.decide` turns the snapshot into a decision.
 
 The queries follow ``docs/metrics-contract.md``: the gateways count requests per (edge node,

@@ -197,3 +197,28 @@ def test_caches_stop_with_their_last_holder(api: client.ApiClient) -> None:
     running = [name for name, cache in first.items() if not cache.join(max(0.0, deadline - time.monotonic()))]
     assert not running, f"still running: {running}"
     assert all(cache.items() is None for cache in first.values())
+
+
+def test_a_refused_watch_backs_off_instead_of_relisting_at_once(api: client.ApiClient) -> None:
+    """Lists allowed and watches refused (RBAC without ``watch``; the refusal injected here, the chart's
+    e2e test checks the real Role): the cache stays unsynced after each list's watch fails, and lists
+    less and less often instead of every ``base_s``."""
+    core = client.CoreV1Api(api)
+    lists: list[float] = []
+
+    def listing(**keywords: Any) -> Any:
+        if keywords.get("watch"):
+            raise ApiException(status=403, reason="Forbidden")
+        lists.append(time.monotonic())
+        return core.list_namespaced_config_map(NAMESPACE, **keywords)
+
+    cache = _config_maps(api, listing)
+    cache.backoff = Backoff(base_s=0.2, max_s=10)
+    cache.start()
+    try:
+        time.sleep(2.5)
+    finally:
+        cache.stop()
+        assert cache.join(10)
+    # 0.2, 0.4, 0.8, 1.6 s apart: at most 5 lists in 2.5 s (13 at a fixed 0.2 s).
+    assert 2 <= len(lists) <= 5, [round(t - lists[0], 2) for t in lists]
