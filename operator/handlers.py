@@ -23,6 +23,7 @@ from edgeaigc.operator import metrics
 from edgeaigc.operator.decide import Decision
 from edgeaigc.operator.leader import Fence, unfenced
 from edgeaigc.operator.loop import DecisionLoop
+from edgeaigc.operator.object_cache import ObjectCaches
 from edgeaigc.operator.status import policy_status
 from edgeaigc.policy.crd_defaults import with_defaults
 from edgeaigc.policy.guard import GuardStep
@@ -54,6 +55,14 @@ def operator_settings() -> kopf.OperatorSettings:
 @kopf.on.startup()
 def connect(memo: kopf.Memo, **_: Any) -> None:
     memo["api_client"] = api_client()
+    # One set of watch-based caches for the process: the policies of a namespace share its watches.
+    memo["object_caches"] = ObjectCaches(memo["api_client"])
+
+
+@kopf.on.cleanup()
+def stop_caches(memo: kopf.Memo, **_: Any) -> None:
+    if "object_caches" in memo:
+        memo["object_caches"].close()
 
 
 def _patch_status(api: client.CustomObjectsApi, namespace: str, plural: str, name: str, status: dict[str, Any]) -> None:
@@ -140,7 +149,16 @@ async def decision_loop(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, *
     api: client.ApiClient = memo["api_client"]
     # With --leader-elect the command puts the elector's fence into the memo; without it, none.
     fence: Fence = memo.get("fence", unfenced)
-    loop = DecisionLoop(api, fence=fence)
+    loop = DecisionLoop(api, fence=fence, caches=memo.get("object_caches"))
+    try:
+        await _decide_every_interval(body, api, fence, loop, logger)
+    finally:  # the policy was deleted or the operator stops
+        loop.close()
+
+
+async def _decide_every_interval(
+    body: kopf.Body, api: client.ApiClient, fence: Fence, loop: DecisionLoop, logger: kopf.Logger
+) -> None:
     while True:
         policy = {
             "metadata": dict(body["metadata"]),

@@ -22,6 +22,7 @@ from kubernetes.client.exceptions import ApiException
 
 from edgeaigc.operator.decide import Decision, PolicyCache, decide, degraded
 from edgeaigc.operator.leader import Fence, unfenced
+from edgeaigc.operator.object_cache import ObjectCaches
 from edgeaigc.operator.observe import ClusterReader, PrometheusObserver, observe
 from edgeaigc.operator.reconcile import DEFAULT_WRITES, Changes, Reconciler, WritePolicy, status_message
 from edgeaigc.policy.crd_defaults import with_defaults
@@ -47,13 +48,23 @@ class DecisionLoop:
         observer_factory: Callable[[str, str], PrometheusObserver] = PrometheusObserver,
         write_policy: WritePolicy = DEFAULT_WRITES,
         fence: Fence = unfenced,
+        caches: ObjectCaches | None = None,
     ) -> None:
-        self.cluster = ClusterReader(api_client)
+        """``caches``: the process's watch-based caches (shared by the loops of its policies); without them
+        the loop runs caches of its own, stopped by :meth:`close`."""
+        self._own_caches = ObjectCaches(api_client) if caches is None else None
+        self.cluster = ClusterReader(api_client, caches=caches or self._own_caches)
         self.reconciler = Reconciler(api_client)
         self.observer_factory = observer_factory
         self.write_policy = write_policy
         self.policies = PolicyCache()
         self.fence = fence
+
+    def close(self) -> None:
+        """Release the caches (stopping them if they were the loop's own)."""
+        self.cluster.close()
+        if self._own_caches is not None:
+            self._own_caches.close()
 
     def run_once(self, policy: Mapping[str, Any]) -> Decision:
         started = time.perf_counter()

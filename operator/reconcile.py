@@ -423,6 +423,8 @@ class Written:
     resize: int = 0
     fallback: int = 0
     """Deployments whose template was changed because a pod could not be resized in place."""
+    step_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Wall-clock time of each step of :meth:`Reconciler.apply` (the benchmark's profile of a reconcile)."""
 
     @property
     def total(self) -> int:
@@ -582,20 +584,26 @@ class Reconciler:
             for resize in plan.resize:
                 if resize.lowers == lowering:
                     by_deployment.setdefault(resize.deployment, []).append(resize)
-            self._all(
-                [
-                    functools.partial(
-                        self._resize_deployment, namespace, resizes, plan.fallback.get(deployment), subresource
-                    )
-                    for deployment, resizes in by_deployment.items()
-                ],
-                written,
-            )
-        for step in range(3):
+            calls = [
+                functools.partial(
+                    self._resize_deployment, namespace, resizes, plan.fallback.get(deployment), subresource
+                )
+                for deployment, resizes in by_deployment.items()
+            ]
+            self._step("lower" if lowering else "raise", calls, written)
+        for step, name in enumerate(("peers", "apply", "routing")):
             manifests = [m for m in plan.apply if apply_step(m) == step]
-            self._all([functools.partial(self._apply_counted, namespace, m) for m in manifests], written)
-        self._all([functools.partial(self._delete, namespace, *key) for key in plan.delete], written)
+            calls = [functools.partial(self._apply_counted, namespace, m) for m in manifests]
+            self._step(name, calls, written)
+        self._step("delete", [functools.partial(self._delete, namespace, *key) for key in plan.delete], written)
         return written
+
+    def _step(self, name: str, calls: Sequence[Callable[[], Written]], written: Written) -> None:
+        started = time.perf_counter()
+        try:
+            self._all(calls, written)
+        finally:
+            written.step_seconds[name] = time.perf_counter() - started
 
     def _apply_counted(self, namespace: str, manifest: Mapping[str, Any]) -> Written:
         self._apply(namespace, manifest)

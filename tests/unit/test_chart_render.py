@@ -215,11 +215,16 @@ def test_namespaced_rbac_is_a_role_per_watched_namespace(helm: list[str]) -> Non
     assert ("edgeaigc.io", "placementpolicies/status", "patch") in rules
     assert ("edgeaigc.io", "edgenodes", "patch") not in rules and ("edgeaigc.io", "cameras", "list") in rules
     assert ("apps", "deployments", "delete") in rules and ("", "pods", "delete") not in rules
+    # The operator's object caches list and watch what each decision reads (operator/object_cache.py).
+    for group, resource in [("edgeaigc.io", "edgenodes"), ("edgeaigc.io", "inferencemodels"),
+                            ("edgeaigc.io", "cameras"), ("apps", "deployments"), ("", "services"),
+                            ("", "configmaps"), ("", "pods")]:  # fmt: skip
+        assert {(group, resource, "list"), (group, resource, "watch")} <= rules, resource
     assert not any(group == "kopf.dev" for group, _, _ in rules), "no kopf peering: the Lease decides who acts"
     _assert_leader_election_role(objects)
     # Cluster-wide: nodes, read-only, and nothing else.
     (cluster_role,) = find(objects, "ClusterRole")
-    assert _rules(cluster_role) == {("", "nodes", "list")}
+    assert _rules(cluster_role) == {("", "nodes", "list"), ("", "nodes", "watch")}
     operator = find(objects, "Deployment", "rel-edgeaigc-operator")[0]["spec"]["template"]["spec"]["containers"][0]
     assert operator["args"][:4] == ["operator", "--namespace=east", "--namespace=west", "--leader-elect"]
     assert not any(arg.startswith("--peering") for arg in operator["args"])
