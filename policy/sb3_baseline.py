@@ -250,8 +250,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if not sb3_available():
-        print(f"edgeaigc bench-sb3: Stable-Baselines3 is not installed; install the extra: {SB3_INSTALL_HINT}",
-              file=sys.stderr)  # fmt: skip
+        message = f"Stable-Baselines3 is not installed; install the extra: {SB3_INSTALL_HINT}"
+        print(f"edgeaigc bench-sb3: {message}", file=sys.stderr)
         return 2
     try:
         scenario = load_scenario(args.scenario)
@@ -306,8 +306,14 @@ def run(args: argparse.Namespace) -> int:
         f"- {THEIRS}: MlpPolicy on FlattenObservation (SB3's defaults, Gaussian action noise sigma "
         f"{SB3_ACTION_NOISE_SIGMA}); it serves only a fleet of {scenario.num_nodes} x {scenario.num_models} x "
         f"{scenario.num_cameras}.",
-        f"- {OURS}: {training[OURS]['source']}; its steps include the teacher's warm-up, and its wall time "
-        "includes its held-out evaluations for best-actor selection.",
+        f"- {OURS}: {training[OURS]['source']}"
+        + (
+            " (the shipped actor: steps and wall time as recorded when it was trained)"
+            if args.ours == "shipped"
+            else ""
+        )
+        + "; its steps include the teacher's warm-up, and its wall time includes its held-out evaluations for "
+        "best-actor selection.",
     ]
     output.mkdir(parents=True, exist_ok=True)
     (output / "results.json").write_text(json.dumps({**document, "comparison": rows, "winner": winner}, indent=2))
