@@ -18,6 +18,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "evaluate every policy on a scenario and write tables, plots, results.json",
     ),
     "train": ("edgeaigc.policy.train", "train a TD3 (or DDPG) placement policy on a scenario"),
+    "bench-sb3": (
+        "edgeaigc.policy.sb3_baseline",
+        "our TD3 against Stable-Baselines3's TD3 on the same env and step budget (needs the sb3 extra)",
+    ),
     "export": ("edgeaigc.policy.export", "export a trained actor checkpoint to ONNX"),
     "simulate": ("edgeaigc.policy.simulate", "run one policy on a scenario and print per-slot figures"),
     "serve": ("edgeaigc.inference.server.cli", "serve ONNX models over the Open Inference Protocol (KServe v2 REST)"),

@@ -27,7 +27,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -314,12 +314,17 @@ def run_benchmark(
     actor_dir: Path | None = None,
     progress: bool = True,
     switching_horizon_slots: float = 0.0,
+    given: Mapping[str, PlacementPolicy] | None = None,
 ) -> tuple[dict[str, Any], dict[str, list[EpisodeResult]]]:
     """Evaluate ``policies`` on ``seeds``; policies that cannot run are reported in notes.
 
     ``switching_horizon_slots > 0`` makes every online policy's plan weigh a move's gain over that
     many slots against its switching cost, as the operator does (:func:`~edgeaigc.policy.plan.stable_cache`).
+    ``given`` holds policies built by the caller (e.g. one trained a moment ago, or another
+    library's agent wrapped as a :class:`PlacementPolicy`), evaluated under their key in
+    ``policies`` instead of one looked up by name, so every policy is scored by the same code.
     """
+    given = given or {}
     env = EdgePlacementEnv(scenario, switching_horizon_slots=switching_horizon_slots)
     per_policy: dict[str, list[EpisodeResult]] = {}
     notes: dict[str, str] = {}
@@ -334,7 +339,7 @@ def run_benchmark(
                     bar.update()
                 notes[name] = "clairvoyant: exact DP over caches with the realised future demand"
             else:
-                policy, note = online_policy(name, scenario, actor_dir)
+                policy, note = (given[name], "") if name in given else online_policy(name, scenario, actor_dir)
                 if note:
                     notes[name] = note
                 results = []
