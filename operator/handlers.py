@@ -105,6 +105,7 @@ def record(body: kopf.Body, decision: Decision) -> None:
     if decision.guard is not None:
         record_guard(body, decision.guard)
         metrics.GUARD_SECONDS.labels(name, "counterfactuals").observe(decision.counterfactual_seconds)
+    record_learning(body, decision)
     if decision.degraded_reason:
         kopf.warn(body, reason=decision.degraded_reason, message=decision.message)
         return
@@ -117,6 +118,25 @@ def record(body: kopf.Body, decision: Decision) -> None:
         )
     for warning in decision.warnings:
         kopf.warn(body, reason="CameraUnattached", message=warning)
+
+
+def record_learning(body: kopf.Body, decision: Decision) -> None:
+    """The recording's metrics, and an event when a candidate actor was judged."""
+    name = body["metadata"]["name"]
+    if decision.recorded:
+        metrics.RECORDED_TRANSITIONS.labels(name).inc(decision.recorded)
+    if decision.recording_seconds:
+        metrics.RECORDING_SECONDS.labels(name).observe(decision.recording_seconds)
+    for part, _ in decision.learning_errors:
+        metrics.RECORDING_ERRORS.labels(name, part).inc()
+    promotion = decision.promotion
+    if promotion is None or promotion.outcome == "CollectingRecording":
+        return
+    metrics.PROMOTIONS.labels(name, promotion.outcome).inc()
+    if promotion.promoted:
+        kopf.info(body, reason="ActorPromoted", message=promotion.message)
+    else:
+        kopf.warn(body, reason="ActorRefused" if promotion.final else "ActorNotJudged", message=promotion.message)
 
 
 def record_guard(body: kopf.Body, step: GuardStep) -> None:
@@ -140,7 +160,8 @@ async def decision_loop(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, *
     api: client.ApiClient = memo["api_client"]
     # With --leader-elect the command puts the elector's fence into the memo; without it, none.
     fence: Fence = memo.get("fence", unfenced)
-    loop = DecisionLoop(api, fence=fence)
+    # With --record-dir the command puts the learning settings into the memo (recording, promotion).
+    loop = DecisionLoop(api, fence=fence, learning=memo.get("learning"))
     while True:
         policy = {
             "metadata": dict(body["metadata"]),
