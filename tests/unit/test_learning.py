@@ -24,8 +24,12 @@ from tests.unit.test_operator_decide import _policy_with, _samples, snapshot
 RATES = (2.0, 3.0, 1.0, 4.0, 2.5, 0.5, 3.5, 2.0, 1.5, 3.0, 2.0, 4.5, 1.0)
 
 
-def decisions(policy: dict[str, Any] | None = None, rates: tuple[float, ...] = RATES) -> list[Decision]:
+def decisions(
+    policy: dict[str, Any] | None = None, rates: tuple[float, ...] = RATES, churn_limit: int | None = None
+) -> list[Decision]:
     """Applied LRU decisions on changing demand, each applied before the next (its objects owned)."""
+    if churn_limit is not None:
+        policy = _policy_with(churnLimit=churn_limit)
     policies, made = PolicyCache(), []
     owned: dict[tuple[str, str], dict[str, Any]] = {}
     for rate in rates:
@@ -112,7 +116,7 @@ def test_bad_recordings_are_refused_with_a_reason(tmp_path: Path) -> None:
         load_recording(tmp_path)
     (tmp_path / "transitions-0000000000001-000000.npz").unlink()
     record(tmp_path, decisions(), chunk_intervals=20).flush()
-    other_fleet = decisions(_policy_with(churnLimit=1))
+    other_fleet = decisions(churn_limit=1)
     record(tmp_path, other_fleet, start=1_900_000_000, chunk_intervals=20).flush()
     with pytest.raises(RecordingError, match="2 different fleets"):
         load_recording(tmp_path)
