@@ -57,6 +57,9 @@ class OfflineConfig:
     """Where ``candidate.onnx``, ``candidate.json`` and ``log.csv`` go."""
     init: str | None = None
     """Actor to start from: an exported ``.onnx`` (the ConfigMap's), a ``best.pt``, or ``general``."""
+    action_mode: str | None = None
+    """``residual`` (a correction of the amortised-myopic teacher, :mod:`.residual`) or ``direct``; an
+    ``--init`` actor keeps its own, a fresh one is residual unless told (it starts as the teacher)."""
     updates: int = 2_000
     """Gradient updates of the critic (the actor's every ``policy_delay``)."""
     alpha: float = 2.5
@@ -78,6 +81,7 @@ class OfflineResult:
     candidate: Path
     candidate_replay: Replay
     init_replay: Replay | None
+    """The ``--init`` actor's (None: a fresh actor)."""
     recorded_objective: float
     transitions: int
     seconds: float
@@ -112,7 +116,7 @@ def starting_actor(init: str | None, hidden: int) -> tuple[Actor, dict[str, Any]
         ValueError: ``init`` cannot be read or is not an actor of this encoder.
     """
     if init is None:
-        return Actor(len(PAIR_FEATURES), len(CAMERA_FEATURES), hidden), {"action_mode": "direct"}
+        return Actor(len(PAIR_FEATURES), len(CAMERA_FEATURES), hidden), {}
     if init.endswith(".onnx"):
         if not Path(init).is_file():
             raise ValueError(f"--init: {init} does not exist")
@@ -160,7 +164,10 @@ def fine_tune(config: OfflineConfig) -> OfflineResult:
     started = time.monotonic()
     recording = load_recording(config.recording)
     actor, init_metadata = starting_actor(config.init, config.hidden)
-    residual = init_metadata.get("action_mode", "direct") == "residual"
+    action_mode = init_metadata.get("action_mode", "direct") if config.init else config.action_mode or "residual"
+    if config.action_mode not in (None, action_mode):
+        raise ValueError(f"--init: the actor is {action_mode}, not --action-mode {config.action_mode}")
+    residual = action_mode == "residual"
     horizon = float(init_metadata.get("teacher_horizon_slots", DEFAULT_HORIZON_SLOTS))
     torch.set_num_threads(max(1, config.threads))
     torch.manual_seed(config.seed)
@@ -174,8 +181,10 @@ def fine_tune(config: OfflineConfig) -> OfflineResult:
     def score() -> Replay:
         return replay(recording, TorchActorPolicy(agent.actor.eval(), residual, horizon))
 
-    init_replay = score() if config.init is not None else None
-    best_replay, best_state, best_update = init_replay, copy.deepcopy(agent.actor.state_dict()), 0
+    # The starting actor is a contender (for a fresh residual one: about the teacher).
+    start_replay = score()
+    init_replay = start_replay if config.init is not None else None
+    best_replay, best_state, best_update = start_replay, copy.deepcopy(agent.actor.state_dict()), 0
     config.output.mkdir(parents=True, exist_ok=True)
     log_rows: list[dict[str, Any]] = []
     bar = tqdm(range(1, config.updates + 1), desc="fine-tune", unit="update", disable=not config.progress)
@@ -189,12 +198,11 @@ def fine_tune(config: OfflineConfig) -> OfflineResult:
             log_rows.append(
                 {"update": update, "objective": result.mean_objective, "hit_rate": result.hit_rate, **metrics}
             )
-            if best_replay is None or result.mean_objective < best_replay.mean_objective:
+            if result.mean_objective < best_replay.mean_objective:
                 best_replay, best_state, best_update = result, copy.deepcopy(agent.actor.state_dict()), update
             bar.set_postfix(objective=f"{result.mean_objective:.4g}", best=f"{best_replay.mean_objective:.4g}")
         if out_of_time:
             break
-    assert best_replay is not None
     agent.actor.load_state_dict(best_state)
     with (config.output / "log.csv").open("w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=sorted({key for row in log_rows for key in row}, key=str))
@@ -216,7 +224,7 @@ def fine_tune(config: OfflineConfig) -> OfflineResult:
             "best_update": best_update,
             "init": config.init,
             "counterfactual_objective": best_replay.mean_objective,
-            "init_counterfactual_objective": None if init_replay is None else init_replay.mean_objective,
+            "start_counterfactual_objective": start_replay.mean_objective,
             "recorded_objective": recorded,
         },
     }
@@ -252,9 +260,11 @@ def run(args: argparse.Namespace) -> int:
         recording=args.from_recording,
         output=args.output or Path("runs") / "from-recording",
         init=args.init,
+        action_mode=args.action_mode,
         updates=args.offline_updates,
         alpha=args.td3bc_alpha,
         batch_size=args.batch_size,
+        # train's --eval-every counts environment steps (2000); a fine-tune's budget is often below it.
         eval_every=min(args.eval_every, max(1, args.offline_updates // 8)),
         seed=args.seed,
         hidden=args.hidden,
