@@ -18,6 +18,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,16 @@ RECORDED = 10
 
 
 class Fleet:
-    def __init__(self, kubectl: Kubectl, recording: Path, logs: Path, bad_actor: Path) -> None:
+    def __init__(self, kubectl: Kubectl, recording: Path, logs: Path, bad_actor: Path, metrics_port: int) -> None:
         self.kubectl, self.recording, self.logs, self.bad_actor = kubectl, recording, logs, bad_actor
+        self.metrics_port = metrics_port
+
+    def metric(self, line_start: str) -> float | None:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith(line_start):
+                    return float(line.rsplit(" ", 1)[1])
+        return None
 
     def policy(self) -> dict[str, Any]:
         return json.loads(self.kubectl.run("get", "pp", "city", "-n", NAMESPACE, "-o", "json").stdout)
@@ -87,14 +96,15 @@ def fleet(cluster: ClusterState, kubectl: Kubectl, tmp_path_factory: pytest.Temp
     kubectl.run("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(documents))
     twin = spawn_twin(NAMESPACE, cluster.directory, logs / "twin.log", cluster.kubeconfig, seed=0)
     record_dir = logs / "recording"
+    port = _free_port()
     arguments = [
-        "operator", "-n", NAMESPACE, "--metrics-port", str(_free_port()), "--liveness-port", "0",
+        "operator", "-n", NAMESPACE, "--metrics-port", str(port), "--liveness-port", "0",
         "--record-dir", str(record_dir), "--record-chunk-intervals", str(CHUNK_INTERVALS),
         "--promotion-margin", "0.05", "--promotion-min-intervals", "10",
     ]  # fmt: skip
     operator: subprocess.Popen[bytes] = spawn_edgeaigc(arguments, logs / "operator.log", cluster.kubeconfig)
     try:
-        yield Fleet(kubectl, record_dir / NAMESPACE / "city", logs, bad_actor)
+        yield Fleet(kubectl, record_dir / NAMESPACE / "city", logs, bad_actor, port)
     finally:
         stop(operator)
         stop(twin)
@@ -163,3 +173,16 @@ def test_a_fine_tuned_actor_is_promoted_and_run_and_a_worse_one_refused(fleet: F
     config_map = fleet.actor_config_map()
     assert config_map["actor.onnx"] == candidate.read_bytes() and "candidate.onnx" not in config_map
     print(f"refused: {learning}")
+
+    # What recording costs: time per interval (the operator's histogram) and bytes per transition on disk.
+    seconds = fleet.metric('edgeaigc_operator_recording_duration_seconds_sum{policy="city"}')
+    count = fleet.metric('edgeaigc_operator_recording_duration_seconds_count{policy="city"}')
+    recorded = fleet.metric('edgeaigc_operator_recorded_transitions_total{policy="city"}')
+    assert seconds is not None and count and recorded and recorded >= RECORDED
+    assert fleet.metric('edgeaigc_operator_actor_promotions_total{outcome="Promoted",policy="city"}') == 1.0
+    files = recording_files(fleet.recording)
+    size = sum(f.stat().st_size for f in files) / (CHUNK_INTERVALS * len(files))
+    print(
+        f"recording: {1000 * seconds / count:.2f} ms per interval over {count:.0f} intervals (file writes included), "
+        f"{size / 1024:.1f} KiB per transition on disk, {recorded:.0f} transitions"
+    )
