@@ -79,19 +79,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     learning.add_argument(
         "--record-dir", type=Path, default=None, help="record into DIR/<namespace>/<policy>/ (default: no recording)"
     )
-    learning.add_argument("--record-chunk-intervals", type=int, default=60, help="transitions per file")
-    learning.add_argument("--record-max-files", type=int, default=100, help="files kept per policy (oldest dropped)")
     learning.add_argument(
-        "--record-max-mb", type=float, default=64.0, help="megabytes kept per policy (oldest files dropped)"
+        "--record-chunk-intervals", type=int, default=60, help="transitions per file (default %(default)s)"
+    )
+    learning.add_argument(
+        "--record-max-files", type=int, default=100, help="files kept per policy, oldest dropped (default %(default)s)"
+    )
+    learning.add_argument(
+        "--record-max-mb",
+        type=float,
+        default=64.0,
+        help="megabytes kept per policy, oldest files dropped (default %(default)s)",
     )
     learning.add_argument(
         "--promotion-margin",
         type=float,
         default=0.02,
-        help="relative objective gap by which a candidate must beat the current actor to be promoted",
+        help="relative objective gap by which a candidate must beat the current actor to be promoted "
+        "(default %(default)s)",
     )
     learning.add_argument(
-        "--promotion-min-intervals", type=int, default=10, help="recorded intervals needed to judge a candidate"
+        "--promotion-min-intervals",
+        type=int,
+        default=10,
+        help="recorded intervals needed to judge a candidate (default %(default)s)",
     )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
 

@@ -130,13 +130,15 @@ def record_learning(body: kopf.Body, decision: Decision) -> None:
     for part, _ in decision.learning_errors:
         metrics.RECORDING_ERRORS.labels(name, part).inc()
     promotion = decision.promotion
-    if promotion is None or promotion.outcome == "CollectingRecording":
+    # A candidate that waits or could not be judged is judged again next interval: the condition
+    # ActorPromotion says why, without an event every interval.
+    if promotion is None or not promotion.final:
         return
     metrics.PROMOTIONS.labels(name, promotion.outcome).inc()
     if promotion.promoted:
         kopf.info(body, reason="ActorPromoted", message=promotion.message)
     else:
-        kopf.warn(body, reason="ActorRefused" if promotion.final else "ActorNotJudged", message=promotion.message)
+        kopf.warn(body, reason="ActorRefused", message=promotion.message)
 
 
 def record_guard(body: kopf.Body, step: GuardStep) -> None:

@@ -245,13 +245,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(<record-dir>/<namespace>/<policy>); --init takes the ConfigMap's .onnx actor too",
     )
     group.add_argument(
-        "--offline-updates", type=int, default=OfflineConfig.updates, help="gradient updates of the fine-tune"
+        "--offline-updates",
+        type=int,
+        default=OfflineConfig.updates,
+        help="gradient updates of the fine-tune (default %(default)s)",
     )
     group.add_argument(
         "--td3bc-alpha",
         type=float,
         default=OfflineConfig.alpha,
-        help="TD3+BC's Q weight against behaviour cloning (2.5 in the paper; lower stays nearer the recorded actions)",
+        help="TD3+BC's Q weight against behaviour cloning (default and the paper's: %(default)s; lower stays "
+        "nearer the recorded actions)",
     )
 
 
