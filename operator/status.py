@@ -141,6 +141,8 @@ def learning_status(promotion: Promotion, stamp: str) -> dict[str, Any]:
         "candidate": promotion.candidate_digest,
         "outcome": promotion.outcome,
         "margin": f"{promotion.margin:.0%}",
+        # The replays run in the decision loop, after the decision: how long the judgement held it up.
+        "judgeSeconds": f"{promotion.seconds:.2f}",
     }
     if promotion.candidate is not None and promotion.current is not None:
         status.update(

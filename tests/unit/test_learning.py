@@ -225,5 +225,6 @@ def test_the_operator_promotes_a_better_candidate_and_refuses_a_worse_one(tmp_pa
     (condition,) = [cond for cond in status["conditions"] if cond["type"] == "ActorPromotion"]
     assert condition["status"] == "False" and condition["reason"] == "NotBetter"
     assert status["learning"]["outcome"] == "NotBetter" and float(status["learning"]["candidateObjective"]) > 0
+    assert float(status["learning"]["judgeSeconds"]) > 0
     later = policy_status(Decision(), json.loads(json.dumps(status)), now)
     assert [cond for cond in later["conditions"] if cond["type"] == "ActorPromotion"] == [condition]
