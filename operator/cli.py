@@ -99,6 +99,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default %(default)s)",
     )
     learning.add_argument(
+        "--promotion-max-intervals",
+        type=int,
+        default=240,
+        help="most recent recorded intervals a candidate is replayed on; the replay holds the next decision up "
+        "(default %(default)s)",
+    )
+    learning.add_argument(
         "--promotion-min-intervals",
         type=int,
         default=10,
@@ -144,6 +151,8 @@ def learning_settings(args: argparse.Namespace) -> LearningSettings | None:
         return None
     if min(args.record_chunk_intervals, args.record_max_files, args.promotion_min_intervals) < 1:
         raise ValueError("--record-chunk-intervals, --record-max-files and --promotion-min-intervals must be >= 1")
+    if args.promotion_max_intervals < args.promotion_min_intervals:
+        raise ValueError("--promotion-max-intervals must be >= --promotion-min-intervals")
     if args.record_max_mb <= 0 or args.promotion_margin < 0:
         raise ValueError("--record-max-mb must be > 0 and --promotion-margin >= 0")
     return LearningSettings(
@@ -153,6 +162,7 @@ def learning_settings(args: argparse.Namespace) -> LearningSettings | None:
         max_bytes=int(args.record_max_mb * (1 << 20)),
         promotion_margin=args.promotion_margin,
         min_intervals=args.promotion_min_intervals,
+        max_replay_intervals=args.promotion_max_intervals,
     )
 
 
