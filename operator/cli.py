@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from edgeaigc.operator.leader import ElectionTimings
+    from edgeaigc.operator.learning import LearningSettings
 
 # The namespace of the pod's service account: where an in-cluster operator keeps its Lease.
 POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -69,6 +70,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds the leader keeps acting without a successful renew (then it stops and exits 1)",
     )
     election.add_argument("--retry-period", type=float, default=1.0, help="seconds between acquire/renew attempts")
+    learning = parser.add_argument_group(
+        "learning from the live loop",
+        "record every applied decision (observation, action, outcome) to rolling NPZ files, and judge a "
+        "candidate actor put under the key candidate.onnx of a policy's actor ConfigMap against the current "
+        "one on the recorded demand (docs/recording.md)",
+    )
+    learning.add_argument(
+        "--record-dir", type=Path, default=None, help="record into DIR/<namespace>/<policy>/ (default: no recording)"
+    )
+    learning.add_argument(
+        "--record-chunk-intervals", type=int, default=60, help="transitions per file (default %(default)s)"
+    )
+    learning.add_argument(
+        "--record-max-files", type=int, default=100, help="files kept per policy, oldest dropped (default %(default)s)"
+    )
+    learning.add_argument(
+        "--record-max-mb",
+        type=float,
+        default=64.0,
+        help="megabytes kept per policy, oldest files dropped (default %(default)s)",
+    )
+    learning.add_argument(
+        "--promotion-margin",
+        type=float,
+        default=0.02,
+        help="relative objective gap by which a candidate must beat the current actor to be promoted "
+        "(default %(default)s)",
+    )
+    learning.add_argument(
+        "--promotion-max-intervals",
+        type=int,
+        default=240,
+        help="most recent recorded intervals a candidate is replayed on; the replay holds the next decision up "
+        "(default %(default)s)",
+    )
+    learning.add_argument(
+        "--promotion-min-intervals",
+        type=int,
+        default=10,
+        help="recorded intervals needed to judge a candidate (default %(default)s)",
+    )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
 
 
@@ -97,6 +139,33 @@ def lease_namespace(args: argparse.Namespace) -> str:
     return args.namespace[0] if len(args.namespace) == 1 else ""
 
 
+def learning_settings(args: argparse.Namespace) -> LearningSettings | None:
+    """The learning settings of the flags (None without --record-dir).
+
+    Raises:
+        ValueError: a bound below 1 or a negative margin.
+    """
+    from edgeaigc.operator.learning import LearningSettings
+
+    if args.record_dir is None:
+        return None
+    if min(args.record_chunk_intervals, args.record_max_files, args.promotion_min_intervals) < 1:
+        raise ValueError("--record-chunk-intervals, --record-max-files and --promotion-min-intervals must be >= 1")
+    if args.promotion_max_intervals < args.promotion_min_intervals:
+        raise ValueError("--promotion-max-intervals must be >= --promotion-min-intervals")
+    if args.record_max_mb <= 0 or args.promotion_margin < 0:
+        raise ValueError("--record-max-mb must be > 0 and --promotion-margin >= 0")
+    return LearningSettings(
+        record_dir=args.record_dir,
+        chunk_intervals=args.record_chunk_intervals,
+        max_files=args.record_max_files,
+        max_bytes=int(args.record_max_mb * (1 << 20)),
+        promotion_margin=args.promotion_margin,
+        min_intervals=args.promotion_min_intervals,
+        max_replay_intervals=args.promotion_max_intervals,
+    )
+
+
 def _bad(message: str) -> int:
     print(f"edgeaigc operator: {message}", file=sys.stderr)
     return 2
@@ -111,6 +180,10 @@ def run(args: argparse.Namespace) -> int:
         cloud_replica_resources()
     except ValueError as error:
         return _bad(f"EDGEAIGC_CLOUD_REPLICA_CPU/EDGEAIGC_CLOUD_REPLICA_MEMORY: {error}")
+    try:
+        learning = learning_settings(args)
+    except ValueError as error:
+        return _bad(str(error))
     if args.leader_elect:
         from edgeaigc.operator.leader import ElectionTimings
 
@@ -141,8 +214,9 @@ def run(args: argparse.Namespace) -> int:
         "liveness_endpoint": f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None,
     }
     if args.leader_elect:
-        return run_elected(args, kopf_arguments, timings)
+        return run_elected(args, kopf_arguments, timings, learning)
     kopf.run(
+        memo=kopf.Memo(learning=learning),
         # Two replicas never both act: with a peering object the others pause.
         standalone=not args.peering,
         peering_name=args.peering or None,
@@ -170,7 +244,12 @@ def lease_owner(core: Any, namespace: str, service_account: str) -> Any:
     )
 
 
-def run_elected(args: argparse.Namespace, kopf_arguments: dict[str, Any], timings: ElectionTimings) -> int:
+def run_elected(
+    args: argparse.Namespace,
+    kopf_arguments: dict[str, Any],
+    timings: ElectionTimings,
+    learning: LearningSettings | None = None,
+) -> int:
     """kopf in standalone mode, started only once this replica holds the Lease."""
     import asyncio
 
@@ -194,7 +273,7 @@ def run_elected(args: argparse.Namespace, kopf_arguments: dict[str, Any], timing
 
     async def start_operator(stop_flag: asyncio.Event, ready_flag: asyncio.Event) -> None:
         # The handlers find the fence in the memo and check it right before every write.
-        memo = kopf.Memo(fence=elector.fenced)
+        memo = kopf.Memo(fence=elector.fenced, learning=learning)
         await kopf.operator(standalone=True, stop_flag=stop_flag, ready_flag=ready_flag, memo=memo, **kopf_arguments)
 
     return asyncio.run(elected.run_elected(elector, api, start_operator, args.liveness_port))

@@ -44,9 +44,12 @@ CLOUD_REPLICA_CPU = os.environ.get("EDGEAIGC_CLOUD_REPLICA_CPU", "1")
 CLOUD_REPLICA_MEMORY = os.environ.get("EDGEAIGC_CLOUD_REPLICA_MEMORY", "1Gi")
 #: Where a pod mounts that Secret.
 TLS_MOUNT_PATH = "/etc/edgeaigc/tls"
+#: binaryData key of a candidate actor in a policy's actor ConfigMap (judged, then promoted or refused).
+CANDIDATE_KEY = "candidate.onnx"
 
 __all__ = [
     "ANNOTATION_COMPUTE_SHARE",
+    "CANDIDATE_KEY",
     "CLOUD_MUTUAL_TLS",
     "CLOUD_REPLICA_CPU",
     "CLOUD_REPLICA_MEMORY",

@@ -23,6 +23,7 @@ from edgeaigc.inference.gateway.routing_table import InvalidRoutingTable, Routin
 from edgeaigc.operator import constants as c
 from edgeaigc.operator.artifacts import artifact_conditions
 from edgeaigc.operator.builders import build_routing_table, desired_objects, model_artifacts, object_name
+from edgeaigc.operator.learning import Promotion
 from edgeaigc.operator.observe import ObservationError, Observed, Snapshot
 from edgeaigc.operator.placement import allocatable_millicores, plan_fits_nodes
 from edgeaigc.operator.reconcile import (
@@ -40,6 +41,7 @@ from edgeaigc.policy.fleet import InvalidFleet, current_cache, scenario_from_res
 from edgeaigc.policy.guard import GuardSettings, GuardStep, PolicyGuard
 from edgeaigc.policy.observation import Observation
 from edgeaigc.policy.plan import plan_for
+from edgeaigc.policy.recording import DecisionTrace, fleet_document
 from edgeaigc.policy.registry import LEARNED_POLICIES, PolicyUnavailable, make_policy
 from edgeaigc.policy.scenario import Scenario
 from edgeaigc.policy.shard import (
@@ -92,6 +94,17 @@ class Decision:
     """The counterfactual guard's interval (None: no guard for this policy, or it did not run)."""
     counterfactual_seconds: float = 0.0
     """The guard's counterfactual decisions, run after the decision was applied (not in ``decision_seconds``)."""
+    trace: DecisionTrace | None = None
+    """Observation, action and plan of the decision (None until planned): what the recorder keeps."""
+    fleet: dict[str, Any] | None = None
+    """The resources the scenario was built from, names and specs (:func:`fleet_document`)."""
+    promotion: Promotion | None = None
+    """A candidate actor judged in this interval (None: there was none)."""
+    recorded: int = 0
+    """Transitions this decision completed in the recording (``--record-dir``)."""
+    recording_seconds: float = 0.0
+    learning_errors: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    """(part, error) of a failed recording (``record``) or judgement (``promotion``)."""
 
 
 def degraded(decision: Decision, reason: str, message: str) -> Decision:
@@ -314,6 +327,9 @@ def decide(
         if problems:
             return degraded(decision, "PlanDoesNotFit", "; ".join(problems)), None
         decision.predicted = _predicted(scenario, plan, observation, cache)
+        in_control = decision.guard.in_control if decision.guard is not None else spec["algorithm"]
+        decision.trace = DecisionTrace(scenario, observation, np.asarray(action), plan, in_control)
+        decision.fleet = fleet_document(policy, snapshot.edge_nodes, snapshot.models, snapshot.cameras)
         decision.placement = placement_of(scenario, plan.cache)
         decision.newly_cached = _moved(decision.placement, decision.previous_placement)
         decision.evicted = _moved(decision.previous_placement, decision.placement)

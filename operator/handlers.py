@@ -114,6 +114,7 @@ def record(body: kopf.Body, decision: Decision) -> None:
     if decision.guard is not None:
         record_guard(body, decision.guard)
         metrics.GUARD_SECONDS.labels(name, "counterfactuals").observe(decision.counterfactual_seconds)
+    record_learning(body, decision)
     if decision.degraded_reason:
         kopf.warn(body, reason=decision.degraded_reason, message=decision.message)
         return
@@ -126,6 +127,27 @@ def record(body: kopf.Body, decision: Decision) -> None:
         )
     for warning in decision.warnings:
         kopf.warn(body, reason="CameraUnattached", message=warning)
+
+
+def record_learning(body: kopf.Body, decision: Decision) -> None:
+    """The recording's metrics, and an event when a candidate actor was judged."""
+    name = body["metadata"]["name"]
+    if decision.recorded:
+        metrics.RECORDED_TRANSITIONS.labels(name).inc(decision.recorded)
+    if decision.recording_seconds:
+        metrics.RECORDING_SECONDS.labels(name).observe(decision.recording_seconds)
+    for part, _ in decision.learning_errors:
+        metrics.RECORDING_ERRORS.labels(name, part).inc()
+    promotion = decision.promotion
+    # A candidate that waits or could not be judged is judged again next interval: the condition
+    # ActorPromotion says why, without an event every interval.
+    if promotion is None or not promotion.final:
+        return
+    metrics.PROMOTIONS.labels(name, promotion.outcome).inc()
+    if promotion.promoted:
+        kopf.info(body, reason="ActorPromoted", message=promotion.message)
+    else:
+        kopf.warn(body, reason="ActorRefused", message=promotion.message)
 
 
 def record_guard(body: kopf.Body, step: GuardStep) -> None:
@@ -149,7 +171,8 @@ async def decision_loop(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, *
     api: client.ApiClient = memo["api_client"]
     # With --leader-elect the command puts the elector's fence into the memo; without it, none.
     fence: Fence = memo.get("fence", unfenced)
-    loop = DecisionLoop(api, fence=fence, caches=memo.get("object_caches"))
+    # With --record-dir the command puts the learning settings into the memo (recording, promotion).
+    loop = DecisionLoop(api, fence=fence, caches=memo.get("object_caches"), learning=memo.get("learning"))
     try:
         await _decide_every_interval(body, api, fence, loop, logger)
     finally:  # the policy was deleted or the operator stops

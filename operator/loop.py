@@ -17,11 +17,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from kubernetes.client import ApiClient
+from kubernetes.client import ApiClient, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
 from edgeaigc.operator.decide import Decision, PolicyCache, decide, degraded
 from edgeaigc.operator.leader import Fence, unfenced
+from edgeaigc.operator.learning import Learner, LearningSettings
 from edgeaigc.operator.object_cache import ObjectCaches
 from edgeaigc.operator.observe import ClusterReader, PrometheusObserver, observe
 from edgeaigc.operator.reconcile import DEFAULT_WRITES, Changes, Reconciler, WritePolicy, status_message
@@ -49,6 +50,7 @@ class DecisionLoop:
         write_policy: WritePolicy = DEFAULT_WRITES,
         fence: Fence = unfenced,
         caches: ObjectCaches | None = None,
+        learning: LearningSettings | None = None,
     ) -> None:
         """``caches``: the process's watch-based caches (shared by the loops of its policies); without them
         the loop runs caches of its own, stopped by :meth:`close`."""
@@ -59,6 +61,9 @@ class DecisionLoop:
         self.write_policy = write_policy
         self.policies = PolicyCache()
         self.fence = fence
+        self.core = CoreV1Api(api_client)
+        self.learning = learning
+        self.learner: Learner | None = None
 
     def close(self) -> None:
         """Release the caches (stopping them if they were the loop's own)."""
@@ -87,7 +92,34 @@ class DecisionLoop:
             decision = self.apply(metadata["namespace"], decision, changes)
         # Once the placement is applied: the other candidates' decisions only feed the next scores.
         decision.counterfactual_seconds = self.policies.run_counterfactuals()
+        if self.learning is not None:
+            self.learn(metadata["namespace"], metadata["name"], spec, decision)
         return decision
+
+    def learn(self, namespace: str, name: str, spec: Mapping[str, Any], decision: Decision) -> None:
+        """Record the decision and judge a candidate actor (:mod:`.learning`); a failure never touches the decision."""
+        assert self.learning is not None
+        if self.learner is None:
+            self.learner = Learner(self.learning, namespace, name)
+        recorder = self.learner.recorder
+        started = time.perf_counter()
+        try:
+            if decision.degraded_reason or decision.dry_run or decision.trace is None or decision.fleet is None:
+                recorder.interrupt()  # not applied: its outcome is not what the cluster ran
+            else:
+                before = recorder.transitions
+                recorder.record(decision.fleet, decision.trace)
+                decision.recorded = recorder.transitions - before
+        except Exception as error:  # a full disk, a bug: logged and counted, the loop goes on
+            log.exception("recording the decision of %s/%s failed", namespace, name)
+            recorder.interrupt()
+            decision.learning_errors.append(("record", f"{type(error).__name__}: {error}"))
+        decision.recording_seconds = time.perf_counter() - started
+        try:
+            decision.promotion = self.learner.judge_candidate(self.core, namespace, spec, self.fence)
+        except Exception as error:
+            log.exception("judging the candidate actor of %s/%s failed", namespace, name)
+            decision.learning_errors.append(("promotion", f"{type(error).__name__}: {error}"))
 
     def apply(self, namespace: str, decision: Decision, changes: Changes) -> Decision:
         """Write ``changes``; the decision as applied (degraded, keeping the old placement, if it fails)."""

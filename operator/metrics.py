@@ -55,3 +55,22 @@ GUARD_SECONDS = Histogram(
     ["policy", "part"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+RECORDING_SECONDS = Histogram(
+    "edgeaigc_operator_recording_duration_seconds",
+    "Time to record one decision's transition (--record-dir), file writes included.",
+    ["policy"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
+RECORDING_ERRORS = Counter(
+    "edgeaigc_operator_recording_errors_total",
+    "Decisions whose recording or candidate-actor judgement failed (logged; the decision is not affected).",
+    ["policy", "part"],
+)
+RECORDED_TRANSITIONS = Counter(
+    "edgeaigc_operator_recorded_transitions_total", "Transitions recorded (--record-dir).", ["policy"]
+)
+PROMOTIONS = Counter(
+    "edgeaigc_operator_actor_promotions_total",
+    "Candidate actors judged, by outcome (Promoted, NotBetter, InvalidCandidate, ...).",
+    ["policy", "outcome"],
+)

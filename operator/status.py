@@ -14,6 +14,7 @@ OVERLAPPING_SHARDS = "OverlappingShards"
 
 if TYPE_CHECKING:  # decide computes the EdgeNodes' and InferenceModels' status with this module
     from edgeaigc.operator.decide import Decision
+    from edgeaigc.operator.learning import Promotion
     from edgeaigc.policy.guard import GuardStep
 
 
@@ -76,6 +77,9 @@ def policy_status(decision: Decision, previous: Mapping[str, Any], now: datetime
     fallback = policy_fallback_condition(decision, stamp, conditions)
     if fallback is not None:
         new.append(fallback)
+    promotion = actor_promotion_condition(decision, stamp, conditions)
+    if promotion is not None:
+        new.append(promotion)
     status: dict[str, Any] = {
         "conditions": new,
         "placement": [{"edgeNode": node, "models": models} for node, models in sorted(decision.placement.items())],
@@ -90,6 +94,8 @@ def policy_status(decision: Decision, previous: Mapping[str, Any], now: datetime
         }
     if decision.guard is not None:
         status["guard"] = guard_status(decision.guard)
+    if decision.promotion is not None and decision.promotion.final:
+        status["learning"] = learning_status(decision.promotion, stamp)
     observed = decision.observed
     if observed.hit_rate is not None:
         status["observed"] = {
@@ -121,6 +127,42 @@ def policy_fallback_condition(
         figures = ", ".join(f"{name} {value:.4g}" for name, value in sorted(step.means.items(), key=lambda i: i[1]))
         message += f"; mean objective over the window (lower is better): {figures}"
     return _condition("PolicyFallback", status, step.choice.reason, message, stamp, previous)
+
+
+def actor_promotion_condition(
+    decision: Decision, stamp: str, previous: Sequence[Mapping[str, Any]]
+) -> dict[str, Any] | None:
+    """``ActorPromotion``: True once a candidate actor was promoted, False when one was refused or waits.
+
+    Kept as it was while no candidate is judged (None when there never was one).
+    """
+    promotion = decision.promotion
+    old = next((dict(c) for c in previous if c.get("type") == "ActorPromotion"), None)
+    if promotion is None:
+        return old
+    status = "True" if promotion.promoted else "Unknown" if promotion.outcome == "CollectingRecording" else "False"
+    return _condition("ActorPromotion", status, promotion.outcome, promotion.message, stamp, previous)
+
+
+def learning_status(promotion: Promotion, stamp: str) -> dict[str, Any]:
+    """``status.learning``: the last candidate judged, both counterfactual scores and the verdict."""
+    status: dict[str, Any] = {
+        "lastJudgedTime": stamp,
+        "candidate": promotion.candidate_digest,
+        "outcome": promotion.outcome,
+        "margin": f"{promotion.margin:.0%}",
+        # The replays run in the decision loop, after the decision: how long the judgement held it up.
+        "judgeSeconds": f"{promotion.seconds:.2f}",
+    }
+    if promotion.candidate is not None and promotion.current is not None:
+        status.update(
+            candidateObjective=f"{promotion.candidate.mean_objective:.5g}",
+            currentObjective=f"{promotion.current.mean_objective:.5g}",
+            candidateHitRate=_percent(promotion.candidate.hit_rate),
+            currentHitRate=_percent(promotion.current.hit_rate),
+            intervals=promotion.candidate.intervals,
+        )
+    return status
 
 
 def guard_status(step: GuardStep) -> dict[str, Any]:

@@ -123,6 +123,74 @@ def load_actor_checkpoint(path: str | Path) -> tuple[Actor, dict[str, Any]]:
     return actor, dict(state.get("metadata", {}))
 
 
+def actor_from_onnx(model: str | Path | bytes) -> tuple[Actor, dict[str, Any]]:
+    """The torch :class:`Actor` of an exported ONNX actor, and its embedded metadata (a fine-tune's start).
+
+    The exporter folds each ``nn.Linear`` weight into a transposed ``MatMul`` initializer named after no
+    parameter; the node's scope (``/pair_body/pair_body.0/own/MatMul``) names the module, which is how
+    the weights are found. The recovered actor is checked against onnxruntime on a random observation,
+    so a graph this reading does not understand is refused rather than misread.
+
+    Raises:
+        ValueError: not an ONNX actor of this network shape, or the recovered one computes otherwise.
+    """
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    try:
+        graph_model = onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(str(model))
+    except Exception as error:  # onnx raises DecodeError and friends
+        raise ValueError(f"not an ONNX model: {error}") from error
+    metadata: dict[str, Any] = {}
+    for entry in graph_model.metadata_props:
+        try:
+            metadata[entry.key] = json.loads(entry.value)
+        except json.JSONDecodeError:
+            metadata[entry.key] = entry.value
+    if metadata.get("pair_features") != list(PAIR_FEATURES) or metadata.get("camera_features") != list(CAMERA_FEATURES):
+        raise ValueError("the actor was exported with other observation features (or without metadata)")
+    initializers = {i.name: numpy_helper.to_array(i) for i in graph_model.graph.initializer}
+    actor = Actor(len(PAIR_FEATURES), len(CAMERA_FEATURES), int(metadata.get("hidden", 64)))
+    state = {name: value.clone() for name, value in actor.state_dict().items()}
+    found: set[str] = set()
+    for node in graph_model.graph.node:
+        weights = [name for name in node.input if name in initializers]
+        if node.op_type not in ("MatMul", "Add") or len(weights) != 1:
+            continue
+        # Scopes nest: /pair_body/pair_body.0/own/MatMul is module pair_body.0.own, /pair_head/Add pair_head.
+        module = ""
+        for scope in node.name.strip("/").split("/")[:-1]:
+            module = scope if not module or scope.startswith(f"{module}.") else f"{module}.{scope}"
+        parameter = f"{module}.weight" if node.op_type == "MatMul" else f"{module}.bias"
+        value = initializers[weights[0]]
+        if parameter in state:
+            state[parameter] = torch.as_tensor(value.T.copy() if node.op_type == "MatMul" else value.copy())
+            found.add(parameter)
+    for name in ("action_scale", "action_bias"):
+        if name in initializers:
+            state[name] = torch.as_tensor(initializers[name].copy()).reshape(state[name].shape)
+            found.add(name)
+    # A parameter the exporter folded away entirely (all zeros: a hand-set actor) has no node left; it is
+    # taken as zero, and the comparison below tells whether that was right.
+    for name in set(state) - found:
+        state[name] = torch.zeros_like(state[name])
+    try:
+        actor.load_state_dict(state)
+    except RuntimeError as error:
+        raise ValueError(f"the ONNX weights do not fit the actor: {error}") from error
+    rng = np.random.default_rng(0)
+    pair = rng.normal(size=(2, 3, len(PAIR_FEATURES))).astype(np.float32)
+    camera = rng.normal(size=(4, len(CAMERA_FEATURES))).astype(np.float32)
+    session = ort.InferenceSession(graph_model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (expected,) = session.run(["action"], {"pair": pair, "camera": camera})
+    with torch.no_grad():
+        recovered = actor.eval()(torch.as_tensor(pair), torch.as_tensor(camera)).numpy()
+    if not np.allclose(recovered, np.asarray(expected).reshape(recovered.shape), atol=1e-4):
+        raise ValueError("the weights recovered from the ONNX graph do not reproduce its actions")
+    return actor, metadata
+
+
 def example_observation(scenario_name: str) -> dict[str, np.ndarray]:
     """An encoded observation of a bundled or file scenario (first slot of seed 0)."""
     from edgeaigc.policy.env import EdgePlacementEnv

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from edgeaigc.policy import offline
 from edgeaigc.policy.demonstrator import DEFAULT_HORIZON_SLOTS, demonstration_action
 from edgeaigc.policy.env import EdgePlacementEnv
 from edgeaigc.policy.export import export_actor, load_actor_checkpoint
@@ -607,6 +608,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-replay", action="store_true", help="store the replay buffer in checkpoints")
     parser.add_argument("--threads", type=int, default=defaults.threads, help="torch threads (default 1)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    offline.add_arguments(parser)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -617,6 +619,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.from_recording is not None:
+        return offline.run(args)
     try:
         config = config_from_args(args)
         if (

@@ -790,3 +790,22 @@ def test_recording_rules_ship_as_a_configmap_and_a_prometheus_rule_and_pass_prom
                  "--set", "metrics.prometheusRule.enabled=false",
                  "--set", "metrics.rulesConfigMap.enabled=false")  # fmt: skip
     assert not find(off, "PrometheusRule") and not find(off, "ConfigMap", "rel-edgeaigc-prometheus-rules")
+
+
+def test_recording_mounts_a_volume_and_passes_the_flags(helm: list[str]) -> None:
+    def operator(*values: str) -> dict[str, Any]:
+        (deployment,) = find(render(helm, *values), "Deployment", "rel-edgeaigc-operator")
+        return dict(deployment["spec"]["template"]["spec"])
+
+    off = operator()
+    assert not any(a.startswith("--record-dir") for a in off["containers"][0]["args"])
+    assert [v["name"] for v in off["volumes"]] == ["tmp"]
+    on = operator("--set", "operator.recording.enabled=true,operator.recording.maxMB=32")
+    args = on["containers"][0]["args"]
+    assert "--record-dir=/var/lib/edgeaigc/recording" in args and "--record-max-mb=32" in args
+    (volume,) = [v for v in on["volumes"] if v["name"] == "recording"]
+    assert volume["emptyDir"]["sizeLimit"] == "48Mi"
+    assert {"name": "recording", "mountPath": "/var/lib/edgeaigc/recording"} in on["containers"][0]["volumeMounts"]
+    claimed = operator("--set", "operator.recording.enabled=true,operator.recording.persistentVolumeClaim=rec")
+    (volume,) = [v for v in claimed["volumes"] if v["name"] == "recording"]
+    assert volume["persistentVolumeClaim"] == {"claimName": "rec"}
