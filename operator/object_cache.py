@@ -285,6 +285,8 @@ def namespace_kinds(api_client: ApiClient, namespace: str) -> dict[str, Watched]
         c.PLURAL_EDGE_NODES: fleet_kind("EdgeNode", c.PLURAL_EDGE_NODES),
         c.PLURAL_MODELS: fleet_kind("InferenceModel", c.PLURAL_MODELS),
         c.PLURAL_CAMERAS: fleet_kind("Camera", c.PLURAL_CAMERAS),
+        # The namespace's policies: a shard checks its selector against the others' every interval.
+        c.PLURAL_POLICIES: fleet_kind("PlacementPolicy", c.PLURAL_POLICIES),
         "Deployment": Watched(
             "apps/v1", "Deployment", _bound(apps.list_namespaced_deployment, namespace), managed, namespace
         ),

@@ -497,7 +497,11 @@ class ClusterReader:
             return None
         if namespace not in self._held:
             self._held[namespace] = self.caches.hold(namespace)
-        items = self._held[namespace][kind].items(self.sync_wait_s)
+        cache = self._held[namespace].get(kind)
+        if cache is None:  # a kind no cache follows: list it
+            self.listed += 1
+            return None
+        items = cache.items(self.sync_wait_s)
         if items is None:
             self.listed += 1
         return items
