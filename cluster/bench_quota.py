@@ -19,6 +19,10 @@ needs more than one slice waits out whole periods. This benchmark measures it:
    work per request measured in the same pod at the largest limit (``p50 x limit`` there), so the
    table shows where CFS makes the linear model wrong.
 
+The models: ``--model NAME=PATH`` (YOLOX-Nano from ``../shared/data`` by default), and with
+``--demo-models`` the demo detector and classifier that ``demo --real`` places (``det-demo-day``,
+``cls-demo``), so that every model of the demo has its curve.
+
 Writes ``quota.json`` and ``quota.png`` (latency against limit, measured and predicted) to
 ``--output``, and with ``--calibration-out`` the figures as a calibration file (format in
 ``docs/calibration.md``, section "CPU limits"). Traffic goes only to the real node's pod addresses
