@@ -58,6 +58,8 @@ CGROUP_POLL_S = 0.05
 STATUS_POLL_S = 0.5
 #: A resize settles within this many decision intervals, or the claim does not hold.
 SETTLE_INTERVALS = 2.0
+#: Answers whose median says the level (a single slow answer on a shared machine is noise).
+SETTLE_WINDOW = 5
 #: Levels closer than this ratio are one level (noise): no change to follow or settle to.
 MIN_LEVEL_RATIO = 1.25
 
@@ -155,24 +157,35 @@ def level_ms(requests: list[Request], start_s: float, end_s: float) -> float:
 
 
 def settling_s(requests: list[Request], at_s: float, before_ms: float, after_ms: float, until_s: float) -> float | None:
-    """Seconds from ``at_s`` to the answer of the first request from which on every answer (up to ``until_s``) is
-    nearer the new level than the old one, on a log scale (threshold: their geometric mean). A request in flight
-    at ``at_s`` counts: its answer can already show the new level. None if the stream never stays at the new level,
-    or the levels are within :data:`MIN_LEVEL_RATIO` of each other (nothing to settle to).
+    """Seconds from ``at_s`` to the answer at which the stream has moved to the new level for good.
+
+    An answer is at the new level when it is nearer the new level than the old one on a log scale (threshold: their
+    geometric mean). The stream has moved for good from the first answer at the new level after which every run of
+    :data:`SETTLE_WINDOW` consecutive answers (up to ``until_s``) has its median at the new level: one slow answer
+    on a shared machine is noise, a run of them is the old level. A request in flight at ``at_s`` counts (its answer
+    can already show the new level). None if the stream never stays at the new level, or the levels are within
+    :data:`MIN_LEVEL_RATIO` of each other (nothing to settle to).
     """
     if not (before_ms > 0 and after_ms > 0) or max(before_ms, after_ms) < MIN_LEVEL_RATIO * min(before_ms, after_ms):
         return None
     threshold = math.sqrt(before_ms * after_ms)
-    lower = after_ms < before_ms
+
+    def at_new_level(latency_ms: float) -> bool:
+        return latency_ms < threshold if after_ms < before_ms else latency_ms > threshold
+
     answered = sorted((r for r in requests if r.ok and at_s <= r.answered_s < until_s), key=lambda r: r.answered_s)
-    settled: float | None = None
-    for request in answered:
-        at_new_level = request.latency_ms < threshold if lower else request.latency_ms > threshold
-        if not at_new_level:
-            settled = None
-        elif settled is None:
-            settled = request.answered_s - at_s
-    return settled
+    latencies = [r.latency_ms for r in answered]
+    windows = range(max(len(latencies) - SETTLE_WINDOW + 1, 1 if latencies else 0))
+    first_window: int | None = None
+    for start in windows:
+        if not at_new_level(float(np.median(latencies[start : start + SETTLE_WINDOW]))):
+            first_window = None
+        elif first_window is None:
+            first_window = start
+    if first_window is None:
+        return None
+    first = next(i for i in range(first_window, len(latencies)) if at_new_level(latencies[i]))
+    return answered[first].answered_s - at_s
 
 
 def analyse(requests: list[Request], events: list[ResizeEvent], phase_s: float, interval_s: float) -> None:

@@ -25,10 +25,15 @@ def test_level_is_the_median_of_the_answered_requests_sent_in_the_window() -> No
 
 
 def test_settles_at_the_first_answer_from_which_on_the_latency_stays_at_the_new_level() -> None:
-    requests = stream([200.0] * 40 + [200.0, 60.0, 210.0, 55.0, 50.0] + [50.0] * 40)
-    at = requests[40].sent_s  # the resize: the next answers straddle the levels once, then stay low
-    settled = settling_s(requests, at, 200.0, 50.0, until_s=1e9)
-    assert settled == pytest.approx(requests[43].answered_s - at)
+    requests = stream([200.0] * 40 + [200.0, 60.0, 210.0, 220.0, 230.0, 55.0, 50.0] + [50.0] * 40)
+    at = requests[40].sent_s  # the resize: one fast answer, a run of slow ones (the old level), then fast for good
+    assert settling_s(requests, at, 200.0, 50.0, until_s=1e9) == pytest.approx(requests[45].answered_s - at)
+
+
+def test_one_slow_answer_after_settling_is_noise_not_the_old_level() -> None:
+    requests = stream([200.0] * 40 + [50.0] * 10 + [365.0] + [50.0] * 30)
+    at = requests[40].sent_s
+    assert settling_s(requests, at, 200.0, 50.0, until_s=1e9) == pytest.approx(requests[40].answered_s - at)
 
 
 def test_a_stream_that_keeps_the_old_level_never_settles() -> None:
