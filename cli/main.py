@@ -57,6 +57,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "edgeaigc.cluster.bench_quota",
         "latency against the CPU limit (CFS quota) of a model's pod on the real node, and the system model's",
     ),
+    "bench-resize": (
+        "edgeaigc.cluster.bench_resize",
+        "an in-place CPU resize of a model's pod under traffic on the real node: how soon latency follows",
+    ),
     "bench-sim-to-real": (
         "edgeaigc.cluster.sim_to_real",
         "the system model's predictions against the real system on real nodes (demo --real, longer phases)",

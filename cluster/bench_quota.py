@@ -19,6 +19,10 @@ needs more than one slice waits out whole periods. This benchmark measures it:
    work per request measured in the same pod at the largest limit (``p50 x limit`` there), so the
    table shows where CFS makes the linear model wrong.
 
+The models: ``--model NAME=PATH`` (YOLOX-Nano from ``../shared/data`` by default), and with
+``--demo-models`` the demo detector and classifier that ``demo --real`` places (``det-demo-day``,
+``cls-demo``), so that every model of the demo has its curve.
+
 Writes ``quota.json`` and ``quota.png`` (latency against limit, measured and predicted) to
 ``--output``, and with ``--calibration-out`` the figures as a calibration file (format in
 ``docs/calibration.md``, section "CPU limits"). Traffic goes only to the real node's pod addresses
@@ -33,6 +37,7 @@ import datetime
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -50,6 +55,10 @@ NAMESPACE = "bench-quota"
 #: A stand-in policy: the replicas are the operator's, without a PlacementPolicy to own them.
 POLICY = {"metadata": {"name": "bench-quota", "namespace": NAMESPACE, "uid": "00000000-0000-0000-0000-000000000000"}}
 MAX_SECONDS_PER_LEVEL = 120.0
+#: What ``demo --real`` places beside YOLOX-Nano: the demo detector and classifier (``edgeaigc build-demo-models``).
+DEMO_MODEL_NAMES = ("det-demo-day", "cls-demo")
+#: Where ``demo --real`` (and ``--demo-models`` here) finds them, built once.
+DEMO_MODELS_CACHE = Path.home() / ".cache" / "edgeaigc" / "demo-models"
 METHOD = (
     "edgeaigc bench-quota: one replica per model built by the operator's build_edge_deployment on the local "
     "cluster's real node (containerd, runc, cgroup v1 CFS, period 100 ms), resized in place from the largest limit "
@@ -97,6 +106,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a model to measure (repeatable; default: det-yolox-nano=../shared/data/yolox_nano.onnx)",
     )
     parser.add_argument(
+        "--demo-models",
+        nargs="?",
+        const=DEMO_MODELS_CACHE,
+        type=Path,
+        metavar="DIR",
+        help="also measure the demo detector and classifier (det-demo-day, cls-demo) of this repository (default: "
+        "~/.cache/edgeaigc/demo-models, built once there by edgeaigc build-demo-models if absent, as demo --real does)",
+    )
+    parser.add_argument(
         "--limits",
         default="100,200,300,500,1000",
         help="CPU limits in millicores, comma-separated (default: 100,200,300,500,1000; at most the node's 1000)",
@@ -107,15 +125,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration-out", type=Path, help="also write the figures as a calibration file here")
 
 
-def _models(arguments: list[str]) -> dict[str, Path]:
-    if not arguments:
-        return {"det-yolox-nano": SHARED_MODEL}
+def _models(arguments: list[str], demo_repository: Path | None) -> dict[str, Path]:
+    """Name -> ONNX file: the ``--model`` arguments (YOLOX-Nano if none, and ``../shared/data`` has it), then the
+    demo models of ``demo_repository``."""
     models = {}
     for argument in arguments:
         name, _, path = argument.partition("=")
         if not name or not path:
             raise ValueError(f"--model takes NAME=PATH, not {argument!r}")
         models[name] = Path(path)
+    if not arguments and (demo_repository is None or SHARED_MODEL.is_file()):
+        models["det-yolox-nano"] = SHARED_MODEL
+    if demo_repository is not None:
+        models.update({name: demo_repository / name / "model.onnx" for name in DEMO_MODEL_NAMES})
     return models
 
 
@@ -295,12 +317,13 @@ def plot(results: list[ModelResult], path: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        models = _models(args.model)
+        models = _models(args.model, args.demo_models)
         limits = sorted({int(value) for value in args.limits.split(",")})
     except ValueError as error:
         print(f"edgeaigc bench-quota: {error}", file=sys.stderr)
         return 2
-    missing = [str(path) for path in models.values() if not path.is_file()]
+    # The demo models of the default cache are built on first use (as demo --real does); elsewhere they must exist.
+    missing = [str(path) for path in models.values() if not path.is_file() and path.parent.parent != DEMO_MODELS_CACHE]
     if missing or not limits or limits[0] < 10 or limits[-1] > 1000 or args.requests < 1 or args.concurrency < 1:
         print(
             f"edgeaigc bench-quota: models must exist ({', '.join(missing) or 'ok'}), limits 10..1000 millicores, "
@@ -309,15 +332,26 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     args.output.mkdir(parents=True, exist_ok=True)
-    load_before = os.getloadavg()
     results: list[ModelResult] = []
     try:
+        if args.demo_models == DEMO_MODELS_CACHE:
+            # Imported here: real_demo imports this module (example_feed).
+            from edgeaigc.cluster.real_demo import demo_models
+
+            demo_models(None, print)
+        # Served under the model's name: the demo models are all called model.onnx in their repository.
+        staged = args.output / "artifacts"
+        staged.mkdir(exist_ok=True)
+        for name, path in models.items():
+            shutil.copyfile(path, staged / f"{name}.onnx")
+        load_before = os.getloadavg()
         with real_cluster(
-            list(models.values()), namespace=NAMESPACE, workdir=args.output / "cluster", progress=print
-        ) as (stack, urls):
+            [staged / f"{name}.onnx" for name in models], namespace=NAMESPACE, workdir=args.output / "cluster",
+            progress=print,
+        ) as (stack, urls):  # fmt: skip
             for name, path in models.items():
                 print(f"{name}: limits {limits} millicores, {args.requests} requests per level", flush=True)
-                results.append(measure_model(stack, name, path, urls[path.name], limits, args))
+                results.append(measure_model(stack, name, path, urls[f"{name}.onnx"], limits, args))
     except ClusterError as error:
         print(f"edgeaigc bench-quota: {error}", file=sys.stderr)
         return 1

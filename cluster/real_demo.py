@@ -44,7 +44,7 @@ import numpy as np
 import yaml
 
 from edgeaigc.cluster import network
-from edgeaigc.cluster.bench_quota import example_feed
+from edgeaigc.cluster.bench_quota import DEMO_MODELS_CACHE, example_feed
 from edgeaigc.cluster.local import ClusterError
 from edgeaigc.cluster.prometheus import query
 from edgeaigc.cluster.real_stack import (
@@ -73,7 +73,6 @@ EDGE_CORES = 0.8
 #: The shipped actor the learned phase runs (the chart's actors ConfigMap).
 ACTOR_KEY = "traffic-city-td3.onnx"
 ACTORS_CONFIGMAP = "edgeaigc-actors"
-DEMO_MODELS_CACHE = Path.home() / ".cache" / "edgeaigc" / "demo-models"
 #: A gateway series (the model servers export the same names without these labels).
 GATEWAY = 'edge_node!=""'
 
