@@ -18,19 +18,16 @@ import json
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from edgeaigc.cluster.local import ClusterState
-from edgeaigc.cluster.processes import spawn_edgeaigc, spawn_twin, stop
+from edgeaigc.cluster.processes import spawn_edgeaigc, stop
 from edgeaigc.policy.recording import recording_files
-from tests.e2e.conftest import REPO, Kubectl, example_fleet, wait_for
-from tests.e2e.test_policy_guard import _free_port, build_actor
+from tests.e2e.city_fleet import CityPolicy, build_actor, free_port, start_city
+from tests.e2e.conftest import Kubectl, wait_for
 
 NAMESPACE = "learning-e2e"
 INTERVAL_S = 5  # the CRD's minimum
@@ -40,24 +37,10 @@ CHUNK_INTERVALS = 5
 RECORDED = 10
 
 
-class Fleet:
+class Fleet(CityPolicy):
     def __init__(self, kubectl: Kubectl, recording: Path, logs: Path, bad_actor: Path, metrics_port: int) -> None:
-        self.kubectl, self.recording, self.logs, self.bad_actor = kubectl, recording, logs, bad_actor
-        self.metrics_port = metrics_port
-
-    def metric(self, line_start: str) -> float | None:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
-            for line in response.read().decode().splitlines():
-                if line.startswith(line_start):
-                    return float(line.rsplit(" ", 1)[1])
-        return None
-
-    def policy(self) -> dict[str, Any]:
-        return json.loads(self.kubectl.run("get", "pp", "city", "-n", NAMESPACE, "-o", "json").stdout)
-
-    def condition(self, kind: str) -> dict[str, Any]:
-        conditions = self.policy().get("status", {}).get("conditions", [])
-        return next((c for c in conditions if c["type"] == kind), {})
+        super().__init__(kubectl, NAMESPACE, metrics_port)
+        self.recording, self.logs, self.bad_actor = recording, logs, bad_actor
 
     def actor_config_map(self) -> dict[str, bytes]:
         config_map = json.loads(self.kubectl.run("get", "cm", "city-actor", "-n", NAMESPACE, "-o", "json").stdout)
@@ -75,28 +58,11 @@ class Fleet:
 
 @pytest.fixture(scope="module")
 def fleet(cluster: ClusterState, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    if cluster.prometheus_url is None:
-        pytest.skip("Prometheus is not installed (apt-get install prometheus); the operator needs it")
     logs = tmp_path_factory.mktemp("learning-e2e")
     bad_actor = build_actor(logs / "caches-nothing.onnx", keeps_the_placement=False)
-    kubectl.run("apply", "--server-side", "-f", str(REPO / "crds"))
-    kubectl.run("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
-    documents = example_fleet(
-        NAMESPACE,
-        "city",
-        algorithm="td3",
-        intervalSeconds=INTERVAL_S,
-        prometheusURL=cluster.prometheus_url,
-        churnLimit=2,
-        actor={"configMapName": "city-actor", "key": "actor.onnx"},
-        guard=GUARD,
-    )
-    kubectl.run("create", "namespace", NAMESPACE)
-    kubectl.run("create", "configmap", "city-actor", "-n", NAMESPACE, f"--from-file=actor.onnx={bad_actor}")
-    kubectl.run("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(documents))
-    twin = spawn_twin(NAMESPACE, cluster.directory, logs / "twin.log", cluster.kubeconfig, seed=0)
+    twin = start_city(cluster, kubectl, NAMESPACE, bad_actor, GUARD, INTERVAL_S, logs)
     record_dir = logs / "recording"
-    port = _free_port()
+    port = free_port()
     arguments = [
         "operator", "-n", NAMESPACE, "--metrics-port", str(port), "--liveness-port", "0",
         "--record-dir", str(record_dir), "--record-chunk-intervals", str(CHUNK_INTERVALS),

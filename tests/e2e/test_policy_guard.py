@@ -1,6 +1,6 @@
 """The counterfactual guard end to end: a deliberately bad actor loses control to a heuristic.
 
-The traffic-city fleet runs a TD3 PlacementPolicy whose actor is built here: the shipped network
+The traffic-city fleet runs a TD3 PlacementPolicy whose actor is built by hand (city_fleet.py): the shipped network
 shape with its cache head set so that every (node, model) scores -1, i.e. an actor that caches
 nothing and sends every request to the cloud. The twin plays the gateways, Prometheus scrapes
 them, the operator runs as a real process. The guard must see within its window that a heuristic
@@ -15,22 +15,18 @@ about 60 % when this test was written, and the guard rightly took control from i
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
-import yaml
 
 from edgeaigc.cluster.local import ClusterState
-from edgeaigc.cluster.processes import spawn_edgeaigc, spawn_twin, stop
+from edgeaigc.cluster.processes import spawn_edgeaigc, stop
 from edgeaigc.policy.guard import GUARD_CANDIDATES
-from tests.e2e.conftest import REPO, Kubectl, example_fleet, wait_for
+from tests.e2e.city_fleet import CityPolicy, build_actor, free_port, start_city
+from tests.e2e.conftest import Kubectl, wait_for
 
 NAMESPACE = "guard-e2e"
 INTERVAL_S = 5
@@ -38,92 +34,19 @@ GUARD = {"margin": 0.05, "windowIntervals": 3, "minDwellIntervals": 3}
 KEEPER_MARGIN = 0.5
 
 
-def build_actor(path: Path, keeps_the_placement: bool) -> Path:
-    """An ONNX actor of the shipped network shape (exported as ``edgeaigc export`` does), weights set by hand.
-
-    ``keeps_the_placement=False``: every cache score is -1, it caches nothing. True: the score is
-    +1 for a model cached now and -1 otherwise (the ``cached`` feature passed through both layers),
-    so it keeps whatever placement it finds. No share tilts in either.
-    """
-    torch = pytest.importorskip("torch")
-    from edgeaigc.policy.export import export_actor
-    from edgeaigc.policy.networks import Actor, PairContextLayer
-    from edgeaigc.policy.observation import CAMERA_FEATURES, PAIR_FEATURES
-
-    actor = Actor(len(PAIR_FEATURES), len(CAMERA_FEATURES))
-    with torch.no_grad():
-        for parameter in actor.parameters():
-            parameter.zero_()
-        if keeps_the_placement:
-            first, second = (layer for layer in actor.pair_body if isinstance(layer, PairContextLayer))
-            first.own.weight[0, PAIR_FEATURES.index("cached")] = 1.0  # relu(cached) = cached
-            second.own.weight[0, 0] = 1.0
-            actor.pair_head.weight[0, 0] = 20.0
-            actor.pair_head.bias.copy_(torch.tensor([-10.0, 0.0]))  # tanh(20 cached - 10): +-1
-        else:
-            actor.pair_head.bias.copy_(torch.tensor([-10.0, 0.0]))  # tanh(-10): cache nothing
-    example = {
-        "pair": np.zeros((2, 3, len(PAIR_FEATURES)), np.float32),
-        "camera": np.zeros((4, len(CAMERA_FEATURES)), np.float32),
-    }
-    note = "keeps the placement" if keeps_the_placement else "caches nothing"
-    return export_actor(actor, path, example, {"scenario": "guard-e2e", "algorithm": "td3", "note": note})
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class Fleet:
+class Fleet(CityPolicy):
     def __init__(self, kubectl: Kubectl, metrics_port: int, good_actor: Path) -> None:
-        self.kubectl, self.metrics_port, self.good_actor = kubectl, metrics_port, good_actor
-
-    def policy(self) -> dict[str, Any]:
-        return json.loads(self.kubectl.run("get", "pp", "city", "-n", NAMESPACE, "-o", "json").stdout)
-
-    def condition(self, kind: str) -> dict[str, Any]:
-        conditions = self.policy().get("status", {}).get("conditions", [])
-        return next((c for c in conditions if c["type"] == kind), {})
-
-    def placed(self) -> set[tuple[str, str]]:
-        placement = self.policy().get("status", {}).get("placement", [])
-        return {(p["edgeNode"], m) for p in placement for m in p.get("models", [])}
-
-    def metric(self, line_start: str) -> float | None:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
-            for line in response.read().decode().splitlines():
-                if line.startswith(line_start):
-                    return float(line.rsplit(" ", 1)[1])
-        return None
+        super().__init__(kubectl, NAMESPACE, metrics_port)
+        self.good_actor = good_actor
 
 
 @pytest.fixture(scope="module")
 def fleet(cluster: ClusterState, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    if cluster.prometheus_url is None:
-        pytest.skip("Prometheus is not installed (apt-get install prometheus); the operator needs it")
     logs = tmp_path_factory.mktemp("guard-e2e")
     bad_actor = build_actor(logs / "caches-nothing.onnx", keeps_the_placement=False)
     good_actor = build_actor(logs / "keeps-the-placement.onnx", keeps_the_placement=True)
-    kubectl.run("apply", "--server-side", "-f", str(REPO / "crds"))
-    kubectl.run("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
-    documents = example_fleet(
-        NAMESPACE,
-        "city",
-        algorithm="td3",
-        intervalSeconds=INTERVAL_S,
-        prometheusURL=cluster.prometheus_url,
-        churnLimit=2,
-        actor={"configMapName": "city-actor", "key": "actor.onnx"},
-        guard=GUARD,
-    )
-    kubectl.run("create", "namespace", NAMESPACE)
-    kubectl.run("create", "configmap", "city-actor", "-n", NAMESPACE, f"--from-file=actor.onnx={bad_actor}")
-    kubectl.run("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(documents))
-    # Seed 0 starts the simulated day at a busy hour, when caching pays.
-    twin = spawn_twin(NAMESPACE, cluster.directory, logs / "twin.log", cluster.kubeconfig, seed=0)
-    port = _free_port()
+    twin = start_city(cluster, kubectl, NAMESPACE, bad_actor, GUARD, INTERVAL_S, logs)
+    port = free_port()
     arguments = ["operator", "-n", NAMESPACE, "--metrics-port", str(port), "--liveness-port", "0"]
     operator: subprocess.Popen[bytes] = spawn_edgeaigc(arguments, logs / "operator.log", cluster.kubeconfig)
     try:
