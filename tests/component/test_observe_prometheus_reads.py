@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from edgeaigc.operator.observe import QUERIES_PER_READ, ObservationError, PrometheusObserver
+from edgeaigc.operator.observe import QUERIES_PER_READ, ObservationError, PrometheusObserver, read_timeout_s
 from tests.component.conftest import free_port
 
 EMPTY = json.dumps({"status": "success", "data": {"resultType": "vector", "result": []}}).encode()
@@ -104,3 +104,17 @@ def test_an_unreachable_prometheus_is_named_as_today() -> None:
         PrometheusObserver(url).read(30)
     assert failure.value.reason == "PrometheusUnreachable"
     assert str(failure.value).startswith(f"Prometheus at {url} is unreachable:")
+
+
+def test_a_reads_bound_is_a_quarter_of_the_interval_but_at_least_five_seconds() -> None:
+    assert read_timeout_s(10) == 5.0
+    assert read_timeout_s(60) == 15.0
+
+
+@pytest.mark.parametrize("slow_prometheus", [6.0], indirect=True)
+def test_without_a_timeout_a_slow_prometheus_is_waited_for_within_the_intervals_share(
+    slow_prometheus: SlowPrometheus,
+) -> None:
+    # Answers after 6 s: within a 60-s interval's 15 s (a fixed 5-s bound failed 1000-node reads that took 5 s).
+    samples = PrometheusObserver(_url(slow_prometheus)).read(60)
+    assert samples.window_s == 60
