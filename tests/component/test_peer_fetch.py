@@ -46,6 +46,11 @@ def fetch(dest: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=60)
 
 
+def fetch_checked(dest: Path, source_url: str, payload: bytes, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """fetch-model from ``source_url`` with ``payload``'s sha256 (peers need one), plus ``arguments``."""
+    return fetch(dest, "--url", source_url, "--sha256", hashlib.sha256(payload).hexdigest(), *arguments)
+
+
 def test_the_server_hands_out_a_loaded_models_own_file(peer: ServerProcess, peer_root: Path) -> None:
     response = httpx.get(f"{peer.url}/v2/models/det/artifact", timeout=10)
     assert response.status_code == 200
@@ -70,12 +75,10 @@ def test_a_peer_with_the_right_bytes_is_used_and_the_source_is_not_touched(
     payload = model_bytes(peer_root)
     server.routes["/det.onnx"] = Route(body=payload)
     dest = tmp_path / "models" / "det"
-    result = fetch(
+    result = fetch_checked(
         dest,
-        "--url",
         f"{server.url}/det.onnx",
-        "--sha256",
-        hashlib.sha256(payload).hexdigest(),
+        payload,
         "--peer",
         f"{peer.url}/v2/models/det/artifact",
     )
@@ -93,12 +96,10 @@ def test_a_peer_serving_corrupt_bytes_is_rejected_and_the_source_used(
     server.routes["/det.onnx"] = Route(body=payload)
     server.routes["/corrupt-peer"] = Route(body=payload[:-1] + b"\x00")
     dest = tmp_path / "models" / "det"
-    result = fetch(
+    result = fetch_checked(
         dest,
-        "--url",
         f"{server.url}/det.onnx",
-        "--sha256",
-        hashlib.sha256(payload).hexdigest(),
+        payload,
         "--peer",
         f"{server.url}/corrupt-peer",
     )
@@ -121,12 +122,10 @@ def test_unreachable_and_silent_peers_fall_back_within_the_timeout(
         closed_port = probe.getsockname()[1]
     dest = tmp_path / "models" / "det"
     started = time.monotonic()
-    result = fetch(
+    result = fetch_checked(
         dest,
-        "--url",
         f"{server.url}/det.onnx",
-        "--sha256",
-        hashlib.sha256(payload).hexdigest(),
+        payload,
         "--peer",
         f"http://127.0.0.1:{closed_port}/v2/models/det/artifact",
         "--peer",
@@ -154,17 +153,12 @@ def test_the_operators_peers_file_is_read_and_a_missing_one_means_the_source(
 ) -> None:
     payload = model_bytes(peer_root)
     server.routes["/det.onnx"] = Route(body=payload)
-    checksum = hashlib.sha256(payload).hexdigest()
     peers_file = tmp_path / "det.pi-1"
     peers_file.write_text(f"{server.url}/no-such-peer\n{peer.url}/v2/models/det/artifact\n")
-    result = fetch(
-        tmp_path / "a" / "det", "--url", f"{server.url}/det.onnx", "--sha256", checksum, "--peers-file", str(peers_file)
-    )
+    result = fetch_checked(tmp_path / "a" / "det", f"{server.url}/det.onnx", payload, "--peers-file", str(peers_file))
     assert result.returncode == ExitCode.OK, result.stderr
     assert f"fetched from peer {peer.url}/v2/models/det/artifact" in result.stderr
     missing = tmp_path / "absent"
-    result = fetch(
-        tmp_path / "b" / "det", "--url", f"{server.url}/det.onnx", "--sha256", checksum, "--peers-file", str(missing)
-    )
+    result = fetch_checked(tmp_path / "b" / "det", f"{server.url}/det.onnx", payload, "--peers-file", str(missing))
     assert result.returncode == ExitCode.OK, result.stderr
     assert f"fetched from source {server.url}/det.onnx" in result.stderr
