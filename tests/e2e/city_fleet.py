@@ -6,10 +6,12 @@ playing the gateways) and read the policy the same way; only the operator's flag
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
 import urllib.request
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ import pytest
 import yaml
 
 from edgeaigc.cluster.local import ClusterState
-from edgeaigc.cluster.processes import spawn_twin
+from edgeaigc.cluster.processes import spawn_edgeaigc, spawn_twin, stop
 from tests.e2e.conftest import REPO, Kubectl, example_fleet
 
 
@@ -89,6 +91,26 @@ def start_city(
     kubectl.run("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(documents))
     # Seed 0 starts the simulated day at a busy hour, when caching pays.
     return spawn_twin(namespace, cluster.directory, logs / "twin.log", cluster.kubeconfig, seed=0)
+
+
+@contextlib.contextmanager
+def operator_running(
+    cluster: ClusterState,
+    kubectl: Kubectl,
+    namespace: str,
+    twin: subprocess.Popen[bytes],
+    arguments: Sequence[str],
+    logs: Path,
+) -> Iterator[None]:
+    """``edgeaigc operator ARGUMENTS`` for the fleet; at the end it and the twin stop, the namespace goes."""
+    operator = spawn_edgeaigc(list(arguments), logs / "operator.log", cluster.kubeconfig)
+    try:
+        yield
+    finally:
+        stop(operator)
+        stop(twin)
+        kubectl.run("delete", "namespace", namespace, "--wait=false", check=False)
+        print((logs / "operator.log").read_text()[-4000:])
 
 
 class CityPolicy:

@@ -24,9 +24,8 @@ from pathlib import Path
 import pytest
 
 from edgeaigc.cluster.local import ClusterState
-from edgeaigc.cluster.processes import spawn_edgeaigc, stop
 from edgeaigc.policy.recording import recording_files
-from tests.e2e.city_fleet import CityPolicy, build_actor, free_port, start_city
+from tests.e2e.city_fleet import CityPolicy, build_actor, free_port, operator_running, start_city
 from tests.e2e.conftest import Kubectl, wait_for
 
 NAMESPACE = "learning-e2e"
@@ -68,14 +67,8 @@ def fleet(cluster: ClusterState, kubectl: Kubectl, tmp_path_factory: pytest.Temp
         "--record-dir", str(record_dir), "--record-chunk-intervals", str(CHUNK_INTERVALS),
         "--promotion-margin", "0.05", "--promotion-min-intervals", "10",
     ]  # fmt: skip
-    operator: subprocess.Popen[bytes] = spawn_edgeaigc(arguments, logs / "operator.log", cluster.kubeconfig)
-    try:
+    with operator_running(cluster, kubectl, NAMESPACE, twin, arguments, logs):
         yield Fleet(kubectl, record_dir / NAMESPACE / "city", logs, bad_actor, port)
-    finally:
-        stop(operator)
-        stop(twin)
-        kubectl.run("delete", "namespace", NAMESPACE, "--wait=false", check=False)
-        print((logs / "operator.log").read_text()[-4000:])
 
 
 def test_a_fine_tuned_actor_is_promoted_and_run_and_a_worse_one_refused(fleet: Fleet, kubectl: Kubectl) -> None:

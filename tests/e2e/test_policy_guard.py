@@ -15,7 +15,6 @@ about 60 % when this test was written, and the guard rightly took control from i
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,9 +22,8 @@ from pathlib import Path
 import pytest
 
 from edgeaigc.cluster.local import ClusterState
-from edgeaigc.cluster.processes import spawn_edgeaigc, stop
 from edgeaigc.policy.guard import GUARD_CANDIDATES
-from tests.e2e.city_fleet import CityPolicy, build_actor, free_port, start_city
+from tests.e2e.city_fleet import CityPolicy, build_actor, free_port, operator_running, start_city
 from tests.e2e.conftest import Kubectl, wait_for
 
 NAMESPACE = "guard-e2e"
@@ -48,14 +46,8 @@ def fleet(cluster: ClusterState, kubectl: Kubectl, tmp_path_factory: pytest.Temp
     twin = start_city(cluster, kubectl, NAMESPACE, bad_actor, GUARD, INTERVAL_S, logs)
     port = free_port()
     arguments = ["operator", "-n", NAMESPACE, "--metrics-port", str(port), "--liveness-port", "0"]
-    operator: subprocess.Popen[bytes] = spawn_edgeaigc(arguments, logs / "operator.log", cluster.kubeconfig)
-    try:
+    with operator_running(cluster, kubectl, NAMESPACE, twin, arguments, logs):
         yield Fleet(kubectl, port, good_actor)
-    finally:
-        stop(operator)
-        stop(twin)
-        kubectl.run("delete", "namespace", NAMESPACE, "--wait=false", check=False)
-        print((logs / "operator.log").read_text()[-4000:])
 
 
 def test_a_bad_actor_loses_control_to_a_heuristic_within_the_window(fleet: Fleet, kubectl: Kubectl) -> None:
