@@ -400,6 +400,11 @@ class PrometheusObserver:
         return PrometheusSamples(**{figure: future.result() for figure, future in futures.items()}, window_s=interval_s)
 
 
+def _counted(samples: Sequence[Sample]) -> float:
+    """Requests counted by all ``samples`` together (NaN values, which increase() can give, count as none)."""
+    return float(np.nansum([float(sample["value"][1]) for sample in samples])) if samples else 0.0
+
+
 @dataclasses.dataclass(frozen=True)
 class PrometheusSamples:
     """The query results of one decision (see :meth:`PrometheusObserver.read`)."""
@@ -420,7 +425,9 @@ class PrometheusSamples:
         """The policy's observation (pure).
 
         Raises:
-            ObservationError: ``NoMetrics``, no request series while models are cached.
+            ObservationError: ``NoMetrics``, no request series while models are cached; ``NoRequestsCounted``,
+                series that counted no request over the last interval while models are cached and the trend
+                window counted some.
         """
         # No series and nothing cached: a new fleet, whose gateways count nothing until they have a
         # routing table, which the operator writes only after a decision. Decide on zero demand (every
@@ -429,6 +436,19 @@ class PrometheusSamples:
         if not self.last_interval and np.asarray(cache).any():
             raise ObservationError(
                 "NoMetrics", f"Prometheus has no {REQUESTS_TOTAL} series yet (are the gateways scraped?)"
+            )
+        # Series that all stood still for an interval after counting requests: a scrape gap, a stalled
+        # exporter or a window that fell between a counter's steps (the 1000-node benchmark's twin did this
+        # every decision), far more often than a whole fleet going quiet at once. Deciding on it would
+        # evict every model, and the next interval would download them again (the flip-flop seen at 300
+        # nodes). Keep the placement; a fleet that really went quiet empties the trend window too, and is
+        # then decided on.
+        if np.asarray(cache).any() and _counted(self.last_interval) == 0 and _counted(self.recent_window) > 0:
+            raise ObservationError(
+                "NoRequestsCounted",
+                f"no request was counted over the last {self.window_s} s although the "
+                f"{self.window_s * TREND_WINDOW_SLOTS} s before counted {_counted(self.recent_window):.0f}: "
+                "keeping the placement (are the gateways scraped every interval?)",
             )
         return observation_from_samples(
             scenario,

@@ -8,6 +8,8 @@ families (so a registry can scrape the twin too, and a test checks both give the
 from __future__ import annotations
 
 import threading
+import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -47,15 +49,27 @@ def _escape_label_value(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
+#: The counters a slot adds to (``TwinMetrics._counters``): each maps its label values to a cumulative value.
+COUNTERS = ("requests", "request_seconds", "duration_sum", "camera_bytes", "request_bytes", "response_bytes")
+
+
 class TwinMetrics(Collector):
     """Cumulative request metrics and the twin's gauges, exported whole at each scrape.
 
-    Slots are added with :meth:`add` (whole counts and histogram buckets at once), under a lock so
-    a scrape never sees half a slot.
+    A slot added with :meth:`add` is *played* over the tick that follows, as a gateway counts its
+    requests while they arrive: a scrape sees the slot's counts in proportion to the time since it was
+    added (over the tick, or over the last cycle when the twin's step ran late), and the rest of it
+    when the next slot is added. Counters that stepped once per tick made ``increase()`` over a window
+    of one tick see either nothing or 1.5 slots, by the phase of the scrapes alone: at 1000 nodes
+    (60-s tick, 20-s scrapes, a decision every 60 s) every decision saw zero requests and TD3 placed
+    nothing. Gauges change at :meth:`add`. All under a lock, so a scrape never sees half a slot.
     """
 
-    def __init__(self, buckets: Sequence[float] = contract.REQUEST_LATENCY_BUCKETS) -> None:
+    def __init__(
+        self, buckets: Sequence[float] = contract.REQUEST_LATENCY_BUCKETS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.buckets = np.asarray(buckets, dtype=float)
+        self.clock = clock
         # The ``le`` label of each bucket, as the text format writes it.
         self._bounds = [floatToGoString(b) for b in self.buckets] + ["+Inf"]
         self._lock = threading.Lock()
@@ -72,6 +86,20 @@ class TwinMetrics(Collector):
         self._hour = 0.0
         self._hit_rate = 0.0
         self._cost = 0.0
+        self._counters: dict[str, dict[Any, float]] = {
+            "requests": self._requests,
+            "request_seconds": self._request_seconds,
+            "duration_sum": self._duration_sum,
+            "camera_bytes": self._camera_bytes,
+            "request_bytes": self._request_bytes,
+            "response_bytes": self._response_bytes,
+        }
+        # The slot being played: its increments of each counter, when it started and over how long.
+        self._playing: dict[str, dict[Any, float]] = {name: {} for name in COUNTERS}
+        self._playing_buckets: dict[tuple[str, str], np.ndarray] = {}
+        self._playing_cost = 0.0
+        self._playing_since: float | None = None
+        self._playing_seconds = 1.0
         self._initialised: set[tuple[tuple[str, ...], ...]] = set()
         self._label_text: dict[tuple[Any, ...], str] = {}
 
@@ -100,6 +128,22 @@ class TwinMetrics(Collector):
                     self._requests.setdefault((model, "200", where, node), 0.0)
                     self._request_seconds.setdefault((model, where, node), 0.0)
 
+    def _finish_playing(self) -> None:
+        """Add the rest of the slot being played to the counters (caller holds the lock)."""
+        for name, increments in self._playing.items():
+            counter = self._counters[name]
+            for key, value in increments.items():
+                counter[key] += value
+        for place, counts in self._playing_buckets.items():
+            self._bucket_counts[place] += counts
+        self._cost += self._playing_cost
+
+    def played(self) -> float:
+        """Share of the slot being played that the counters show now (caller holds the lock)."""
+        if self._playing_since is None:
+            return 1.0
+        return min(max((self.clock() - self._playing_since) / self._playing_seconds, 0.0), 1.0)
+
     def add(self, served: ServedSlot, tick_seconds: float) -> None:
         scenario = served.scenario
         input_bytes = scenario.model_input_mbit * 1e6 / 8
@@ -107,22 +151,32 @@ class TwinMetrics(Collector):
         bucket_index = np.searchsorted(self.buckets, served.seconds, side="left")  # le: seconds <= bound
         # Every gateway reports both places, as a real gateway's gauge does.
         in_flight = {(where, node): 0.0 for where in contract.SERVED_BY_VALUES for node in scenario.node_names}
+        slot: dict[str, defaultdict[Any, float]] = {name: defaultdict(float) for name in COUNTERS}
+        buckets: dict[tuple[str, str], np.ndarray] = {}
+        for u, m in zip(*np.nonzero(served.counts), strict=True):
+            count = float(served.counts[u, m])
+            where = "edge" if served.hit[u, m] else "cloud"
+            model, node = scenario.model_names[m], scenario.node_names[scenario.camera_node[u]]
+            camera = scenario.camera_names[u]
+            slot["requests"][(model, "200", where, node)] += count
+            slot["request_seconds"][(model, where, node)] += count * served.seconds[u, m]
+            buckets.setdefault((where, node), np.zeros(self.buckets.size + 1))[bucket_index[u, m]] += count
+            slot["duration_sum"][(where, node)] += count * served.seconds[u, m]
+            slot["camera_bytes"][(node, camera)] += count * input_bytes[m]
+            slot["request_bytes"][(where, node)] += count * input_bytes[m]
+            slot["response_bytes"][(where, node)] += count * output_bytes[m]
+            # Little's law: requests in flight on average = arrival rate x time in the system.
+            in_flight[(where, node)] += count / tick_seconds * served.seconds[u, m]
         with self._lock:
             self._initialise(scenario)
-            for u, m in zip(*np.nonzero(served.counts), strict=True):
-                count = float(served.counts[u, m])
-                where = "edge" if served.hit[u, m] else "cloud"
-                model, node = scenario.model_names[m], scenario.node_names[scenario.camera_node[u]]
-                camera = scenario.camera_names[u]
-                self._requests[(model, "200", where, node)] += count
-                self._request_seconds[(model, where, node)] += count * served.seconds[u, m]
-                self._bucket_counts[(where, node)][bucket_index[u, m]] += count
-                self._duration_sum[(where, node)] += count * served.seconds[u, m]
-                self._camera_bytes[(node, camera)] += count * input_bytes[m]
-                self._request_bytes[(where, node)] += count * input_bytes[m]
-                self._response_bytes[(where, node)] += count * output_bytes[m]
-                # Little's law: requests in flight on average = arrival rate x time in the system.
-                in_flight[(where, node)] += count / tick_seconds * served.seconds[u, m]
+            self._finish_playing()
+            now = self.clock()
+            # Played over the tick, or over the last cycle when the step came late: the next slot is
+            # expected as late again, and whatever is left of this one is added when it comes.
+            since_last = 0.0 if self._playing_since is None else now - self._playing_since
+            self._playing = {name: dict(increments) for name, increments in slot.items()}
+            self._playing_buckets, self._playing_cost = buckets, float(served.outcome.cost)
+            self._playing_since, self._playing_seconds = now, max(tick_seconds, since_last)
             self._in_flight = in_flight
             self._link = {
                 (scenario.node_names[scenario.camera_node[u]], scenario.camera_names[u]): float(served.link_quality[u])
@@ -131,7 +185,6 @@ class TwinMetrics(Collector):
             self._slot = served.slot
             self._hour = served.hour_of_day
             self._hit_rate = served.outcome.hit_rate
-            self._cost += served.outcome.cost
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # nothing to check at registration; families are built at scrape time
@@ -148,32 +201,41 @@ class TwinMetrics(Collector):
 
     def _walk(self, family: FamilyStart, sample: SampleOut) -> None:
         """Every family and sample in exposition order (caller holds the lock): the one place that lists them."""
+        played = self.played()
 
         def labelled(of: contract.Family, values: dict[Any, float]) -> None:
             family(of.name, of.kind, of.help)
             for key, value in sorted(values.items()):
                 sample(of.name, of.labels, key, value)
 
-        labelled(contract.GATEWAY_REQUESTS, self._requests)
+        def counter(of: contract.Family, name: str) -> None:
+            family(of.name, of.kind, of.help)
+            playing = self._playing[name]
+            for key, value in sorted(self._counters[name].items()):
+                sample(of.name, of.labels, key, value + played * playing.get(key, 0.0))
+
+        counter(contract.GATEWAY_REQUESTS, "requests")
         duration = contract.GATEWAY_REQUEST_DURATION
         family(duration.name, duration.kind, duration.help)
         for place, counts in sorted(self._bucket_counts.items()):
-            cumulative = np.cumsum(counts)
+            playing = self._playing_buckets.get(place)
+            cumulative = np.cumsum(counts if playing is None else counts + played * playing)
             for bound, count in zip(self._bounds, cumulative, strict=True):
                 sample(f"{duration.name}_bucket", BUCKET_LABELS, (*place, bound), float(count))
             sample(f"{duration.name}_count", duration.labels, place, float(cumulative[-1]))
-            sample(f"{duration.name}_sum", duration.labels, place, self._duration_sum[place])
-        labelled(contract.GATEWAY_REQUEST_SECONDS, self._request_seconds)
-        labelled(contract.GATEWAY_REQUEST_BYTES, self._request_bytes)
-        labelled(contract.GATEWAY_RESPONSE_BYTES, self._response_bytes)
-        labelled(contract.CAMERA_REQUEST_BYTES, self._camera_bytes)
+            sum_playing = self._playing["duration_sum"].get(place, 0.0)
+            sample(f"{duration.name}_sum", duration.labels, place, self._duration_sum[place] + played * sum_playing)
+        counter(contract.GATEWAY_REQUEST_SECONDS, "request_seconds")
+        counter(contract.GATEWAY_REQUEST_BYTES, "request_bytes")
+        counter(contract.GATEWAY_RESPONSE_BYTES, "response_bytes")
+        counter(contract.CAMERA_REQUEST_BYTES, "camera_bytes")
         labelled(IN_FLIGHT, self._in_flight)
         labelled(contract.CAMERA_LINK, self._link)
         for (name, kind, documentation), value in (
             (SLOT, float(self._slot)),
             (HOUR, self._hour),
             (HIT_RATE, self._hit_rate),
-            (COST, self._cost),
+            (COST, self._cost + played * self._playing_cost),
         ):
             family(name, kind, documentation)
             sample(name, (), (), value)

@@ -142,6 +142,14 @@ def test_a_new_fleet_without_request_series_is_decided_on_zero_demand() -> None:
     assert [m["kind"] for m in changes.apply].count("ConfigMap") == 1
 
 
+def test_a_fleet_gone_quiet_is_decided_on_once_the_trend_window_is_quiet_too() -> None:
+    placed, applied = decide(snapshot(), PolicyCache())
+    assert applied is not None and any(placed.placement.values())
+    quiet = _samples(rate=0.0)
+    decision, changes = decide(snapshot(owned=applied.apply, samples=quiet), PolicyCache())
+    assert decision.degraded_reason is None and changes is not None
+
+
 def test_an_invalid_fleet_is_reported_before_missing_metrics() -> None:
     no_metrics = ObservationError("NoMetrics", "no series yet")
     decision, changes = decide(snapshot(cameras=[], samples=no_metrics), PolicyCache())
@@ -153,6 +161,10 @@ def test_an_invalid_fleet_is_reported_before_missing_metrics() -> None:
     [
         ({"samples": ObservationError("PrometheusUnreachable", "refused")}, "PrometheusUnreachable"),
         ({"samples": dataclasses.replace(_samples(), last_interval=[])}, "NoMetrics"),
+        (
+            {"samples": dataclasses.replace(_samples(), last_interval=_samples(rate=0.0).last_interval)},
+            "NoRequestsCounted",
+        ),
         ({"actor": PolicyUnavailable("cannot load the td3 policy: 404 Not Found")}, "PolicyUnavailable"),
         ({"allocatable": {n: {"cpu": "100m", "memory": "8Gi"} for n in NODES}}, "PlanDoesNotFit"),
     ],

@@ -178,8 +178,24 @@ class FakeSource:
 
 
 def _scrape(twin: Twin) -> str:
-    """What Prometheus reads from the twin (its own exposition, checked against the client library's below)."""
-    return twin.metrics.exposition().decode()
+    """What Prometheus reads from the twin once its last slot has played (its own exposition, checked against
+    the client library's below)."""
+    metrics, clock = twin.metrics, twin.metrics.clock
+    metrics.clock = lambda: clock() + 1e6
+    try:
+        return metrics.exposition().decode()
+    finally:
+        metrics.clock = clock
+
+
+class FakeClock:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def _samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
@@ -348,7 +364,49 @@ def test_the_twins_fast_exposition_is_the_client_librarys_text_format() -> None:
         twin.step()
     registry = CollectorRegistry(auto_describe=False)
     registry.register(twin.metrics)
+    now = twin.metrics.clock() + 0.4  # both in the middle of the last slot's tick
+    twin.metrics.clock = lambda: now
     assert twin.metrics.exposition() == generate_latest(registry)
+
+
+def _total(text: str, name: str) -> float:
+    return sum(value for _, value in _samples(text, name))
+
+
+def test_a_slot_is_counted_while_its_tick_plays_not_all_at_once() -> None:
+    """A scrape in the middle of a tick sees that share of the slot; the next slot adds the rest.
+
+    Counters that stepped once per tick made increase() over one tick's window read zero or 1.5 slots,
+    by the phase of the scrapes alone (every decision of the 1000-node benchmark read zero).
+    """
+    clock = FakeClock()
+    twin = Twin(FakeSource(), "traffic-city", seed=9, tick_seconds=60.0, trace_slots=20)
+    twin.metrics.clock = clock
+    first = twin.step()
+    assert first is not None and first.counts.sum() > 0
+    names = (
+        "edgeaigc_requests_total",
+        "edgeaigc_camera_request_bytes_total",
+        "edgeaigc_request_duration_seconds_count",
+    )
+    at_start = {name: _total(twin.metrics.exposition().decode(), name) for name in names}
+    assert at_start == {name: 0.0 for name in names}
+    clock.now += 15.0
+    quarter = twin.metrics.exposition().decode()
+    assert _total(quarter, "edgeaigc_requests_total") == pytest.approx(first.counts.sum() / 4)
+    assert _total(quarter, "edgeaigc_request_duration_seconds_count") == pytest.approx(first.counts.sum() / 4)
+    clock.now += 45.0
+    assert _total(twin.metrics.exposition().decode(), "edgeaigc_requests_total") == pytest.approx(first.counts.sum())
+    # Late: the step comes 90 s after the first. The first slot is counted whole, the second is played over 90 s.
+    clock.now += 30.0
+    second = twin.step()
+    assert second is not None
+    clock.now += 45.0
+    half = _total(twin.metrics.exposition().decode(), "edgeaigc_requests_total")
+    assert half == pytest.approx(first.counts.sum() + second.counts.sum() / 2)
+    # Gauges are the last slot's at once.
+    (hit_rate,) = _samples(twin.metrics.exposition().decode(), "edgeaigc_twin_hit_rate")
+    assert hit_rate[1] == pytest.approx(second.outcome.hit_rate)
 
 
 def test_a_large_fleets_trace_is_cut_to_the_memory_budget() -> None:
