@@ -548,13 +548,37 @@ def build_routing_table(
     return RoutingTable(generation, edge_nodes, cloud)
 
 
+#: What the routing table's text may take of a ConfigMap (the API server refuses more than 1 MiB of data
+#: in all; the rest is left for nothing else, the table being the ConfigMap's only key).
+ROUTING_TABLE_MAX_BYTES = 1_000_000
+
+
+class RoutingTableTooLarge(ValueError):
+    """The routing table does not fit in one ConfigMap."""
+
+
 def build_routing_configmap(policy: Mapping[str, Any], table: RoutingTable) -> dict[str, Any]:
+    """The gateways' routing table as a ConfigMap.
+
+    Raises:
+        RoutingTableTooLarge: its text is over :data:`ROUTING_TABLE_MAX_BYTES` (the API server would refuse
+            it with a 422 in the middle of a reconcile, after the replicas it routes to were written).
+    """
     policy_name = policy["metadata"]["name"]
+    text = table.to_json()
+    if len(text.encode()) > ROUTING_TABLE_MAX_BYTES:
+        routes = sum(len(routes.models) for routes in table.edge_nodes.values())
+        cameras = sum(len(routes.camera_bandwidth_share) for routes in table.edge_nodes.values())
+        raise RoutingTableTooLarge(
+            f"the routing table of {len(table.edge_nodes)} edge nodes, {routes} edge replicas and {cameras} cameras "
+            f"takes {len(text.encode())} bytes, more than a ConfigMap holds ({ROUTING_TABLE_MAX_BYTES}): split the "
+            "fleet into PlacementPolicies over disjoint node sets (spec.edgeNodeSelector)"
+        )
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _metadata(policy, object_name(policy_name, "routing"), _labels(policy_name, c.COMPONENT_ROUTING)),
-        "data": {c.ROUTING_TABLE_KEY: table.to_json()},
+        "data": {c.ROUTING_TABLE_KEY: text},
     }
 
 

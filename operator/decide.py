@@ -22,7 +22,13 @@ import numpy as np
 from edgeaigc.inference.gateway.routing_table import InvalidRoutingTable, RoutingTable, parse_routing_table
 from edgeaigc.operator import constants as c
 from edgeaigc.operator.artifacts import artifact_conditions
-from edgeaigc.operator.builders import build_routing_table, desired_objects, model_artifacts, object_name
+from edgeaigc.operator.builders import (
+    RoutingTableTooLarge,
+    build_routing_table,
+    desired_objects,
+    model_artifacts,
+    object_name,
+)
 from edgeaigc.operator.learning import Promotion
 from edgeaigc.operator.observe import ObservationError, Observed, Snapshot
 from edgeaigc.operator.placement import allocatable_millicores, plan_fits_nodes
@@ -349,6 +355,8 @@ def decide(
         return degraded(decision, "InvalidFleet", str(error)), None
     except InvalidSelector as error:
         return degraded(decision, "InvalidSelector", f"spec.edgeNodeSelector: {error}"), None
+    except RoutingTableTooLarge as error:
+        return degraded(decision, "RoutingTableTooLarge", str(error)), None
     except Exception as error:  # an actor that fails at run time, a bug: report, never crash the loop
         log.exception("decision for %s/%s failed", policy["metadata"]["namespace"], policy["metadata"]["name"])
         return degraded(decision, "DecisionFailed", f"{type(error).__name__}: {error}"), None

@@ -92,7 +92,9 @@ class RoutingTable:
             },
             "cloud": {model: {"url": url} for model, url in sorted(self.cloud.items())},
         }
-        return json.dumps(document, indent=2, sort_keys=False)
+        # Compact: the table is one ConfigMap, at most 1 MiB; indented it reached that at 1000 nodes with
+        # ~1800 replicas (1.17 MB; 0.66 MB compact).
+        return json.dumps(document, separators=(",", ":"), sort_keys=False)
 
 
 def _number(value: Any, where: str, low: float, high: float) -> float:

@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 import yaml
 
-from edgeaigc.inference.gateway.routing_table import InvalidRoutingTable, parse_routing_table
+from edgeaigc.inference.gateway.routing_table import (
+    EdgeNodeRoutes,
+    Endpoint,
+    InvalidRoutingTable,
+    LocalModel,
+    RoutingTable,
+    parse_routing_table,
+)
 from edgeaigc.operator import builders
 from edgeaigc.operator import constants as c
 from edgeaigc.policy.fleet import InvalidFleet, scenario_from_resources, unattached_cameras
@@ -391,3 +398,33 @@ def test_cloud_replica_resources_are_kubernetes_quantities_checked_once() -> Non
         timeout=60,
     )
     assert result.returncode == 2 and "EDGEAIGC_CLOUD_REPLICA_CPU" in result.stderr, result.stderr
+
+
+def _city_routing_table(nodes: int, replicas_per_node: int) -> RoutingTable:
+    """A routing table of ``nodes`` edge nodes with four cameras and ``replicas_per_node`` replicas each."""
+    edge_nodes = {
+        f"edge-{e:04d}": EdgeNodeRoutes(
+            {
+                f"model-{m:02d}": LocalModel(
+                    (Endpoint(builders.service_url(f"edgeaigc-model-{m:02d}-edge-{e:04d}", "city")),), 0.1234
+                )
+                for m in range(replicas_per_node)
+            },
+            {f"camera-{4 * e + k:04d}": 0.2513 for k in range(4)},
+            f"kwok-edge-{e:04d}",
+            7500000.0,
+        )
+        for e in range(nodes)
+    }
+    cloud = {f"model-{m:02d}": builders.service_url(f"edgeaigc-city-cloud-model-{m:02d}", "city") for m in range(50)}
+    return RoutingTable(7, edge_nodes, cloud)
+
+
+def test_a_city_sized_routing_table_fits_a_configmap_and_a_larger_one_is_refused_before_any_write() -> None:
+    # 1000 nodes x 3 replicas x 4 cameras: 1.17 MB indented, refused by the API server (422) mid-reconcile.
+    city = _city_routing_table(1000, 3)
+    configmap = builders.build_routing_configmap(POLICY, city)
+    text = configmap["data"][c.ROUTING_TABLE_KEY]
+    assert len(text.encode()) < builders.ROUTING_TABLE_MAX_BYTES and parse_routing_table(text) == city
+    with pytest.raises(builders.RoutingTableTooLarge, match=r"2000 edge nodes, 10000 edge replicas.*edgeNodeSelector"):
+        builders.build_routing_configmap(POLICY, _city_routing_table(2000, 5))
