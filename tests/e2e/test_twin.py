@@ -175,14 +175,23 @@ def test_twin_follows_the_placement_and_prometheus_reads_its_rates(
     _wait_for("a full window of twin slots", lambda: time.time() > ready_at, WINDOW_S + 15)
     at = time.time() - 1.5  # a moment Prometheus has certainly scraped past
 
-    # 3. Counters: exactly the twin's own counts at the slot of the same scrape.
+    # 3. Counters: exactly the twin's own counts of the slots before the scrape's, plus one share of its
+    # slot, the same for every series (the slot being played over its tick).
     slot_at = int(_scalar(url, f"edgeaigc_twin_slot{{{mine}}}", at) or 0)
     scraped = {
         (s["metric"]["model"], s["metric"]["served_by"], s["metric"]["edge_node"]): float(s["value"][1])
         for s in prom.query(url, f"edgeaigc_requests_total{{{mine}}}", at)
     }
     assert slot_at > first_edge.slot
-    assert {key: value for key, value in scraped.items() if value} == _cumulative_requests(twin.served_slots(), slot_at)
+    before = _cumulative_requests(twin.served_slots(), slot_at - 1)
+    after = _cumulative_requests(twin.served_slots(), slot_at)
+    assert {key for key, value in scraped.items() if value} <= set(after)
+    busiest = max(after, key=lambda key: after[key] - before.get(key, 0.0))
+    played = (scraped[busiest] - before.get(busiest, 0.0)) / (after[busiest] - before.get(busiest, 0.0))
+    assert 0.0 <= played <= 1.0, played
+    for key, total in after.items():
+        expected = before.get(key, 0.0) + played * (total - before.get(key, 0.0))
+        assert scraped[key] == pytest.approx(expected, rel=1e-9, abs=1e-6), (key, scraped[key], before.get(key), total)
     assert len(scraped) == scenario.num_nodes * scenario.num_models * 2  # the others at zero
     # Since the replica is ready, none of that model's requests on the node goes to the cloud.
     pair = f'model="{model}", edge_node="{EDGE_NODE}"'
