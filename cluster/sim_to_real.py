@@ -45,6 +45,12 @@ class Sample:
     """Model -> CPU limit of its (ready) edge replica."""
     served: dict[str, dict[str, tuple[float, float]]]
     """Model -> served_by -> (requests, mean latency in seconds) at the gateway over the interval."""
+    bandwidth_share: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Camera -> its bandwidth share in the routing table the gateway held (empty: not sampled)."""
+    uplink_bytes_per_second: float | None = None
+    """The node's uplink the gateway divides among the cameras (the table's ``uplinkBytesPerSecond``)."""
+    camera_bytes: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Camera -> request bytes the gateway accepted from it over the interval."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -271,6 +277,9 @@ def load_run(directory: Path) -> tuple[list[dict[str, Any]], dict[str, list[Samp
                 s["cached"],
                 s["cpu_millicores"],
                 {m: {k: (v[0], v[1]) for k, v in places.items()} for m, places in s["served"].items()},
+                s.get("bandwidth_share", {}),
+                s.get("uplink_bytes_per_second"),
+                s.get("camera_bytes", {}),
             )
             for s in phase.get("samples", [])
         ]
