@@ -74,6 +74,9 @@ EDGE_CORES = 0.8
 #: The shipped actor the learned phase runs (the chart's actors ConfigMap).
 ACTOR_KEY = "traffic-city-td3.onnx"
 ACTORS_CONFIGMAP = "edgeaigc-actors"
+#: The gateway's upload rate per camera and the generation of the routing table it holds (inference/gateway/metrics.py).
+UPLINK_RATE = "edgeaigc_gateway_uplink_rate_bytes_per_second"
+TABLE_GENERATION = "edgeaigc_gateway_routing_table_generation"
 #: A gateway series (the model servers export the same names without these labels).
 GATEWAY = 'edge_node!=""'
 
@@ -363,14 +366,28 @@ def camera_bytes(url: str, window_s: float, at: float) -> dict[str, float]:
     return {r["metric"]["camera"]: round(float(r["value"][1])) for r in rows if r["metric"].get("camera")}
 
 
-def uplink_plan(stack: RealStack) -> tuple[dict[str, float], float | None]:
-    """The cameras' bandwidth shares and the node's uplink (bytes/s) in the routing table the gateways read."""
+def uplink_plan(stack: RealStack) -> tuple[dict[str, float], float | None, int | None]:
+    """The cameras' bandwidth shares, the node's uplink (bytes/s) and the generation of the routing table the
+    operator wrote for the gateways."""
     output = stack.kubectl("get", "configmap", object_name(POLICY, "routing"), "-n", NAMESPACE, "-o", "json")
     table = json.loads(json.loads(output).get("data", {}).get(ROUTING_TABLE_KEY, "{}") or "{}")
     node = table.get("edgeNodes", {}).get(NODE, {})
     shares = {camera: float(entry["bandwidthShare"]) for camera, entry in node.get("cameras", {}).items()}
     uplink = node.get("uplinkBytesPerSecond")
-    return shares, None if uplink is None else float(uplink)
+    return shares, None if uplink is None else float(uplink), table.get("generation")
+
+
+def gateway_uplink(url: str, window_s: float, at: float) -> tuple[dict[str, float], int | None]:
+    """Camera -> the mean upload rate (bytes/s) the gateway held it to over the last ``window_s``, and the
+    oldest routing-table generation it held then: what it enforced, which its ConfigMap volume may delay."""
+    window = f"[{max(round(window_s), 5)}s]"
+    try:
+        rates = query(url, f"avg by (camera) (avg_over_time({UPLINK_RATE}{{{GATEWAY}}}{window}))", at=at)
+        generation = query(url, f"min(min_over_time({TABLE_GENERATION}{{{GATEWAY}}}{window}))", at=at)
+    except Exception:  # a gap in the samples, not the end of the demo
+        return {}, None
+    by_camera = {r["metric"]["camera"]: float(round(float(r["value"][1]))) for r in rates if r["metric"].get("camera")}
+    return by_camera, int(float(generation[0]["value"][1])) if generation else None
 
 
 def gateway_figures(url: str, window_s: int, at: float) -> dict[str, dict[str, float | None]]:
@@ -584,10 +601,16 @@ def run_phase(
             with contextlib.suppress(ClusterError):
                 cached, _ = _placement(stack)
                 served = served_figures(url, now - last_sample, now)
-                shares, uplink = uplink_plan(stack)
+                shares, uplink, generation = uplink_plan(stack)
                 accepted = camera_bytes(url, now - last_sample, now)
+                enforced, held = gateway_uplink(url, now - last_sample, now)
                 limits = _edge_millicores(stack)
-                result.samples.append(Sample(now, now - last_sample, cached, limits, served, shares, uplink, accepted))
+                generations = (generation, held) if generation is not None and held is not None else None
+                result.samples.append(
+                    Sample(
+                        now, now - last_sample, cached, limits, served, shares, uplink, accepted, enforced, generations
+                    )
+                )
             last_sample = now
 
         if console.is_terminal:

@@ -61,6 +61,11 @@ class Sample:
     """The node's uplink the gateway divides among the cameras (the table's ``uplinkBytesPerSecond``)."""
     camera_bytes: dict[str, float] = dataclasses.field(default_factory=dict)
     """Camera -> request bytes the gateway accepted from it over the interval."""
+    camera_rate: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Camera -> the upload rate (bytes/s) the gateway held it to over the interval, as it reports it: the
+    share of the routing table it had read, which lags the operator's by the ConfigMap volume's sync."""
+    generations: tuple[int, int] | None = None
+    """(the operator's routing table, the oldest the gateway held over the interval): their generations."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -171,7 +176,10 @@ def _add_uplink_waits(
         sizes = [float(scenario.model_input_mbit[names.index(name)]) * 1e6 / 8 for name in models]
         where = ["edge" if name in sample.cpu_millicores else "cloud" for name in models]
         service = [predicted[(name, place)] for name, place in zip(models, where, strict=True)]
-        rate = uplink_pacing.camera_rate(camera, sample.bandwidth_share, active, sample.uplink_bytes_per_second)
+        # the rate the gateway enforced when it says (its table may be older than the operator's), else the plan's
+        rate = sample.camera_rate.get(camera) or uplink_pacing.camera_rate(
+            camera, sample.bandwidth_share, active, sample.uplink_bytes_per_second
+        )
         frames = max(1, round(sample.camera_bytes[camera] / sum(sizes)))
         pacing = uplink_pacing.pace(
             sizes,
@@ -370,6 +378,8 @@ def load_run(directory: Path) -> tuple[list[dict[str, Any]], dict[str, list[Samp
                 s.get("bandwidth_share", {}),
                 s.get("uplink_bytes_per_second"),
                 s.get("camera_bytes", {}),
+                s.get("camera_rate", {}),
+                tuple(s["generations"]) if s.get("generations") else None,
             )
             for s in phase.get("samples", [])
         ]
