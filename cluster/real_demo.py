@@ -57,7 +57,7 @@ from edgeaigc.cluster.real_stack import (
     repo_path,
     wait_until,
 )
-from edgeaigc.cluster.sim_to_real import Bed, Sample, plot, print_report, report
+from edgeaigc.cluster.sim_to_real import Bed, Sample, plot, print_report, report, routing_tables
 from edgeaigc.inference.metrics_contract import CAMERA_REQUEST_BYTES_TOTAL, REQUEST_SECONDS_TOTAL, REQUESTS_TOTAL
 from edgeaigc.policy.resources import ROUTING_TABLE_KEY, object_name
 
@@ -766,8 +766,9 @@ def run(args: argparse.Namespace) -> int:
         "phases": [result.to_dict() for result in results],
         "vehicle_counts_match": counts_match(results),
     }
-    bed = Bed({camera.name: list(camera.models) for camera in cameras}, CLOUD_REPLICA_CORES)
-    sim = report(documents, {result.algorithm: result.samples for result in results}, bed)
+    phases = {result.algorithm: result.samples for result in results}
+    bed = Bed({camera.name: list(camera.models) for camera in cameras}, CLOUD_REPLICA_CORES, routing_tables(phases))
+    sim = report(documents, phases, bed)
     summary["sim_to_real"] = sim.to_dict()
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print_summary(results, load)

@@ -62,10 +62,11 @@ class Sample:
     camera_bytes: dict[str, float] = dataclasses.field(default_factory=dict)
     """Camera -> request bytes the gateway accepted from it over the interval."""
     camera_rate: dict[str, float] = dataclasses.field(default_factory=dict)
-    """Camera -> the upload rate (bytes/s) the gateway held it to over the interval, as it reports it: the
-    share of the routing table it had read, which lags the operator's by the ConfigMap volume's sync."""
+    """Camera -> the mean upload rate (bytes/s) the gateway reported for it over the interval (a check on
+    ``generations``: the gauge keeps its last value while the camera is silent, so it is not predicted from)."""
     generations: tuple[int, int] | None = None
-    """(the operator's routing table, the oldest the gateway held over the interval): their generations."""
+    """Generations of (the operator's routing table, the oldest table the gateway held over the interval): the
+    gateway reads the table from a ConfigMap volume, which the kubelet updates up to a minute later."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -104,13 +105,26 @@ class Bed:
     """Camera -> the models it sends one request each per frame, in order (empty: no uplink pacing)."""
     cloud_limit_cores: float | None = None
     """The CPU limit of a cloud replica (None: the fleet's ``cloud.coreSpeed``, which the demo sets to it)."""
+    routing_tables: dict[int, tuple[dict[str, float], float]] = dataclasses.field(default_factory=dict)
+    """Generation -> (the cameras' shares, the uplink) of each routing table the operator wrote during the run
+    (:func:`routing_tables`): the gateway may hold one from an earlier phase."""
+
+
+def routing_tables(phases: dict[str, list[Sample]]) -> dict[int, tuple[dict[str, float], float]]:
+    """The operator's routing tables (shares, uplink) by generation, as the samples of all phases saw them."""
+    return {
+        sample.generations[0]: (sample.bandwidth_share, sample.uplink_bytes_per_second)
+        for samples in phases.values()
+        for sample in samples
+        if sample.generations is not None and sample.uplink_bytes_per_second is not None
+    }
 
 
 def predict(
     documents: Sequence[dict[str, Any]], sample: Sample, bed: Bed | None = None
 ) -> dict[tuple[str, str], float]:
     """(model, served_by) -> the system model's service time (s) for the sample's cache, shares and rates."""
-    return _predict(_scenario(documents), sample, bed or Bed(), {})
+    return _predict(_scenario(documents), sample, bed or Bed(), GatewayState())
 
 
 def _rate(sample: Sample, model: str, served_by: str | None = None) -> float:
@@ -119,11 +133,8 @@ def _rate(sample: Sample, model: str, served_by: str | None = None) -> float:
     return requests / max(sample.seconds, 1.0)
 
 
-def _predict(
-    scenario: Any, sample: Sample, bed: Bed, buckets: dict[str, uplink_pacing.Bucket]
-) -> dict[tuple[str, str], float]:
-    """One sample's prediction; ``buckets`` (camera -> its bucket at the gateway) carries the uplink from one
-    sample to the next."""
+def _predict(scenario: Any, sample: Sample, bed: Bed, gateway: GatewayState) -> dict[tuple[str, str], float]:
+    """One sample's prediction; ``gateway`` carries the uplink from one sample to the next."""
     names = list(scenario.model_names)
     node_cores = float(scenario.node_cores[0])
     cache = np.zeros((1, len(names)))
@@ -151,44 +162,62 @@ def _predict(
         cloud_compute = cfs.response_seconds(work, cloud_limit, _rate(sample, name, "cloud"))
         fluid = work / float(scenario.cloud_core_speed)
         predicted[(name, "cloud")] = float(serving.miss_seconds[0, m]) - fluid + cloud_compute
-    _add_uplink_waits(scenario, sample, bed, buckets, predicted)
+    _add_uplink_waits(scenario, sample, bed, gateway, predicted)
     return predicted
+
+
+@dataclasses.dataclass
+class GatewayState:
+    """What the gateway's uplink carries from one sample to the next: each camera's token bucket."""
+
+    buckets: dict[str, uplink_pacing.Bucket] = dataclasses.field(default_factory=dict)
+
+
+def enforced_uplink(sample: Sample, bed: Bed) -> tuple[dict[str, float], float | None]:
+    """The shares and uplink the gateway enforced over ``sample``: those of the oldest routing table it held
+    then (its ConfigMap volume brings the operator's tables late), else the operator's latest."""
+    if sample.generations is not None:
+        held = bed.routing_tables.get(sample.generations[1])
+        if held is not None:
+            return held
+    return sample.bandwidth_share, sample.uplink_bytes_per_second
 
 
 def _add_uplink_waits(
     scenario: Any,
     sample: Sample,
     bed: Bed,
-    buckets: dict[str, uplink_pacing.Bucket],
+    gateway: GatewayState,
     predicted: dict[tuple[str, str], float],
 ) -> None:
     """The wait of each camera's requests for its bandwidth share at the gateway, added to both places (the
     gateway's latency includes it, wherever the request goes next)."""
-    if not bed.camera_models or sample.uplink_bytes_per_second is None or not sample.bandwidth_share:
+    shares, uplink = enforced_uplink(sample, bed)
+    if not bed.camera_models or uplink is None or not shares:
         return
     names = list(scenario.model_names)
     active = [camera for camera, sent in sample.camera_bytes.items() if sent > 0]
     for u, camera in enumerate(scenario.camera_names):
         models = [name for name in bed.camera_models.get(camera, []) if name in names]
         if not models or camera not in active:
-            buckets.pop(camera, None)  # silent: its bucket fills up
+            gateway.buckets.pop(camera, None)  # silent: its bucket fills up
             continue
         sizes = [float(scenario.model_input_mbit[names.index(name)]) * 1e6 / 8 for name in models]
         where = ["edge" if name in sample.cpu_millicores else "cloud" for name in models]
         service = [predicted[(name, place)] for name, place in zip(models, where, strict=True)]
-        # the rate the gateway enforced when it says (its table may be older than the operator's), else the plan's
-        rate = sample.camera_rate.get(camera) or uplink_pacing.camera_rate(
-            camera, sample.bandwidth_share, active, sample.uplink_bytes_per_second
-        )
         frames = max(1, round(sample.camera_bytes[camera] / sum(sizes)))
+        fps = float(scenario.camera_fps[u])
+        # a camera that was silent before started during the interval: its frames are its last ones
+        start_s = 0.0 if camera in gateway.buckets else max(0.0, sample.seconds - frames / fps)
         pacing = uplink_pacing.pace(
             sizes,
             service,
-            float(scenario.camera_fps[u]),
-            rate,
+            fps,
+            uplink_pacing.camera_rate(camera, shares, active, uplink),
             sample.seconds,
-            buckets.setdefault(camera, uplink_pacing.Bucket()),
+            gateway.buckets.setdefault(camera, uplink_pacing.Bucket()),
             max_frames=frames,
+            start_s=start_s,
         )
         for name, wait in zip(models, pacing.waits_s, strict=True):
             predicted[(name, "edge")] += wait
@@ -198,10 +227,10 @@ def _add_uplink_waits(
 def _predictions(
     documents: Sequence[dict[str, Any]], samples: Sequence[Sample], bed: Bed
 ) -> list[dict[tuple[str, str], float]]:
-    """Each sample's prediction, in order (the uplink's buckets carry over from one to the next)."""
+    """Each sample's prediction, in order (the gateway's uplink carries over from one to the next)."""
     scenario = _scenario(documents)  # once: the fleet is the same for every sample
-    buckets: dict[str, uplink_pacing.Bucket] = {}
-    return [_predict(scenario, sample, bed, buckets) for sample in samples]
+    gateway = GatewayState()
+    return [_predict(scenario, sample, bed, gateway) for sample in samples]
 
 
 def compare(documents: Sequence[dict[str, Any]], samples: Sequence[Sample], bed: Bed | None = None) -> list[Point]:
@@ -385,7 +414,7 @@ def load_run(directory: Path) -> tuple[list[dict[str, Any]], dict[str, list[Samp
         ]
         for phase in summary["phases"]
     }
-    bed = Bed(summary.get("camera_models", {}), summary.get("cloud_replica_cores"))
+    bed = Bed(summary.get("camera_models", {}), summary.get("cloud_replica_cores"), routing_tables(phases))
     return documents, phases, str(summary.get("load", "")), bed
 
 

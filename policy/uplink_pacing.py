@@ -65,6 +65,7 @@ def pace(
     bucket: Bucket,
     *,
     max_frames: int | None = None,
+    start_s: float = 0.0,
     burst_s: float = BURST_S,
     max_wait_s: float = MAX_WAIT_S,
 ) -> Pacing:
@@ -76,14 +77,15 @@ def pace(
         fps: the camera's frame rate: a frame is due every ``1 / fps`` unless the last one is still going.
         rate_bytes_per_s: :func:`camera_rate` over the interval.
         max_frames: stop after this many frames (the camera fell silent).
+        start_s: the first frame's time in the interval (a camera that started sending during it).
     """
     rate = max(rate_bytes_per_s, 1e-9)
     capacity = rate * burst_s
     tokens = capacity if bucket.tokens is None else min(bucket.tokens, capacity)
     waits = [0.0] * len(request_bytes)
     frames = refused = 0
-    now = bucket.behind_s
-    updated = bucket.updated_s
+    now = max(bucket.behind_s, start_s)
+    updated = min(bucket.updated_s, now)
     while now < seconds and (max_frames is None or frames < max_frames):
         frame_due = now
         for index, (size, service) in enumerate(zip(request_bytes, service_s, strict=True)):

@@ -120,3 +120,41 @@ def test_the_work_is_measured_on_the_frames_the_camera_sends(tmp_path: Path) -> 
     assert len(tensors) == 3
     assert all(t.shape == (1, 3, 416, 416) and t.dtype == "float32" for t in tensors)
     assert all(float(t.std()) > 1.0 for t in tensors)  # a road scene, not a constant
+
+
+def test_the_gateway_paces_by_the_routing_table_it_holds_not_the_one_the_operator_just_wrote(
+    documents: list[dict],
+) -> None:
+    from edgeaigc.cluster.sim_to_real import Bed, routing_tables
+
+    # generation 9 gave camera-0 1 % of the uplink; generation 10 gives it half; the gateway, reading the table
+    # from a ConfigMap volume, still held 9 over the interval: its requests wait for the 1 %.
+    stingy = Sample(0.0, 30.0, [], {}, {}, {"camera-0": 0.01, "camera-1": 0.99}, 5e6, {}, {}, (9, 9))
+    served = {"det": {"cloud": (30.0, 1.0)}}
+    sent = {"camera-0": 1.5e6, "camera-1": 1e6}
+    late = Sample(30.0, 30.0, [], {}, served, {"camera-0": 0.5, "camera-1": 0.5}, 5e6, sent, {}, (10, 9))
+    tables = routing_tables({"first": [stingy], "second": [late]})
+    assert tables == {9: (stingy.bandwidth_share, 5e6), 10: (late.bandwidth_share, 5e6)}
+    held = Bed({"camera-0": ["det"]}, routing_tables=tables)
+    planned = Bed({"camera-0": ["det"]})
+    assert predict(documents, late, held)[("det", "cloud")] - predict(documents, late, planned)[("det", "cloud")] > 0.8
+
+
+def test_a_camera_that_starts_late_in_an_interval_carries_its_backlog_into_the_next(documents: list[dict]) -> None:
+    from edgeaigc.cluster.sim_to_real import Bed, _predictions
+
+    # camera-0 starts 4 s before the end of the first interval at 90 % of what it sends (90 KB/s for 100 KB a
+    # second): each frame waits 0.1 s more than the last. Its 4 frames of the first interval are its last 4,
+    # so the second interval starts 0.4 s behind, not with a bucket refilled over 26 silent seconds.
+    shares = {"camera-0": 0.018, "camera-1": 0.982}
+    first = Sample(
+        0.0, 30.0, [], {}, {"det": {"cloud": (4.0, 0.5)}}, shares, 5e6, {"camera-0": 4 * 102400.0, "camera-1": 1e6}
+    )
+    second = Sample(
+        30.0, 10.0, [], {}, {"det": {"cloud": (10.0, 0.9)}}, shares, 5e6, {"camera-0": 10 * 102400.0, "camera-1": 1e6}
+    )
+    bed = Bed({"camera-0": ["det"]})
+    _, carried = _predictions(documents, [first, second], bed)
+    silent = dataclasses.replace(first, camera_bytes={"camera-1": 1e6})
+    _, fresh = _predictions(documents, [silent, second], bed)
+    assert carried[("det", "cloud")] - fresh[("det", "cloud")] > 0.2
