@@ -57,8 +57,9 @@ from edgeaigc.cluster.real_stack import (
     repo_path,
     wait_until,
 )
-from edgeaigc.cluster.sim_to_real import Sample, plot, print_report, report
-from edgeaigc.inference.metrics_contract import REQUEST_SECONDS_TOTAL, REQUESTS_TOTAL
+from edgeaigc.cluster.sim_to_real import Bed, Sample, plot, print_report, report, routing_tables
+from edgeaigc.inference.metrics_contract import CAMERA_REQUEST_BYTES_TOTAL, REQUEST_SECONDS_TOTAL, REQUESTS_TOTAL
+from edgeaigc.policy.resources import ROUTING_TABLE_KEY, object_name
 
 ProgressFn = Callable[[str], None]
 
@@ -73,6 +74,9 @@ EDGE_CORES = 0.8
 #: The shipped actor the learned phase runs (the chart's actors ConfigMap).
 ACTOR_KEY = "traffic-city-td3.onnx"
 ACTORS_CONFIGMAP = "edgeaigc-actors"
+#: The gateway's upload rate per camera and the generation of the routing table it holds (inference/gateway/metrics.py).
+UPLINK_RATE = "edgeaigc_gateway_uplink_rate_bytes_per_second"
+TABLE_GENERATION = "edgeaigc_gateway_routing_table_generation"
 #: A gateway series (the model servers export the same names without these labels).
 GATEWAY = 'edge_node!=""'
 
@@ -94,6 +98,8 @@ class DemoCamera:
     name: str
     source: str
     arguments: tuple[str, ...]
+    models: tuple[str, ...] = ()
+    """The models it sends a request to per frame (whose bytes go through its uplink share)."""
 
 
 @dataclass
@@ -157,24 +163,57 @@ def demo_models(directory: Path | None, progress: ProgressFn) -> Path:
     return target
 
 
-def measure_work_ms(model: Path, runs: int = 15) -> float:
-    """Median milliseconds of one inference on one thread of this machine (a batch of one of zeros,
-    shaped as :func:`~edgeaigc.cluster.bench_quota.example_feed` says): the work per request the fleet declares, on this
-    bed's reference core (EdgeNode coreSpeed 1)."""
-    import onnxruntime as ort
+def measure_work_ms(model: Path, feeds: list[np.ndarray] | None = None, runs: int = 15) -> float:
+    """Median milliseconds of one inference as the model server runs it (its :class:`OnnxModel`: the same
+    session options, one intra-op thread), on this machine: the work per request the fleet declares, on this
+    bed's reference core (EdgeNode coreSpeed 1). ``feeds``: the model's input tensors, one per request, taken
+    in turn (:func:`camera_tensors`: what the cameras send); without them, zeros shaped as
+    :func:`~edgeaigc.cluster.bench_quota.example_feed` says."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-    feed = {name: np.zeros_like(tensor) for name, tensor in example_feed(model)[0].items()}
-    for _ in range(3):  # warm-up: allocations, kernels chosen
-        session.run(None, feed)
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        session.run(None, feed)
-        times.append((time.perf_counter() - started) * 1000.0)
+    from edgeaigc.inference.server.model import ModelConfig, OnnxModel
+
+    with ThreadPoolExecutor(1) as executor:
+        server_model = OnnxModel(model.stem, model, ModelConfig(), executor)
+        server_model.load()
+        name = server_model.inputs[0].name
+        outputs = [output.name for output in server_model.outputs]
+        if not feeds:
+            feeds = [np.zeros_like(tensor) for tensor in example_feed(model)[0].values()]
+        for tensor in feeds[:3]:  # warm-up: allocations, kernels chosen
+            server_model.predict({name: tensor}, outputs)
+        times = []
+        for run in range(runs):
+            started = time.perf_counter()
+            server_model.predict({name: feeds[run % len(feeds)]}, outputs)
+            times.append((time.perf_counter() - started) * 1000.0)
+        server_model.close()
     return float(np.median(times))
+
+
+def camera_tensors(model: DemoModel, camera: DemoCamera, frames: int = 10) -> list[np.ndarray]:
+    """The input tensors ``camera`` sends ``model``: its first ``frames`` frames (the clip, or the generated
+    scene), made into the model's input as the camera's pipeline configuration says (letterbox, scale, layout).
+    A classifier gets the whole frame at its input size, not a crop: a CNN's work does not depend on content."""
+    from edgeaigc.inference.pipeline.camera import generated_frames, video_frames
+    from edgeaigc.inference.pipeline.config import PipelineConfig, load_pipeline_config
+    from edgeaigc.inference.pipeline.image import letterbox, to_tensor
+
+    arguments = list(camera.arguments)
+
+    def value(flag: str) -> str | None:
+        return arguments[arguments.index(flag) + 1] if flag in arguments else None
+
+    config_path = value("--pipeline-config")
+    config = load_pipeline_config(config_path) if config_path else PipelineConfig()
+    spec = config.detector if model.stage == "detection" or config.classifier is None else config.classifier
+    video = value("--video")
+    source = (
+        video_frames(video, 1.0, frames)[0]
+        if video
+        else generated_frames(1.0, frames, False, int(value("--seed") or 0))
+    )
+    return [to_tensor([letterbox(image, spec)[0]], spec) for _, _, image in source]
 
 
 def input_kilobytes(model: Path) -> float:
@@ -195,16 +234,20 @@ def choose_models(shared: Path | None, repository: Path) -> list[DemoModel]:
 
 def choose_cameras(shared: Path | None, repository: Path) -> list[DemoCamera]:
     pipeline = str(repository / "pipeline-day.yaml")
+    demo = ("det-demo-day", "cls-demo")  # pipeline-day.yaml: the demo detector, then the classifier
     scene = DemoCamera(
-        "camera-1", "generated scene, seed 1", ("--generated", "--seed", "1", "--pipeline-config", pipeline)
+        "camera-1", "generated scene, seed 1", ("--generated", "--seed", "1", "--pipeline-config", pipeline), demo
     )
     if shared is None:
         first = ("--generated", "--seed", "0", "--pipeline-config", pipeline)
-        return [DemoCamera("camera-0", "generated scene, seed 0", first), scene]
+        return [DemoCamera("camera-0", "generated scene, seed 0", first, demo), scene]
     clip = shared / "highway_cctv_video02.avi"
     return [
         DemoCamera(
-            "camera-0", f"{clip.name} (YOLOX-Nano)", ("--video", str(clip), "--detector-model", "det-yolox-nano")
+            "camera-0",
+            f"{clip.name} (YOLOX-Nano)",
+            ("--video", str(clip), "--detector-model", "det-yolox-nano"),
+            ("det-yolox-nano",),
         ),
         scene,
     ]
@@ -311,6 +354,40 @@ def served_figures(
             mean = seconds.get((model, served_by), 0.0) / requests if requests else 0.0
             figures.setdefault(model, {})[served_by] = (round(requests, 2), mean)
     return figures
+
+
+def camera_bytes(url: str, window_s: float, at: float) -> dict[str, float]:
+    """Camera -> request bytes the gateway accepted from it over the last ``window_s`` (empty on a gap)."""
+    window = f"[{max(round(window_s), 5)}s]"
+    try:
+        rows = query(url, f"sum by (camera) (increase({CAMERA_REQUEST_BYTES_TOTAL}{{{GATEWAY}}}{window}))", at=at)
+    except Exception:  # a gap in the samples, not the end of the demo
+        return {}
+    return {r["metric"]["camera"]: round(float(r["value"][1])) for r in rows if r["metric"].get("camera")}
+
+
+def uplink_plan(stack: RealStack) -> tuple[dict[str, float], float | None, int | None]:
+    """The cameras' bandwidth shares, the node's uplink (bytes/s) and the generation of the routing table the
+    operator wrote for the gateways."""
+    output = stack.kubectl("get", "configmap", object_name(POLICY, "routing"), "-n", NAMESPACE, "-o", "json")
+    table = json.loads(json.loads(output).get("data", {}).get(ROUTING_TABLE_KEY, "{}") or "{}")
+    node = table.get("edgeNodes", {}).get(NODE, {})
+    shares = {camera: float(entry["bandwidthShare"]) for camera, entry in node.get("cameras", {}).items()}
+    uplink = node.get("uplinkBytesPerSecond")
+    return shares, None if uplink is None else float(uplink), table.get("generation")
+
+
+def gateway_uplink(url: str, window_s: float, at: float) -> tuple[dict[str, float], int | None]:
+    """Camera -> the mean upload rate (bytes/s) the gateway held it to over the last ``window_s``, and the
+    oldest routing-table generation it held then: what it enforced, which its ConfigMap volume may delay."""
+    window = f"[{max(round(window_s), 5)}s]"
+    try:
+        rates = query(url, f"avg by (camera) (avg_over_time({UPLINK_RATE}{{{GATEWAY}}}{window}))", at=at)
+        generation = query(url, f"min(min_over_time({TABLE_GENERATION}{{{GATEWAY}}}{window}))", at=at)
+    except Exception:  # a gap in the samples, not the end of the demo
+        return {}, None
+    by_camera = {r["metric"]["camera"]: float(round(float(r["value"][1]))) for r in rates if r["metric"].get("camera")}
+    return by_camera, int(float(generation[0]["value"][1])) if generation else None
 
 
 def gateway_figures(url: str, window_s: int, at: float) -> dict[str, dict[str, float | None]]:
@@ -524,7 +601,16 @@ def run_phase(
             with contextlib.suppress(ClusterError):
                 cached, _ = _placement(stack)
                 served = served_figures(url, now - last_sample, now)
-                result.samples.append(Sample(now, now - last_sample, cached, _edge_millicores(stack), served))
+                shares, uplink, generation = uplink_plan(stack)
+                accepted = camera_bytes(url, now - last_sample, now)
+                enforced, held = gateway_uplink(url, now - last_sample, now)
+                limits = _edge_millicores(stack)
+                generations = (generation, held) if generation is not None and held is not None else None
+                result.samples.append(
+                    Sample(
+                        now, now - last_sample, cached, limits, served, shares, uplink, accepted, enforced, generations
+                    )
+                )
             last_sample = now
 
         if console.is_terminal:
@@ -616,8 +702,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         repository = demo_models(args.demo_models, progress)
         models, cameras = choose_models(shared, repository), choose_cameras(shared, repository)
-        progress("measuring each model's work per request on this machine (one thread)")
-        work_ms = {model.name: measure_work_ms(model.file) for model in models}
+        progress("measuring each model's work per request on this machine (the server's session, real frames)")
+        sender = {name: camera for camera in cameras for name in camera.models}
+        work_ms = {
+            model.name: measure_work_ms(
+                model.file, camera_tensors(model, sender[model.name]) if model.name in sender else None
+            )
+            for model in models
+        }
         progress(", ".join(f"{name} {ms:.1f} ms" for name, ms in work_ms.items()))
         staged = out / "artifacts"
         staged.mkdir(exist_ok=True)
@@ -669,10 +761,14 @@ def run(args: argparse.Namespace) -> int:
         "fps": args.fps,
         "work_ms": work_ms,
         "cameras": {camera.name: camera.source for camera in cameras},
+        "camera_models": {camera.name: list(camera.models) for camera in cameras},
+        "cloud_replica_cores": CLOUD_REPLICA_CORES,
         "phases": [result.to_dict() for result in results],
         "vehicle_counts_match": counts_match(results),
     }
-    sim = report(documents, {result.algorithm: result.samples for result in results})
+    phases = {result.algorithm: result.samples for result in results}
+    bed = Bed({camera.name: list(camera.models) for camera in cameras}, CLOUD_REPLICA_CORES, routing_tables(phases))
+    sim = report(documents, phases, bed)
     summary["sim_to_real"] = sim.to_dict()
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print_summary(results, load)

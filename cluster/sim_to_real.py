@@ -2,16 +2,25 @@
 
 During ``edgeaigc demo --real`` (and ``edgeaigc bench-sim-to-real``) the running system is
 sampled once per decision interval: which models the Pi caches, the CPU limit of each edge
-replica, and, per model and where it was served (edge or cloud), the requests the real gateway
+replica, the routing table's bandwidth shares and uplink, the bytes the gateway accepted from each
+camera, and, per model and where it was served (edge or cloud), the requests the real gateway
 answered over the interval and their mean latency (Prometheus, the gateway's own histogram).
 Here each sample is put through the system model (:func:`~edgeaigc.policy.system_model.node_serving`)
-with the fleet the operator planned from — the same cache, the CPU limits as compute shares, the
-observed request rates — and its predicted service time compared with the observed one.
+with the fleet the operator planned from — the same cache, the CPU limits, the observed request
+rates — and its predicted service time compared with the observed one.
 
-The gateway's latency starts when it has the request and ends with the last byte of the answer:
-it holds no camera upload, so the prediction holds none either (the model's upload time to the
-gateway is left out on both sides). Points: one per (model, served by, CPU limit) over all samples,
-weighted by requests; ``error`` is (predicted - observed) / observed of the mean.
+Two things of the real system the slot model does not have are modelled here:
+
+- the replicas' CPU limits are CFS quotas, not slower cores (:mod:`edgeaigc.policy.cfs`): a request that
+  finds the quota unused runs at full speed, one needing more than a period's quota is rounded up to
+  periods; the cloud replica is such a pod too (``Bed.cloud_limit_cores``);
+- the gateway's latency starts before its uplink pacing (:mod:`edgeaigc.policy.uplink_pacing`): a camera
+  over its bandwidth share waits up to a second for it, then is refused and comes back, and that wait is
+  part of what the gateway measures, wherever the request is served next. The camera's upload to the
+  gateway itself is on loopback and costs nothing, so the system model's upload term is left out.
+
+Points: one per (model, served by, CPU limit) over all samples, weighted by requests; ``error`` is
+(predicted - observed) / observed of the mean.
 
 ``edgeaigc bench-sim-to-real`` is ``edgeaigc demo --real`` with longer phases, run for the figures:
 the table is printed, ``sim-to-real.png`` and ``summary.json`` are written to ``--output-dir``.
@@ -30,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeaigc.policy import cfs, uplink_pacing
 from edgeaigc.policy.fleet import scenario_from_resources
 from edgeaigc.policy.system_model import node_serving
 
@@ -45,6 +55,18 @@ class Sample:
     """Model -> CPU limit of its (ready) edge replica."""
     served: dict[str, dict[str, tuple[float, float]]]
     """Model -> served_by -> (requests, mean latency in seconds) at the gateway over the interval."""
+    bandwidth_share: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Camera -> its bandwidth share in the routing table the gateway held (empty: not sampled)."""
+    uplink_bytes_per_second: float | None = None
+    """The node's uplink the gateway divides among the cameras (the table's ``uplinkBytesPerSecond``)."""
+    camera_bytes: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Camera -> request bytes the gateway accepted from it over the interval."""
+    camera_rate: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Camera -> the mean upload rate (bytes/s) the gateway reported for it over the interval (a check on
+    ``generations``: the gauge keeps its last value while the camera is silent, so it is not predicted from)."""
+    generations: tuple[int, int] | None = None
+    """Generations of (the operator's routing table, the oldest table the gateway held over the interval): the
+    gateway reads the table from a ConfigMap volume, which the kubelet updates up to a minute later."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -74,12 +96,45 @@ def _scenario(documents: Sequence[dict[str, Any]]) -> Any:
     return scenario_from_resources(policy, by_kind["EdgeNode"], by_kind["InferenceModel"], by_kind["Camera"])
 
 
-def predict(documents: Sequence[dict[str, Any]], sample: Sample) -> dict[tuple[str, str], float]:
+@dataclasses.dataclass(frozen=True)
+class Bed:
+    """What the real system adds to the fleet for the prediction: which camera sends which models (their
+    bytes share its bucket at the gateway) and the cloud replicas' CPU limit."""
+
+    camera_models: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    """Camera -> the models it sends one request each per frame, in order (empty: no uplink pacing)."""
+    cloud_limit_cores: float | None = None
+    """The CPU limit of a cloud replica (None: the fleet's ``cloud.coreSpeed``, which the demo sets to it)."""
+    routing_tables: dict[int, tuple[dict[str, float], float]] = dataclasses.field(default_factory=dict)
+    """Generation -> (the cameras' shares, the uplink) of each routing table the operator wrote during the run
+    (:func:`routing_tables`): the gateway may hold one from an earlier phase."""
+
+
+def routing_tables(phases: dict[str, list[Sample]]) -> dict[int, tuple[dict[str, float], float]]:
+    """The operator's routing tables (shares, uplink) by generation, as the samples of all phases saw them."""
+    return {
+        sample.generations[0]: (sample.bandwidth_share, sample.uplink_bytes_per_second)
+        for samples in phases.values()
+        for sample in samples
+        if sample.generations is not None and sample.uplink_bytes_per_second is not None
+    }
+
+
+def predict(
+    documents: Sequence[dict[str, Any]], sample: Sample, bed: Bed | None = None
+) -> dict[tuple[str, str], float]:
     """(model, served_by) -> the system model's service time (s) for the sample's cache, shares and rates."""
-    return _predict(_scenario(documents), sample)
+    return _predict(_scenario(documents), sample, bed or Bed(), GatewayState())
 
 
-def _predict(scenario: Any, sample: Sample) -> dict[tuple[str, str], float]:
+def _rate(sample: Sample, model: str, served_by: str | None = None) -> float:
+    places = sample.served.get(model, {})
+    requests = sum(n for where, (n, _) in places.items() if served_by is None or where == served_by)
+    return requests / max(sample.seconds, 1.0)
+
+
+def _predict(scenario: Any, sample: Sample, bed: Bed, gateway: GatewayState) -> dict[tuple[str, str], float]:
+    """One sample's prediction; ``gateway`` carries the uplink from one sample to the next."""
     names = list(scenario.model_names)
     node_cores = float(scenario.node_cores[0])
     cache = np.zeros((1, len(names)))
@@ -89,21 +144,99 @@ def _predict(scenario: Any, sample: Sample) -> dict[tuple[str, str], float]:
         if name in sample.cached and name in sample.cpu_millicores:
             cache[0, m] = 1.0
             shares[0, m] = sample.cpu_millicores[name] / 1000.0 / node_cores
-        rates[0, m] = sum(requests for requests, _ in sample.served.get(name, {}).values()) / max(sample.seconds, 1.0)
+        rates[0, m] = _rate(sample, name)
     serving = node_serving(scenario, cache, rates, shares)
+    cloud_limit = bed.cloud_limit_cores or float(scenario.cloud_core_speed)
+    overhead = scenario.request_overhead_s
     predicted = {}
     for m, name in enumerate(names):
-        predicted[(name, "edge")] = float(serving.hit_seconds[0, m])
-        predicted[(name, "cloud")] = float(serving.miss_seconds[0, m])
+        work = float(scenario.model_work_s[m])
+        # The replicas are CFS quotas, not slower cores: a request that finds the quota unused runs at full
+        # speed (policy/cfs.py); the rest of the system model's terms (backhaul, round trip) stay.
+        if name in sample.cpu_millicores:
+            limit = sample.cpu_millicores[name] / 1000.0
+            edge_work = work / float(scenario.node_core_speed[0])
+            predicted[(name, "edge")] = overhead + cfs.response_seconds(edge_work, limit, _rate(sample, name, "edge"))
+        else:
+            predicted[(name, "edge")] = float(serving.hit_seconds[0, m])
+        cloud_compute = cfs.response_seconds(work, cloud_limit, _rate(sample, name, "cloud"))
+        fluid = work / float(scenario.cloud_core_speed)
+        predicted[(name, "cloud")] = float(serving.miss_seconds[0, m]) - fluid + cloud_compute
+    _add_uplink_waits(scenario, sample, bed, gateway, predicted)
     return predicted
 
 
-def compare(documents: Sequence[dict[str, Any]], samples: Sequence[Sample]) -> list[Point]:
+@dataclasses.dataclass
+class GatewayState:
+    """What the gateway's uplink carries from one sample to the next: each camera's token bucket."""
+
+    buckets: dict[str, uplink_pacing.Bucket] = dataclasses.field(default_factory=dict)
+
+
+def enforced_uplink(sample: Sample, bed: Bed) -> tuple[dict[str, float], float | None]:
+    """The shares and uplink the gateway enforced over ``sample``: those of the oldest routing table it held
+    then (its ConfigMap volume brings the operator's tables late), else the operator's latest."""
+    if sample.generations is not None:
+        held = bed.routing_tables.get(sample.generations[1])
+        if held is not None:
+            return held
+    return sample.bandwidth_share, sample.uplink_bytes_per_second
+
+
+def _add_uplink_waits(
+    scenario: Any,
+    sample: Sample,
+    bed: Bed,
+    gateway: GatewayState,
+    predicted: dict[tuple[str, str], float],
+) -> None:
+    """The wait of each camera's requests for its bandwidth share at the gateway, added to both places (the
+    gateway's latency includes it, wherever the request goes next)."""
+    shares, uplink = enforced_uplink(sample, bed)
+    if not bed.camera_models or uplink is None or not shares:
+        return
+    names = list(scenario.model_names)
+    active = [camera for camera, sent in sample.camera_bytes.items() if sent > 0]
+    for u, camera in enumerate(scenario.camera_names):
+        models = [name for name in bed.camera_models.get(camera, []) if name in names]
+        if not models or camera not in active:
+            gateway.buckets.pop(camera, None)  # silent: its bucket fills up
+            continue
+        sizes = [float(scenario.model_input_mbit[names.index(name)]) * 1e6 / 8 for name in models]
+        where = ["edge" if name in sample.cpu_millicores else "cloud" for name in models]
+        service = [predicted[(name, place)] for name, place in zip(models, where, strict=True)]
+        frames = max(1, round(sample.camera_bytes[camera] / sum(sizes)))
+        fps = float(scenario.camera_fps[u])
+        # a camera that was silent before started during the interval: its frames are its last ones
+        start_s = 0.0 if camera in gateway.buckets else max(0.0, sample.seconds - frames / fps)
+        pacing = uplink_pacing.pace(
+            sizes,
+            service,
+            fps,
+            uplink_pacing.camera_rate(camera, shares, active, uplink),
+            sample.seconds,
+            gateway.buckets.setdefault(camera, uplink_pacing.Bucket()),
+            max_frames=frames,
+            start_s=start_s,
+        )
+        for name, wait in zip(models, pacing.waits_s, strict=True):
+            predicted[(name, "edge")] += wait
+            predicted[(name, "cloud")] += wait
+
+
+def _predictions(
+    documents: Sequence[dict[str, Any]], samples: Sequence[Sample], bed: Bed
+) -> list[dict[tuple[str, str], float]]:
+    """Each sample's prediction, in order (the gateway's uplink carries over from one to the next)."""
+    scenario = _scenario(documents)  # once: the fleet is the same for every sample
+    gateway = GatewayState()
+    return [_predict(scenario, sample, bed, gateway) for sample in samples]
+
+
+def compare(documents: Sequence[dict[str, Any]], samples: Sequence[Sample], bed: Bed | None = None) -> list[Point]:
     """Request-weighted means over the samples, one :class:`Point` per (model, served_by, CPU limit)."""
     sums: dict[tuple[str, str, int | None], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
-    scenario = _scenario(documents)  # once: the fleet is the same for every sample
-    for sample in samples:
-        predicted = _predict(scenario, sample)
+    for sample, predicted in zip(samples, _predictions(documents, samples, bed or Bed()), strict=True):
         for model, places in sample.served.items():
             for served_by, (requests, mean_s) in places.items():
                 if requests <= 0 or (model, served_by) not in predicted:
@@ -133,13 +266,13 @@ def with_overhead(documents: Sequence[dict[str, Any]], overhead_ms: float) -> li
     return copied
 
 
-def fit_overhead_ms(documents: Sequence[dict[str, Any]], samples: Sequence[Sample]) -> float:
+def fit_overhead_ms(documents: Sequence[dict[str, Any]], samples: Sequence[Sample], bed: Bed | None = None) -> float:
     """The per-request overhead that best explains ``samples``: the request-weighted median of observed minus
     predicted (without overhead) mean service time. Fitted on one phase, judged on another."""
-    bare = _scenario(with_overhead(documents, 0.0))
     residuals: list[tuple[float, float]] = []
-    for sample in samples:
-        predicted = _predict(bare, sample)
+    for sample, predicted in zip(
+        samples, _predictions(with_overhead(documents, 0.0), samples, bed or Bed()), strict=True
+    ):
         for model, places in sample.served.items():
             for served_by, (requests, mean_s) in places.items():
                 known = served_by == "cloud" or sample.cpu_millicores.get(model) is not None
@@ -201,6 +334,11 @@ def plot(points: Sequence[Point], path: Path, title: str) -> None:
                         axis.annotate(f"{p.cpu_millicores}m", (p.observed_ms, p.predicted_ms), fontsize=7)
     axis.set_xscale("log")
     axis.set_yscale("log")
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    for scale in (axis.xaxis, axis.yaxis):  # plain milliseconds on the decades, none on the minor ticks
+        scale.set_major_formatter(ScalarFormatter())
+        scale.set_minor_formatter(NullFormatter())
     axis.set_xlim(low, high)
     axis.set_ylim(low, high)
     axis.set_xlabel("observed mean service time at the gateway (ms)")
@@ -236,14 +374,14 @@ class Report:
         }
 
 
-def report(documents: Sequence[dict[str, Any]], phases: dict[str, list[Sample]]) -> Report:
+def report(documents: Sequence[dict[str, Any]], phases: dict[str, list[Sample]], bed: Bed | None = None) -> Report:
     names = list(phases)
     planned = next(
         (float(d["spec"].get("requestOverheadMs", 0.0)) for d in documents if d["kind"] == "PlacementPolicy"), 0.0
     )
-    as_planned = {phase: compare(documents, samples) for phase, samples in phases.items()}
-    fitted = fit_overhead_ms(documents, phases[names[0]]) if names else 0.0
-    calibrated = compare(with_overhead(documents, fitted), phases[names[-1]]) if len(names) > 1 else []
+    as_planned = {phase: compare(documents, samples, bed) for phase, samples in phases.items()}
+    fitted = fit_overhead_ms(documents, phases[names[0]], bed) if names else 0.0
+    calibrated = compare(with_overhead(documents, fitted), phases[names[-1]], bed) if len(names) > 1 else []
     return Report(planned, as_planned, fitted, calibrated)
 
 
@@ -257,8 +395,8 @@ def print_report(result: Report, load: str) -> None:
         print(format_table(result.calibrated))
 
 
-def load_run(directory: Path) -> tuple[list[dict[str, Any]], dict[str, list[Sample]], str]:
-    """The fleet and each phase's samples of a ``demo --real`` output directory."""
+def load_run(directory: Path) -> tuple[list[dict[str, Any]], dict[str, list[Sample]], str, Bed]:
+    """The fleet, each phase's samples, the load and the bed of a ``demo --real`` output directory."""
     import yaml
 
     documents = [d for d in yaml.safe_load_all((directory / "fleet.yaml").read_text()) if d]
@@ -271,12 +409,18 @@ def load_run(directory: Path) -> tuple[list[dict[str, Any]], dict[str, list[Samp
                 s["cached"],
                 s["cpu_millicores"],
                 {m: {k: (v[0], v[1]) for k, v in places.items()} for m, places in s["served"].items()},
+                s.get("bandwidth_share", {}),
+                s.get("uplink_bytes_per_second"),
+                s.get("camera_bytes", {}),
+                s.get("camera_rate", {}),
+                tuple(s["generations"]) if s.get("generations") else None,
             )
             for s in phase.get("samples", [])
         ]
         for phase in summary["phases"]
     }
-    return documents, phases, str(summary.get("load", ""))
+    bed = Bed(summary.get("camera_models", {}), summary.get("cloud_replica_cores"), routing_tables(phases))
+    return documents, phases, str(summary.get("load", "")), bed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -299,14 +443,19 @@ def run(args: argparse.Namespace) -> int:
 
     if args.from_run is not None:
         try:
-            documents, phases, load = load_run(args.from_run)
+            documents, phases, load, bed = load_run(args.from_run)
         except (OSError, ValueError, KeyError) as error:
             print(f"edgeaigc bench-sim-to-real: {args.from_run} is not a demo --real output: {error}")
             return 2
-        result = report(documents, phases)
+        result = report(documents, phases, bed)
         print_report(result, load)
-        points = [p for points in result.as_planned.values() for p in points]
-        plot(points, args.from_run / "sim-to-real.png", f"predicted vs observed ({load})")
+        if result.calibrated:  # the judged table: the overhead fitted on the first phase, the last phase's points
+            first, *_, last = list(result.as_planned)
+            title = f"{last} phase, overhead fitted on {first} ({result.fitted_overhead_ms:.1f} ms; {load})"
+            plot(result.calibrated, args.from_run / "sim-to-real.png", title)
+        else:
+            points = [p for points in result.as_planned.values() for p in points]
+            plot(points, args.from_run / "sim-to-real.png", f"predicted vs observed ({load})")
         return 0
     args.real = True
     return demo.run(args)
