@@ -95,15 +95,17 @@ def test_an_actor_as_good_as_the_best_heuristic_keeps_control(fleet: Fleet, kube
     # The heuristic in control has placed models by now; an actor that keeps that placement is as
     # good as it (better than the rest) as long as demand does not drift far. A new actor in the
     # same ConfigMap: the guard starts afresh with it in control and its tracks from the placement.
-    # Let the heuristic finish building its placement (churn limit 2 a node and interval) first.
-    seen: list[set[tuple[str, str]]] = []
+    # Let the heuristic finish building its placement (churn limit 2 a node and interval) first: until
+    # it stops growing. Not until it stands still: a heuristic follows the twin's drifting demand, and
+    # in a CI run (2026-12-07) it went 30, 15, 14, 13, 12 models and never stood still for 3 intervals.
+    seen: list[int] = []
 
-    def settled() -> bool:
-        seen.append(fleet.placed())
+    def built() -> bool:
+        seen.append(len(fleet.placed()))
         time.sleep(INTERVAL_S)
-        return len(seen) >= 3 and seen[-1] == seen[-2] == seen[-3]
+        return len(seen) >= 3 and 0 < seen[-1] <= seen[-2] <= seen[-3]
 
-    wait_for(settled, 12 * INTERVAL_S, "the heuristic's placement to settle")
+    wait_for(built, 12 * INTERVAL_S, "the heuristic's placement to stop growing")
     # A keeper is only as good as the heuristic while demand stays put, and the twin's demand drifts:
     # the keeper was 3 % behind myopic at worst in four runs, but 12.9 % behind lru in a CI run
     # (2026-12-06). What this test checks is the hysteresis: a policy within the margin of the best
