@@ -369,12 +369,18 @@ def camera_bytes(url: str, window_s: float, at: float) -> dict[str, float]:
 def uplink_plan(stack: RealStack) -> tuple[dict[str, float], float | None, int | None]:
     """The cameras' bandwidth shares, the node's uplink (bytes/s) and the generation of the routing table the
     operator wrote for the gateways."""
+    from edgeaigc.inference.gateway.routing_table import parse_routing_table
+
     output = stack.kubectl("get", "configmap", object_name(POLICY, "routing"), "-n", NAMESPACE, "-o", "json")
-    table = json.loads(json.loads(output).get("data", {}).get(ROUTING_TABLE_KEY, "{}") or "{}")
-    node = table.get("edgeNodes", {}).get(NODE, {})
-    shares = {camera: float(entry["bandwidthShare"]) for camera, entry in node.get("cameras", {}).items()}
-    uplink = node.get("uplinkBytesPerSecond")
-    return shares, None if uplink is None else float(uplink), table.get("generation")
+    text = json.loads(output).get("data", {}).get(ROUTING_TABLE_KEY)
+    if not text:
+        return {}, None, None
+    table = parse_routing_table(text)
+    routes = table.edge_nodes.get(NODE)
+    if routes is None:
+        return {}, None, table.generation
+    uplink = routes.uplink_bytes_per_second
+    return dict(routes.camera_bandwidth_share), None if uplink is None else float(uplink), table.generation
 
 
 def gateway_uplink(url: str, window_s: float, at: float) -> tuple[dict[str, float], int | None]:

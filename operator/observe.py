@@ -443,11 +443,12 @@ class PrometheusSamples:
         # evict every model, and the next interval would download them again (the flip-flop seen at 300
         # nodes). Keep the placement; a fleet that really went quiet empties the trend window too, and is
         # then decided on.
-        if np.asarray(cache).any() and _counted(self.last_interval) == 0 and _counted(self.recent_window) > 0:
+        recent = _counted(self.recent_window)
+        if np.asarray(cache).any() and _counted(self.last_interval) == 0 and recent > 0:
             raise ObservationError(
                 "NoRequestsCounted",
                 f"no request was counted over the last {self.window_s} s although the "
-                f"{self.window_s * TREND_WINDOW_SLOTS} s before counted {_counted(self.recent_window):.0f}: "
+                f"{self.window_s * TREND_WINDOW_SLOTS} s before counted {recent:.0f}: "
                 "keeping the placement (are the gateways scraped every interval?)",
             )
         return observation_from_samples(

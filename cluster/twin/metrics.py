@@ -49,10 +49,6 @@ def _escape_label_value(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
-#: The counters a slot adds to (``TwinMetrics._counters``): each maps its label values to a cumulative value.
-COUNTERS = ("requests", "request_seconds", "duration_sum", "camera_bytes", "request_bytes", "response_bytes")
-
-
 class TwinMetrics(Collector):
     """Cumulative request metrics and the twin's gauges, exported whole at each scrape.
 
@@ -95,7 +91,7 @@ class TwinMetrics(Collector):
             "response_bytes": self._response_bytes,
         }
         # The slot being played: its increments of each counter, when it started and over how long.
-        self._playing: dict[str, dict[Any, float]] = {name: {} for name in COUNTERS}
+        self._playing: dict[str, dict[Any, float]] = {name: {} for name in self._counters}
         self._playing_buckets: dict[tuple[str, str], np.ndarray] = {}
         self._playing_cost = 0.0
         self._playing_since: float | None = None
@@ -151,7 +147,7 @@ class TwinMetrics(Collector):
         bucket_index = np.searchsorted(self.buckets, served.seconds, side="left")  # le: seconds <= bound
         # Every gateway reports both places, as a real gateway's gauge does.
         in_flight = {(where, node): 0.0 for where in contract.SERVED_BY_VALUES for node in scenario.node_names}
-        slot: dict[str, defaultdict[Any, float]] = {name: defaultdict(float) for name in COUNTERS}
+        slot: dict[str, defaultdict[Any, float]] = {name: defaultdict(float) for name in self._counters}
         buckets: dict[tuple[str, str], np.ndarray] = {}
         for u, m in zip(*np.nonzero(served.counts), strict=True):
             count = float(served.counts[u, m])
