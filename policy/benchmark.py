@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from edgeaigc.policy.base import PlacementPolicy
 from edgeaigc.policy.env import EdgePlacementEnv
+from edgeaigc.policy.guarded import GUARDED_SUFFIX, GuardedPolicy
 from edgeaigc.policy.registry import (
     FALLBACK_ACTOR_SCENARIO,
     LEARNED_POLICIES,
@@ -49,6 +50,10 @@ from edgeaigc.policy.scenario import BUNDLED_SCENARIOS, Scenario, ScenarioError,
 from edgeaigc.policy.system_model import RESPONSE_TIME_BINS, histogram_quantile, node_rates_of
 
 POLICY_NAMES: tuple[str, ...] = ("random", "lru", "lfu", "static_topk", "myopic", "ddpg", "td3", "general", "oracle")
+#: Learned policies behind the operator's guard (:mod:`.guarded`): not run unless named, as each runs every
+#: heuristic's counterfactual too.
+GUARDED_POLICY_NAMES: tuple[str, ...] = ("td3+guard", "ddpg+guard", "general+guard")
+KNOWN_POLICY_NAMES: tuple[str, ...] = (*POLICY_NAMES, *GUARDED_POLICY_NAMES)
 METRICS: tuple[str, ...] = (
     "hit_rate",
     "mean_response_time_s",
@@ -74,8 +79,22 @@ class EpisodeResult:
     decision_seconds: float
 
 
-def online_policy(name: str, scenario: Scenario, actor_dir: Path | None = None) -> tuple[PlacementPolicy, str]:
-    """An online policy by name, with a note for the report (where a learned policy's actor came from)."""
+def online_policy(
+    name: str, scenario: Scenario, actor_dir: Path | None = None, env: EdgePlacementEnv | None = None
+) -> tuple[PlacementPolicy, str]:
+    """An online policy by name, with a note for the report (where a learned policy's actor came from).
+
+    ``<learned>+guard`` (``general+guard``, ``td3+guard``) is that policy behind the operator's guard
+    (:mod:`.guarded`, the CRD's guard defaults), planning with ``env``'s churn limit and switching horizon.
+    """
+    if name.endswith(GUARDED_SUFFIX):
+        learned, note = online_policy(name.removesuffix(GUARDED_SUFFIX), scenario, actor_dir, env)
+        guarded = GuardedPolicy(
+            learned,
+            churn_limit=env.churn_limit if env else None,
+            switching_horizon_slots=env.switching_horizon_slots if env else 0.0,
+        )
+        return guarded, f"{note + '; ' if note else ''}behind the guard (margin, window and dwell: the CRD's defaults)"
     if name in LEARNED_POLICIES:
         path, note = shipped_actor(scenario.name, name, actor_dir)
         return make_policy(name, path), note
@@ -339,7 +358,7 @@ def run_benchmark(
                     bar.update()
                 notes[name] = "clairvoyant: exact DP over caches with the realised future demand"
             else:
-                policy, note = (given[name], "") if name in given else online_policy(name, scenario, actor_dir)
+                policy, note = (given[name], "") if name in given else online_policy(name, scenario, actor_dir, env)
                 if note:
                     notes[name] = note
                 results = []
@@ -386,7 +405,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=5, help="number of evaluation seeds (default: 5)")
     parser.add_argument("--seed-base", type=int, default=DEFAULT_SEED_BASE, help="first seed (held out from training)")
     parser.add_argument(
-        "--policies", default=",".join(POLICY_NAMES), help="comma-separated subset of: " + ", ".join(POLICY_NAMES)
+        "--policies",
+        default=",".join(POLICY_NAMES),
+        help="comma-separated, from: " + ", ".join(KNOWN_POLICY_NAMES) + " (default: all but the +guard ones; "
+        "<learned>+guard is that policy behind the operator's counterfactual guard, as the operator runs it)",
     )
     parser.add_argument("--episode-slots", type=int, default=None, help="override the scenario's episode length")
     parser.add_argument("--actor-dir", type=Path, default=None, help="directory of <scenario>-<td3|ddpg>.onnx actors")
@@ -410,7 +432,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=SUITES,
         default=None,
         help="instead of one scenario: every bundled scenario plus a held-out family's worlds, one row each, with "
-        "LRU, LFU, static top-K, myopic, the general actor and the oracle (--policies narrows them)",
+        "LRU, LFU, static top-K, myopic, the general actor alone and behind the operator's guard, and the oracle "
+        "(--policies narrows them)",
     )
     parser.add_argument("--only", default=None, help="with --suite: comma-separated scenario names to run")
     parser.add_argument(
@@ -423,7 +446,7 @@ def run_suite_command(args: argparse.Namespace) -> int:
 
     explicit = args.policies != ",".join(POLICY_NAMES)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()] if explicit else list(SUITE_POLICIES)
-    unknown = [p for p in policies if p not in POLICY_NAMES]
+    unknown = [p for p in policies if p not in KNOWN_POLICY_NAMES]
     if unknown or args.seeds < 1:
         print(f"edgeaigc benchmark: unknown policies {unknown} or --seeds < 1", file=sys.stderr)
         return 2
@@ -452,7 +475,7 @@ def run(args: argparse.Namespace) -> int:
     if args.episode_slots:
         scenario = scenario.with_overrides(episode_slots=args.episode_slots)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-    unknown = [p for p in policies if p not in POLICY_NAMES]
+    unknown = [p for p in policies if p not in KNOWN_POLICY_NAMES]
     if unknown or args.seeds < 1 or args.switching_horizon < 0:
         print(
             f"edgeaigc benchmark: unknown policies {unknown}, --seeds < 1 or --switching-horizon < 0", file=sys.stderr
