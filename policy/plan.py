@@ -24,6 +24,8 @@ infeasible plan never leaves the policy.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from edgeaigc.policy.observation import Observation
@@ -132,11 +134,21 @@ def stable_cache(
     total_rate = float(node_rates.sum())
     nodes = np.arange(E)
 
-    def gain_and_cost(candidate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per node: the gain over the horizon of moving from ``current`` to ``candidate``, and its cost."""
-        objective = node_cache_objective(scenario, np.stack([current, candidate]).astype(float), node_rates, total_rate)
-        gain = objective[0] - objective[1]
-        return gain * horizon_slots, switching_cost(scenario, candidate, current, gain, total_rate)
+    # Each node's objective is its own (its compute shares are optimised per node), so the one of
+    # ``current`` is kept and updated where a move is accepted rather than computed again with every
+    # candidate: at 1000 nodes x 50 models that halves the plan's time (each evaluation is ~50 ms).
+    current_objective = node_cache_objective(scenario, current.astype(float), node_rates, total_rate)
+
+    def move(
+        candidate: np.ndarray, accept: Callable[[np.ndarray, np.ndarray], np.ndarray], trying: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``current`` and its objective after the nodes ``trying`` moved to ``candidate`` where
+        ``accept(gain over the horizon, cost)``."""
+        objective = node_cache_objective(scenario, candidate.astype(float), node_rates, total_rate)
+        gain = current_objective - objective
+        cost = switching_cost(scenario, candidate, current, gain, total_rate)
+        moved = trying & accept(gain * horizon_slots, cost)
+        return np.where(moved[:, None], candidate, current), np.where(moved, objective, current_objective)
 
     # Evictions first, lowest score first. They cost no download, so one is made unless the node
     # serves worse without the model: a model without measured demand leaves (should its demand
@@ -150,8 +162,7 @@ def stable_cache(
         model = dropped_order[:, rank]
         candidate = current.copy()
         candidate[nodes[trying], model[trying]] = False
-        gain, cost = gain_and_cost(candidate)
-        current = np.where((trying & (gain >= cost))[:, None], candidate, current)
+        current, current_objective = move(candidate, np.greater_equal, trying)
 
     # Then additions, highest score first, each making room by evicting dropped models.
     additions = wanted & ~current
@@ -173,8 +184,7 @@ def stable_cache(
             evict = short & evictable[nodes, victim]
             candidate[nodes[evict], victim[evict]] = False
             free += np.where(evict, size[victim], 0.0)
-        gain, cost = gain_and_cost(candidate)
-        current = np.where((trying & (gain > cost))[:, None], candidate, current)
+        current, current_objective = move(candidate, np.greater, trying)
     return current.astype(float)
 
 
