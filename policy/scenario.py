@@ -176,9 +176,19 @@ class Scenario:
         added later is cut down too. Nodes are independent given the demand, so a node's
         objective is the same here as in the full scenario.
         """
-        models = np.asarray(models, dtype=np.int64)
-        cameras = np.flatnonzero(self.camera_node == node)
-        index = {"node_": np.array([node]), "camera_": cameras, "model_": models}
+        return self._cut(np.array([node]), np.asarray(models, dtype=np.int64))
+
+    def for_nodes(self, nodes: np.ndarray) -> Scenario:
+        """This scenario cut down to edge ``nodes`` (renumbered in that order), their cameras and every model.
+
+        A node's slot objective is the same as in the full scenario; what depends on other nodes
+        (downloads from a site neighbour, :func:`~edgeaigc.policy.system_model.download_megabytes`) is not.
+        """
+        return self._cut(np.asarray(nodes, dtype=np.int64), np.arange(self.num_models))
+
+    def _cut(self, nodes: np.ndarray, models: np.ndarray) -> Scenario:
+        cameras = np.flatnonzero(np.isin(self.camera_node, nodes))
+        index = {"node_": nodes, "camera_": cameras, "model_": models}
         changes: dict[str, Any] = {}
         for field in dataclasses.fields(self):
             prefix = next((p for p in index if field.name.startswith(p)), None)
@@ -187,7 +197,9 @@ class Scenario:
             value = getattr(self, field.name)
             picked = index[prefix]
             changes[field.name] = tuple(value[i] for i in picked) if isinstance(value, tuple) else value[picked]
-        changes["camera_node"] = np.zeros(cameras.size, dtype=np.int64)
+        renumbered = np.zeros(self.num_nodes, dtype=np.int64)
+        renumbered[nodes] = np.arange(nodes.size)
+        changes["camera_node"] = renumbered[self.camera_node[cameras]]
         return dataclasses.replace(self, **changes)
 
 

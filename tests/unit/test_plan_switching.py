@@ -97,3 +97,34 @@ def test_the_stable_cache_fits_and_holds_only_models_it_had_or_was_asked_for(
     shares = np.where(cache > 0, 1.0 / np.maximum(cache.sum(axis=1, keepdims=True), 1), 0.0)
     bandwidth = np.full(U, 1.0 / np.bincount(SCENARIO.camera_node, minlength=E)[SCENARIO.camera_node])
     assert is_feasible(SCENARIO, Plan(cache, shares, bandwidth))
+
+
+def test_a_fleets_stable_cache_is_each_nodes_own_and_for_nodes_keeps_their_objective() -> None:
+    """Nodes are independent (no sites here): the plan evaluates only the nodes trying a move, and
+    must get what each node alone gets."""
+    city = load_scenario("traffic-city")
+    rng = np.random.default_rng(4)
+    nodes, models = city.num_nodes, city.num_models
+    everything = np.arange(models)
+    for _ in range(6):
+        scores = rng.uniform(-1, 1, (nodes, models))
+        proposed = select_cache(city, scores, np.zeros((nodes, models)))
+        previous = select_cache(city, rng.uniform(-1, 1, (nodes, models)), np.zeros((nodes, models)))
+        rates = rng.exponential(2.0, (nodes, models)) * (rng.random((nodes, models)) < 0.6)
+        fleet = stable_cache(city, scores, proposed, previous, rates, 10.0)
+        for e in range(nodes):
+            alone = city.for_node(e, everything)
+            row = slice(e, e + 1)
+            own = stable_cache(alone, scores[row], proposed[row], previous[row], rates[row], 10.0)
+            np.testing.assert_array_equal(fleet[e], own[0])
+        some = np.array([3, 1])
+        part = city.for_nodes(some)
+        assert part.node_names == (city.node_names[3], city.node_names[1])
+        assert [part.node_names[i] for i in part.camera_node] == [
+            city.node_names[city.camera_node[u]] for u in np.flatnonzero(np.isin(city.camera_node, some))
+        ]
+        total = float(rates.sum())
+        np.testing.assert_array_equal(
+            node_cache_objective(part, previous[some], rates[some], total),
+            node_cache_objective(city, previous, rates, total)[some],
+        )
