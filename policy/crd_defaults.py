@@ -41,6 +41,7 @@ SPEC_DEFAULTS: dict[str, dict[str, Any]] = {
         "guard.margin": 0.05,
         "guard.windowIntervals": 5,
         "guard.minDwellIntervals": 5,
+        "guard.switchingHorizonIntervals": 20,
         "guard.candidates": ["lru", "lfu", "static_topk", "myopic"],
     },
     "EdgeNode": {

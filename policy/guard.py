@@ -26,9 +26,13 @@ intervals, not the last clock intervals.
 
 Hysteresis: the one in control is replaced only by a candidate better by more than ``margin``
 (relative) over the whole window, and not before it has been in control ``min_dwell_intervals``
-scored intervals; ties never switch. Switching back needs the same margin the other way, so a
-policy within the margin of the best stays, and no sequence of scores can make it switch every
-interval.
+scored intervals; ties never switch. A switch also has a price: the cluster downloads the new
+candidate's cache. It is made only when the window's gain, over ``switching_horizon_intervals``,
+repays that (:func:`repaid`). Without it, in a held-out world of 160-680 MB models on a 39 Mbit/s
+backhaul, the guard handed control between the learned policy and three heuristics every 5-8
+intervals, each switch re-downloading the fleet's cache, and scored 66x the best heuristic.
+Switching back needs the same margin (and the same price) the other way, so a policy within the
+margin of the best stays, and no sequence of scores can make it switch every interval.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from edgeaigc.policy.observation import Observation
 from edgeaigc.policy.plan import plan_for
 from edgeaigc.policy.registry import make_policy
 from edgeaigc.policy.scenario import Scenario
-from edgeaigc.policy.system_model import Plan, evaluate_slot, node_rates_of
+from edgeaigc.policy.system_model import Plan, evaluate_slot, node_rates_of, switching_cost
 
 #: The heuristics the guard compares a learned policy with (names of :mod:`.registry`).
 GUARD_CANDIDATES: tuple[str, ...] = ("lru", "lfu", "static_topk", "myopic")
@@ -65,6 +69,8 @@ class GuardSettings:
     min_dwell_intervals: int = 5
     """Scored intervals a policy stays in control after a switch before the next one."""
     candidates: tuple[str, ...] = GUARD_CANDIDATES
+    switching_horizon_intervals: float = 20.0
+    """Intervals over which a switch's gain must repay moving the placement to the new policy's cache."""
 
     @classmethod
     def from_spec(cls, guard: Mapping[str, Any] | None) -> GuardSettings:
@@ -76,6 +82,9 @@ class GuardSettings:
             window_intervals=int(guard.get("windowIntervals", default.window_intervals)),
             min_dwell_intervals=int(guard.get("minDwellIntervals", default.min_dwell_intervals)),
             candidates=tuple(guard.get("candidates", default.candidates)),
+            switching_horizon_intervals=float(
+                guard.get("switchingHorizonIntervals", default.switching_horizon_intervals)
+            ),
         )
 
 
@@ -100,8 +109,14 @@ class Choice:
     switched: bool
     reason: str
     """CamelCase: ``CollectingWindow``, ``Dwelling``, ``TrailingBaseline``, ``LearnedPolicyAhead``,
-    ``WithinMargin``."""
+    ``WithinMargin``, ``SwitchNotRepaid``."""
     message: str
+
+
+def repaid(gain_per_interval: float, switch_cost: float, horizon_intervals: float) -> bool:
+    """Whether a switch whose window gain is ``gain_per_interval`` repays its one-time ``switch_cost`` over the
+    horizon (both in slot-objective units; a switch that costs nothing is repaid by any gain)."""
+    return gain_per_interval * horizon_intervals > switch_cost
 
 
 def choose(
@@ -110,6 +125,7 @@ def choose(
     means: Mapping[str, float] | None,
     settings: GuardSettings,
     intervals_in_control: int,
+    switch_costs: Mapping[str, float] | None = None,
 ) -> Choice:
     """Keep ``in_control`` or hand control over (pure; the hysteresis of the module docstring).
 
@@ -118,8 +134,12 @@ def choose(
         learned: the policy of ``spec.algorithm``; it takes control back before any heuristic.
         means: window mean objective of every candidate (None: the window is not full yet).
         intervals_in_control: scored intervals since ``in_control`` took control.
+        switch_costs: what moving the placement to each candidate's cache would cost once, in slot-objective
+            units (:meth:`PolicyGuard.switch_costs`); a switch is made only when its gain over the window,
+            times ``settings.switching_horizon_intervals``, exceeds it. None: switches cost nothing.
     """
-    margin = settings.margin
+    margin, horizon = settings.margin, settings.switching_horizon_intervals
+    costs = switch_costs or {}
     if means is None:
         return Choice(in_control, False, "CollectingWindow", f"{in_control} in control; scoring the candidates")
     if intervals_in_control < settings.min_dwell_intervals:
@@ -131,7 +151,21 @@ def choose(
         )
     current = means[in_control]
     window = f"over the last {settings.window_intervals} intervals"
+
+    def not_repaid(challenger: str) -> Choice:
+        gain, cost = current - means[challenger], costs.get(challenger, 0.0)
+        return Choice(
+            in_control,
+            False,
+            "SwitchNotRepaid",
+            f"{challenger} is ahead of {in_control} by {_gap(current, means[challenger])} {window}, but moving the "
+            f"placement to its cache would cost {cost:.4g} ({cost / gain:.0f} intervals of the gain; horizon "
+            f"{horizon:g}): {in_control} keeps placing the models",
+        )
+
     if in_control != learned and better_by(means[learned], current, margin):
+        if not repaid(current - means[learned], costs.get(learned, 0.0), horizon):
+            return not_repaid(learned)
         return Choice(
             learned,
             True,
@@ -139,10 +173,14 @@ def choose(
             f"{learned} is ahead of {in_control} by {_gap(current, means[learned])} {window} "
             f"(objective {means[learned]:.4g} vs {current:.4g}, margin {margin:.0%}): {learned} places the models",
         )
-    # The best heuristic; among equals the first in the settings' order, for a deterministic choice.
+    # The best heuristic worth its switch; among equals the first in the settings' order, for a deterministic
+    # choice. A heuristic ahead in the window whose cache would cost more to reach than its gain repays over the
+    # horizon is no better (a world of large models and a slow backhaul: every switch re-downloads the fleet).
     others = [name for name in settings.candidates if name != in_control and name in means]
-    best = min(others, key=lambda name: means[name], default=None)
-    if best is not None and better_by(means[best], current, margin):
+    ahead = [name for name in others if better_by(means[name], current, margin)]
+    worth = [name for name in ahead if repaid(current - means[name], costs.get(name, 0.0), horizon)]
+    best = min(worth, key=lambda name: means[name], default=None)
+    if best is not None:
         return Choice(
             best,
             True,
@@ -150,6 +188,8 @@ def choose(
             f"{in_control} trails {best} by {_gap(current, means[best])} {window} "
             f"(objective {current:.4g} vs {means[best]:.4g}, margin {margin:.0%}): {best} places the models",
         )
+    if ahead:
+        return not_repaid(min(ahead, key=lambda name: means[name]))
     if in_control != learned:
         return Choice(
             in_control,
@@ -292,7 +332,8 @@ class PolicyGuard:
             self.history.append(scores)
             self.intervals_in_control += 1
         means = window_means(list(self.history), settings.window_intervals)
-        choice = choose(self.in_control, self.learned, means, settings, self.intervals_in_control)
+        costs = None if means is None else self.switch_costs(scenario, observation, means)
+        choice = choose(self.in_control, self.learned, means, settings, self.intervals_in_control, costs)
         if choice.switched:
             self.in_control, self.intervals_in_control = choice.in_control, 0
         policies: dict[str, PlacementPolicy] = {self.learned: learned_policy, **self.heuristics}
@@ -324,6 +365,23 @@ class PolicyGuard:
             scored_intervals=len(self.history),
             seconds=time.perf_counter() - started - in_control_seconds,
         )
+
+    def switch_costs(
+        self, scenario: Scenario, observation: Observation, means: Mapping[str, float]
+    ) -> dict[str, float]:
+        """What moving the cluster's placement to each other candidate's cache would cost once, in slot-objective
+        units: the downloads' price, weighted as the objective weighs cost, and the candidate's window gain forgone
+        while they arrive (:func:`~edgeaigc.policy.system_model.switching_cost`, the plan's own)."""
+        cluster = np.asarray(observation.cache, float)
+        total_rate = float(observation.camera_rates.sum())
+        current = means[self.in_control]
+        costs = {}
+        for name, track in self.tracks.items():
+            if name == self.in_control or name not in means:
+                continue
+            gain = np.full(scenario.num_nodes, max(current - means[name], 0.0) / scenario.num_nodes)
+            costs[name] = float(switching_cost(scenario, track.cache, cluster, gain, total_rate).sum())
+        return costs
 
     def advance(self) -> float:
         """The counterfactuals of the last :meth:`step`: every candidate not decided yet decides on its track.

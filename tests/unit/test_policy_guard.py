@@ -125,6 +125,29 @@ def test_settings_come_from_the_spec_with_the_crd_defaults() -> None:
     assert GuardSettings.from_spec({}) == GuardSettings()
     spec = {"enabled": False, "margin": 0.1, "windowIntervals": 7, "minDwellIntervals": 2, "candidates": ["lru"]}
     assert GuardSettings.from_spec(spec) == GuardSettings(False, 0.1, 7, 2, ("lru",))
+    assert GuardSettings.from_spec({"switchingHorizonIntervals": 3}).switching_horizon_intervals == 3.0
+
+
+def test_a_switch_is_made_only_when_its_gain_over_the_horizon_repays_moving_the_placement() -> None:
+    settings = dataclasses.replace(SETTINGS, switching_horizon_intervals=20)
+    means = window_means([_scores(5.0, lfu=2.0)] * 3, 3)  # lru gains 4.0 an interval, lfu 3.0
+    assert means is not None
+    costs = {"lru": 80.0, "lfu": 1000.0, "static_topk": 1000.0, "myopic": 1000.0}
+    kept = choose("td3", "td3", means, settings, 3, costs)
+    assert (kept.switched, kept.in_control, kept.reason) == (False, "td3", "SwitchNotRepaid")
+    assert "lru is ahead" in kept.message and "20 intervals of the gain" in kept.message
+    taken = choose("td3", "td3", means, settings, 3, {**costs, "lru": 79.0})
+    assert (taken.switched, taken.in_control, taken.reason) == (True, "lru", "TrailingBaseline")
+    # The best one is not worth its switch, another one ahead is: that one.
+    cheaper = choose("td3", "td3", means, settings, 3, {**costs, "lru": 1000.0, "lfu": 59.0})
+    assert (cheaper.switched, cheaper.in_control) == (True, "lfu")
+    # Back to the learned policy at the same price: td3 gains 0.5 an interval over lru in control.
+    ahead = {**_scores(0.5), "lru": 1.0}
+    assert choose("lru", "td3", ahead, settings, 5, {"td3": 10.0}).reason == "SwitchNotRepaid"
+    back = choose("lru", "td3", ahead, settings, 5, {"td3": 9.9})
+    assert (back.switched, back.in_control, back.reason) == (True, "td3", "LearnedPolicyAhead")
+    # Without prices (or at none) every switch is repaid, as before.
+    assert choose("td3", "td3", means, settings, 3).in_control == "lru"
 
 
 # --- the guard on simulated demand (the system model, real heuristics, no cluster) ---
@@ -228,3 +251,20 @@ def test_an_interval_without_requests_is_not_scored(city: Scenario) -> None:
     quiet = dataclasses.replace(observation, camera_rates=np.zeros_like(observation.camera_rates))
     guard.step(city, quiet, learned, 2, SETTINGS)
     assert len(guard.history) == 1
+
+
+def test_a_fleet_whose_every_switch_redownloads_large_models_keeps_the_learned_policy(city: Scenario) -> None:
+    """Models 200x larger on the same backhaul: reaching a heuristic's cache from an empty one costs more than its
+    gain repays over the horizon, so the policy that caches nothing keeps control (and says why)."""
+    heavy = city.with_overrides(model_size_mb=city.model_size_mb * 200, node_storage_mb=city.node_storage_mb * 200)
+    learned = CachesNothing()
+    learned.reset(heavy, 0)
+    guard = PolicyGuard("td3", SETTINGS.candidates, heavy)
+    steps = _drive(guard, heavy, learned, 10, SETTINGS)
+    assert not any(step.fallback for step, _ in steps)
+    assert steps[-1][0].choice.reason == "SwitchNotRepaid"
+    assert steps[-1][0].means is not None and steps[-1][0].means["td3"] > 1.05 * min(steps[-1][0].means.values())
+    # The same fleet with the sizes it has hands control over (the test above): only the price differs.
+    cheap = dataclasses.replace(SETTINGS, switching_horizon_intervals=1e9)
+    guard = PolicyGuard("td3", SETTINGS.candidates, heavy)
+    assert any(step.fallback for step, _ in _drive(guard, heavy, learned, 10, cheap))
