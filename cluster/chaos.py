@@ -102,7 +102,12 @@ class Watch:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=1800, metavar="S", help="seconds of faults (default: 1800)")
     parser.add_argument(
-        "--mean-gap", type=float, default=60, metavar="S", help="mean seconds between faults (default: 60)"
+        "--mean-gap",
+        type=float,
+        default=60,
+        metavar="S",
+        help="mean seconds between faults, and at least two decision intervals plus ten frames after the previous "
+        "recovery (default: 60)",
     )
     parser.add_argument(
         "--faults",
