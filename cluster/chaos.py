@@ -277,13 +277,19 @@ def watch_routing_table(
             watch.configmap_unreachable += 1
         except json.JSONDecodeError as error:
             watch.record(at, "configmap", None, f"kubectl's output is not JSON: {error}")
-        try:
-            with urllib.request.urlopen(f"{gateway_url}/metrics", timeout=5) as response:
-                text = response.read().decode("utf-8", errors="replace")
-        except (urllib.error.URLError, OSError, TimeoutError):
-            watch.gateway_unreachable += 1  # the gateway is restarting (a fault of its own)
-            continue
-        watch.record(at, "gateway", *judge_gateway_metrics(text))
+        sample_gateway_table(gateway_url, watch)
+
+
+def sample_gateway_table(gateway_url: str, watch: TableWatch) -> None:
+    """One sample of the routing table the gateway at ``gateway_url`` holds, from its ``/metrics``."""
+    at = time.time()
+    try:
+        with urllib.request.urlopen(f"{gateway_url}/metrics", timeout=5) as response:
+            text = response.read().decode("utf-8", errors="replace")
+    except (urllib.error.URLError, OSError, TimeoutError):
+        watch.gateway_unreachable += 1  # the gateway is restarting (a fault of its own)
+        return
+    watch.record(at, "gateway", *judge_gateway_metrics(text))
 
 
 def read_frames(path: Path) -> list[dict[str, Any]]:
