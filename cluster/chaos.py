@@ -13,13 +13,19 @@ before any comes again, from:
 - ``apiserver``: kube-apiserver SIGKILLed and started again ``--outage`` seconds later;
 - ``prometheus``: the same for Prometheus.
 
-A fault is injected only once the previous one has recovered (bounded by ``--recovery-timeout``).
+The first fault comes no earlier than two decision intervals after the detector first answered (the
+baseline), each next one only once the previous one has recovered (bounded by ``--recovery-timeout``) and
+two decision intervals plus ten frames have passed since (the window its error rate is judged in).
 Measured: each fault's recovery time (the component healthy again) and the camera's outage
 after it (from the fault to the next answered frame), the share of frames answered, the
 longest run of failed frames. Checked, every few seconds: the detector's placement on the real
-node is never removed (a fault must not delete a working placement); at the end: every
-component healthy, the operator deciding again, the camera answered, nothing left over (one
-Deployment per placed model). Exit 0 when every check holds, 1 when one fails.
+node is never removed (a fault must not delete a working placement); the routing table is always
+valid (the operator's ConfigMap parsed with the gateway's own parser, and the table the gateway
+holds, from its ``/metrics``); after each fault: the camera's error rate back to the baseline
+within two decision intervals of the recovery (:mod:`edgeaigc.cluster.chaos_invariants`); at the
+end: every component healthy, the operator deciding again, the camera answered, nothing left over
+(one Deployment per placed model). Exit 0 when every check holds, 1 when one fails.
+``--from-run DIR`` judges a finished run's faults and frames again, without a cluster.
 
 Writes ``chaos.json`` (every fault and sample), ``frames.jsonl`` (the camera's frames) and
 ``chaos.png`` (frames answered over time with the faults marked) to ``--output``.
@@ -39,10 +45,24 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edgeaigc.cluster.chaos_invariants import (
+    Baseline,
+    RecoveryJudgement,
+    TableWatch,
+    baseline_error_share,
+    decision_interval_s,
+    judge_gateway_metrics,
+    judge_recoveries,
+    judge_routing_configmap,
+    recoveries_within_baseline,
+    tolerance_frames,
+)
 from edgeaigc.cluster.local import ClusterError, kill_component, restart_component
 from edgeaigc.cluster.real_stack import DETECTOR, NODE, RELEASE, RealStack, pod_ready, real_stack, wait_until
 from edgeaigc.cluster.realnode import container_cgroup_files
@@ -52,6 +72,9 @@ FAULT_KINDS = ("operator", "gateway", "model-pod", "apiserver", "prometheus")
 SHARED_MODEL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "yolox_nano.onnx"
 INSTANCE = f"app.kubernetes.io/instance={RELEASE}"
 POLICY = "real-node"
+#: Frames the error rate after a recovery is judged on, at least (the next fault waits for them).
+JUDGED_FRAMES = 10
+RECOVERY_CHECK = "error rate back to baseline within two intervals of each recovery"
 
 
 @dataclasses.dataclass
@@ -79,7 +102,12 @@ class Watch:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=1800, metavar="S", help="seconds of faults (default: 1800)")
     parser.add_argument(
-        "--mean-gap", type=float, default=60, metavar="S", help="mean seconds between faults (default: 60)"
+        "--mean-gap",
+        type=float,
+        default=60,
+        metavar="S",
+        help="mean seconds between faults, and at least two decision intervals plus ten frames after the previous "
+        "recovery (default: 60)",
     )
     parser.add_argument(
         "--faults",
@@ -104,6 +132,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the YOLOX-Nano ONNX file the detector replicas serve (default: ../shared/data/yolox_nano.onnx)",
     )
     parser.add_argument("--output", type=Path, default=Path("chaos-out"), help="directory of the results")
+    parser.add_argument(
+        "--from-run",
+        type=Path,
+        metavar="DIR",
+        help="judge a finished run again from its chaos.json and frames.jsonl, without a cluster (writes nothing)",
+    )
 
 
 def container_pids(pod: dict[str, Any]) -> list[int]:
@@ -221,6 +255,41 @@ def watch_placement(stack: RealStack, stop: threading.Event, watch: Watch, perio
                 watch.unreachable += 1  # the API server is down (a fault of its own)
         except (subprocess.TimeoutExpired, OSError):
             watch.unreachable += 1
+
+
+def watch_routing_table(
+    stack: RealStack, gateway_url: str, stop: threading.Event, watch: TableWatch, period_s: float = 3.0
+) -> None:
+    """Sample, until ``stop``, the operator's routing-table ConfigMap and the table the gateway holds."""
+    name = object_name(POLICY, "routing")
+    while not stop.wait(period_s):
+        watch.samples += 1
+        at = time.time()
+        try:
+            output = stack.kubectl("get", "configmap", name, "-n", stack.namespace, "-o", "json", timeout_s=10)
+            watch.record(at, "configmap", *judge_routing_configmap(json.loads(output)))
+        except ClusterError as error:
+            if "NotFound" in str(error):
+                watch.record(at, "configmap", *judge_routing_configmap(None))
+            else:
+                watch.configmap_unreachable += 1  # the API server is down (a fault of its own)
+        except (subprocess.TimeoutExpired, OSError):
+            watch.configmap_unreachable += 1
+        except json.JSONDecodeError as error:
+            watch.record(at, "configmap", None, f"kubectl's output is not JSON: {error}")
+        sample_gateway_table(gateway_url, watch)
+
+
+def sample_gateway_table(gateway_url: str, watch: TableWatch) -> None:
+    """One sample of the routing table the gateway at ``gateway_url`` holds, from its ``/metrics``."""
+    at = time.time()
+    try:
+        with urllib.request.urlopen(f"{gateway_url}/metrics", timeout=5) as response:
+            text = response.read().decode("utf-8", errors="replace")
+    except (urllib.error.URLError, OSError, TimeoutError):
+        watch.gateway_unreachable += 1  # the gateway is restarting (a fault of its own)
+        return
+    watch.record(at, "gateway", *judge_gateway_metrics(text))
 
 
 def read_frames(path: Path) -> list[dict[str, Any]]:
@@ -343,17 +412,51 @@ def spawn_camera(stack: RealStack, frames: int, fps: float, frame_log: Path, log
         return subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
 
 
+def judge_error_rate(
+    faults: list[Fault], frames: list[dict[str, Any]], soak_start: float, interval_s: float, fps: float
+) -> tuple[Baseline, int, list[RecoveryJudgement]]:
+    """The error-rate check's inputs and verdicts: the baseline (the soak's frames before its first fault),
+    the tolerance (:func:`tolerance_frames`) and each fault's window after its recovery (the last one's runs
+    to the camera's last frame)."""
+    baseline = baseline_error_share(frames, soak_start, faults[0].at if faults else math.inf)
+    tolerance = tolerance_frames(fps)
+    end = frames[-1]["time"] + 1.0 if frames else soak_start
+    return baseline, tolerance, judge_recoveries(faults, frames, baseline, interval_s, tolerance, end)
+
+
+def error_rate_figures(
+    baseline: Baseline, tolerance: int, interval_s: float, judgements: list[RecoveryJudgement]
+) -> dict[str, Any]:
+    """The error-rate check as ``chaos.json`` keeps it."""
+    return {
+        "decision_interval_s": interval_s,
+        "baseline": {"frames": baseline.frames, "failed": baseline.failed, "share": round(baseline.share, 4)},
+        "tolerance_frames": tolerance,
+        "after_recovery": [
+            dataclasses.asdict(judgement) | {"error_rate": judgement.error_rate} for judgement in judgements
+        ],
+    }
+
+
 def soak(stack: RealStack, args: argparse.Namespace, kinds: list[str], progress: Callable[[str], None]) -> int:
     out: Path = args.output
     rng = random.Random(args.seed)
     warmup_s = 420.0
-    frames_total = math.ceil((warmup_s + args.duration + args.recovery_timeout + 120) * args.fps)
+    interval_s = decision_interval_s()
+    baseline_s = 2 * interval_s  # frames before the first fault: the error rate to come back to
+    settle_s = 2 * interval_s + JUDGED_FRAMES / args.fps  # after a recovery: two intervals, then judged frames
+    frames_total = math.ceil((warmup_s + args.duration + args.recovery_timeout + settle_s + 120) * args.fps)
     frame_log = out / "frames.jsonl"
     camera = spawn_camera(stack, frames_total, args.fps, frame_log, out / "camera.log")
     faults: list[Fault] = []
     pending: list[str] = []
-    watch, stop = Watch(), threading.Event()
-    watcher = threading.Thread(target=watch_placement, args=(stack, stop, watch), daemon=True)
+    watch, table_watch, stop = Watch(), TableWatch(), threading.Event()
+    watchers = [
+        threading.Thread(target=watch_placement, args=(stack, stop, watch), daemon=True),
+        threading.Thread(
+            target=watch_routing_table, args=(stack, stack.gateway_service_url(), stop, table_watch), daemon=True
+        ),
+    ]
     try:
         progress("waiting for the detector to answer at the edge (the operator places it from the camera's demand)")
         wait_until(
@@ -362,11 +465,17 @@ def soak(stack: RealStack, args: argparse.Namespace, kinds: list[str], progress:
             f"{DETECTOR} answering on {NODE}",
         )
         decided = _last_decision(stack)
-        watcher.start()
+        for watcher in watchers:
+            watcher.start()
         soak_start = time.time()
-        progress(f"soak: {args.duration:.0f} s of faults ({', '.join(kinds)}), one every ~{args.mean_gap:.0f} s")
+        earliest = soak_start + baseline_s
+        progress(
+            f"soak: {args.duration:.0f} s of faults ({', '.join(kinds)}), one every ~{args.mean_gap:.0f} s, "
+            f"none within {settle_s:.0f} s of the previous recovery (decision interval {interval_s:g} s)"
+        )
         while time.time() - soak_start < args.duration and not (args.max_faults and len(faults) >= args.max_faults):
-            time.sleep(min(rng.expovariate(1 / args.mean_gap), max(0.0, args.duration - (time.time() - soak_start))))
+            gap = max(rng.expovariate(1 / args.mean_gap), earliest - time.time())
+            time.sleep(min(gap, max(0.0, args.duration - (time.time() - soak_start))))
             if time.time() - soak_start >= args.duration:
                 break
             if not pending:  # every kind once, in a seeded random order, before any comes again
@@ -374,9 +483,10 @@ def soak(stack: RealStack, args: argparse.Namespace, kinds: list[str], progress:
             kind = pending.pop()
             fault = inject(stack, kind, args.outage, args.recovery_timeout)
             faults.append(fault)
+            earliest = time.time() + settle_s
             recovered = f"recovered in {fault.recovered_s:.1f} s" if fault.recovered_s is not None else "NOT recovered"
             progress(f"[{time.time() - soak_start:6.0f} s] {kind} ({fault.target}): {recovered}")
-        time.sleep(30)  # the camera's frames after the last fault
+        time.sleep(max(30.0, earliest - time.time()))  # the camera's frames after the last fault
         stop.set()
         checks = final_checks(stack, decided)
     finally:
@@ -387,20 +497,27 @@ def soak(stack: RealStack, args: argparse.Namespace, kinds: list[str], progress:
     frames = read_frames(frame_log)
     soak_frames = [f for f in frames if f["time"] >= soak_start]
     camera_outages(faults, frames)
+    baseline, tolerance, judgements = judge_error_rate(faults, frames, soak_start, interval_s, args.fps)
     answered = sum(f["ok"] for f in soak_frames)
     run_frames, run_s = longest_failure_run(soak_frames)
     checks["every fault recovered"] = all(fault.recovered_s is not None for fault in faults)
     checks["the placement was never removed"] = not watch.placement_missing
+    checks["the routing table was always valid"] = table_watch.valid_throughout()
+    checks[RECOVERY_CHECK] = recoveries_within_baseline(judgements)
     checks["the camera was answered at the end"] = any(f["ok"] for f in frames[-10:])
     summary = {
         "duration_s": args.duration,
         "seed": args.seed,
+        "fps": args.fps,
+        "soak_start": soak_start,
         "faults": [dataclasses.asdict(fault) for fault in faults],
         "frames": len(soak_frames),
         "answered": answered,
         "answered_share": round(answered / len(soak_frames), 4) if soak_frames else None,
         "longest_failure_run": {"frames": run_frames, "seconds": run_s},
         "watch": dataclasses.asdict(watch),
+        "routing_table": dataclasses.asdict(table_watch),
+        "error_rate": error_rate_figures(baseline, tolerance, interval_s, judgements),
         "checks": checks,
         "load_average": os.getloadavg(),
     }
@@ -408,6 +525,30 @@ def soak(stack: RealStack, args: argparse.Namespace, kinds: list[str], progress:
     plot(frames, faults, out / "chaos.png")
     print_report(summary)
     return 0 if all(checks.values()) else 1
+
+
+def rejudge(run_directory: Path) -> int:
+    """``--from-run``: a finished run's error-rate check judged again from its chaos.json and frames.jsonl.
+
+    A run from before the check kept no ``soak_start``: its baseline starts at the first answered frame.
+    """
+    try:
+        summary = json.loads((run_directory / "chaos.json").read_text())
+        faults = [Fault(**fault) for fault in summary["faults"]]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
+        print(f"edgeaigc bench-chaos: {run_directory} holds no readable chaos.json: {error}", file=sys.stderr)
+        return 2
+    frames = read_frames(run_directory / "frames.jsonl")
+    if not frames:
+        print(f"edgeaigc bench-chaos: {run_directory} holds no frames.jsonl with frames", file=sys.stderr)
+        return 2
+    soak_start = summary.get("soak_start") or next((f["time"] for f in frames if f["ok"]), frames[0]["time"])
+    interval_s = decision_interval_s()
+    baseline, tolerance, judgements = judge_error_rate(faults, frames, soak_start, interval_s, summary.get("fps", 1.0))
+    summary["error_rate"] = error_rate_figures(baseline, tolerance, interval_s, judgements)
+    summary["checks"][RECOVERY_CHECK] = recoveries_within_baseline(judgements)
+    print_report(summary)
+    return 0 if all(summary["checks"].values()) else 1
 
 
 def print_report(summary: dict[str, Any]) -> None:
@@ -431,11 +572,44 @@ def print_report(summary: dict[str, Any]) -> None:
         + f"; longest failed run {summary['longest_failure_run']['frames']} frames "
         f"({summary['longest_failure_run']['seconds']} s)"
     )
+    print_error_rate(summary.get("error_rate"))
+    table = summary.get("routing_table")
+    if table is not None:
+        generations = ", ".join(
+            f"{source} {low}-{high}" for source, (low, high) in sorted(table["generations"].items())
+        )
+        print(
+            f"routing table: {table['samples']} samples, {table['invalid']} invalid, unreachable: "
+            f"ConfigMap {table['configmap_unreachable']}, gateway {table['gateway_unreachable']}; "
+            f"generations {generations or '-'}"
+        )
+        for error in table["errors"]:
+            print(f"  invalid ({error['source']}): {error['error']}")
     for check, passed in summary["checks"].items():
         print(f"  [{'ok' if passed else 'FAILED'}] {check}")
 
 
+def print_error_rate(figures: dict[str, Any] | None) -> None:
+    if figures is None:
+        return
+    baseline = figures["baseline"]
+    interval = figures["decision_interval_s"]
+    print(
+        f"error rate: baseline {baseline['failed']}/{baseline['frames']} frames failed before the first fault "
+        f"({baseline['share']:.1%}); after each recovery + 2 x {interval:g} s, allowed: the baseline share + "
+        f"{figures['tolerance_frames']} frame(s)"
+    )
+    print(f"  {'fault':<11} {'failed/frames':>13} {'error rate':>10} {'allowed':>8}  verdict")
+    for judged in figures["after_recovery"]:
+        rate = "-" if judged["error_rate"] is None else f"{judged['error_rate']:.1%}"
+        verdict = {True: "ok", False: "FAILED", None: "not judged"}[judged["ok"]]
+        counts = f"{judged['failed']}/{judged['frames']}"
+        print(f"  {judged['kind']:<11} {counts:>13} {rate:>10} {judged['allowed_failed']:>8.1f}  {verdict}")
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.from_run is not None:
+        return rejudge(args.from_run)
     kinds = [kind.strip() for kind in args.faults.split(",") if kind.strip()]
     unknown = sorted(set(kinds) - set(FAULT_KINDS))
     if unknown or not kinds:
