@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeaigc.cluster.replica_metrics import ReplicaInterval
 from edgeaigc.policy import cfs, uplink_pacing
 from edgeaigc.policy.fleet import scenario_from_resources
 from edgeaigc.policy.system_model import node_serving
@@ -67,6 +68,12 @@ class Sample:
     generations: tuple[int, int] | None = None
     """Generations of (the operator's routing table, the oldest table the gateway held over the interval): the
     gateway reads the table from a ConfigMap volume, which the kubelet updates up to a minute later."""
+    replicas: dict[str, dict[str, ReplicaInterval]] = dataclasses.field(default_factory=dict)
+    """Model -> place -> what its replicas did over the interval, read from them (:mod:`.replica_metrics`): their
+    own request-duration histogram and their containers' CPU time (empty: not sampled, e.g. an older run)."""
+    gateway_buckets: list[float] | None = None
+    """The gateway's request-duration histogram over the interval, all models and places (cumulative counts at
+    ``REQUEST_LATENCY_BUCKETS``, then +Inf; None: not sampled)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -108,6 +115,9 @@ class Bed:
     routing_tables: dict[int, tuple[dict[str, float], float]] = dataclasses.field(default_factory=dict)
     """Generation -> (the cameras' shares, the uplink) of each routing table the operator wrote during the run
     (:func:`routing_tables`): the gateway may hold one from an earlier phase."""
+    work_samples_ms: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    """Model -> each measured inference's milliseconds on real frames (their median is the fleet's ``workMs``):
+    the per-frame work the p95 is predicted from (empty: no p95 predicted)."""
 
 
 def routing_tables(phases: dict[str, list[Sample]]) -> dict[int, tuple[dict[str, float], float]]:
@@ -414,12 +424,22 @@ def load_run(directory: Path) -> tuple[list[dict[str, Any]], dict[str, list[Samp
                 s.get("camera_bytes", {}),
                 s.get("camera_rate", {}),
                 tuple(s["generations"]) if s.get("generations") else None,
+                {
+                    m: {place: ReplicaInterval(**figures) for place, figures in places.items()}
+                    for m, places in s.get("replicas", {}).items()
+                },
+                s.get("gateway_buckets"),
             )
             for s in phase.get("samples", [])
         ]
         for phase in summary["phases"]
     }
-    bed = Bed(summary.get("camera_models", {}), summary.get("cloud_replica_cores"), routing_tables(phases))
+    bed = Bed(
+        summary.get("camera_models", {}),
+        summary.get("cloud_replica_cores"),
+        routing_tables(phases),
+        summary.get("work_samples_ms", {}),
+    )
     return documents, phases, str(summary.get("load", "")), bed
 
 
