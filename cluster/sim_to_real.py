@@ -20,7 +20,12 @@ Two things of the real system the slot model does not have are modelled here:
   gateway itself is on loopback and costs nothing, so the system model's upload term is left out.
 
 Points: one per (model, served by, CPU limit) over all samples, weighted by requests; ``error`` is
-(predicted - observed) / observed of the mean.
+(predicted - observed) / observed of the mean. Where the run read the replicas themselves
+(:mod:`.replica_metrics`), a point also has the p95 (the replicas' histogram plus the gateway's part of the
+mean, against the per-request times of :func:`~edgeaigc.policy.cfs.response_samples` over the measured
+per-frame work, both read through the same buckets: :mod:`.histogram`) and the CPU seconds per request (the
+containers' CPU time against the model's work); :class:`Overall` puts all requests together, with the hit
+rate. ``docs/calibration.md`` ("p95 and CPU seconds per request") says what each includes.
 
 ``edgeaigc bench-sim-to-real`` is ``edgeaigc demo --real`` with longer phases, run for the figures:
 the table is printed, ``sim-to-real.png`` and ``summary.json`` are written to ``--output-dir``.
