@@ -219,6 +219,11 @@ def test_p95_and_cpu_per_request_observed_from_the_replicas_and_predicted_from_p
     assert overall.predicted_hit_rate == pytest.approx(10 / 15, abs=1e-4)
     assert overall.observed_p95_ms == pytest.approx(100 + 150 * (14.25 - 14) / 1, abs=0.1)
     assert overall.observed_cpu_ms == pytest.approx((10 * 50 + 5 * 3) / 15, abs=0.1)
+    # predicted for all requests: every det time (30-32 ms of work within its quota, plus the overhead) in the
+    # 25-50 ms bucket, every cls time under 5 ms: the 14.25th of 15 is 9.25/10 into the det bucket
+    light = Bed(work_samples_ms={"det": [30.0, 32.0], "cls": [2.0]})
+    _, light_overall = compare_with_overall(documents, [_sampled(["det"])], light)
+    assert light_overall.predicted_p95_ms == pytest.approx(25 + 25 * 9.25 / 10, abs=0.1)
     # cls was planned for the Pi but served by the cloud (its replica was starting): a predicted hit
     (_, _), starting = compare_with_overall(documents, [_sampled(["det", "cls"])], bed)
     assert starting.predicted_hit_rate == pytest.approx(1.0)
