@@ -150,7 +150,10 @@ class ReplicaMeter:
             if place is None or model is None:
                 continue
             text = _scrape(pod)
-            reading = parse_duration_histogram(text, model) if text is not None else None
+            try:
+                reading = parse_duration_histogram(text, model) if text is not None else None
+            except ValueError:  # a truncated exposition (the replica went mid-answer): no reading this time
+                reading = None
             if reading is None:
                 continue
             reading.cpu_seconds = _container_cpu_seconds(pod)
