@@ -13,7 +13,8 @@ cloud on the cloud node, both real nodes in ``demo --real``) once per interval:
   decoding included, which over the requests it answered is its CPU seconds per request.
 
 Both are cumulative since the replica started; :class:`ReplicaMeter` keeps each replica's last reading
-and hands out the difference (a replica first seen mid-run counts from its start, which was then).
+(one with no request yet included) and hands out the difference. A replica first seen mid-run counts its
+requests from its start, which was then, but not its CPU: that first interval's CPU is its start-up.
 """
 
 from __future__ import annotations
@@ -42,22 +43,21 @@ class ReplicaInterval:
     """Their containers' CPU time (None: not readable, e.g. a replica on a kwok node)."""
 
 
-def parse_duration_histogram(text: str, model: str) -> ReplicaInterval | None:
+def parse_duration_histogram(text: str, model: str) -> ReplicaInterval:
     """``model``'s request-duration histogram in a model server's ``/metrics`` text, summed over its other
-    labels (None: the server has not counted a request of it yet)."""
+    labels (``served_by``: a cloud replica's server may call itself ``edge``; the pod says where it is). A
+    server that has not answered a request of it yet has none: zero requests, a reading all the same."""
     from prometheus_client.parser import text_string_to_metric_families
 
     bounds = [*REQUEST_LATENCY_BUCKETS, float("inf")]
     buckets = [0.0] * len(bounds)
     count = total = 0.0
-    found = False
     for family in text_string_to_metric_families(text):
         if family.name != REQUEST_DURATION_SECONDS:
             continue
         for sample in family.samples:
             if sample.labels.get("model") != model:
                 continue
-            found = True
             if sample.name.endswith("_bucket"):
                 le = float(sample.labels["le"])
                 if le in bounds:
@@ -66,14 +66,15 @@ def parse_duration_histogram(text: str, model: str) -> ReplicaInterval | None:
                 count += sample.value
             elif sample.name.endswith("_sum"):
                 total += sample.value
-    return ReplicaInterval(count, total, buckets) if found else None
+    return ReplicaInterval(count, total, buckets)
 
 
 def difference(current: ReplicaInterval, previous: ReplicaInterval | None) -> ReplicaInterval:
-    """What happened between two readings of one replica. A counter that went down means a new process (a
-    container restart): then everything since that start."""
+    """What happened between two readings of one replica. Without an earlier reading (a replica started since)
+    or after a counter went down (a new process: a container restart), the requests since that start, but no
+    CPU: the start (a Python server, an onnxruntime session: seconds of CPU) is not the requests' work."""
     if previous is None or current.requests < previous.requests:
-        return dataclasses.replace(current, buckets=list(current.buckets))
+        return dataclasses.replace(current, buckets=list(current.buckets), cpu_seconds=None)
     cpu = None
     if current.cpu_seconds is not None and previous.cpu_seconds is not None:
         cpu = max(0.0, current.cpu_seconds - previous.cpu_seconds)
@@ -154,7 +155,7 @@ class ReplicaMeter:
                 reading = parse_duration_histogram(text, model) if text is not None else None
             except ValueError:  # a truncated exposition (the replica went mid-answer): no reading this time
                 reading = None
-            if reading is None:
+            if reading is None:  # not answering yet: its first reading will count from its start
                 continue
             reading.cpu_seconds = _container_cpu_seconds(pod)
             by_place.setdefault((model, place), []).append(difference(reading, self.last.get(uid)))

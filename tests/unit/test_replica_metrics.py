@@ -32,7 +32,8 @@ def test_the_model_servers_histogram_is_read_for_its_model_only() -> None:
     assert det.buckets[bounds.index(0.1)] == 2
     assert det.buckets[bounds.index(0.25)] == 3
     assert det.buckets[-1] == 3
-    assert parse_duration_histogram(text, "flow") is None
+    # a model the server has not answered yet: a reading of nothing (what it did next counts from here)
+    assert parse_duration_histogram(text, "flow") == ReplicaInterval(0, 0.0, [0.0] * len(bounds))
 
 
 def test_an_interval_is_the_difference_of_two_readings_and_a_restart_counts_from_zero() -> None:
@@ -41,10 +42,11 @@ def test_an_interval_is_the_difference_of_two_readings_and_a_restart_counts_from
     interval = difference(after, before)
     assert (interval.requests, interval.seconds, interval.buckets) == (5, pytest.approx(0.8), [1, 2, 5])
     assert interval.cpu_seconds == pytest.approx(0.5)
-    # the container restarted: its counters began again, so all of the new reading is this interval's
+    # the container restarted: its counters began again, so all of the new reading's requests are this
+    # interval's; its CPU is its start-up's too, not the requests' work
     restarted = ReplicaInterval(3, 0.2, [0, 2, 3], cpu_seconds=0.4)
-    assert difference(restarted, before) == restarted
-    assert difference(after, None) == after  # first seen: it started during the interval
+    assert difference(restarted, before) == ReplicaInterval(3, 0.2, [0, 2, 3], cpu_seconds=None)
+    assert difference(after, None) == ReplicaInterval(15, 1.8, [1, 6, 15], cpu_seconds=None)  # first seen
 
 
 def test_replicas_of_one_model_and_place_add_up_and_cpu_only_when_all_had_it() -> None:
