@@ -57,8 +57,15 @@ from edgeaigc.cluster.real_stack import (
     repo_path,
     wait_until,
 )
+from edgeaigc.cluster.replica_metrics import ReplicaMeter
 from edgeaigc.cluster.sim_to_real import Bed, Sample, plot, print_report, report, routing_tables
-from edgeaigc.inference.metrics_contract import CAMERA_REQUEST_BYTES_TOTAL, REQUEST_SECONDS_TOTAL, REQUESTS_TOTAL
+from edgeaigc.inference.metrics_contract import (
+    CAMERA_REQUEST_BYTES_TOTAL,
+    REQUEST_DURATION_SECONDS,
+    REQUEST_LATENCY_BUCKETS,
+    REQUEST_SECONDS_TOTAL,
+    REQUESTS_TOTAL,
+)
 from edgeaigc.policy.resources import ROUTING_TABLE_KEY, object_name
 
 ProgressFn = Callable[[str], None]
@@ -79,6 +86,8 @@ UPLINK_RATE = "edgeaigc_gateway_uplink_rate_bytes_per_second"
 TABLE_GENERATION = "edgeaigc_gateway_routing_table_generation"
 #: A gateway series (the model servers export the same names without these labels).
 GATEWAY = 'edge_node!=""'
+#: The model replicas, edge and cloud (cluster/replica_metrics.py reads their histograms and CPU).
+REPLICAS = "app.kubernetes.io/component in (edge-inference,cloud-inference)"
 
 
 @dataclass(frozen=True)
@@ -163,10 +172,11 @@ def demo_models(directory: Path | None, progress: ProgressFn) -> Path:
     return target
 
 
-def measure_work_ms(model: Path, feeds: list[np.ndarray] | None = None, runs: int = 15) -> float:
-    """Median milliseconds of one inference as the model server runs it (its :class:`OnnxModel`: the same
-    session options, one intra-op thread), on this machine: the work per request the fleet declares, on this
-    bed's reference core (EdgeNode coreSpeed 1). ``feeds``: the model's input tensors, one per request, taken
+def measure_work_samples_ms(model: Path, feeds: list[np.ndarray] | None = None, runs: int = 30) -> list[float]:
+    """Milliseconds of each of ``runs`` inferences as the model server runs them (its :class:`OnnxModel`: the
+    same session options, one intra-op thread), on this machine: their median is the work per request the fleet
+    declares, on this bed's reference core (EdgeNode coreSpeed 1); their spread, the per-frame work sim-to-real
+    predicts the p95 from. ``feeds``: the model's input tensors, one per request, taken
     in turn (:func:`camera_tensors`: what the cameras send); without them, zeros shaped as
     :func:`~edgeaigc.cluster.bench_quota.example_feed` says."""
     from concurrent.futures import ThreadPoolExecutor
@@ -188,7 +198,7 @@ def measure_work_ms(model: Path, feeds: list[np.ndarray] | None = None, runs: in
             server_model.predict({name: feeds[run % len(feeds)]}, outputs)
             times.append((time.perf_counter() - started) * 1000.0)
         server_model.close()
-    return float(np.median(times))
+    return [round(t, 3) for t in times]
 
 
 def camera_tensors(model: DemoModel, camera: DemoCamera, frames: int = 10) -> list[np.ndarray]:
@@ -364,6 +374,21 @@ def camera_bytes(url: str, window_s: float, at: float) -> dict[str, float]:
     except Exception:  # a gap in the samples, not the end of the demo
         return {}
     return {r["metric"]["camera"]: round(float(r["value"][1])) for r in rows if r["metric"].get("camera")}
+
+
+def gateway_buckets(url: str, window_s: float, at: float) -> list[float] | None:
+    """The gateway's request-duration histogram over the last ``window_s``, all places and models together:
+    cumulative counts at :data:`REQUEST_LATENCY_BUCKETS`, then ``+Inf`` (None on a gap)."""
+    window = f"[{max(round(window_s), 5)}s]"
+    try:
+        rows = query(url, f"sum by (le) (increase({REQUEST_DURATION_SECONDS}_bucket{{{GATEWAY}}}{window}))", at=at)
+    except Exception:  # a gap in the samples, not the end of the demo
+        return None
+    counts = {float(r["metric"]["le"]): float(r["value"][1]) for r in rows if "le" in r["metric"]}
+    bounds = [*REQUEST_LATENCY_BUCKETS, float("inf")]
+    if not all(bound in counts for bound in bounds):
+        return None
+    return [round(counts[bound], 2) for bound in bounds]
 
 
 def uplink_plan(stack: RealStack) -> tuple[dict[str, float], float | None, int | None]:
@@ -586,6 +611,9 @@ def run_phase(
     started = time.time()
     # Bounded: the cameras send `frames` each; a phase never outlasts its length by more than 3 minutes.
     deadline = started + args.minutes * 60 + 180
+    meter = ReplicaMeter()
+    with contextlib.suppress(ClusterError):
+        meter.baseline(stack.pods(REPLICAS))  # the cloud replicas served the previous phase: count from here
     with _cameras(stack, cameras, args.fps, frames, phase_dir) as processes:
 
         def step() -> Any:
@@ -612,9 +640,22 @@ def run_phase(
                 enforced, held = gateway_uplink(url, now - last_sample, now)
                 limits = _edge_millicores(stack)
                 generations = (generation, held) if generation is not None and held is not None else None
+                replicas = meter.read(stack.pods(REPLICAS))
+                histogram = gateway_buckets(url, now - last_sample, now)
                 result.samples.append(
                     Sample(
-                        now, now - last_sample, cached, limits, served, shares, uplink, accepted, enforced, generations
+                        now,
+                        now - last_sample,
+                        cached,
+                        limits,
+                        served,
+                        shares,
+                        uplink,
+                        accepted,
+                        enforced,
+                        generations=generations,
+                        replicas=replicas,
+                        gateway_buckets=histogram,
                     )
                 )
             last_sample = now
@@ -710,12 +751,13 @@ def run(args: argparse.Namespace) -> int:
         models, cameras = choose_models(shared, repository), choose_cameras(shared, repository)
         progress("measuring each model's work per request on this machine (the server's session, real frames)")
         sender = {name: camera for camera in cameras for name in camera.models}
-        work_ms = {
-            model.name: measure_work_ms(
+        work_samples_ms = {
+            model.name: measure_work_samples_ms(
                 model.file, camera_tensors(model, sender[model.name]) if model.name in sender else None
             )
             for model in models
         }
+        work_ms = {name: float(np.median(samples)) for name, samples in work_samples_ms.items()}
         progress(", ".join(f"{name} {ms:.1f} ms" for name, ms in work_ms.items()))
         staged = out / "artifacts"
         staged.mkdir(exist_ok=True)
@@ -766,6 +808,7 @@ def run(args: argparse.Namespace) -> int:
         "minutes": args.minutes,
         "fps": args.fps,
         "work_ms": work_ms,
+        "work_samples_ms": work_samples_ms,
         "cameras": {camera.name: camera.source for camera in cameras},
         "camera_models": {camera.name: list(camera.models) for camera in cameras},
         "cloud_replica_cores": CLOUD_REPLICA_CORES,
@@ -773,7 +816,12 @@ def run(args: argparse.Namespace) -> int:
         "vehicle_counts_match": counts_match(results),
     }
     phases = {result.algorithm: result.samples for result in results}
-    bed = Bed({camera.name: list(camera.models) for camera in cameras}, CLOUD_REPLICA_CORES, routing_tables(phases))
+    bed = Bed(
+        {camera.name: list(camera.models) for camera in cameras},
+        CLOUD_REPLICA_CORES,
+        routing_tables(phases),
+        work_samples_ms,
+    )
     sim = report(documents, phases, bed)
     summary["sim_to_real"] = sim.to_dict()
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -22,6 +22,8 @@ an M/D/1 wait for open arrivals.
 from __future__ import annotations
 
 import math
+import statistics
+from collections.abc import Sequence
 
 #: The kubelet's CFS period (``cpu.cfs_period_us`` = 100000 on every node of the bed).
 CFS_PERIOD_S = 0.1
@@ -31,36 +33,44 @@ RHO_MAX = 0.95
 _PHASES = 64
 
 
-def isolated_seconds(work_s: float, limit_cores: float, period_s: float = CFS_PERIOD_S) -> float:
-    """Mean time of one request of ``work_s`` (at one core) arriving at a uniformly random phase of the
-    period to a container with an unused quota of ``limit_cores``: runs at full speed while the period's
-    quota lasts, waits for the next period when it runs out."""
+def phases(period_s: float = CFS_PERIOD_S, count: int = _PHASES) -> list[float]:
+    """``count`` arrival times since a period began, evenly spread over it (their centres)."""
+    return [(index + 0.5) / count * period_s for index in range(count)]
+
+
+def isolated_seconds_at(work_s: float, limit_cores: float, phase_s: float, period_s: float = CFS_PERIOD_S) -> float:
+    """Time of one request of ``work_s`` (at one core) arriving ``phase_s`` after a period began at a container
+    with an unused quota of ``limit_cores``: runs at full speed while the period's quota lasts, waits for the
+    next period when it runs out."""
     if work_s <= 0:
         return 0.0
-    if limit_cores >= 1.0:
-        return work_s  # a quota of a whole core or more never throttles one thread
     quota = limit_cores * period_s
-    if work_s <= quota:
+    if limit_cores >= 1.0 or work_s <= quota:
+        return work_s  # a quota of a whole core or more never throttles one thread; a small request fits
+    now, left, quota_left, elapsed = phase_s, work_s, quota, 0.0
+    while left > 1e-12:
+        to_boundary = period_s - now
+        run = min(left, quota_left, to_boundary)
+        left -= run
+        quota_left -= run
+        elapsed += run
+        now += run
+        if left <= 1e-12:
+            break
+        if quota_left <= 1e-12 or now >= period_s - 1e-12:  # throttled, or the period is over: the next one
+            elapsed += period_s - now
+            now, quota_left = 0.0, quota
+    return elapsed
+
+
+def isolated_seconds(work_s: float, limit_cores: float, period_s: float = CFS_PERIOD_S) -> float:
+    """Mean time of one request of ``work_s`` (at one core) arriving at a uniformly random phase of the
+    period to a container with an unused quota of ``limit_cores`` (:func:`isolated_seconds_at`)."""
+    if work_s <= 0:
+        return 0.0
+    if limit_cores >= 1.0 or work_s <= limit_cores * period_s:
         return work_s
-    total = 0.0
-    for phase_index in range(_PHASES):
-        now = (phase_index + 0.5) / _PHASES * period_s  # time since the period began
-        left, quota_left = work_s, quota
-        elapsed = 0.0
-        while left > 1e-12:
-            to_boundary = period_s - now
-            run = min(left, quota_left, to_boundary)
-            left -= run
-            quota_left -= run
-            elapsed += run
-            now += run
-            if left <= 1e-12:
-                break
-            if quota_left <= 1e-12 or now >= period_s - 1e-12:  # throttled, or the period is over: the next one
-                elapsed += period_s - now
-                now, quota_left = 0.0, quota
-        total += elapsed
-    return total / _PHASES
+    return sum(isolated_seconds_at(work_s, limit_cores, phase, period_s) for phase in phases(period_s)) / _PHASES
 
 
 def periods_needed(work_s: float, limit_cores: float, period_s: float = CFS_PERIOD_S) -> int:
@@ -87,3 +97,23 @@ def response_seconds(work_s: float, limit_cores: float, rate_per_s: float, perio
     service = service_seconds(work_s, limit_cores, rho, period_s)
     held = min(rho, RHO_MAX)
     return service + held * service / (2.0 * (1.0 - held))  # M/D/1: deterministic work
+
+
+def response_samples(
+    work_samples_s: Sequence[float], limit_cores: float, rate_per_s: float, period_s: float = CFS_PERIOD_S
+) -> list[float]:
+    """The spread of :func:`response_seconds` over requests: one time per (work sample, arrival phase), each
+    request's own work at its own phase of the period, partly used in proportion to the utilisation as in
+    :func:`service_seconds`. The utilisation and the M/D/1 wait are those of the median work (the work the
+    fleet declares), and the wait is each request's mean wait: its spread is left out."""
+    if not work_samples_s:
+        return []
+    work_s = statistics.median(work_samples_s)
+    rho = min(rate_per_s * work_s / limit_cores, 1.0) if work_s > 0 else 0.0
+    held = min(rho, RHO_MAX)
+    wait = held * service_seconds(work_s, limit_cores, rho, period_s) / (2.0 * (1.0 - held))
+    return [
+        (1.0 - rho) * isolated_seconds_at(work, limit_cores, phase, period_s) + rho * work / limit_cores + wait
+        for work in work_samples_s
+        for phase in phases(period_s)
+    ]

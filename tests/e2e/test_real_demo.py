@@ -52,3 +52,13 @@ def test_the_real_demo_answers_every_camera_and_counts_the_same_under_both_polic
             served["edge"] += figures["edge_requests"] or 0.0
             served["cloud"] += (figures["requests"] or 0.0) - (figures["edge_requests"] or 0.0)
     assert served["edge"] > 0 and served["cloud"] > 0, served  # hits on the Pi and misses answered by the cloud
+    # sim-to-real read the replicas themselves at both places: their own histogram and their containers' CPU
+    read = {
+        place
+        for phase in summary["phases"]
+        for sample in phase["samples"]
+        for places in sample["replicas"].values()
+        for place, figures in places.items()
+        if figures["requests"] > 0 and figures["cpu_seconds"]
+    }
+    assert read == {"edge", "cloud"}, read

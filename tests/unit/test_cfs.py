@@ -54,3 +54,18 @@ def test_a_back_to_back_stream_of_yolox_nano_sees_the_limit_as_a_slower_core(lim
     work_s = levels[1000]["cpu_ms_per_request"] / 1000
     saturated = cfs.service_seconds(work_s, limit_m / 1000, utilisation=1.0)
     assert saturated == pytest.approx(levels[limit_m]["mean_ms"] / 1000, rel=0.2)
+
+
+def test_the_spread_of_requests_is_their_own_work_at_their_own_phase_around_the_same_mean() -> None:
+    # one work: the spread's mean is the mean response, whatever the load
+    for rate in (0.5, 5.0):
+        times = cfs.response_samples([0.036], 0.1, rate)
+        assert sum(times) / len(times) == pytest.approx(cfs.response_seconds(0.036, 0.1, rate))
+    # 36 ms at 100m, isolated: its 4 periods' quota spans 3 to 4 periods, by the phase it arrives at
+    times = sorted(cfs.response_samples([0.036], 0.1, 0.0))
+    assert times[0] >= 2 * 0.1
+    assert times[-1] <= 4 * 0.1
+    assert times[int(0.95 * len(times))] > cfs.isolated_seconds(0.036, 0.1)
+    # work that fits the quota runs at full speed: the spread is the work's own
+    assert sorted(set(cfs.response_samples([0.004, 0.006], 0.5, 0.0))) == pytest.approx([0.004, 0.006])
+    assert cfs.response_samples([], 0.5, 1.0) == []

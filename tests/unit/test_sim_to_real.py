@@ -158,3 +158,106 @@ def test_a_camera_that_starts_late_in_an_interval_carries_its_backlog_into_the_n
     silent = dataclasses.replace(first, camera_bytes={"camera-1": 1e6})
     _, fresh = _predictions(documents, [silent, second], bed)
     assert carried[("det", "cloud")] - fresh[("det", "cloud")] > 0.2
+
+
+def _cumulative(counts_by_bound: dict[float, float]) -> list[float]:
+    """Cumulative counts at the request-duration buckets from counts per bucket (by upper bound)."""
+    from edgeaigc.cluster.sim_to_real import BOUNDS
+
+    running, cumulative = 0.0, []
+    for bound in BOUNDS:
+        running += counts_by_bound.get(bound, 0.0)
+        cumulative.append(running)
+    return cumulative
+
+
+def _sampled(cached: list[str]) -> Sample:
+    from edgeaigc.cluster.replica_metrics import ReplicaInterval
+
+    # det at the edge (400m): 10 requests, 60 ms at the gateway, 50 ms at the replica (8 up to 50 ms, 2 up to
+    # 100 ms), 0.5 CPU seconds; cls at the cloud: 5 requests
+    replicas = {
+        "det": {"edge": ReplicaInterval(10, 0.5, _cumulative({0.05: 8, 0.1: 2}), cpu_seconds=0.5)},
+        "cls": {"cloud": ReplicaInterval(5, 0.02, _cumulative({0.005: 5}), cpu_seconds=0.015)},
+    }
+    served = {"det": {"edge": (10.0, 0.06)}, "cls": {"cloud": (5.0, 0.005)}}
+    return Sample(
+        0.0,
+        10.0,
+        cached,
+        {"det": 400},
+        served,
+        replicas=replicas,
+        gateway_buckets=_cumulative({0.01: 5, 0.05: 6, 0.1: 3, 0.25: 1}),
+    )
+
+
+def test_p95_and_cpu_per_request_observed_from_the_replicas_and_predicted_from_per_frame_work(
+    documents: list[dict],
+) -> None:
+    from edgeaigc.cluster.sim_to_real import Bed, compare_with_overall
+
+    bed = Bed(work_samples_ms={"det": [38.0, 40.0, 40.0, 42.0], "cls": [2.0]})
+    (cls, det), overall = compare_with_overall(documents, [_sampled(["det"])], bed)
+    # the replica's p95 (9.5th of 10: 1.5 of the 2 requests into 50-100 ms) plus the gateway's 10 ms more on
+    # the mean than the replica
+    assert det.observed_p95_ms == pytest.approx(50 + 50 * 1.5 / 2 + 10, abs=0.1)
+    assert det.observed_cpu_ms == pytest.approx(50.0) and det.predicted_cpu_ms == pytest.approx(40.0)
+    assert det.cpu_error == pytest.approx(-0.2)
+    assert cls.observed_cpu_ms == pytest.approx(3.0) and cls.predicted_cpu_ms == pytest.approx(2.0)
+    # every sample fits the 40 ms quota: the spread is the work's own, whose p95 through the buckets is
+    # that of the observed replica minus what the gateway adds, read the same way
+    assert det.predicted_p95_ms is not None and det.predicted_p95_ms < det.observed_p95_ms
+    # a frame with more work than a period's quota waits for the next period: the p95 grows, the mean not
+    heavy = Bed(work_samples_ms={"det": [38.0, 40.0, 40.0, 42.0, 40.0, 39.0, 41.0, 40.0, 40.0, 45.0, 90.0]})
+    (_, heavy_det), _ = compare_with_overall(documents, [_sampled(["det"])], heavy)
+    assert heavy_det.predicted_ms == det.predicted_ms
+    assert heavy_det.predicted_p95_ms is not None and heavy_det.predicted_p95_ms > det.predicted_p95_ms + 20
+    # all requests: the gateway's own histogram (14th of 15 requests: 0.25 into 100-250 ms), the hit rate
+    assert overall.requests == 15
+    assert overall.observed_hit_rate == pytest.approx(10 / 15, abs=1e-4)
+    assert overall.predicted_hit_rate == pytest.approx(10 / 15, abs=1e-4)
+    assert overall.observed_p95_ms == pytest.approx(100 + 150 * (14.25 - 14) / 1, abs=0.1)
+    assert overall.observed_cpu_ms == pytest.approx((10 * 50 + 5 * 3) / 15, abs=0.1)
+    # predicted for all requests: every det time (30-32 ms of work within its quota, plus the overhead) in the
+    # 25-50 ms bucket, every cls time under 5 ms: the 14.25th of 15 is 9.25/10 into the det bucket
+    light = Bed(work_samples_ms={"det": [30.0, 32.0], "cls": [2.0]})
+    _, light_overall = compare_with_overall(documents, [_sampled(["det"])], light)
+    assert light_overall.predicted_p95_ms == pytest.approx(25 + 25 * 9.25 / 10, abs=0.1)
+    # cls was planned for the Pi but served by the cloud (its replica was starting): a predicted hit
+    (_, _), starting = compare_with_overall(documents, [_sampled(["det", "cls"])], bed)
+    assert starting.predicted_hit_rate == pytest.approx(1.0)
+    table = format_table([cls, det], overall)
+    assert "all requests" in table and "hit 67%/67%" in table and "60.0ms" in table
+
+
+def test_a_run_without_the_new_samples_shows_dashes_and_a_new_run_reads_back(
+    documents: list[dict], tmp_path: Path
+) -> None:
+    import json
+
+    import yaml
+
+    from edgeaigc.cluster.sim_to_real import Bed, compare_with_overall, load_run, report
+
+    old = Sample(0.0, 10.0, ["det"], {"det": 400}, {"det": {"edge": (1.0, 0.1)}})
+    (point,), overall = compare_with_overall(documents, [old])
+    assert point.observed_p95_ms is None and point.predicted_p95_ms is None and point.observed_cpu_ms is None
+    assert overall.observed_p95_ms is None
+    assert "—" in format_table([point], overall)
+    # a new run's summary.json and fleet.yaml read back into the same figures
+    sample = _sampled(["det"])
+    work = {"det": [38.0, 40.0, 42.0], "cls": [2.0]}
+    summary = {
+        "load": "load average 0.5",
+        "work_samples_ms": work,
+        "phases": [{"algorithm": a, "samples": [sample.to_dict()]} for a in ("td3", "lru")],
+    }
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    (tmp_path / "fleet.yaml").write_text(yaml.safe_dump_all(documents))
+    read_documents, phases, load, bed = load_run(tmp_path)
+    assert phases["td3"][0] == sample and bed.work_samples_ms == work and load == "load average 0.5"
+    direct = report(documents, {"td3": [sample], "lru": [sample]}, Bed(work_samples_ms=work))
+    assert report(read_documents, phases, bed).to_dict() == direct.to_dict()
+    plot(direct.calibrated, tmp_path / "s2r.png", "test")
+    assert (tmp_path / "s2r.png").stat().st_size > 0
