@@ -386,6 +386,10 @@ def build_base(arch: str, progress: Progress) -> None:
         _remove_tree(work)
 
 
+#: A RUN step's failure that is the runtime's, not the build's: worth one more try.
+TRANSIENT_BUILD_ERROR = "sealing memfd copy: Device or resource busy"
+
+
 def build_dockerfile_image(name: str, arch: str, key: str, progress: Progress) -> None:
     """``buildah bud`` of ``images/<name>.Dockerfile`` on this machine's base image."""
     ensure_binfmt(arch)
@@ -395,7 +399,15 @@ def build_dockerfile_image(name: str, arch: str, key: str, progress: Progress) -
     if HOST_CA_BUNDLE.is_file():
         command += ["--volume", f"{HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro"]
     command += ["--file", dockerfile(name), "--tag", stored_ref(name, arch), REPO]
-    _stream(command, f"{name}/{arch}", progress)
+    try:
+        _stream(command, f"{name}/{arch}", progress)
+    except ImageBuildError as error:
+        if TRANSIENT_BUILD_ERROR not in str(error):
+            raise
+        # Seen once on this machine (buildah's chroot isolation re-executing itself from a sealed memfd copy
+        # got EBUSY); the same build passed when run again at once.
+        progress(f"{name}/{arch}: {TRANSIENT_BUILD_ERROR!r}; building once more")
+        _stream(command, f"{name}/{arch}", progress)
 
 
 def build_pause(arch: str, key: str, progress: Progress) -> None:
