@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from edgeaigc.inference.gateway.metrics import ROUTING_TABLE_ERRORS_TOTAL, ROUTING_TABLE_GENERATION
 from edgeaigc.inference.gateway.routing_table import InvalidRoutingTable, parse_routing_table
 from edgeaigc.operator.constants import ROUTING_TABLE_KEY
 
@@ -29,8 +30,6 @@ from edgeaigc.operator.constants import ROUTING_TABLE_KEY
 REAL_NODE_POLICY = (
     Path(__file__).resolve().parents[1] / "examples" / "real-node" / "edgeaigc.io_v1alpha1_placementpolicy.yaml"
 )
-GENERATION = "edgeaigc_gateway_routing_table_generation"
-ERRORS = "edgeaigc_gateway_routing_table_errors_total"
 #: Distinct invalid-table errors kept for the report (a table that stays invalid repeats the same one).
 KEPT_ERRORS = 20
 
@@ -99,9 +98,9 @@ def judge_gateway_metrics(text: str) -> tuple[int | None, str | None]:
     try:
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if sample.name == GENERATION:
+                if sample.name == ROUTING_TABLE_GENERATION:
                     generation = int(sample.value)
-                elif sample.name == ERRORS and sample.labels.get("reason") == "invalid":
+                elif sample.name == ROUTING_TABLE_ERRORS_TOTAL and sample.labels.get("reason") == "invalid":
                     rejected += sample.value
     except ValueError as error:
         return None, f"the gateway's /metrics does not parse: {error}"

@@ -59,6 +59,7 @@ from edgeaigc.cluster.real_stack import (
 )
 from edgeaigc.cluster.replica_metrics import ReplicaMeter
 from edgeaigc.cluster.sim_to_real import Bed, Sample, plot, print_report, report, routing_tables
+from edgeaigc.inference.gateway.metrics import ROUTING_TABLE_GENERATION
 from edgeaigc.inference.metrics_contract import (
     CAMERA_REQUEST_BYTES_TOTAL,
     REQUEST_DURATION_SECONDS,
@@ -66,7 +67,13 @@ from edgeaigc.inference.metrics_contract import (
     REQUEST_SECONDS_TOTAL,
     REQUESTS_TOTAL,
 )
-from edgeaigc.policy.resources import ROUTING_TABLE_KEY, object_name
+from edgeaigc.policy.resources import (
+    COMPONENT_CLOUD_INFERENCE,
+    COMPONENT_EDGE_INFERENCE,
+    LABEL_COMPONENT,
+    ROUTING_TABLE_KEY,
+    object_name,
+)
 
 ProgressFn = Callable[[str], None]
 
@@ -83,11 +90,10 @@ ACTOR_KEY = "traffic-city-td3.onnx"
 ACTORS_CONFIGMAP = "edgeaigc-actors"
 #: The gateway's upload rate per camera and the generation of the routing table it holds (inference/gateway/metrics.py).
 UPLINK_RATE = "edgeaigc_gateway_uplink_rate_bytes_per_second"
-TABLE_GENERATION = "edgeaigc_gateway_routing_table_generation"
 #: A gateway series (the model servers export the same names without these labels).
 GATEWAY = 'edge_node!=""'
 #: The model replicas, edge and cloud (cluster/replica_metrics.py reads their histograms and CPU).
-REPLICAS = "app.kubernetes.io/component in (edge-inference,cloud-inference)"
+REPLICAS = f"{LABEL_COMPONENT} in ({COMPONENT_EDGE_INFERENCE},{COMPONENT_CLOUD_INFERENCE})"
 
 
 @dataclass(frozen=True)
@@ -414,7 +420,7 @@ def gateway_uplink(url: str, window_s: float, at: float) -> tuple[dict[str, floa
     window = f"[{max(round(window_s), 5)}s]"
     try:
         rates = query(url, f"avg by (camera) (avg_over_time({UPLINK_RATE}{{{GATEWAY}}}{window}))", at=at)
-        generation = query(url, f"min(min_over_time({TABLE_GENERATION}{{{GATEWAY}}}{window}))", at=at)
+        generation = query(url, f"min(min_over_time({ROUTING_TABLE_GENERATION}{{{GATEWAY}}}{window}))", at=at)
     except Exception:  # a gap in the samples, not the end of the demo
         return {}, None
     by_camera = {r["metric"]["camera"]: float(round(float(r["value"][1]))) for r in rates if r["metric"].get("camera")}

@@ -24,10 +24,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from edgeaigc.inference.metrics_contract import REQUEST_DURATION_SECONDS, REQUEST_LATENCY_BUCKETS
+from edgeaigc.operator.constants import INFERENCE_PORT
+from edgeaigc.policy.resources import COMPONENT_CLOUD_INFERENCE, COMPONENT_EDGE_INFERENCE, LABEL_COMPONENT, LABEL_MODEL
 
-#: Pod label of the model a replica serves, and the components (the place that serves) of edge and cloud replicas.
-MODEL_LABEL = "edgeaigc.io/model"
-PLACES = {"edge-inference": "edge", "cloud-inference": "cloud"}
+#: The place that serves, by the component label of edge and cloud replicas.
+PLACES = {COMPONENT_EDGE_INFERENCE: "edge", COMPONENT_CLOUD_INFERENCE: "cloud"}
 
 
 @dataclasses.dataclass
@@ -116,8 +117,6 @@ def _container_cpu_seconds(pod: dict[str, Any]) -> float | None:
 def _scrape(pod: dict[str, Any]) -> str | None:
     import httpx
 
-    from edgeaigc.operator.constants import INFERENCE_PORT
-
     address = pod.get("status", {}).get("podIP")
     containers = pod.get("spec", {}).get("containers") or [{}]
     probe = containers[0].get("readinessProbe", {}).get("httpGet", {})
@@ -146,8 +145,8 @@ class ReplicaMeter:
         for pod in pods:
             metadata = pod.get("metadata", {})
             labels = metadata.get("labels", {})
-            place = PLACES.get(labels.get("app.kubernetes.io/component", ""))
-            model, uid = labels.get(MODEL_LABEL), metadata.get("uid", "")
+            place = PLACES.get(labels.get(LABEL_COMPONENT, ""))
+            model, uid = labels.get(LABEL_MODEL), metadata.get("uid", "")
             if place is None or model is None:
                 continue
             text = _scrape(pod)

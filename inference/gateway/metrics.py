@@ -26,11 +26,15 @@ from edgeaigc.inference.metrics_contract import (
 if TYPE_CHECKING:
     from edgeaigc.inference.gateway.gateway import Gateway
 
+#: The generation of the routing table in use, and the tables ignored (by ``reason``): what a check that the
+#: gateway holds a valid table reads (``bench-chaos``, ``demo --real``).
+ROUTING_TABLE_GENERATION = "edgeaigc_gateway_routing_table_generation"
+ROUTING_TABLE_ERRORS_TOTAL = "edgeaigc_gateway_routing_table_errors_total"
 #: Names of the gateway's own metrics (besides the request metrics of the contract).
 GATEWAY_METRIC_NAMES = (
-    "edgeaigc_gateway_routing_table_generation",
+    ROUTING_TABLE_GENERATION,
     "edgeaigc_gateway_routing_table_loads_total",
-    "edgeaigc_gateway_routing_table_errors_total",
+    ROUTING_TABLE_ERRORS_TOTAL,
     "edgeaigc_gateway_circuit_breaker_state",
     "edgeaigc_gateway_circuit_breaker_opens_total",
     "edgeaigc_gateway_upstream_retries_total",
@@ -163,7 +167,7 @@ class GatewayStateCollector(Collector):
         node = self.gateway.edge_node
         watcher = self.gateway.watcher
         generation = GaugeMetricFamily(
-            "edgeaigc_gateway_routing_table_generation",
+            ROUTING_TABLE_GENERATION,
             "Generation of the routing table in use (absent until a valid table has been read).",
             labels=["edge_node"],
         )
@@ -178,7 +182,7 @@ class GatewayStateCollector(Collector):
         loads.add_metric([node], watcher.loads)
         yield loads
         errors = CounterMetricFamily(
-            "edgeaigc_gateway_routing_table_errors",
+            ROUTING_TABLE_ERRORS_TOTAL.removesuffix("_total"),
             "Routing table reads ignored: invalid (does not parse or validate) or unreadable (missing, I/O error).",
             labels=["edge_node", "reason"],
         )
