@@ -332,7 +332,10 @@ class PolicyGuard:
             self.history.append(scores)
             self.intervals_in_control += 1
         means = window_means(list(self.history), settings.window_intervals)
-        costs = None if means is None else self.switch_costs(scenario, observation, means)
+        # The switches' prices matter only once the window is full and the dwell is over (choose's order).
+        costs = None
+        if means is not None and self.intervals_in_control >= settings.min_dwell_intervals:
+            costs = self.switch_costs(scenario, observation, means)
         choice = choose(self.in_control, self.learned, means, settings, self.intervals_in_control, costs)
         if choice.switched:
             self.in_control, self.intervals_in_control = choice.in_control, 0
