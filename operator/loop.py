@@ -21,6 +21,7 @@ from kubernetes.client import ApiClient, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
 from edgeaigc.operator.decide import Decision, PolicyCache, decide, degraded
+from edgeaigc.operator.demand_history import DemandHistory
 from edgeaigc.operator.leader import Fence, unfenced
 from edgeaigc.operator.learning import Learner, LearningSettings
 from edgeaigc.operator.object_cache import ObjectCaches
@@ -64,6 +65,8 @@ class DecisionLoop:
         self.core = CoreV1Api(api_client)
         self.learning = learning
         self.learner: Learner | None = None
+        self.history = DemandHistory()
+        """The policy's last intervals' request counts: its trend window, without a query of its own."""
 
     def close(self) -> None:
         """Release the caches (stopping them if they were the loop's own)."""
@@ -77,7 +80,7 @@ class DecisionLoop:
         metadata = policy["metadata"]
         try:
             prometheus = self.observer_factory(spec["prometheusURL"], spec.get("prometheusSelector", ""))
-            snapshot = observe(self.cluster, prometheus, policy)
+            snapshot = observe(self.cluster, prometheus, policy, self.history)
         except Exception as error:  # a failed read is reported, never crashes the loop
             decision = Decision(dry_run=spec["mode"] == "dry-run", decision_seconds=time.perf_counter() - started)
             if isinstance(error, ApiException):

@@ -100,10 +100,10 @@ def test_a_node_whose_cameras_sent_no_bytes_splits_its_requests_evenly() -> None
 
 def test_requests_query_is_per_node_and_model_from_the_recording_rule() -> None:
     assert requests_query(30) == (
-        "sum by (edge_node, model, served_by) (increase(edgeaigc:requests_total:sum_without_code[30s]))"
+        "sum by (edge_node, model, served_by) (increase(edgeaigc:requests_total:sum_without_code[30s])) > 0"
     )
     assert requests_query(30, recorded=False) == (
-        'sum by (edge_node, model, served_by) (increase(edgeaigc_requests_total{edge_node!=""}[30s]))'
+        'sum by (edge_node, model, served_by) (increase(edgeaigc_requests_total{edge_node!=""}[30s])) > 0'
     )
 
 
@@ -230,6 +230,7 @@ def test_every_query_carries_the_policys_prometheus_selector() -> None:
         duration_query,
         link_query,
         relayed_bytes_query,
+        request_series_query,
         series,
     )
 
@@ -242,6 +243,7 @@ def test_every_query_carries_the_policys_prometheus_selector() -> None:
         camera_bytes_query(30, selector),
         link_query(selector),
         duration_query(30, selector),
+        request_series_query(selector),
         relayed_bytes_query(30, selector),
     ]
     for query in queries:
