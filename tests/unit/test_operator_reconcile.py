@@ -136,12 +136,23 @@ def test_a_pod_recreated_from_an_older_template_is_resized_to_its_siblings_cpu()
     assert [(r.pod, r.cpu_m) for r in plan.resize] == [("fresh", 1500)] and plan.cpu == {} and plan.apply == []
 
 
-def test_without_pods_the_template_is_the_current_cpu() -> None:
+def test_without_pods_the_template_is_the_current_cpu_and_carries_a_change() -> None:
     old = _deployment("det-day", "pi-0", 1000)
     plan = plan_writes([_deployment("det-day", "pi-0", 1050)], [_stored(old)], [], {"pi-0": 4000})
     assert plan.writes == 0 and plan.unchanged == 1
+    # A change beyond the step with no pod to resize: the template carries it, so that the pod the
+    # control plane makes later starts at it (not at 1000m, which its node may no longer hold for it).
     plan = plan_writes([_deployment("det-day", "pi-0", 1500)], [_stored(old)], [], {"pi-0": 4000})
-    assert plan.cpu == {old["metadata"]["name"]: 1500} and plan.resize == [] and plan.writes == 0
+    assert plan.resize == [] and plan.writes == 1
+    (applied,) = plan.apply
+    assert container_cpu(applied["spec"]["template"]["spec"]) == 1500
+    # Stored so, it is steady: the hash leaves the CPU out, and the template is now the current CPU.
+    again = plan_writes([_deployment("det-day", "pi-0", 1500)], [applied], [], {"pi-0": 4000})
+    assert again.writes == 0 and again.unchanged == 1
+    # Once its pod runs at the template's CPU, a change is a resize again.
+    pod = _pod(applied, "det-day-pod", 1500)
+    resized = plan_writes([_deployment("det-day", "pi-0", 800)], [applied], [pod], {"pi-0": 4000})
+    assert [r.cpu_m for r in resized.resize] == [800] and resized.apply == []
 
 
 def test_a_changed_shape_is_applied_whole_and_new_objects_get_their_hash() -> None:
