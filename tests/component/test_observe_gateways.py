@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -23,7 +24,9 @@ from prometheus_client import start_http_server
 from edgeaigc.cluster import prometheus
 from edgeaigc.inference.gateway.metrics import GatewayMetrics
 from edgeaigc.inference.metrics_contract import RECORDED_REQUESTS_TOTAL
-from edgeaigc.operator.observe import QUERIES_PER_READ, PrometheusObserver
+from edgeaigc.operator.demand_history import DemandHistory
+from edgeaigc.operator.observe import QUERIES_PER_READ, QUERIES_PER_STEADY_READ, PrometheusObserver
+from edgeaigc.policy.observation import TREND_WINDOW_SLOTS
 from edgeaigc.policy.scenario import load_scenario
 from tests.component.conftest import free_port
 
@@ -154,3 +157,48 @@ def test_the_real_demos_per_model_figures_come_from_the_seconds_counter(
     assert figures["mean_latency_ms"] == pytest.approx(1000 * (10 * 0.2 + 30 * 0.6) / 40, rel=0.05)
     served = served_figures(url, 20, time.time())["flow-urban"]
     assert served["edge"][1] == pytest.approx(0.2) and served["cloud"][1] == pytest.approx(0.6)
+
+
+def test_the_trend_window_from_the_operators_record_reads_what_prometheus_reads(
+    scraped_gateways: tuple[str, dict[str, GatewayMetrics]],
+) -> None:
+    """A steady stream at real gateways, read every interval as the decision loop reads it: once the record holds
+    the last intervals the trend window comes from it (five queries), and it agrees with Prometheus's own."""
+    url, gateways = scraped_gateways
+    gateway, model, camera, rate = gateways["pi-1"], "det-day", "camera-3", 20.0
+    for served_by in ("edge", "cloud"):
+        gateway.requests.labels(model, "200", served_by, "pi-1")
+    stop = threading.Event()
+
+    def stream() -> None:  # bounded: it stops with the test, and after 120 s at the latest
+        deadline = time.monotonic() + 120
+        while not stop.is_set() and time.monotonic() < deadline:
+            gateway.observe_request(model, 200, "cloud", camera, 0.01, 1000, 10)
+            time.sleep(1 / rate)
+
+    thread = threading.Thread(target=stream, daemon=True)
+    thread.start()
+    interval_s, source = 4, (url, 'namespace="city"')
+    history = DemandHistory()
+    try:
+        time.sleep(2 * interval_s)  # the stream is in the scrapes before the first window
+        for _ in range(TREND_WINDOW_SLOTS):
+            time.sleep(interval_s)
+            observer = PrometheusObserver(*source)
+            now = datetime.datetime.now(datetime.UTC)
+            samples = observer.read(interval_s, history.earlier(source, now, interval_s))
+            history.record(source, now, interval_s, samples.last_interval, samples.camera_bytes_last)
+        fresh = PrometheusObserver(*source)
+        from_prometheus = fresh.read(interval_s)
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+    assert observer.queries_sent == QUERIES_PER_STEADY_READ and samples.recent_s == interval_s * TREND_WINDOW_SLOTS
+    assert fresh.queries_sent == QUERIES_PER_READ
+    cached = np.zeros((TINY.num_nodes, TINY.num_models))
+    m, pi1 = TINY.model_names.index(model), TINY.camera_node == TINY.node_names.index("pi-1")
+    trend = samples.observation(TINY, cached, NOW).camera_rates_recent_mean[pi1, m].sum()
+    trend_read = from_prometheus.observation(TINY, cached, NOW).camera_rates_recent_mean[pi1, m].sum()
+    # Both about the stream's rate (the sleeps make it a little less); increase() extrapolates each window's edges.
+    assert trend == pytest.approx(trend_read, rel=0.2), (trend, trend_read)
+    assert 0.6 * rate < trend <= 1.2 * rate, trend
