@@ -180,8 +180,8 @@ def _cpu_on(kubectl: Kubectl, edge_node: str) -> int:
     """Millicores of CPU the policy's edge Deployments hold on one edge node.
 
     With in-place resize the Deployment's template keeps the CPU it was created with (or was given while it
-    had no pod) and its pods carry the CPU the plan gave them: a Deployment holds the largest CPU among its live pods (its
-    template's while it has none).
+    had no pod) and its pods carry the CPU the plan gave them: a Deployment holds the largest CPU among its
+    live pods (its template's while it has none).
     """
     selector = "app.kubernetes.io/component=edge-inference,edgeaigc.io/policy=city"
     pods = json.loads(kubectl.run("get", "pods", "-n", NAMESPACE, "-l", selector, "-o", "json").stdout)["items"]
