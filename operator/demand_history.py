@@ -81,15 +81,16 @@ class DemandHistory:
     def __init__(self, windows: int = TREND_WINDOW_SLOTS - 1, stale_factor: float = 2.0) -> None:
         """``stale_factor``: the windows are used while the oldest ended at most this many times
         ``windows x intervalSeconds`` ago (decisions may run late, by up to their own duration)."""
+        self.windows = windows
+        self.stale_factor = stale_factor
         self._windows: collections.deque[CountedWindow] = collections.deque(maxlen=windows)
         self._source: Hashable = None
-        self.stale_factor = stale_factor
 
     def earlier(self, source: Hashable, now: datetime.datetime, interval_s: float) -> EarlierWindows | None:
         """The kept windows added up, or None when Prometheus must be asked for the trend window: too few
         windows, an old one, or windows read with other queries (``source``: the Prometheus and selector)."""
         windows = self._windows
-        if source != self._source or windows.maxlen is None or len(windows) < windows.maxlen or not windows:
+        if source != self._source or not windows or len(windows) < self.windows:
             return None
         if (now - windows[0].end).total_seconds() > self.stale_factor * len(windows) * interval_s:
             return None

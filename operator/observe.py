@@ -48,7 +48,7 @@ from edgeaigc.inference.metrics_contract import (
     REQUESTS_TOTAL,
 )
 from edgeaigc.operator import constants as c
-from edgeaigc.operator.demand_history import DemandHistory, EarlierWindows
+from edgeaigc.operator.demand_history import DemandHistory, EarlierWindows, Sample
 from edgeaigc.operator.object_cache import ObjectCache, ObjectCaches
 from edgeaigc.operator.reconcile import MANAGED_KINDS, RetryPolicy, with_retries
 from edgeaigc.policy.crd_defaults import with_defaults
@@ -57,8 +57,6 @@ from edgeaigc.policy.registry import PolicyUnavailable
 from edgeaigc.policy.scenario import Scenario
 from edgeaigc.policy.system_model import node_rates_of
 
-Sample = Mapping[str, Any]
-"""One element of a Prometheus instant-vector result: ``{"metric": {...}, "value": [t, "v"]}``."""
 Resource = dict[str, Any]
 
 
@@ -710,10 +708,9 @@ def observe(
         samples = prometheus.read(interval_s, earlier)
     except ObservationError as error:
         samples = error
-    else:
-        if history is not None:
-            end = datetime.datetime.now(datetime.UTC)
-            history.record(source, end, interval_s, samples.last_interval, samples.camera_bytes_last)
+    read_at = datetime.datetime.now(datetime.UTC)
+    if history is not None and not isinstance(samples, ObservationError):
+        history.record(source, read_at, interval_s, samples.last_interval, samples.camera_bytes_last)
     return Snapshot(
         policy={"metadata": metadata, "spec": spec, "status": policy.get("status") or {}},
         edge_nodes=edge_nodes,
@@ -724,6 +721,6 @@ def observe(
         allocatable=allocatable,
         actor=actor,
         samples=samples,
-        now=datetime.datetime.now(datetime.UTC),
+        now=read_at,
         policies=policies,
     )

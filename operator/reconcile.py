@@ -389,18 +389,16 @@ def plan_writes(
             unchanged += 1
             continue
         # Pods not at the target: those of a CPU change, and pods recreated from an older template.
-        live = live_pods.pods_of(found[("Deployment", name)])
+        deployment = found[("Deployment", name)]
+        live = live_pods.pods_of(deployment)
         behind = [p for p in live if container_cpu(p["spec"]) != target]
-        if not live and target != container_cpu(found[("Deployment", name)]["spec"]["template"]["spec"]):
-            # No pod yet (at 1000 nodes the control plane made them minutes after the Deployment) or none
-            # left: a pod made from the template would start at its old CPU, beyond what its node now holds
-            # for it (nodes at 150-195 % of their cores were seen), and be resized only after it started.
-            # The template carries the CPU instead; no running pod rolls.
-            to_apply.append(with_hash(with_template_cpu(manifest, target)))
-            new_cpu.pop(name, None)
-            continue
-        if not all(reports_resources(p) for p in behind):
-            # A node that cannot resize in place: the template carries the CPU (the Deployment rolls).
+        template_changes = not live and target != container_cpu(deployment["spec"]["template"]["spec"])
+        if template_changes or not all(reports_resources(p) for p in behind):
+            # The template carries the CPU. With no pod yet (at 1000 nodes the control plane made them minutes
+            # after the Deployment) or none left, a pod made from the template would start at its old CPU,
+            # beyond what its node now holds for it (nodes at 150-195 % of their cores were seen), and be
+            # resized only after it started; no running pod rolls. On a node that cannot resize in place,
+            # the Deployment rolls.
             to_apply.append(with_hash(with_template_cpu(manifest, target)))
             new_cpu.pop(name, None)
             continue
